@@ -1,0 +1,88 @@
+"""Tenants (customers) with their quotas, the users' memberships in them, and API keys."""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def default_quota(name):
+    return settings.DEFAULT_CUSTOMER_QUOTAS[name]
+
+
+class Customer(models.Model):
+    QUOTA_FIELDS = (
+        "max_agents",
+        "max_concurrent_tasks",
+        "max_tasks_per_day",
+        "monthly_token_budget",
+        "max_memory_mb",
+        "max_cpu_seconds",
+        "max_timeout_seconds",
+    )
+
+    name = models.CharField(max_length=100, unique=True)
+    max_agents = models.PositiveIntegerField(default=50)
+    max_concurrent_tasks = models.PositiveIntegerField(default=5)
+    max_tasks_per_day = models.PositiveIntegerField(default=1000)
+    monthly_token_budget = models.PositiveBigIntegerField(default=10_000_000)
+    max_memory_mb = models.PositiveIntegerField(default=2048)
+    max_cpu_seconds = models.PositiveIntegerField(default=600)
+    max_timeout_seconds = models.PositiveIntegerField(default=3600)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.CheckConstraint(condition=~Q(name=""), name="customer_name_not_empty")]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def quotas(self) -> dict:
+        return {name: getattr(self, name) for name in self.QUOTA_FIELDS}
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+        VIEWER = "viewer"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(role__in=["owner", "member", "viewer"]), name="membership_role_valid")
+        ]
+
+    def __str__(self):
+        return f"{self.user} @ {self.customer} ({self.role})"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.MEMBER)
+
+
+class ApiKey(models.Model):
+    """A customer API key: only its prefix and SHA-256 hash are stored; the key is shown once."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="api_keys")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,91 @@
+"""Writes for customers, memberships and API keys; quota checks."""
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from adminpanel.services import audit_record
+from autogen_platform.errors import QuotaExceeded
+
+from .authentication import hash_api_key
+from .models import ApiKey, Customer, Membership
+
+
+@transaction.atomic
+def customer_create(*, actor, name: str, quotas: dict | None = None, request=None) -> Customer:
+    customer = Customer.objects.create(name=name, **(quotas or {}))
+    audit_record(actor=actor, action="customer.create", target=f"customer:{customer.pk}", customer=customer,
+                 request=request, details={"name": name, "quotas": quotas or {}})
+    return customer
+
+
+@transaction.atomic
+def member_add(*, actor, customer: Customer, username: str, password: str, role: str = "member", request=None):
+    """Create a user in a customer, or move an existing non-staff user's membership and reset the password."""
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=username)
+    user.set_password(password)
+    user.save()
+    Membership.objects.update_or_create(user=user, defaults={"customer": customer, "role": role})
+    audit_record(actor=actor, action="member.add", target=f"user:{user.username}", customer=customer,
+                 request=request, details={"role": role, "created": created})
+    return user
+
+
+@transaction.atomic
+def api_key_create(*, actor, name: str, request=None) -> tuple[ApiKey, str]:
+    """Returns the stored key and the raw key, which is never stored and shown only now."""
+    membership = actor.membership
+    prefix = secrets.token_hex(4)
+    raw = f"agp_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        customer=membership.customer, user=actor, name=name, prefix=prefix, key_hash=hash_api_key(raw)
+    )
+    audit_record(actor=actor, action="api_key.create", target=f"api_key:{key.pk}", request=request,
+                 details={"name": name, "prefix": prefix})
+    return key, raw
+
+
+@transaction.atomic
+def api_key_revoke(*, actor, key: ApiKey, request=None) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    audit_record(actor=actor, action="api_key.revoke", target=f"api_key:{key.pk}", request=request)
+    return key
+
+
+def quota_check_task_create(customer: Customer) -> None:
+    """Daily task count and monthly token budget. Called inside task_create's transaction."""
+    from tasks.models import Task
+
+    # Serialize concurrent creations of one customer so the last slot is given once.
+    Customer.objects.select_for_update().filter(pk=customer.pk).first()
+    now = timezone.now()
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = Task.objects.filter(customer=customer, created_at__gte=day_start).count()
+    if today >= customer.max_tasks_per_day:
+        retry = int((day_start + timedelta(days=1) - now).total_seconds()) + 1
+        raise QuotaExceeded(
+            f"Daily task limit of {customer.max_tasks_per_day} reached",
+            details={"quota": "max_tasks_per_day", "limit": customer.max_tasks_per_day},
+            headers={"Retry-After": str(retry)},
+        )
+    used = customer_tokens_this_month(customer)
+    if used >= customer.monthly_token_budget:
+        raise QuotaExceeded(
+            f"Monthly token budget of {customer.monthly_token_budget} used up",
+            details={"quota": "monthly_token_budget", "limit": customer.monthly_token_budget, "used": used},
+        )
+
+
+def customer_tokens_this_month(customer: Customer) -> int:
+    from tasks.models import Task
+
+    from django.db.models import Sum
+
+    month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    used = Task.objects.filter(customer=customer, created_at__gte=month_start).aggregate(n=Sum("tokens_used"))["n"]
+    return int(used or 0)

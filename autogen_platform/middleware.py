@@ -1,0 +1,76 @@
+"""Request ids, the body-size cap and the error envelope for errors raised outside DRF views."""
+import logging
+import uuid
+
+from django.conf import settings
+
+from .errors import error_response
+
+logger = logging.getLogger(__name__)
+
+
+def wants_envelope(request) -> bool:
+    return request.path.startswith("/api/") or request.path in {"/healthz", "/readyz"}
+
+
+class RequestIdMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-Id", "")
+        request.request_id = incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
+        response = self.get_response(request)
+        response["X-Request-Id"] = request.request_id
+        return response
+
+
+class ApiErrorMiddleware:
+    """Refuses oversized bodies early and turns Django's own 404/405/500 pages into the envelope."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.MAX_REQUEST_BODY_BYTES:
+            return error_response(
+                "payload_too_large",
+                f"Request body is {length} bytes; the limit is {settings.MAX_REQUEST_BODY_BYTES}",
+                413,
+                {"limit_bytes": settings.MAX_REQUEST_BODY_BYTES},
+            )
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not wants_envelope(request):
+            return None
+        from django.core.exceptions import RequestDataTooBig
+
+        if isinstance(exception, RequestDataTooBig):
+            return error_response("payload_too_large", str(exception), 413)
+        return None
+
+
+def handler404(request, exception=None):
+    if wants_envelope(request):
+        return error_response("not_found", "Not found", 404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    request_id = getattr(request, "request_id", uuid.uuid4().hex)
+    return error_response("internal_error", "Internal server error", 500, {"request_id": request_id})
+
+
+def handler403(request, exception=None):
+    return error_response("permission_denied", "Permission denied", 403)
+
+
+def handler400(request, exception=None):
+    return error_response("validation_error", "Bad request", 400)

@@ -1,0 +1,227 @@
+"""Every setting of the platform, read once from the environment through `env()`."""
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(os.environ.get("PLATFORM_VAR_DIR", BASE_DIR / "var"))
+
+
+def _load_dotenv(path: Path) -> None:
+    """An optional `.env` file fills in variables the environment does not already set."""
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+_load_dotenv(BASE_DIR / ".env")
+
+
+def env(name: str, default=None, cast=str):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if cast is bool:
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if cast is list:
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return cast(value)
+
+
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
+DEV_ADMIN_API_KEY = "dev-admin-key"
+
+DEBUG = env("DJANGO_DEBUG", True, bool)
+SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
+ADMIN_API_KEY = env("ADMIN_API_KEY", DEV_ADMIN_API_KEY)
+# Provider API keys are encrypted at rest with this key (any string; derived into a Fernet key).
+FIELD_ENCRYPTION_KEY = env("FIELD_ENCRYPTION_KEY", SECRET_KEY)
+if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or ADMIN_API_KEY == DEV_ADMIN_API_KEY):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY and ADMIN_API_KEY set: refusing the development defaults"
+    )
+ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"], list)
+CORS_ALLOWED_ORIGINS = env("CORS_ALLOWED_ORIGINS", [], list)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "drf_spectacular",
+    "channels",
+    "django_rq",
+    "accounts",
+    "agents",
+    "teams",
+    "tasks",
+    "adminpanel",
+    "runtime",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "autogen_platform.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "autogen_platform.middleware.ApiErrorMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "autogen_platform.urls"
+WSGI_APPLICATION = "autogen_platform.wsgi.application"
+ASGI_APPLICATION = "autogen_platform.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "autogen_platform" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'platform.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env("DB_CONN_MAX_AGE", 0, int))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    }
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.postgresql", "django_prometheus.db.backends.postgresql"
+).replace("django.db.backends.sqlite3", "django_prometheus.db.backends.sqlite3")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis: the RQ queues, the Channels layer, pub/sub control messages. Unset means the embedded
+# Redis that `runplatform` (and the test suite) start on a unix socket under var/.
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
+REDIS_URL = env("REDIS_URL", f"unix://{EMBEDDED_REDIS_SOCKET}")
+REDIS_EMBEDDED = "REDIS_URL" not in os.environ or not os.environ["REDIS_URL"]
+
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+}
+RQ_SHOW_ADMIN_LINK = True
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", "asgi")},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# Request bodies over this size are refused with 413 in the error envelope.
+MAX_REQUEST_BODY_BYTES = env("MAX_REQUEST_BODY_BYTES", 1024 * 1024, int)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.CustomerJWTAuthentication",
+        "accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsCustomerMember"],
+    "DEFAULT_PAGINATION_CLASS": "autogen_platform.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "autogen_platform.errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env("LOGIN_THROTTLE_RATE", "20/min"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env("JWT_ACCESS_MINUTES", 60, int)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env("JWT_REFRESH_DAYS", 7, int)),
+    "SIGNING_KEY": SECRET_KEY,
+    "UPDATE_LAST_LOGIN": True,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AutoGen agent platform API",
+    "DESCRIPTION": "Run AutoGen AgentChat agents and teams as a service, in sandboxed subprocesses.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGIN_URL = "/api-auth/login/"
+LOGIN_REDIRECT_URL = "/api/"
+
+# Workers and the sandbox.
+WORKERS = env("WORKERS", 2, int)
+PORT = env("PORT", 8000, int)
+TASK_HEARTBEAT_SECONDS = env("TASK_HEARTBEAT_SECONDS", 2, float)
+# A running task whose heartbeat is older than this is ended `worker_lost` by the reaper.
+TASK_LEASE_SECONDS = env("TASK_LEASE_SECONDS", 15, float)
+# A queued task with no job in the queue for this long is enqueued again by the reaper.
+TASK_REQUEUE_SECONDS = env("TASK_REQUEUE_SECONDS", 30, float)
+REAPER_INTERVAL_SECONDS = env("REAPER_INTERVAL_SECONDS", 2, float)
+SANDBOX_ROOT = Path(env("SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
+SANDBOX_MIN_LEVEL = env("SANDBOX_MIN_LEVEL", "none")
+DEFAULT_AGENT_LIMITS = {
+    "memory_mb": env("DEFAULT_MEMORY_MB", 512, int),
+    "cpu_seconds": env("DEFAULT_CPU_SECONDS", 60, int),
+    "timeout_seconds": env("DEFAULT_TIMEOUT_SECONDS", 300, int),
+    "max_tokens": env("DEFAULT_MAX_TOKENS", 100000, int),
+}
+DEFAULT_CUSTOMER_QUOTAS = {
+    "max_agents": 50,
+    "max_concurrent_tasks": 5,
+    "max_tasks_per_day": 1000,
+    "monthly_token_budget": 10_000_000,
+    "max_memory_mb": 2048,
+    "max_cpu_seconds": 600,
+    "max_timeout_seconds": 3600,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "rq.worker": {"level": env("RQ_LOG_LEVEL", "WARNING")}},
+}

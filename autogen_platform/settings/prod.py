@@ -1,0 +1,22 @@
+"""Production: refuses to start on development secrets or with DEBUG on."""
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F401,F403
+from .base import ADMIN_API_KEY, DEBUG, DEV_ADMIN_API_KEY, DEV_SECRET_KEY, SECRET_KEY, env
+
+if DEBUG:
+    raise ImproperlyConfigured("DJANGO_DEBUG must be 0 in production")
+if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a random value of 32+ characters")
+if ADMIN_API_KEY == DEV_ADMIN_API_KEY or len(ADMIN_API_KEY) < 24:
+    raise ImproperlyConfigured("ADMIN_API_KEY must be set to a random value of 24+ characters")
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = env("SECURE_COOKIES", True, bool)
+CSRF_COOKIE_SECURE = env("SECURE_COOKIES", True, bool)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT", False, bool)
+SECURE_HSTS_SECONDS = env("SECURE_HSTS_SECONDS", 0, int)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,0 +1,16 @@
+"""Tests: the same stack as production, fast password hashing, no throttling surprises."""
+from .base import *  # noqa: F401,F403
+from .base import DATABASES, REDIS_EMBEDDED, REDIS_URL, VAR_DIR
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Worker subprocesses started by tests must see the test database, so SQLite tests use a file.
+if "sqlite" in DATABASES["default"]["ENGINE"]:
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+# The embedded Redis of the tests lives beside, not on, the one `make run` uses.
+if REDIS_EMBEDDED:
+    EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis-test" / "redis.sock"
+    REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
+RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": "asgi-test"}}}

@@ -1,0 +1,64 @@
+"""Shared fixtures: the embedded Redis when no REDIS_URL is given, customers, users and API clients."""
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_server():
+    """Tests use real Redis: the machine's (REDIS_URL) or the embedded one, started here."""
+    from runtime import embedded_redis
+
+    proc = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET) if settings.REDIS_EMBEDDED else None
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield settings.REDIS_URL
+    embedded_redis.stop(proc)
+
+
+@pytest.fixture
+def make_customer(db):
+    """make_customer("acme", role="owner") -> (customer, user); password is "password123"."""
+    from accounts.models import Customer, Membership
+    from django.contrib.auth import get_user_model
+
+    counter = {"n": 0}
+
+    def make(name=None, role="owner", username=None, **quotas):
+        from accounts.models import Customer as C
+
+        counter["n"] += 1
+        name = name or f"customer{counter['n']}"
+        customer = C.objects.filter(name=name).first() or Customer.objects.create(name=name, **quotas)
+        username = username or f"{name}-{role}-{counter['n']}"
+        user = get_user_model().objects.create_user(username=username, password="password123")
+        Membership.objects.create(user=user, customer=customer, role=role)
+        return customer, user
+
+    return make
+
+
+def token_for(user, scope="customer") -> str:
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    refresh = RefreshToken.for_user(user)
+    refresh["scope"] = scope
+    return str(refresh.access_token)
+
+
+@pytest.fixture
+def client_for():
+    """client_for(user) -> an APIClient sending that user's customer access token."""
+
+    def make(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def anon_client():
+    return APIClient()

@@ -1,0 +1,23 @@
+"""Kill orders over Redis pub/sub. The database records the intent; this only carries the news fast."""
+import json
+import logging
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+CONTROL_CHANNEL = "platform:control"
+
+
+def redis_connection():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def publish(message: dict) -> None:
+    """message: {"kind": "kill", "task": id, "reason": r} or {"kind": "kill_scope", "customer": id|None, "reason": r}."""
+    try:
+        redis_connection().publish(CONTROL_CHANNEL, json.dumps(message))
+    except Exception:  # noqa: BLE001 - the supervisor's database poll is the backstop
+        logger.warning("control publish failed: %s", message, exc_info=True)

@@ -1,0 +1,140 @@
+"""Threads, tasks and their ordered events."""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Customer
+from agents.models import Agent
+from teams.models import Team
+
+
+class Thread(models.Model):
+    """A conversation: tasks on one thread continue from the AgentChat state the last one saved."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="threads")
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="threads")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="threads")
+    # AgentChat save_state() output after the last finished task on the thread.
+    state = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        TIMED_OUT = "timed_out"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT)
+    ERROR_CODES = (
+        "timeout",
+        "memory_limit",
+        "cpu_limit",
+        "token_budget",
+        "killswitch",
+        "cancelled",
+        "agent_error",
+        "model_error",
+        "worker_lost",
+        "sandbox_error",
+    )
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="tasks")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    agent_version = models.PositiveIntegerField(null=True, blank=True)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="tasks")
+    input = models.TextField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    # prompt + completion tokens, kept as a column so budgets are one SUM.
+    tokens_used = models.PositiveBigIntegerField(default=0)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # The exact AgentChat spec the task runs (agents' pinned versions, team, termination), frozen at creation.
+    spec = models.JSONField(default=dict, blank=True)
+    # Highest seq handed out for this task's events; incremented under a row lock.
+    last_seq = models.PositiveIntegerField(default=0)
+    # Set when a cancel (or stop, restart, killswitch) was asked of a running task.
+    cancel_requested = models.CharField(max_length=20, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    pid = models.IntegerField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(agent__isnull=False) & Q(team__isnull=True))
+                | (Q(agent__isnull=True) & Q(team__isnull=False))
+                | Q(status__in=["succeeded", "failed", "cancelled", "timed_out"]),
+                name="task_agent_xor_team",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]),
+                name="task_status_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="task_idempotency_key_unique_per_customer",
+            ),
+        ]
+        indexes = [models.Index(fields=["customer", "status"]), models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self):
+        return f"task {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class TaskEvent(models.Model):
+    class Type(models.TextChoices):
+        STATUS = "status"
+        MESSAGE = "message"
+        TOOL_CALL = "tool_call"
+        TOOL_RESULT = "tool_result"
+        CODE_EXECUTION = "code_execution"
+        USAGE = "usage"
+        ERROR = "error"
+        LOG = "log"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=20, choices=Type.choices)
+    source = models.CharField(max_length=200, blank=True, default="")
+    content = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["task", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "seq"], name="taskevent_seq_unique"),
+            models.CheckConstraint(condition=Q(seq__gte=1), name="taskevent_seq_positive"),
+        ]
+
+    def as_dict(self) -> dict:
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "source": self.source,
+            "content": self.content,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+        }

@@ -1,0 +1,217 @@
+"""Every write to tasks, threads and task events."""
+import logging
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from adminpanel.services import audit_record, killswitch_scope_engaged
+from autogen_platform import realtime
+from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
+
+from .models import Task, TaskEvent, Thread
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = (Task.Status.QUEUED, Task.Status.RUNNING)
+
+
+def task_enqueue(task_id: int) -> None:
+    """Put the task's job on the RQ queue (the job id is stable per attempt)."""
+    import django_rq
+
+    from .models import Task as _Task
+
+    attempts = _Task.objects.filter(pk=task_id).values_list("attempts", flat=True).first() or 0
+    django_rq.get_queue("default").enqueue(
+        "tasks.jobs.run_task", task_id, job_id=f"task-{task_id}-{attempts}", job_timeout=-1, failure_ttl=3600
+    )
+
+
+def build_task_spec(*, agent=None, team=None) -> dict:
+    """Freeze what the task runs: each agent's current version snapshot, and the team's shape."""
+    if agent is not None:
+        return {"kind": "agent", "agents": [_agent_entry(agent)]}
+    members = [m.agent for m in team.members.select_related("agent").order_by("position")]
+    return {
+        "kind": "team",
+        "team": {
+            "id": team.pk,
+            "name": team.name,
+            "mode": team.mode,
+            "selector_model": team.selector_model_id,
+            "termination": dict(team.termination),
+        },
+        "agents": [_agent_entry(a) for a in members],
+    }
+
+
+def _agent_entry(agent) -> dict:
+    return {"id": agent.pk, "name": agent.name, "version": agent.version, **agent.behaviour()}
+
+
+@transaction.atomic
+def task_create(*, actor, customer, input: str, agent=None, team=None, thread=None, idempotency_key=None, request=None):
+    """Persist a queued task and enqueue it on commit. Returns (task, created)."""
+    if idempotency_key:
+        existing = Task.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    if (agent is None) == (team is None):
+        raise ValidationFailed(details={"non_field_errors": ["Give exactly one of agent or team"]})
+    if killswitch_scope_engaged(customer.pk):
+        raise KillswitchEngaged()
+    if agent is not None and agent.status != agent.Status.ACTIVE:
+        raise Conflict(f"Agent {agent.name!r} is stopped: start it before submitting tasks")
+    if team is not None:
+        stopped = [a.name for a in team.agents.all() if a.status != a.Status.ACTIVE]
+        if stopped:
+            raise Conflict(f"Team members are stopped: {', '.join(sorted(stopped))}")
+        if not team.members.exists():
+            raise Conflict("The team has no members")
+    from accounts.services import quota_check_task_create
+
+    quota_check_task_create(customer)
+    if thread is None:
+        thread = Thread.objects.create(customer=customer, agent=agent, team=team)
+    elif thread.customer_id != customer.pk:
+        raise NotFound("Thread not found")
+    elif (thread.agent_id, thread.team_id) != (getattr(agent, "pk", None), getattr(team, "pk", None)):
+        raise ValidationFailed(details={"thread": ["This thread belongs to another agent or team"]})
+    try:
+        with transaction.atomic():
+            task = Task.objects.create(
+                customer=customer,
+                created_by=actor if getattr(actor, "pk", None) else None,
+                agent=agent,
+                agent_version=agent.version if agent is not None else None,
+                team=team,
+                thread=thread,
+                input=input,
+                idempotency_key=idempotency_key or None,
+                spec=build_task_spec(agent=agent, team=team),
+            )
+    except IntegrityError:
+        existing = Task.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return existing, False
+    task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
+    audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
+    transaction.on_commit(lambda: task_enqueue(task.pk))
+    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status))
+    return task, True
+
+
+def _announce_status(customer_id: int, task_id: int, status: str) -> None:
+    realtime.send_task_status(task_id, status)
+    realtime.send_customer(customer_id, {"type": "task_status", "task": task_id, "status": status})
+
+
+def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
+    """Append events with the next seqs (no gaps: the task row is locked while they are handed out)."""
+    if not events:
+        return []
+    with transaction.atomic():
+        last = Task.objects.select_for_update().filter(pk=task_id).values_list("last_seq", flat=True).first()
+        if last is None:
+            return []
+        rows = [
+            TaskEvent(
+                task_id=task_id,
+                seq=last + i + 1,
+                type=e["type"],
+                source=(e.get("source") or "")[:200],
+                content=e.get("content"),
+            )
+            for i, e in enumerate(events)
+        ]
+        TaskEvent.objects.bulk_create(rows)
+        Task.objects.filter(pk=task_id).update(last_seq=last + len(rows))
+        created = [r.as_dict() for r in rows]
+        transaction.on_commit(lambda: [realtime.send_task_event(task_id, e) for e in created])
+    return created
+
+
+def task_event_append(*, task_id: int, type: str, source: str = "", content=None) -> dict | None:
+    created = task_events_append(task_id=task_id, events=[{"type": type, "source": source, "content": content}])
+    return created[0] if created else None
+
+
+def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> bool:
+    """queued -> running; False when the task is no longer queued (cancelled meanwhile, or taken)."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(
+            status=Task.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker[:200],
+            pid=pid,
+            attempts=F("attempts") + 1,
+        )
+        if changed:
+            task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": "running"})
+            customer_id = Task.objects.filter(pk=task_id).values_list("customer_id", flat=True).first()
+            transaction.on_commit(lambda: _announce_status(customer_id, task_id, "running"))
+    return bool(changed)
+
+
+def task_heartbeat(*, task_id: int) -> None:
+    Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+
+def task_finish(*, task_id: int, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
+    """Move a queued or running task to a final status, once. A finished task never changes again."""
+    assert status in Task.FINISHED, status
+    now = timezone.now()
+    with transaction.atomic():
+        task = Task.objects.select_for_update().filter(pk=task_id).first()
+        if task is None or task.is_finished:
+            return False
+        task.status = status
+        task.result = result
+        task.error = error
+        if usage is not None:
+            task.usage = usage
+            task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        task.finished_at = now
+        task.pid = None
+        task.save(update_fields=["status", "result", "error", "usage", "tokens_used", "finished_at", "pid"])
+        if thread_state is not None:
+            Thread.objects.filter(pk=task.thread_id).update(state=thread_state, updated_at=now)
+        events = []
+        if usage:
+            events.append({"type": TaskEvent.Type.USAGE, "content": usage})
+        if error:
+            events.append({"type": TaskEvent.Type.ERROR, "content": error})
+        events.append({"type": TaskEvent.Type.STATUS, "content": {"status": status}})
+        task_events_append(task_id=task_id, events=events)
+        transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, status))
+    return True
+
+
+def task_request_stop(*, task: Task, reason: str) -> None:
+    """Ask the worker running the task to kill its sandbox; `reason` is the error code it ends with."""
+    from runtime.services import sandbox_kill
+
+    Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(cancel_requested=reason)
+    transaction.on_commit(lambda: sandbox_kill(task.pk, reason))
+
+
+@transaction.atomic
+def task_cancel(*, actor, task: Task, request=None) -> Task:
+    task = Task.objects.select_for_update().get(pk=task.pk)
+    if task.is_finished:
+        raise Conflict(f"Task already finished ({task.status})")
+    audit_record(actor=actor, action="task.cancel", target=f"task:{task.pk}", customer=task.customer, request=request)
+    if task.status == Task.Status.QUEUED:
+        task_finish(
+            task_id=task.pk,
+            status=Task.Status.CANCELLED,
+            error={"code": "cancelled", "message": "Cancelled before it started"},
+        )
+    else:
+        task_request_stop(task=task, reason="cancelled")
+    task.refresh_from_db()
+    return task

@@ -1,0 +1,53 @@
+"""Teams of agents: ordered members, a group-chat mode and termination conditions."""
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Customer
+from agents.models import Agent, ModelConfig
+
+
+class Team(models.Model):
+    class Mode(models.TextChoices):
+        ROUND_ROBIN = "round_robin"
+        SELECTOR = "selector"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="teams")
+    name = models.CharField(max_length=100)
+    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.ROUND_ROBIN)
+    selector_model = models.ForeignKey(
+        ModelConfig, null=True, blank=True, on_delete=models.PROTECT, related_name="selector_teams"
+    )
+    # {max_messages, text_mention, timeout_seconds, max_tokens}
+    termination = models.JSONField(default=dict, blank=True)
+    agents = models.ManyToManyField(Agent, through="TeamMember", related_name="teams")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "name"], name="team_name_unique_per_customer"),
+            models.CheckConstraint(condition=Q(mode__in=["round_robin", "selector"]), name="team_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(mode="round_robin") | Q(selector_model__isnull=False), name="team_selector_has_model"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def member_ids(self) -> list[int]:
+        return list(self.members.order_by("position").values_list("agent_id", flat=True))
+
+
+class TeamMember(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="members")
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="memberships")
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "position"], name="teammember_position_unique"),
+            models.UniqueConstraint(fields=["team", "agent"], name="teammember_agent_unique"),
+        ]
