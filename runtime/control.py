@@ -6,7 +6,10 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-CONTROL_CHANNEL = "platform:control"
+
+
+def control_channel() -> str:
+    return f"{settings.REDIS_NAMESPACE}:control"
 
 
 def redis_connection():
@@ -18,6 +21,6 @@ def redis_connection():
 def publish(message: dict) -> None:
     """message: {"kind": "kill", "task": id, "reason": r} or {"kind": "kill_scope", "customer": id|None, "reason": r}."""
     try:
-        redis_connection().publish(CONTROL_CHANNEL, json.dumps(message))
+        redis_connection().publish(control_channel(), json.dumps(message))
     except Exception:  # noqa: BLE001 - the supervisor's database poll is the backstop
         logger.warning("control publish failed: %s", message, exc_info=True)

@@ -128,6 +128,9 @@ EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
 REDIS_URL = env("REDIS_URL", f"unix://{EMBEDDED_REDIS_SOCKET}")
 REDIS_EMBEDDED = "REDIS_URL" not in os.environ or not os.environ["REDIS_URL"]
 
+# Prefix of the platform's Redis pub/sub channels and Channels groups (several platforms may share a Redis).
+REDIS_NAMESPACE = env("REDIS_NAMESPACE", "platform")
+
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
@@ -136,7 +139,7 @@ RQ_SHOW_ADMIN_LINK = True
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", "asgi")},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_NAMESPACE}:asgi"},
     }
 }
 

@@ -1,6 +1,6 @@
 """Tests: the same stack as production, fast password hashing, no throttling surprises."""
 from .base import *  # noqa: F401,F403
-from .base import DATABASES, REDIS_EMBEDDED, REDIS_URL, VAR_DIR
+from .base import DATABASES, REDIS_EMBEDDED, REDIS_NAMESPACE, REDIS_URL, VAR_DIR
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -13,4 +13,4 @@ if REDIS_EMBEDDED:
     EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis-test" / "redis.sock"
     REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": "asgi-test"}}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_NAMESPACE}:asgi-test"}}}
