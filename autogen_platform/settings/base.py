@@ -196,6 +196,8 @@ LOGIN_REDIRECT_URL = "/api/"
 # Workers and the sandbox.
 WORKERS = env("WORKERS", 2, int)
 PORT = env("PORT", 8000, int)
+# Address `runplatform` binds the ASGI server to (0.0.0.0 to listen on every interface, e.g. behind a proxy).
+BIND_HOST = env("BIND_HOST", "127.0.0.1")
 TASK_HEARTBEAT_SECONDS = env("TASK_HEARTBEAT_SECONDS", 2, float)
 # A running task whose heartbeat is older than this is ended `worker_lost` by the reaper.
 TASK_LEASE_SECONDS = env("TASK_LEASE_SECONDS", 15, float)
