@@ -51,6 +51,11 @@ if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or ADMIN_API_KEY == DEV_ADMIN_API
     )
 ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"], list)
 CORS_ALLOWED_ORIGINS = env("CORS_ALLOWED_ORIGINS", [], list)
+# Browser clients send these beyond corsheaders' defaults, and may read these response headers.
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "user-agent", "x-csrftoken", "x-requested-with",
+                      "idempotency-key", "x-admin-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-Id"]
+CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS", [], list)
 
 INSTALLED_APPS = [
     "daphne",
@@ -173,6 +178,9 @@ REST_FRAMEWORK = {
         "login": env("LOGIN_THROTTLE_RATE", "20/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Trusted reverse proxies in front of the platform: 0 means X-Forwarded-For is ignored, so a client
+    # cannot dodge login throttling or fake its audited IP by sending the header.
+    "NUM_PROXIES": env("NUM_PROXIES", 0, int),
 }
 
 SIMPLE_JWT = {
