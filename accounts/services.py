@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from adminpanel.services import audit_record
-from autogen_platform.errors import QuotaExceeded
+from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 
 from .authentication import hash_api_key
 from .models import ApiKey, Customer, Membership
@@ -15,6 +15,8 @@ from .models import ApiKey, Customer, Membership
 
 @transaction.atomic
 def customer_create(*, actor, name: str, quotas: dict | None = None, request=None) -> Customer:
+    if Customer.objects.filter(name=name).exists():
+        raise Conflict(f"A customer named {name!r} exists already")
     customer = Customer.objects.create(name=name, **(quotas or {}))
     audit_record(actor=actor, action="customer.create", target=f"customer:{customer.pk}", customer=customer,
                  request=request, details={"name": name, "quotas": quotas or {}})
@@ -89,3 +91,42 @@ def customer_tokens_this_month(customer: Customer) -> int:
     month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     used = Task.objects.filter(customer=customer, created_at__gte=month_start).aggregate(n=Sum("tokens_used"))["n"]
     return int(used or 0)
+
+
+@transaction.atomic
+def customer_update(*, actor, customer: Customer, name: str | None = None, quotas: dict | None = None,
+                    request=None) -> Customer:
+    """Rename and/or change some quotas; keys not named keep their values."""
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    changes = {}
+    if name is not None and name != customer.name:
+        if Customer.objects.filter(name=name).exclude(pk=customer.pk).exists():
+            raise Conflict(f"A customer named {name!r} exists already")
+        changes["name"] = [customer.name, name]
+        customer.name = name
+    for key, value in (quotas or {}).items():
+        if key not in Customer.QUOTA_FIELDS:
+            raise ValidationFailed(details={"quotas": [f"Unknown quota {key!r}"]})
+        if getattr(customer, key) != value:
+            changes[key] = [getattr(customer, key), value]
+            setattr(customer, key, value)
+    if changes:
+        customer.save()
+    audit_record(actor=actor, action="customer.update", target=f"customer:{customer.pk}", customer=customer,
+                 request=request, details={"changes": changes})
+    return customer
+
+
+@transaction.atomic
+def customer_delete(*, actor, customer: Customer, request=None) -> None:
+    """Delete a customer with everything it owns; its running sandboxes are killed on commit."""
+    from runtime.services import sandbox_kill_scope
+    from tasks.models import Task
+
+    customer_id, name = customer.pk, customer.name
+    audit_record(actor=actor, action="customer.delete", target=f"customer:{customer_id}", request=request,
+                 details={"name": name})
+    # Tasks first: deleting agents would otherwise null their agent on rows about to go anyway.
+    Task.objects.filter(customer_id=customer_id).delete()
+    Customer.objects.filter(pk=customer_id).delete()
+    transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"))

@@ -1,9 +1,17 @@
 """Writes of the admin plane: audit rows, broadcasts, the killswitch."""
+import logging
+
+from django.conf import settings
 from django.db import transaction
 
-from .models import AuditLog
+from autogen_platform import realtime
+
+from .models import AuditLog, Killswitch, Notification
+
+logger = logging.getLogger(__name__)
 
 SECRET_KEYS = {"password", "api_key", "key", "token", "access", "refresh", "secret"}
+GLOBAL_SCOPE = "global"
 
 
 def _scrub(details):
@@ -15,22 +23,34 @@ def _scrub(details):
 
 
 def client_ip(request) -> str | None:
+    """The caller's address: REMOTE_ADDR, or the X-Forwarded-For entry set by the NUM_PROXIES-th trusted proxy."""
     if request is None:
         return None
+    num_proxies = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if num_proxies > 0 and forwarded:
+        addrs = [a.strip() for a in forwarded.split(",") if a.strip()]
+        if addrs:
+            return addrs[-min(num_proxies, len(addrs))]
     return request.META.get("REMOTE_ADDR") or None
+
+
+def actor_name(actor) -> str:
+    """How an actor appears in audit rows: a customer user's username, `admin:<username>` for staff, or the string."""
+    if getattr(actor, "pk", None) and hasattr(actor, "username"):
+        if actor.is_staff and not hasattr(actor, "membership"):
+            return f"admin:{actor.username}"
+        return actor.username
+    return str(actor or "anonymous")
 
 
 def audit_record(*, actor, action: str, target="", customer=None, request=None, ip=None, details=None) -> AuditLog:
     """One audit row. `actor` is a user, or a string for the system and anonymous callers."""
     user = actor if getattr(actor, "pk", None) and hasattr(actor, "username") else None
-    if user is not None:
-        name = f"admin:{user.username}" if user.is_staff and not hasattr(user, "membership") else user.username
-    else:
-        name = str(actor or "anonymous")
     if customer is None and user is not None and hasattr(user, "membership"):
         customer = user.membership.customer
     return AuditLog.objects.create(
-        actor=name[:200],
+        actor=actor_name(actor)[:200],
         actor_user=user,
         customer=customer,
         action=action,
@@ -40,12 +60,106 @@ def audit_record(*, actor, action: str, target="", customer=None, request=None, 
     )
 
 
+def killswitch_scope(customer_id: int | None) -> str:
+    return GLOBAL_SCOPE if customer_id is None else f"customer:{customer_id}"
+
+
 def killswitch_scope_engaged(customer_id: int | None) -> bool:
     """True when the global switch, or the one of this customer, is engaged."""
-    from .models import Killswitch
-
-    scopes = ["global"] + ([f"customer:{customer_id}"] if customer_id else [])
+    scopes = [GLOBAL_SCOPE] + ([killswitch_scope(customer_id)] if customer_id else [])
     return Killswitch.objects.filter(scope__in=scopes, engaged=True).exists()
 
 
-__all__ = ["audit_record", "client_ip", "killswitch_scope_engaged", "transaction"]
+def notification_payload(notification: Notification) -> dict:
+    return {
+        "id": notification.pk,
+        "message": notification.message,
+        "level": notification.level,
+        "created_at": notification.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+@transaction.atomic
+def broadcast_send(*, actor, message: str, level: str = Notification.Level.INFO, request=None) -> Notification:
+    """A notice to every customer: kept as a Notification and pushed live on every events stream."""
+    notification = Notification.objects.create(customer=None, message=message, level=level, created_by=actor_name(actor))
+    audit_record(actor=actor, action="broadcast.send", target=f"notification:{notification.pk}", request=request,
+                 details={"level": level, "message": message[:500]})
+    payload = {"type": "broadcast", "notification": notification_payload(notification)}
+    transaction.on_commit(lambda: realtime.send_customer(None, payload))
+    return notification
+
+
+@transaction.atomic
+def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", request=None) -> Killswitch:
+    """Engage or release the killswitch of one customer (or the global one, customer None).
+
+    The row is the record every worker checks before it runs a task. Engaging also stops what is
+    already in scope: running tasks are asked to stop (their sandboxes get a kill order over Redis on
+    commit) and end `cancelled` with error `killswitch`; queued tasks end the same way at once.
+    """
+    from runtime.services import sandbox_kill_scope
+    from tasks.models import Task
+    from tasks.services import task_finish, task_request_stop
+
+    customer_id = customer.pk if customer is not None else None
+    scope = killswitch_scope(customer_id)
+    switch, _ = Killswitch.objects.select_for_update().get_or_create(scope=scope, defaults={"customer": customer})
+    was_engaged = switch.engaged
+    switch.engaged = engaged
+    switch.reason = reason
+    switch.changed_by = actor_name(actor)[:150]
+    switch.save()
+
+    stopped, cancelled = [], []
+    if engaged:
+        in_scope = Task.objects.filter(status__in=(Task.Status.QUEUED, Task.Status.RUNNING))
+        if customer_id is not None:
+            in_scope = in_scope.filter(customer_id=customer_id)
+        error = {"code": "killswitch", "message": f"Stopped by the killswitch: {reason}" if reason else "Stopped by the killswitch"}
+        for task in in_scope.order_by("pk"):
+            if task.status == Task.Status.RUNNING:
+                task_request_stop(task=task, reason="killswitch")
+                stopped.append(task.pk)
+            elif task_finish(task_id=task.pk, status=Task.Status.CANCELLED, error=error):
+                cancelled.append(task.pk)
+        transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "killswitch"))
+
+    audit_record(
+        actor=actor,
+        action="killswitch.engage" if engaged else "killswitch.release",
+        target=scope,
+        customer=customer,
+        request=request,
+        details={"reason": reason, "was_engaged": was_engaged, "running_stopped": stopped, "queued_cancelled": cancelled},
+    )
+    if engaged:
+        message = "Service suspended by the platform administrators: no tasks run" + (f" ({reason})" if reason else "")
+    else:
+        message = "Service restored: tasks run again"
+    notification = Notification.objects.create(
+        customer=customer, message=message, level=Notification.Level.CRITICAL if engaged else Notification.Level.INFO,
+        created_by=actor_name(actor)[:150],
+    )
+    payload = {
+        "type": "killswitch",
+        "engaged": engaged,
+        "scope": "global" if customer_id is None else "customer",
+        "customer": customer_id,
+        "reason": reason,
+        "notification": notification_payload(notification),
+    }
+    transaction.on_commit(lambda: realtime.send_customer(customer_id, payload))
+    logger.warning("killswitch %s %s by %s: %s", scope, "engaged" if engaged else "released", switch.changed_by, reason)
+    return switch
+
+
+__all__ = [
+    "actor_name",
+    "audit_record",
+    "broadcast_send",
+    "client_ip",
+    "killswitch_scope_engaged",
+    "killswitch_set",
+    "transaction",
+]
