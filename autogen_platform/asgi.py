@@ -1,3 +1,4 @@
+"""The ASGI application daphne serves: HTTP (Django, plus the console's and admin's static files) and WebSocket."""
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.dev")
@@ -7,7 +8,15 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from tasks.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+# Static files come from the apps' static/ folders (no collectstatic, no extra server): the platform
+# serves a handful of small files, the console's and Django admin's.
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

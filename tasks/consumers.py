@@ -1,0 +1,281 @@
+"""WebSocket consumers: a task's live event stream with lossless resume, and a customer's event stream.
+
+Frames out (JSON):
+  {"type": "event", "event": {seq, type, source, content, created_at}}   stored events, in seq order
+  {"type": "status", "status": "running"}                                current status, then changes
+  {"type": "token", "source": ..., "text": ...}                          streamed model tokens (not stored)
+  {"type": "error", "error": {code, message, details}}                   a client frame we could not use
+Close codes: 4401 bad or missing token, 4404 no such task for this customer, 1000 after a finished task.
+"""
+import asyncio
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from rest_framework import exceptions as drf_exceptions
+
+from autogen_platform.errors import NotFound, error_body
+from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group, task_group
+
+from . import selectors
+from .models import Task
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_NORMAL = 1000
+BEARER_SUBPROTOCOL = "bearer"
+# How long a new task socket waits for the client's {"after": SEQ} before replaying from the start.
+AFTER_WAIT_SECONDS = 1.0
+# With no live frame for this long, the stream checks the database itself (a lost live frame costs this much).
+IDLE_CHECK_SECONDS = 5.0
+
+
+def user_for_access_token(raw_token: str | None):
+    """The active user of a customer that a `customer`-scoped access token names, else None."""
+    from accounts.authentication import CustomerJWTAuthentication
+
+    if not raw_token:
+        return None
+    auth = CustomerJWTAuthentication()
+    try:
+        user = auth.get_user(auth.get_validated_token(raw_token.encode()))
+    except drf_exceptions.AuthenticationFailed:
+        return None
+    if selectors.customer_id_for_user(user) is None:
+        return None
+    return user
+
+
+def token_from_scope(scope) -> tuple[str | None, str | None]:
+    """(subprotocol to accept with, raw token): `?token=` or subprotocols ["bearer", "<token>"]."""
+    offered = list(scope.get("subprotocols") or [])
+    subprotocol = BEARER_SUBPROTOCOL if BEARER_SUBPROTOCOL in offered else None
+    if subprotocol is not None:
+        index = offered.index(BEARER_SUBPROTOCOL)
+        if index + 1 < len(offered):
+            return subprotocol, offered[index + 1]
+    query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
+    tokens = query.get("token") or [None]
+    return subprotocol, tokens[0]
+
+
+@database_sync_to_async
+def _authenticate(raw_token):
+    return user_for_access_token(raw_token)
+
+
+@database_sync_to_async
+def _task_id_for_user(user, pk):
+    try:
+        return selectors.task_get_for_user(user=user, pk=pk).pk
+    except NotFound:
+        return None
+
+
+_snapshot = database_sync_to_async(selectors.task_stream_snapshot)
+_events_between = database_sync_to_async(selectors.task_events_between)
+
+
+class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
+    async def _authenticated_user(self):
+        """The token's user; otherwise the socket is accepted (so the client sees the code) and closed 4401."""
+        self.subprotocol, raw_token = token_from_scope(self.scope)
+        user = await _authenticate(raw_token)
+        if user is None:
+            await self._refuse(CLOSE_UNAUTHENTICATED)
+        return user
+
+    async def _refuse(self, code):
+        # Closing before accepting would reach the client as an HTTP 403 with no code at all.
+        await self.accept(self.subprotocol)
+        await self.close(code)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = await self.decode_json(text_data) if text_data else None
+        except ValueError:
+            content = None
+        if content is None:
+            await self.send_json(error_body("validation_error", "Frames must be JSON text"))
+            return
+        await self.receive_json(content)
+
+
+class TaskStreamConsumer(_AuthenticatedConsumer):
+    """`/ws/tasks/{id}/`: the stored events after the client's `after`, then the live ones, each seq once."""
+
+    async def connect(self):
+        self.task_id = None
+        self.after = 0
+        self.after_given = asyncio.Event()
+        self.last_sent = None  # None until the history has been sent
+        self.pending = []  # live events that arrived before the history was sent
+        self.status = None
+        self.closed = False
+        self.lock = asyncio.Lock()
+        self.runner = None
+        user = await self._authenticated_user()
+        if user is None:
+            return
+        self.task_id = await _task_id_for_user(user, int(self.scope["url_route"]["kwargs"]["task_id"]))
+        if self.task_id is None:
+            await self._refuse(CLOSE_NOT_FOUND)
+            return
+        # Join first, read the history second: whatever is written meanwhile arrives live and is deduplicated.
+        await self.channel_layer.group_add(task_group(self.task_id), self.channel_name)
+        await self.accept(self.subprotocol)
+        self.last_activity = asyncio.get_running_loop().time()
+        self.runner = asyncio.create_task(self._run())
+
+    async def disconnect(self, code):
+        self.closed = True
+        if self.runner is not None:
+            self.runner.cancel()
+        if self.task_id is not None:
+            await self.channel_layer.group_discard(task_group(self.task_id), self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        if self.task_id is None or self.after_given.is_set() or self.last_sent is not None:
+            return  # only a first {"after": SEQ} means something; later frames (pings) are ignored
+        after = content.get("after") if isinstance(content, dict) else None
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            await self.send_json(
+                error_body("validation_error", 'Send {"after": SEQ} with SEQ a non-negative integer', {"after": after})
+            )
+            return
+        self.after = after
+        self.after_given.set()
+
+    async def _run(self):
+        try:
+            try:
+                await asyncio.wait_for(self.after_given.wait(), AFTER_WAIT_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            await self._replay(self.after)
+            loop = asyncio.get_running_loop()
+            while not self.closed:
+                await asyncio.sleep(IDLE_CHECK_SECONDS)
+                if loop.time() - self.last_activity >= IDLE_CHECK_SECONDS:
+                    await self._check_database()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a broken stream must end visibly, not hang the client
+            logger.exception("task stream %s failed", self.task_id)
+            if not self.closed:
+                self.closed = True
+                await self.close(1011)
+
+    async def _replay(self, after):
+        async with self.lock:
+            status, history = await _snapshot(task_id=self.task_id, after=after)
+            self.last_sent = after
+            for event in history:
+                await self._send_event(event)
+            await self._send_status(status)
+            pending, self.pending = self.pending, []
+            for event in sorted(pending, key=lambda e: e["seq"]):
+                await self._deliver(event)
+            if status in Task.FINISHED:
+                await self._finish(status)
+
+    async def _check_database(self):
+        """Safety net for a lost live frame: anything stored past what we sent goes out now."""
+        async with self.lock:
+            if self.closed:
+                return
+            status, events = await _snapshot(task_id=self.task_id, after=self.last_sent)
+            for event in events:
+                await self._deliver(event)
+            if status in Task.FINISHED:
+                await self._finish(status)
+            else:
+                await self._send_status(status)
+            self.last_activity = asyncio.get_running_loop().time()
+
+    async def _deliver(self, event):
+        """Send a live or fetched event unless already sent; fill a gap before it from the database."""
+        if self.closed or event["seq"] <= self.last_sent:
+            return
+        if event["seq"] > self.last_sent + 1:
+            for missing in await _events_between(task_id=self.task_id, after=self.last_sent, upto=event["seq"] - 1):
+                await self._send_event(missing)
+        await self._send_event(event)
+
+    async def _send_event(self, event):
+        if self.closed or event["seq"] <= self.last_sent:
+            return
+        await self.send_json({"type": "event", "event": event})
+        self.last_sent = event["seq"]
+        if event["type"] == "status":
+            status = (event.get("content") or {}).get("status")
+            if status in Task.FINISHED:
+                await self._finish(status)
+
+    async def _send_status(self, status):
+        if self.closed or not status or status == self.status:
+            return
+        self.status = status
+        await self.send_json({"type": "status", "status": status})
+
+    async def _finish(self, status):
+        if self.closed:
+            return
+        await self._send_status(status)
+        self.closed = True
+        await self.close(CLOSE_NORMAL)
+
+    # Group messages from autogen_platform.realtime.
+
+    async def task_event(self, message):
+        self.last_activity = asyncio.get_running_loop().time()
+        async with self.lock:
+            if self.last_sent is None:
+                self.pending.append(message["event"])
+            else:
+                await self._deliver(message["event"])
+
+    async def task_status(self, message):
+        self.last_activity = asyncio.get_running_loop().time()
+        async with self.lock:
+            if self.last_sent is None or self.closed:
+                return  # the history's snapshot carries the status
+            if message["status"] in Task.FINISHED:
+                # The final events are stored before this is sent: send any we have not, then close.
+                for event in await _events_between(task_id=self.task_id, after=self.last_sent):
+                    await self._deliver(event)
+                await self._finish(message["status"])
+            else:
+                await self._send_status(message["status"])
+
+    async def task_token(self, message):
+        if self.last_sent is not None and not self.closed:
+            await self.send_json({"type": "token", "source": message.get("source", ""), "text": message["text"]})
+
+
+class CustomerStreamConsumer(_AuthenticatedConsumer):
+    """`/ws/events/`: the customer's task status changes, broadcasts and killswitch notices."""
+
+    async def connect(self):
+        self.joined = []
+        user = await self._authenticated_user()
+        if user is None:
+            return
+        customer_id = await database_sync_to_async(selectors.customer_id_for_user)(user)
+        self.joined = [customer_group(customer_id), ALL_CUSTOMERS_GROUP]
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept(self.subprotocol)
+
+    async def disconnect(self, code):
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        pass  # nothing to ask of this stream; pings are welcome
+
+    async def customer_message(self, message):
+        await self.send_json(message["payload"])
