@@ -62,3 +62,31 @@ def client_for():
 @pytest.fixture
 def anon_client():
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """Throttle counters live in the cache: every test starts with none (login tests exhaust them)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def staff_user(db):
+    """A platform admin: a staff user with no customer; password "password123"."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username="ops-admin", password="password123", is_staff=True)
+
+
+@pytest.fixture
+def admin_api(staff_user):
+    """An APIClient with an admin-scoped token of `staff_user` and the right X-Admin-Key."""
+    client = APIClient()
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {token_for(staff_user, scope='admin')}", HTTP_X_ADMIN_KEY=settings.ADMIN_API_KEY
+    )
+    return client
