@@ -1,0 +1,134 @@
+"""`manage.py platform_status`: what an operator checks first. Exit status 0 only when the platform is ready.
+
+Prints the database, Redis and live workers (the checks of /readyz), the queue depth, tasks by
+status and the killswitch state; `--json` prints the same as one JSON object.
+"""
+import json
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
+
+from autogen_platform import health
+
+NOT_READY_EXIT = 1
+
+
+class Command(BaseCommand):
+    help = "Show database, Redis, workers, queue depth, tasks by status and the killswitch; non-zero exit when not ready."
+
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
+
+    def handle(self, *args, **options):
+        checks, failing = health.readiness()
+        status = {
+            "ready": not failing,
+            "failing": failing,
+            "database": {"state": checks["database"], "engine": _database_label()},
+            "redis": {"state": checks["redis"], "url": _redis_label()},
+            "workers": _workers(checks),
+            "queue_depth": _queue_depth() if checks["redis"] == "ok" else None,
+            "tasks_by_status": _tasks_by_status() if checks["database"] == "ok" else None,
+            "killswitch": _killswitch() if checks["database"] == "ok" else None,
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(status, indent=2, default=str))
+        else:
+            self._print(status)
+        if failing:
+            raise CommandError(f"not ready: {', '.join(failing)}", returncode=NOT_READY_EXIT)
+
+    def _print(self, s: dict) -> None:
+        out = self.stdout.write
+        ok, bad = self.style.SUCCESS, self.style.ERROR
+        out((ok("READY") if s["ready"] else bad(f"NOT READY ({', '.join(s['failing'])})")))
+        out(f"database      {_mark(s['database']['state'], ok, bad)}  {s['database']['engine']}")
+        out(f"redis         {_mark(s['redis']['state'], ok, bad)}  {s['redis']['url']}")
+        workers = s["workers"]
+        label = f"{workers['live']} live" if isinstance(workers["live"], int) else str(workers["live"])
+        out(f"workers       {(ok if workers['live'] not in (0, 'unknown') else bad)(label)}")
+        for worker in workers["list"]:
+            out(f"  {worker['name']}  {worker['state']}  pid {worker['pid']} on {worker['hostname']}  heartbeat {worker['last_heartbeat']}")
+        out(f"queue depth   {s['queue_depth'] if s['queue_depth'] is not None else 'unknown'}")
+        tasks = s["tasks_by_status"]
+        if tasks is None:
+            out("tasks         unknown")
+        else:
+            out("tasks         " + (", ".join(f"{k} {v}" for k, v in tasks.items()) or "none"))
+        kill = s["killswitch"]
+        if kill is None:
+            out("killswitch    unknown")
+        elif not kill:
+            out(f"killswitch    {ok('released')}")
+        else:
+            for row in kill:
+                out(f"killswitch    {bad('ENGAGED')} {row['scope']} by {row['changed_by'] or '?'}: {row['reason']}")
+
+
+def _mark(state, ok, bad) -> str:
+    return ok("ok") if state == "ok" else bad(str(state))
+
+
+def _database_label() -> str:
+    db = settings.DATABASES["default"]
+    vendor = db["ENGINE"].rsplit(".", 1)[-1]
+    if "sqlite" in vendor:
+        return f"sqlite {db['NAME']}"
+    return f"{vendor} {db.get('HOST') or 'localhost'}:{db.get('PORT') or ''}/{db['NAME']}"
+
+
+def _redis_label() -> str:
+    if settings.REDIS_EMBEDDED:
+        return f"embedded {settings.REDIS_URL}"
+    # Never print a password that may stand in REDIS_URL.
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.REDIS_URL)
+    host = url.hostname or ""
+    return f"{url.scheme}://{host}{':' + str(url.port) if url.port else ''}{url.path}"
+
+
+def _workers(checks: dict) -> dict:
+    if checks["redis"] != "ok":
+        return {"live": "unknown", "list": []}
+    workers = health.live_workers(health.redis_connection())
+    return {
+        "live": checks["workers"],
+        "list": [
+            {
+                "name": w.name,
+                "state": w.get_state(),
+                "pid": w.pid,
+                "hostname": w.hostname,
+                "last_heartbeat": w.last_heartbeat.isoformat() if w.last_heartbeat else None,
+            }
+            for w in workers
+        ],
+    }
+
+
+def _queue_depth() -> int | None:
+    import django_rq
+
+    try:
+        return django_rq.get_queue("default").count
+    except Exception:  # noqa: BLE001 - Redis went away between the checks
+        return None
+
+
+def _tasks_by_status() -> dict:
+    from tasks.models import Task
+
+    rows = Task.objects.order_by().values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in sorted(rows, key=lambda r: r["status"])}
+
+
+def _killswitch() -> list[dict]:
+    from adminpanel.models import Killswitch
+
+    return list(
+        Killswitch.objects.filter(engaged=True).order_by("scope").values("scope", "reason", "changed_by", "changed_at")
+    )

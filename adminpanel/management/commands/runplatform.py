@@ -1,0 +1,365 @@
+"""`manage.py runplatform`: one foreground supervisor for everything `make run` starts.
+
+It owns the embedded Redis (when REDIS_URL is unset), the ASGI server (daphne: HTTP and WebSocket),
+settings.WORKERS task workers (`manage.py runworker`) and one reaper (`manage.py reaper`). Each child
+runs in its own process group, is told by the kernel to stop if the supervisor dies
+(PR_SET_PDEATHSIG), has its output prefixed and forwarded, and is restarted with backoff when it
+dies unexpectedly. SIGINT or SIGTERM stops every process it started (TERM, then KILL after a grace
+period), the embedded Redis last and orphaned grandchildren included (the supervisor is their
+subreaper), and the command exits 0.
+"""
+import ctypes
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from runtime import embedded_redis
+
+PR_SET_CHILD_SUBREAPER = 36
+# A child exiting with EX_CONFIG says its configuration forbids it to run: restarting would not help.
+EXIT_CONFIG = 78
+# A child that ran this long before dying starts again at the shortest backoff.
+HEALTHY_RUN_SECONDS = 30
+MAX_BACKOFF_SECONDS = 30
+
+
+@dataclass
+class Child:
+    name: str
+    spawn: object  # () -> subprocess.Popen, started in its own process group
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    given_up: bool = False
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+class Supervisor:
+    def __init__(self, out, *, grace: float):
+        self.out = out
+        self.grace = grace
+        self.children: list[Child] = []
+        self.by_pid: dict[int, Child] = {}
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.forced = False
+
+    # -- output ---------------------------------------------------------------------------------
+    def say(self, message: str) -> None:
+        self._write(f"{'supervisor':<10}| {message}\n".encode())
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def _watch(self, child: Child, proc: subprocess.Popen) -> None:
+        if proc.stdout is None:
+            return
+        os.set_blocking(proc.stdout.fileno(), False)
+        self.selector.register(proc.stdout, selectors.EVENT_READ, (child.name, bytearray()))
+
+    def pump(self, timeout: float) -> None:
+        """Forward whatever the children wrote, one prefixed line at a time."""
+        if not self.selector.get_map():
+            time.sleep(timeout)
+            return
+        for key, _ in self.selector.select(timeout):
+            name, buffer = key.data
+            try:
+                data = os.read(key.fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                buffer += data
+                *lines, rest = bytes(buffer).split(b"\n")
+                buffer[:] = rest
+            else:  # EOF: every process holding the pipe is gone
+                lines = [bytes(buffer)] if buffer else []
+                self.selector.unregister(key.fileobj)
+                key.fileobj.close()
+            for line in lines:
+                self._write(f"{name:<10}| ".encode() + line + b"\n")
+
+    # -- processes ------------------------------------------------------------------------------
+    def add(self, name: str, spawn) -> Child:
+        child = Child(name=name, spawn=spawn)
+        self.children.append(child)
+        return child
+
+    def start(self, child: Child) -> None:
+        child.restart_at = None
+        child.proc = child.spawn()
+        child.started_at = time.monotonic()
+        self.by_pid[child.proc.pid] = child
+        self._watch(child, child.proc)
+        self.say(f"started {child.name} (pid {child.proc.pid})")
+
+    def reap(self) -> None:
+        """Collect every exited child, ours and orphans we became the subreaper of."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.by_pid.pop(pid, None)
+            if child is None or child.proc is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            child.proc.returncode = code  # we reaped it: Popen must not wait for it again
+            child.proc = None
+            if self.stopping:
+                continue
+            self._schedule_restart(child, code)
+
+    def _schedule_restart(self, child: Child, code: int) -> None:
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if code == EXIT_CONFIG:
+            child.given_up = True
+            self.say(f"{child.name} {how} (configuration refuses it): not restarting")
+            return
+        ran = time.monotonic() - child.started_at
+        child.failures = 0 if ran >= HEALTHY_RUN_SECONDS else child.failures + 1
+        delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**child.failures)
+        child.restart_at = time.monotonic() + delay
+        self.say(f"{child.name} {how}; restarting in {delay:g}s")
+
+    def restart_due(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None and child.restart_at is not None and child.restart_at <= now:
+                try:
+                    self.start(child)
+                except Exception as exc:  # noqa: BLE001 - keep supervising the others, retry later
+                    self.say(f"could not start {child.name}: {exc}")
+                    child.started_at = time.monotonic()
+                    self._schedule_restart(child, 1)
+
+    def running(self, children) -> list[Child]:
+        return [c for c in children if c.proc is not None]
+
+    def signal_group(self, child: Child, sig: int) -> None:
+        if child.proc is None:
+            return
+        try:
+            os.killpg(child.proc.pid, sig)  # pgid == pid: each child leads its own session
+        except ProcessLookupError:
+            pass
+
+    def wait_for(self, children, seconds: float) -> list[Child]:
+        deadline = time.monotonic() + seconds
+        while self.running(children) and time.monotonic() < deadline and not self.forced:
+            self.pump(0.1)
+            self.reap()
+        return self.running(children)
+
+    def stop(self, children, label: str) -> None:
+        """TERM each child's process group, KILL what is left after the grace period."""
+        for child in self.running(children):
+            self.signal_group(child, signal.SIGTERM)
+        left = self.wait_for(children, self.grace)
+        if left:
+            self.say(f"{label}: still running after {self.grace:g}s, killing {', '.join(c.name for c in left)}")
+            for child in left:
+                self.signal_group(child, signal.SIGKILL)
+            self.forced = False
+            self.wait_for(children, 5)
+
+    def sweep_orphans(self, keep: set[int]) -> None:
+        """Processes that outlived their parent (e.g. RQ work horses, which leave the worker's group)."""
+        orphans = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
+        if not orphans:
+            return
+        self.say(f"stopping {len(orphans)} leftover process(es): {', '.join(str(p.pid) for p in orphans)}")
+        for proc in orphans:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(orphans, timeout=3)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=3)
+        self.reap()
+
+    def shutdown(self, redis_child: Child | None) -> None:
+        apps = [c for c in self.children if c is not redis_child]
+        self.stop(apps, "shutdown")
+        keep = {redis_child.proc.pid} if redis_child and redis_child.proc else set()
+        self.sweep_orphans(keep)
+        if redis_child is not None:
+            self.stop([redis_child], "redis")
+        self.sweep_orphans(set())
+        self.pump(0)
+        for key in list(self.selector.get_map().values()):
+            self.selector.unregister(key.fileobj)
+            key.fileobj.close()
+
+    # -- signals --------------------------------------------------------------------------------
+    def on_signal(self, signum, frame):
+        if self.stopping:
+            self.forced = True
+            return
+        self.stopping = True
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGHUP, self.on_signal)
+        # Orphaned grandchildren are re-parented to us, so we can reap them and stop them at the end.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _spawn(argv: list[str], env: dict):
+    def spawn() -> subprocess.Popen:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=settings.BASE_DIR,
+            env=env,
+            start_new_session=True,
+            preexec_fn=embedded_redis.die_with_parent(),
+        )
+
+    return spawn
+
+
+def _start_redis(socket_path) -> subprocess.Popen:
+    proc = embedded_redis.start(socket_path, stdout=subprocess.PIPE)
+    if proc is None:
+        raise RuntimeError(f"another Redis answers at {socket_path}")
+    return proc
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port} ({exc.strerror}): is something else using PORT={port}?")
+
+
+def _unapplied_migrations() -> int:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connection)
+        return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+    finally:
+        connection.close()
+
+
+class Command(BaseCommand):
+    help = "Run the whole platform in the foreground: ASGI server, task workers, reaper (and the embedded Redis)."
+
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=settings.PORT, help="HTTP port (default: PORT, 8000).")
+        parser.add_argument("--bind", default=settings.BIND_HOST, help="Bind address (default: BIND_HOST, 127.0.0.1).")
+        parser.add_argument("--workers", type=int, default=settings.WORKERS, help="Task workers (default: WORKERS, 2).")
+        parser.add_argument("--grace", type=float, default=10.0, help="Seconds between TERM and KILL at shutdown.")
+        parser.add_argument(
+            "--proxy-headers", action="store_true", help="Trust X-Forwarded-For/-Proto from a reverse proxy in front."
+        )
+
+    def handle(self, *args, **options):
+        host, port, workers = options["bind"], options["port"], options["workers"]
+        _check_port_free(host, port)
+        pending = _unapplied_migrations()
+        if pending:
+            self.stderr.write(f"warning: {pending} unapplied migration(s): run `manage.py migrate` first")
+
+        manage = str(settings.BASE_DIR / "manage.py")
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            PLATFORM_VAR_DIR=str(settings.VAR_DIR),
+            DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.dev"),
+        )
+        supervisor = Supervisor(sys.stdout.buffer, grace=options["grace"])
+        supervisor.install()
+
+        redis_child = None
+        if settings.REDIS_EMBEDDED:
+            socket_path = settings.EMBEDDED_REDIS_SOCKET
+            if embedded_redis.is_answering(socket_path):
+                raise CommandError(
+                    f"a Redis already answers at {socket_path}: is another runplatform using "
+                    f"PLATFORM_VAR_DIR={settings.VAR_DIR}?"
+                )
+            redis_child = supervisor.add("redis", lambda: _start_redis(socket_path))
+        daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
+        if options["proxy_headers"]:
+            daphne.append("--proxy-headers")
+        supervisor.add("web", _spawn([*daphne, "autogen_platform.asgi:application"], env))
+        for n in range(1, workers + 1):
+            supervisor.add(f"worker-{n}", _spawn([sys.executable, manage, "runworker"], env))
+        supervisor.add("reaper", _spawn([sys.executable, manage, "reaper"], env))
+
+        try:
+            for child in supervisor.children:
+                if supervisor.stopping:
+                    break
+                supervisor.start(child)
+            if not supervisor.stopping:
+                self._banner(host, port, workers, redis_child is not None)
+            while not supervisor.stopping:
+                supervisor.pump(0.2)
+                supervisor.reap()
+                supervisor.restart_due()
+        except Exception as exc:
+            supervisor.say(f"error: {exc}; stopping")
+            supervisor.stopping = True
+            supervisor.shutdown(redis_child)
+            raise CommandError(str(exc)) from exc
+        supervisor.say("stopping every process started")
+        supervisor.shutdown(redis_child)
+        supervisor.say("stopped")
+
+    def _banner(self, host: str, port: int, workers: int, embedded: bool) -> None:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+        database = settings.DATABASES["default"]
+        db = database["NAME"] if "sqlite" in database["ENGINE"] else f"{database['ENGINE'].rsplit('.', 1)[-1]} {database.get('HOST') or 'local'}/{database['NAME']}"
+        redis = f"embedded ({settings.REDIS_URL})" if embedded else "REDIS_URL"
+        lines = [
+            "",
+            "AutoGen agent platform is starting",
+            f"  API (browsable)  {base}/api/",
+            f"  API docs         {base}/api/docs/",
+            f"  Admin            {base}/admin/",
+            f"  Console          {base}/console/",
+            f"  Health           {base}/healthz   {base}/readyz",
+            f"  Database         {db}",
+            f"  Redis            {redis}",
+            f"  Workers          {workers}",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
