@@ -126,7 +126,13 @@ def customer_delete(*, actor, customer: Customer, request=None) -> None:
     customer_id, name = customer.pk, customer.name
     audit_record(actor=actor, action="customer.delete", target=f"customer:{customer_id}", request=request,
                  details={"name": name})
-    # Tasks first: deleting agents would otherwise null their agent on rows about to go anyway.
+    # Dependents first, in the order their PROTECT foreign keys (team member -> agent -> model) need.
+    from agents.models import Agent, ModelConfig
+    from teams.models import Team
+
     Task.objects.filter(customer_id=customer_id).delete()
+    Team.objects.filter(customer_id=customer_id).delete()
+    Agent.objects.filter(customer_id=customer_id).delete()
+    ModelConfig.objects.filter(customer_id=customer_id).delete()
     Customer.objects.filter(pk=customer_id).delete()
     transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"))

@@ -1,0 +1,159 @@
+"""Shapes of the admin API."""
+from django.contrib.auth import get_user_model
+from rest_framework import exceptions, serializers
+from rest_framework_simplejwt.serializers import TokenObtainSerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.authentication import ADMIN_SCOPE
+from accounts.models import Customer
+from adminpanel.authentication import admin_token_pair
+from adminpanel.models import AuditLog, Notification
+from adminpanel.services import audit_record
+from agents.models import Agent
+
+
+class AdminTokenObtainSerializer(TokenObtainSerializer):
+    """Username and password of an active staff user -> an access and a refresh token scoped `admin`."""
+
+    access = serializers.CharField(read_only=True)
+    refresh = serializers.CharField(read_only=True)
+
+    def validate(self, attrs):
+        request = self.context.get("request")
+        username = attrs.get(self.username_field, "")
+        try:
+            super().validate(attrs)
+        except exceptions.AuthenticationFailed:
+            self._audit_failure(request, username, "invalid_credentials")
+            raise
+        if not self.user.is_staff:
+            # Same answer as a wrong password: a customer's username is not confirmed to exist.
+            self._audit_failure(request, username, "not_staff")
+            raise exceptions.AuthenticationFailed("No active account found with the given credentials", "no_active_account")
+        audit_record(actor=self.user, action="admin.login", target=f"user:{self.user.username}", request=request)
+        from django.contrib.auth.models import update_last_login
+
+        update_last_login(None, self.user)
+        return admin_token_pair(self.user)
+
+    @staticmethod
+    def _audit_failure(request, username, reason):
+        audit_record(actor="anonymous", action="admin.login_failed", target=f"user:{username}"[:200], request=request,
+                     details={"username": username[:150], "reason": reason})
+
+
+class AdminTokenRefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField(write_only=True)
+    access = serializers.CharField(read_only=True)
+
+    def validate(self, attrs):
+        refresh = RefreshToken(attrs["refresh"])
+        if refresh.get("scope") != ADMIN_SCOPE:
+            raise exceptions.AuthenticationFailed("Token is not valid for the admin API", "token_invalid")
+        user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
+        user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
+        if user is None or not user.is_active or not user.is_staff:
+            raise exceptions.AuthenticationFailed("No active staff account for this token", "no_active_account")
+        return {"access": str(refresh.access_token)}
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses keys it does not declare instead of silently dropping them."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({k: [f"Unknown key; allowed: {', '.join(self.fields)}"] for k in unknown})
+        return super().to_internal_value(data)
+
+
+class QuotasSerializer(StrictSerializer):
+    max_agents = serializers.IntegerField(min_value=0, required=False)
+    max_concurrent_tasks = serializers.IntegerField(min_value=0, required=False)
+    max_tasks_per_day = serializers.IntegerField(min_value=0, required=False)
+    monthly_token_budget = serializers.IntegerField(min_value=0, required=False)
+    max_memory_mb = serializers.IntegerField(min_value=1, required=False)
+    max_cpu_seconds = serializers.IntegerField(min_value=1, required=False)
+    max_timeout_seconds = serializers.IntegerField(min_value=1, required=False)
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    quotas = QuotasSerializer(read_only=True)
+
+    class Meta:
+        model = Customer
+        fields = ["id", "name", "quotas", "created_at"]
+
+
+class CustomerWriteSerializer(StrictSerializer):
+    """POST needs `name`; PATCH may name any subset, and any subset of `quotas` (the rest keep their values)."""
+
+    name = serializers.CharField(max_length=100)
+    quotas = QuotasSerializer(required=False)
+
+
+class AdminAgentSerializer(serializers.ModelSerializer):
+    customer_name = serializers.CharField(source="customer.name", read_only=True)
+
+    class Meta:
+        model = Agent
+        fields = ["id", "customer", "customer_name", "name", "description", "system_message", "model", "tools",
+                  "code_execution", "limits", "status", "version", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class BroadcastSerializer(StrictSerializer):
+    message = serializers.CharField(max_length=2000)
+    level = serializers.ChoiceField(choices=Notification.Level.choices, default=Notification.Level.INFO)
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = ["id", "message", "level", "created_by", "created_at"]
+
+
+class KillswitchWriteSerializer(StrictSerializer):
+    engaged = serializers.BooleanField()
+    customer = serializers.IntegerField(required=False, allow_null=True, help_text="Omit or null: the global switch.")
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+
+    def validate_customer(self, value):
+        if value is not None and not Customer.objects.filter(pk=value).exists():
+            raise serializers.ValidationError("No such customer")
+        return value
+
+
+class KillswitchStateSerializer(serializers.Serializer):
+    engaged = serializers.BooleanField()
+    customer = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField()
+    changed_by = serializers.CharField()
+    changed_at = serializers.DateTimeField(allow_null=True)
+
+
+class KillswitchOverviewSerializer(KillswitchStateSerializer):
+    customers = KillswitchStateSerializer(many=True, help_text="Every engaged customer switch.")
+
+
+class AuditLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditLog
+        fields = ["id", "actor", "action", "target", "ip", "at", "details", "customer"]
+
+
+class StatsSerializer(serializers.Serializer):
+    customers = serializers.IntegerField()
+    agents = serializers.IntegerField()
+    tasks_by_status = serializers.DictField(child=serializers.IntegerField())
+    running_sandboxes = serializers.IntegerField()
+    queue_depth = serializers.IntegerField()
+    tokens_today = serializers.IntegerField()
+    killswitch = serializers.DictField()
+
+
+class RuntimeSerializer(serializers.Serializer):
+    hosts = serializers.ListField(child=serializers.DictField())
+    sandboxes = serializers.ListField(child=serializers.DictField())

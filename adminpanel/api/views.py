@@ -1,0 +1,222 @@
+"""The admin API: thin views over adminpanel's selectors and services.
+
+Every view but the token ones needs an admin token (AdminJWTAuthentication) AND the X-Admin-Key header.
+"""
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenViewBase
+
+from accounts import services as account_services
+from adminpanel import selectors, services
+from adminpanel.authentication import AdminJWTAuthentication
+from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
+
+from .serializers import (
+    AdminAgentSerializer,
+    AdminTokenObtainSerializer,
+    AdminTokenRefreshSerializer,
+    AuditLogSerializer,
+    BroadcastSerializer,
+    CustomerSerializer,
+    CustomerWriteSerializer,
+    KillswitchOverviewSerializer,
+    KillswitchStateSerializer,
+    KillswitchWriteSerializer,
+    NotificationSerializer,
+    RuntimeSerializer,
+    StatsSerializer,
+)
+
+ADMIN_KEY_HEADER = OpenApiParameter("X-Admin-Key", str, OpenApiParameter.HEADER, required=True,
+                                    description="Must equal the platform's ADMIN_API_KEY.")
+
+
+class LoginRateThrottle(ScopedRateThrottle):
+    """The `login` scope, its rate read at request time (so a settings override applies)."""
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+
+
+class _AdminTokenView(TokenViewBase):
+    throttle_classes = [LoginRateThrottle]
+    throttle_scope = "login"
+
+
+@extend_schema(tags=["admin"], summary="Admin log in: a staff account's username and password to admin-scoped tokens")
+class AdminTokenObtainView(_AdminTokenView):
+    serializer_class = AdminTokenObtainSerializer
+
+
+@extend_schema(tags=["admin"], summary="A new admin access token from an admin refresh token")
+class AdminTokenRefreshView(_AdminTokenView):
+    serializer_class = AdminTokenRefreshSerializer
+
+
+@extend_schema(tags=["admin"], parameters=[ADMIN_KEY_HEADER])
+class AdminAPIView(GenericAPIView):
+    authentication_classes = [AdminJWTAuthentication]
+    permission_classes = [IsPlatformAdmin, HasAdminKey]
+
+
+class StatsView(AdminAPIView):
+    @extend_schema(summary="Platform statistics", responses=StatsSerializer)
+    def get(self, request):
+        return Response(selectors.platform_stats())
+
+
+class CustomerListView(AdminAPIView):
+    serializer_class = CustomerSerializer
+
+    def get_queryset(self):
+        return selectors.customer_list()
+
+    @extend_schema(summary="Every customer with its quotas")
+    def get(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(CustomerSerializer(page, many=True).data)
+
+    @extend_schema(summary="Create a customer (quotas not given take the defaults)", request=CustomerWriteSerializer,
+                   responses={201: CustomerSerializer})
+    def post(self, request):
+        data = CustomerWriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        customer = account_services.customer_create(
+            actor=request.user, name=data.validated_data["name"], quotas=data.validated_data.get("quotas"),
+            request=request,
+        )
+        return Response(CustomerSerializer(customer).data, status=status.HTTP_201_CREATED)
+
+
+class CustomerDetailView(AdminAPIView):
+    serializer_class = CustomerSerializer
+
+    @extend_schema(summary="One customer")
+    def get(self, request, pk):
+        return Response(CustomerSerializer(selectors.customer_get(pk)).data)
+
+    def _update(self, request, pk, partial):
+        customer = selectors.customer_get(pk)
+        data = CustomerWriteSerializer(data=request.data, partial=partial)
+        data.is_valid(raise_exception=True)
+        customer = account_services.customer_update(
+            actor=request.user, customer=customer, name=data.validated_data.get("name"),
+            quotas=data.validated_data.get("quotas"), request=request,
+        )
+        return Response(CustomerSerializer(customer).data)
+
+    @extend_schema(summary="Change a customer's name and/or some of its quotas", request=CustomerWriteSerializer)
+    def patch(self, request, pk):
+        return self._update(request, pk, partial=True)
+
+    @extend_schema(summary="Replace a customer's name (and the quotas given)", request=CustomerWriteSerializer)
+    def put(self, request, pk):
+        return self._update(request, pk, partial=False)
+
+    @extend_schema(summary="Delete a customer and everything it owns; its running sandboxes are killed",
+                   responses={204: OpenApiResponse(description="Deleted")})
+    def delete(self, request, pk):
+        account_services.customer_delete(actor=request.user, customer=selectors.customer_get(pk), request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AgentListView(AdminAPIView):
+    serializer_class = AdminAgentSerializer
+
+    def get_queryset(self):
+        return selectors.agent_list(customer_id=self.request.query_params.get("customer"))
+
+    @extend_schema(summary="Agents of every customer",
+                   parameters=[OpenApiParameter("customer", int, description="Only this customer's agents")])
+    def get(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(AdminAgentSerializer(page, many=True).data)
+
+
+class AgentStopView(AdminAPIView):
+    serializer_class = AdminAgentSerializer
+
+    @extend_schema(summary="Stop an agent: no new tasks start and its running tasks are stopped", request=None)
+    def post(self, request, pk):
+        from agents.services import agent_stop
+
+        agent = agent_stop(actor=request.user, agent=selectors.agent_get(pk), request=request)
+        return Response(AdminAgentSerializer(agent).data)
+
+
+class BroadcastView(AdminAPIView):
+    serializer_class = BroadcastSerializer
+
+    @extend_schema(summary="Send a notice to every customer, live and kept in their notifications",
+                   responses={201: NotificationSerializer})
+    def post(self, request):
+        data = BroadcastSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        notification = services.broadcast_send(actor=request.user, request=request, **data.validated_data)
+        return Response(NotificationSerializer(notification).data, status=status.HTTP_201_CREATED)
+
+
+class KillswitchView(AdminAPIView):
+    serializer_class = KillswitchWriteSerializer
+
+    @extend_schema(
+        summary="The killswitch: the global switch and every engaged customer switch, or one customer's",
+        parameters=[OpenApiParameter("customer", int, description="This customer's own switch")],
+        responses=KillswitchOverviewSerializer,
+    )
+    def get(self, request):
+        customer = request.query_params.get("customer")
+        if customer:
+            return Response(selectors.killswitch_state(selectors.customer_get(customer).pk))
+        return Response(selectors.killswitch_overview())
+
+    @extend_schema(
+        summary="Engage or release the killswitch, globally or for one customer",
+        description="Engaging kills every running sandbox in scope within a second, ends queued tasks in scope "
+        "`cancelled` with error `killswitch`, and refuses new tasks with 423 `killswitch_engaged` until released.",
+        responses=KillswitchStateSerializer,
+    )
+    def post(self, request):
+        data = KillswitchWriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        customer_id = data.validated_data.get("customer")
+        customer = selectors.customer_get(customer_id) if customer_id is not None else None
+        services.killswitch_set(actor=request.user, engaged=data.validated_data["engaged"], customer=customer,
+                                reason=data.validated_data["reason"], request=request)
+        return Response(selectors.killswitch_state(customer_id))
+
+
+class AuditListView(AdminAPIView):
+    serializer_class = AuditLogSerializer
+
+    def get_queryset(self):
+        params = self.request.query_params
+        return selectors.audit_list(actor=params.get("actor"), action=params.get("action"),
+                                    customer=params.get("customer"), since=params.get("since"),
+                                    until=params.get("until"))
+
+    @extend_schema(
+        summary="The audit log, newest first",
+        parameters=[
+            OpenApiParameter("actor", str, description="Exact actor, e.g. `admin:alice` or a customer username"),
+            OpenApiParameter("action", str, description="Exact action, or a prefix ending in `.` (e.g. `killswitch.`)"),
+            OpenApiParameter("customer", int),
+            OpenApiParameter("since", str, description="ISO 8601 date or datetime (inclusive)"),
+            OpenApiParameter("until", str, description="ISO 8601 date or datetime (inclusive)"),
+        ],
+    )
+    def get(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(AuditLogSerializer(page, many=True).data)
+
+
+class RuntimeView(AdminAPIView):
+    @extend_schema(summary="Each worker host's sandbox layers (active, missing and why) and the live sandboxes",
+                   responses=RuntimeSerializer)
+    def get(self, request):
+        return Response(selectors.runtime_overview())
