@@ -1,6 +1,13 @@
+"""Every URL: health and metrics, the Django admin, the schema and docs, the admin API, and one router for /api/."""
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from accounts.api import urls as accounts_urls
+from agents.api import urls as agents_urls
+from tasks.api import urls as tasks_urls
+from teams.api import urls as teams_urls
 
 from . import health
 
@@ -8,6 +15,26 @@ handler400 = "autogen_platform.middleware.handler400"
 handler403 = "autogen_platform.middleware.handler403"
 handler404 = "autogen_platform.middleware.handler404"
 handler500 = "autogen_platform.middleware.handler500"
+
+API_APPS = (accounts_urls, agents_urls, teams_urls, tasks_urls)
+
+
+class ApiRouter(DefaultRouter):
+    """The browsable API root at /api/ lists every resource, `me` and the login endpoint included."""
+
+    include_format_suffixes = False
+    extra_root_links = {"me": "me", "auth/token": "auth-token"}
+
+    def get_api_root_view(self, api_urls=None):
+        view = super().get_api_root_view(api_urls)
+        view.initkwargs["api_root_dict"].update(self.extra_root_links)
+        return view
+
+
+router = ApiRouter()
+for app in API_APPS:
+    for prefix, viewset, basename in app.routes:
+        router.register(prefix, viewset, basename=basename)
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -19,8 +46,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/admin/", include("adminpanel.api.urls")),
-    path("api/", include("accounts.api.urls")),
-    path("api/", include("agents.api.urls")),
-    path("api/", include("teams.api.urls")),
-    path("api/", include("tasks.api.urls")),
+    *[path("api/", include(app.urlpatterns)) for app in API_APPS if app.urlpatterns],
+    path("api/", include(router.urls)),
 ]

@@ -39,3 +39,40 @@ def task_events_between(*, task_id: int, after: int, upto: int | None = None) ->
             return []
         events = events.filter(seq__lte=upto)
     return [e.as_dict() for e in events.order_by("seq")]
+
+
+EVENTS_DEFAULT_LIMIT = 500
+EVENTS_MAX_LIMIT = 1000
+
+
+def task_list_for_user(user, *, status=None, agent=None, team=None):
+    """The user's customer's tasks, newest first; each filter is optional."""
+    tasks = Task.objects.filter(customer_id=customer_id_for_user(user))
+    if status:
+        tasks = tasks.filter(status=status)
+    if agent is not None:
+        tasks = tasks.filter(agent_id=agent)
+    if team is not None:
+        tasks = tasks.filter(team_id=team)
+    return tasks.order_by("-created_at", "-id")
+
+
+def task_events_page(task: Task, *, after: int = 0, limit: int = EVENTS_DEFAULT_LIMIT):
+    """At most `limit` events with seq > after, ascending."""
+    return TaskEvent.objects.filter(task=task, seq__gt=after).order_by("seq")[: min(limit, EVENTS_MAX_LIMIT)]
+
+
+def thread_list_for_user(user):
+    from .models import Thread
+
+    return Thread.objects.filter(customer_id=customer_id_for_user(user)).order_by("-created_at", "-id")
+
+
+def thread_get_for_user(*, user, pk):
+    """The user's customer's thread, or NotFound."""
+    from .models import Thread
+
+    thread = Thread.objects.filter(pk=pk, customer_id=customer_id_for_user(user)).first()
+    if thread is None:
+        raise NotFound("Thread not found")
+    return thread

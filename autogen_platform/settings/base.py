@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt",
     "drf_spectacular",
+    # Before channels: its `runworker` command must be the platform's task worker, not Channels'.
+    "runtime",
     "channels",
     "django_rq",
     "accounts",
@@ -79,7 +81,6 @@ INSTALLED_APPS = [
     "teams",
     "tasks",
     "adminpanel",
-    "runtime",
 ]
 
 MIDDLEWARE = [
@@ -198,6 +199,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status`: name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "AgentStatusEnum": "agents.models.Agent.Status",
+        "TaskStatusEnum": "tasks.models.Task.Status",
+    },
 }
 
 LOGIN_URL = "/api-auth/login/"

@@ -1,0 +1,118 @@
+"""Shapes of model configurations, agents, versions, processes and the tools catalogue."""
+from rest_framework import serializers
+
+from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer
+from agents.models import Agent, AgentVersion, ModelConfig
+from runtime.tools import tool_names
+
+
+class PassThroughMixin:
+    """Output the stored JSON object as it is (the declared fields document it and validate input)."""
+
+    def to_representation(self, instance):
+        return dict(instance or {})
+
+
+class ModelInfoSerializer(PassThroughMixin, StrictSerializer):
+    vision = serializers.BooleanField()
+    function_calling = serializers.BooleanField()
+    json_output = serializers.BooleanField()
+    family = serializers.CharField(help_text="AutoGen model family, e.g. gpt-4o, llama3.1, unknown")
+    structured_output = serializers.BooleanField(required=False)
+    multiple_system_messages = serializers.BooleanField(required=False)
+
+    def to_internal_value(self, data):
+        if data == {}:
+            return {}
+        return super().to_internal_value(data)
+
+
+class ModelConfigSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, allow_null=True, max_length=2000, trim_whitespace=True,
+        style={"input_type": "password"},
+        help_text="Provider API key: stored encrypted, never returned. Empty or null removes it; omit to keep it.",
+    )
+    has_api_key = serializers.BooleanField(read_only=True, help_text="Whether a provider API key is stored.")
+    model_info = ModelInfoSerializer(
+        required=False, allow_null=True,
+        help_text="AutoGen ModelInfo, needed for models AutoGen does not know (vision, function_calling, "
+                  "json_output, family; structured_output optional).",
+    )
+    responses = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False), required=False, allow_null=True,
+        help_text="Scripted replies of the replay provider, in order (ignored by openai).",
+    )
+
+    class Meta:
+        model = ModelConfig
+        fields = ["id", "name", "provider", "model", "base_url", "api_key", "has_api_key", "model_info", "responses",
+                  "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {
+            "model": {"help_text": "Model name at the provider (required for openai)."},
+            "base_url": {"help_text": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 (empty: OpenAI)."},
+        }
+
+
+class LimitsSerializer(PassThroughMixin, StrictSerializer):
+    memory_mb = serializers.IntegerField(min_value=1, required=False)
+    cpu_seconds = serializers.IntegerField(min_value=1, required=False)
+    timeout_seconds = serializers.IntegerField(min_value=1, required=False)
+    max_tokens = serializers.IntegerField(min_value=1, required=False)
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    model = CustomerPrimaryKeyRelatedField(queryset=ModelConfig.objects.all(),
+                                           help_text="Id of one of the customer's model configurations.")
+    tools = serializers.ListField(child=serializers.ChoiceField(choices=tool_names()), required=False,
+                                  help_text="Tool names from GET /api/tools/.")
+    limits = LimitsSerializer(required=False, help_text=(
+        "Per-task limits; a missing key uses the platform default. Values above the customer's quota "
+        "(max_memory_mb, max_cpu_seconds, max_timeout_seconds) are refused with quota_exceeded."))
+
+    class Meta:
+        model = Agent
+        fields = ["id", "name", "description", "system_message", "model", "tools", "code_execution", "limits",
+                  "status", "version", "created_at", "updated_at"]
+        read_only_fields = ["id", "status", "version", "created_at", "updated_at"]
+        extra_kwargs = {
+            "status": {"help_text": "active or stopped; changed with the stop and start actions."},
+            "version": {"help_text": "Current behaviour version; see the versions action."},
+        }
+        # Name uniqueness is a service rule answered with 409 conflict, not a serializer 400.
+        validators = []
+
+
+class AgentSnapshotSerializer(PassThroughMixin, serializers.Serializer):
+    system_message = serializers.CharField()
+    model = serializers.IntegerField()
+    tools = serializers.ListField(child=serializers.CharField())
+    code_execution = serializers.BooleanField()
+    limits = LimitsSerializer()
+
+
+class AgentVersionSerializer(serializers.ModelSerializer):
+    snapshot = AgentSnapshotSerializer(read_only=True)
+
+    class Meta:
+        model = AgentVersion
+        fields = ["version", "snapshot", "created_at", "created_by"]
+
+
+class RollbackSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="The version whose behaviour to apply again.")
+
+
+class ProcessSerializer(serializers.Serializer):
+    task = serializers.IntegerField()
+    pid = serializers.IntegerField()
+    cpu_seconds = serializers.FloatField()
+    memory_mb = serializers.FloatField()
+    started_at = serializers.DateTimeField()
+
+
+class ToolSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    parameters = serializers.DictField(child=serializers.CharField(), help_text="Parameter name -> JSON type.")

@@ -1,0 +1,138 @@
+"""Model configurations, agents (with versions and state actions) and the tools catalogue: thin views."""
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.api.mixins import CustomerScopedViewMixin, ServiceWriteMixin
+from accounts.selectors import customer_for_user
+from agents import selectors, services
+from agents.models import Agent, ModelConfig
+from runtime.tools import tool_catalog
+
+from .serializers import (
+    AgentSerializer,
+    AgentVersionSerializer,
+    ModelConfigSerializer,
+    ProcessSerializer,
+    RollbackSerializer,
+    ToolSerializer,
+)
+
+CONFLICT = OpenApiResponse(description="conflict: the name is taken, or the object is in use")
+
+
+@extend_schema_view(
+    create=extend_schema(summary="Create a model configuration", responses={201: ModelConfigSerializer, 409: CONFLICT}),
+    destroy=extend_schema(summary="Delete a model configuration (409 conflict while agents or teams use it)",
+                          responses={204: None, 409: CONFLICT}),
+)
+@extend_schema(tags=["models"])
+class ModelConfigViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelViewSet):
+    serializer_class = ModelConfigSerializer
+    schema_model = ModelConfig
+
+    def scoped_queryset(self):
+        return selectors.model_config_list_for_user(self.request.user)
+
+    def get_scoped_object(self, pk):
+        return selectors.model_config_get_for_user(self.request.user, pk)
+
+    def service_create(self, data):
+        return services.model_config_create(actor=self.request.user, customer=customer_for_user(self.request.user),
+                                            request=self.request, **data)
+
+    def service_update(self, instance, data):
+        return services.model_config_update(actor=self.request.user, model_config=instance, data=data,
+                                            request=self.request)
+
+    def service_delete(self, instance):
+        services.model_config_delete(actor=self.request.user, model_config=instance, request=self.request)
+
+
+@extend_schema_view(
+    create=extend_schema(summary="Create an agent (version 1)", responses={
+        201: AgentSerializer, 409: CONFLICT, 429: OpenApiResponse(description="quota_exceeded")}),
+    update=extend_schema(summary="Replace an agent; a behaviour change makes a new version"),
+    partial_update=extend_schema(summary="Change an agent; a behaviour change makes a new version"),
+    destroy=extend_schema(summary="Delete an agent (409 conflict while it is a team member or has active tasks)",
+                          responses={204: None, 409: CONFLICT}),
+)
+@extend_schema(tags=["agents"])
+class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelViewSet):
+    """Agents. Changing system_message, model, tools, code_execution or limits makes a new immutable
+    version; name and description do not."""
+
+    serializer_class = AgentSerializer
+    schema_model = Agent
+
+    def scoped_queryset(self):
+        return selectors.agent_list_for_user(self.request.user)
+
+    def get_scoped_object(self, pk):
+        return selectors.agent_get_for_user(self.request.user, pk)
+
+    def service_create(self, data):
+        return services.agent_create(actor=self.request.user, customer=customer_for_user(self.request.user),
+                                     request=self.request, **data)
+
+    def service_update(self, instance, data):
+        return services.agent_update(actor=self.request.user, agent=instance, data=data, request=self.request)
+
+    def service_delete(self, instance):
+        services.agent_delete(actor=self.request.user, agent=instance, request=self.request)
+
+    @extend_schema(summary="The agent's versions, newest first", responses=AgentVersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request, pk=None):
+        page = self.paginate_queryset(selectors.agent_version_list(self.get_object()))
+        return self.get_paginated_response(AgentVersionSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Roll back: apply an earlier version's behaviour as a NEW version",
+        description="History is never rewritten: rolling back to version 2 of an agent at version 5 "
+                    "creates version 6 with the snapshot of version 2.",
+        request=RollbackSerializer, responses=AgentSerializer,
+    )
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        serializer = RollbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        agent = services.agent_rollback(actor=request.user, agent=self.get_object(),
+                                        version=serializer.validated_data["version"], request=request)
+        return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
+
+    @extend_schema(summary="Stop: no new tasks start, queued ones are cancelled, running ones stopped",
+                   request=None, responses=AgentSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        agent = services.agent_stop(actor=request.user, agent=self.get_object(), request=request)
+        return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
+
+    @extend_schema(summary="Start: the agent accepts tasks again", request=None, responses=AgentSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        agent = services.agent_start(actor=request.user, agent=self.get_object(), request=request)
+        return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        summary="Restart: running tasks are stopped and re-queued on the current version",
+        description="A stopped agent also becomes active. Queued tasks are left to run.",
+        request=None, responses=AgentSerializer,
+    )
+    @action(detail=True, methods=["post"])
+    def restart(self, request, pk=None):
+        agent = services.agent_restart(actor=request.user, agent=self.get_object(), request=request)
+        return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
+
+    @extend_schema(summary="The sandboxes running for the agent now", responses=ProcessSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def processes(self, request, pk=None):
+        return Response(selectors.agent_processes(self.get_object()))
+
+
+@extend_schema(tags=["tools"], summary="The platform's tool registry: names to use in an agent's tools",
+               responses=ToolSerializer(many=True))
+class ToolViewSet(viewsets.ViewSet):
+    def list(self, request):
+        return Response(tool_catalog())

@@ -1,0 +1,373 @@
+"""Every write to model configurations and agents: validation rules, versions, state changes, audit rows."""
+from urllib.parse import urlparse
+
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
+
+from accounts.crypto import encrypt
+from accounts.models import Customer
+from adminpanel.services import audit_record
+from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+
+from .models import Agent, AgentVersion, ModelConfig
+
+LIMIT_KEYS = ("memory_mb", "cpu_seconds", "timeout_seconds", "max_tokens")
+# Agent limit -> the customer quota it may not exceed.
+LIMIT_QUOTAS = {"memory_mb": "max_memory_mb", "cpu_seconds": "max_cpu_seconds", "timeout_seconds": "max_timeout_seconds"}
+MODEL_INFO_REQUIRED = {"vision": bool, "function_calling": bool, "json_output": bool, "family": str}
+MODEL_INFO_OPTIONAL = {"structured_output": bool, "multiple_system_messages": bool}
+MODEL_CONFIG_FIELDS = ("name", "provider", "model", "base_url", "model_info", "responses")
+AGENT_FIELDS = ("name", "description", "system_message", "model", "tools", "code_execution", "limits")
+
+
+def _actor_name(actor) -> str:
+    return getattr(actor, "username", None) or str(actor or "system")
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# Model configurations
+
+
+def model_config_errors(*, provider: str, model: str, base_url: str, model_info, responses) -> dict:
+    """Field -> messages for a model configuration that could not be run; empty when it is fine."""
+    errors = {}
+    if provider not in ModelConfig.Provider.values:
+        errors["provider"] = [f"Must be one of: {', '.join(ModelConfig.Provider.values)}"]
+    if provider == ModelConfig.Provider.OPENAI and not (model or "").strip():
+        errors["model"] = ["Required for the openai provider (the model name the endpoint serves)"]
+    if base_url:
+        parsed = urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            errors["base_url"] = ["Must be an http(s) URL, e.g. http://127.0.0.1:11434/v1"]
+    if model_info:
+        problems = []
+        if not isinstance(model_info, dict):
+            problems.append("Must be an object")
+        else:
+            for key, kind in MODEL_INFO_REQUIRED.items():
+                if key not in model_info:
+                    problems.append(f"{key}: required")
+                elif not isinstance(model_info[key], kind):
+                    problems.append(f"{key}: must be a {'boolean' if kind is bool else 'string'}")
+            for key, kind in MODEL_INFO_OPTIONAL.items():
+                if key in model_info and not isinstance(model_info[key], kind):
+                    problems.append(f"{key}: must be a boolean")
+            unknown = sorted(set(model_info) - set(MODEL_INFO_REQUIRED) - set(MODEL_INFO_OPTIONAL))
+            if unknown:
+                problems.append(f"unknown keys: {', '.join(unknown)}")
+        if problems:
+            errors["model_info"] = problems
+    if provider == ModelConfig.Provider.REPLAY:
+        if not isinstance(responses, list) or not responses or not all(isinstance(r, str) for r in responses):
+            errors["responses"] = ["The replay provider needs a non-empty list of strings"]
+    elif responses and (not isinstance(responses, list) or not all(isinstance(r, str) for r in responses)):
+        errors["responses"] = ["Must be a list of strings"]
+    return errors
+
+
+def _model_config_save(model_config: ModelConfig) -> None:
+    errors = model_config_errors(
+        provider=model_config.provider,
+        model=model_config.model,
+        base_url=model_config.base_url,
+        model_info=model_config.model_info,
+        responses=model_config.responses,
+    )
+    if errors:
+        raise ValidationFailed(details=errors)
+    duplicate = ModelConfig.objects.filter(customer_id=model_config.customer_id, name=model_config.name)
+    if duplicate.exclude(pk=model_config.pk).exists():
+        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
+                       details={"name": ["Already in use"]})
+    try:
+        with transaction.atomic():
+            model_config.save()
+    except IntegrityError:
+        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
+                       details={"name": ["Already in use"]}) from None
+
+
+@transaction.atomic
+def model_config_create(*, actor, customer: Customer, name: str, provider: str, model: str = "", base_url: str = "",
+                        api_key: str | None = None, model_info: dict | None = None, responses: list | None = None,
+                        request=None) -> ModelConfig:
+    model_config = ModelConfig(
+        customer=customer,
+        name=name,
+        provider=provider,
+        model=model or "",
+        base_url=base_url or "",
+        api_key_encrypted=encrypt(api_key or ""),
+        model_info=model_info or {},
+        responses=responses or [],
+    )
+    _model_config_save(model_config)
+    audit_record(actor=actor, action="model_config.create", target=f"model_config:{model_config.pk}",
+                 customer=customer, request=request,
+                 details={"name": name, "provider": provider, "has_api_key": model_config.has_api_key})
+    return model_config
+
+
+@transaction.atomic
+def model_config_update(*, actor, model_config: ModelConfig, data: dict, request=None) -> ModelConfig:
+    """`data` holds the fields to change; `api_key` empty or null removes the stored key."""
+    model_config = ModelConfig.objects.select_for_update().get(pk=model_config.pk)
+    changed = []
+    for field in MODEL_CONFIG_FIELDS:
+        if field in data:
+            value = data[field]
+            if field in ("model", "base_url"):
+                value = value or ""
+            elif field == "model_info":
+                value = value or {}
+            elif field == "responses":
+                value = value or []
+            if getattr(model_config, field) != value:
+                setattr(model_config, field, value)
+                changed.append(field)
+    if "api_key" in data:
+        model_config.api_key_encrypted = encrypt(data["api_key"] or "")
+        changed.append("api_key")
+    _model_config_save(model_config)
+    audit_record(actor=actor, action="model_config.update", target=f"model_config:{model_config.pk}",
+                 customer=model_config.customer, request=request, details={"changed": changed})
+    return model_config
+
+
+@transaction.atomic
+def model_config_delete(*, actor, model_config: ModelConfig, request=None) -> None:
+    pk, name = model_config.pk, model_config.name
+    try:
+        with transaction.atomic():
+            model_config.delete()
+    except ProtectedError as exc:
+        users = sorted({str(obj) for obj in exc.protected_objects})
+        raise Conflict(f"Model configuration {name!r} is in use", details={"used_by": users}) from None
+    audit_record(actor=actor, action="model_config.delete", target=f"model_config:{pk}",
+                 customer=model_config.customer, request=request, details={"name": name})
+
+
+# Agents
+
+
+def _agent_check(agent: Agent, customer: Customer) -> None:
+    """The rules every agent write keeps: the caller's model, registry tools, limits within quota."""
+    from runtime.tools import tool_names
+
+    errors = {}
+    if agent.model_id is None or not ModelConfig.objects.filter(pk=agent.model_id, customer=customer).exists():
+        errors["model"] = ["Unknown model configuration"]
+    tools = agent.tools
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        errors["tools"] = ["Must be a list of tool names"]
+    else:
+        unknown = [t for t in tools if t not in tool_names()]
+        if unknown:
+            errors["tools"] = [f"Unknown tools: {', '.join(unknown)}; see GET /api/tools/"]
+        elif len(set(tools)) != len(tools):
+            errors["tools"] = ["A tool is listed twice"]
+    limits = agent.limits
+    if not isinstance(limits, dict):
+        errors["limits"] = ["Must be an object"]
+    else:
+        problems = [f"{k}: unknown limit; allowed: {', '.join(LIMIT_KEYS)}" for k in limits if k not in LIMIT_KEYS]
+        problems += [f"{k}: must be a positive integer" for k, v in limits.items() if k in LIMIT_KEYS
+                     and not _is_positive_int(v)]
+        if problems:
+            errors["limits"] = problems
+    if errors:
+        raise ValidationFailed(details=errors)
+    over = {k: {"requested": limits[k], "quota": getattr(customer, q)}
+            for k, q in LIMIT_QUOTAS.items() if k in limits and limits[k] > getattr(customer, q)}
+    if over:
+        raise QuotaExceeded(
+            "Limits above the customer's quota: " + ", ".join(f"{k} {v['requested']} > {v['quota']}" for k, v in over.items()),
+            details={"limits": over},
+        )
+
+
+def _agent_save(agent: Agent, customer: Customer) -> None:
+    _agent_check(agent, customer)
+    if Agent.objects.filter(customer=customer, name=agent.name).exclude(pk=agent.pk).exists():
+        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]})
+    try:
+        with transaction.atomic():
+            agent.save()
+    except IntegrityError:
+        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]}) from None
+
+
+def _version_add(agent: Agent, actor) -> AgentVersion:
+    return AgentVersion.objects.create(
+        agent=agent, version=agent.version, snapshot=agent.behaviour(), created_by=_actor_name(actor)[:150]
+    )
+
+
+@transaction.atomic
+def agent_create(*, actor, customer: Customer, name: str, model: ModelConfig, description: str = "",
+                 system_message: str = "", tools=(), code_execution: bool = False, limits: dict | None = None,
+                 request=None) -> Agent:
+    # The customer row lock makes concurrent creations take the last free slot once.
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    if Agent.objects.filter(customer=customer).count() >= customer.max_agents:
+        raise QuotaExceeded(f"The customer may have at most {customer.max_agents} agents",
+                            details={"quota": "max_agents", "limit": customer.max_agents})
+    agent = Agent(
+        customer=customer,
+        name=name,
+        description=description or "",
+        system_message=system_message or "",
+        model_id=getattr(model, "pk", model),
+        tools=list(tools or []),
+        code_execution=bool(code_execution),
+        limits=dict(limits or {}),
+        version=1,
+    )
+    _agent_save(agent, customer)
+    _version_add(agent, actor)
+    audit_record(actor=actor, action="agent.create", target=f"agent:{agent.pk}", customer=customer, request=request,
+                 details={"name": agent.name, "version": 1})
+    return agent
+
+
+@transaction.atomic
+def agent_update(*, actor, agent: Agent, data: dict, request=None) -> Agent:
+    """Changes the given fields; a change to a behaviour field makes a new version (name, description do not)."""
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
+    before = agent.behaviour()
+    changed = []
+    for field in AGENT_FIELDS:
+        if field not in data:
+            continue
+        value = data[field]
+        if field == "model":
+            field, value = "model_id", getattr(value, "pk", value)
+        elif field in ("description", "system_message"):
+            value = value or ""
+        elif field == "tools":
+            value = list(value or [])
+        elif field == "limits":
+            value = dict(value or {})
+        if getattr(agent, field) != value:
+            setattr(agent, field, value)
+            changed.append(field.removesuffix("_id"))
+    bumped = agent.behaviour() != before
+    if bumped:
+        agent.version += 1
+    _agent_save(agent, agent.customer)
+    if bumped:
+        _version_add(agent, actor)
+    audit_record(actor=actor, action="agent.update", target=f"agent:{agent.pk}", customer=agent.customer,
+                 request=request, details={"changed": changed, "version": agent.version})
+    return agent
+
+
+@transaction.atomic
+def agent_rollback(*, actor, agent: Agent, version: int, request=None) -> Agent:
+    """Applies an earlier version's snapshot as a NEW version: history is never rewritten."""
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
+    old = AgentVersion.objects.filter(agent=agent, version=version).first()
+    if old is None:
+        raise ValidationFailed(details={"version": [f"The agent has no version {version}"]})
+    snapshot = old.snapshot
+    if not ModelConfig.objects.filter(pk=snapshot.get("model"), customer=agent.customer).exists():
+        raise Conflict(f"The model configuration of version {version} no longer exists")
+    agent.system_message = snapshot.get("system_message", "")
+    agent.model_id = snapshot.get("model")
+    agent.tools = list(snapshot.get("tools", []))
+    agent.code_execution = bool(snapshot.get("code_execution", False))
+    agent.limits = dict(snapshot.get("limits", {}))
+    agent.version += 1
+    _agent_save(agent, agent.customer)
+    _version_add(agent, actor)
+    audit_record(actor=actor, action="agent.rollback", target=f"agent:{agent.pk}", customer=agent.customer,
+                 request=request, details={"from_version": version, "version": agent.version})
+    return agent
+
+
+def _tasks_stop(agent: Agent, *, cancel_queued: bool, reason: str) -> dict:
+    """Ends the agent's queued tasks (when asked) and asks the workers of its running ones to stop them."""
+    from tasks.models import Task
+    from tasks.services import task_finish, task_request_stop
+
+    from .selectors import agent_tasks_in_flight
+
+    cancelled, stopping = [], []
+    for task_id in list(agent_tasks_in_flight(agent).values_list("id", flat=True)):
+        # The row lock keeps a worker from taking a queued task between our look and our write.
+        task = Task.objects.select_for_update().filter(pk=task_id).first()
+        if task is None or task.is_finished:
+            continue
+        if task.status == Task.Status.QUEUED and cancel_queued:
+            task_finish(task_id=task.pk, status=Task.Status.CANCELLED,
+                        error={"code": "cancelled", "message": "agent stopped"})
+            cancelled.append(task.pk)
+        elif task.status == Task.Status.RUNNING:
+            task_request_stop(task=task, reason=reason)
+            stopping.append(task.pk)
+    return {"cancelled": cancelled, "stopping": stopping}
+
+
+@transaction.atomic
+def agent_stop(*, actor, agent: Agent, request=None) -> Agent:
+    """No new task starts; queued tasks are cancelled and running ones stopped (error `cancelled`)."""
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
+    if agent.status != Agent.Status.STOPPED:
+        agent.status = Agent.Status.STOPPED
+        agent.save(update_fields=["status", "updated_at"])
+    details = _tasks_stop(agent, cancel_queued=True, reason="cancelled")
+    audit_record(actor=actor, action="agent.stop", target=f"agent:{agent.pk}", customer=agent.customer,
+                 request=request, details=details)
+    return agent
+
+
+@transaction.atomic
+def agent_start(*, actor, agent: Agent, request=None) -> Agent:
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
+    if agent.status != Agent.Status.ACTIVE:
+        agent.status = Agent.Status.ACTIVE
+        agent.save(update_fields=["status", "updated_at"])
+    audit_record(actor=actor, action="agent.start", target=f"agent:{agent.pk}", customer=agent.customer,
+                 request=request)
+    return agent
+
+
+@transaction.atomic
+def agent_restart(*, actor, agent: Agent, request=None) -> Agent:
+    """Running tasks are stopped with reason `restart` (their worker re-queues them on the current version);
+    a stopped agent becomes active."""
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
+    if agent.status != Agent.Status.ACTIVE:
+        agent.status = Agent.Status.ACTIVE
+        agent.save(update_fields=["status", "updated_at"])
+    details = _tasks_stop(agent, cancel_queued=False, reason="restart")
+    audit_record(actor=actor, action="agent.restart", target=f"agent:{agent.pk}", customer=agent.customer,
+                 request=request, details={"restarting": details["stopping"]})
+    return agent
+
+
+@transaction.atomic
+def agent_delete(*, actor, agent: Agent, request=None) -> None:
+    from teams.models import TeamMember
+
+    from .selectors import agent_tasks_in_flight
+
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
+    teams = sorted(TeamMember.objects.filter(agent=agent).values_list("team__name", flat=True))
+    if teams:
+        raise Conflict(f"Agent {agent.name!r} is a member of teams: {', '.join(teams)}", details={"teams": teams})
+    in_flight = list(agent_tasks_in_flight(agent).values_list("id", flat=True))
+    if in_flight:
+        raise Conflict(f"Agent {agent.name!r} has queued or running tasks; stop it first",
+                       details={"tasks": in_flight})
+    pk, name = agent.pk, agent.name
+    try:
+        with transaction.atomic():
+            agent.delete()
+    except ProtectedError:
+        raise Conflict(f"Agent {name!r} is still referenced") from None
+    audit_record(actor=actor, action="agent.delete", target=f"agent:{pk}", customer=agent.customer,
+                 request=request, details={"name": name})

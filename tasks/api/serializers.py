@@ -1,0 +1,93 @@
+"""Shapes of tasks, task events and threads."""
+from rest_framework import serializers
+
+from accounts.api.fields import CustomerPrimaryKeyRelatedField
+from agents.api.serializers import PassThroughMixin
+from agents.models import Agent
+from tasks.models import Task, TaskEvent, Thread
+from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
+from teams.models import Team
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cpu_seconds", "peak_memory_mb", "wall_seconds")
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    agent = CustomerPrimaryKeyRelatedField(queryset=Agent.objects.all(), required=False, allow_null=True,
+                                           help_text="Agent id; give exactly one of agent and team.")
+    team = CustomerPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True,
+                                          help_text="Team id; give exactly one of agent and team.")
+    input = serializers.CharField(trim_whitespace=False, help_text="The user message the task starts with.")
+    thread = CustomerPrimaryKeyRelatedField(
+        queryset=Thread.objects.all(), required=False, allow_null=True,
+        help_text="Continue this earlier conversation (same agent or team); omit to start a new thread.",
+    )
+
+    def validate(self, attrs):
+        if (attrs.get("agent") is None) == (attrs.get("team") is None):
+            raise serializers.ValidationError("Give exactly one of agent or team")
+        return attrs
+
+
+class TaskErrorSerializer(PassThroughMixin, serializers.Serializer):
+    code = serializers.ChoiceField(choices=Task.ERROR_CODES)
+    message = serializers.CharField()
+
+
+class UsageSerializer(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cpu_seconds = serializers.FloatField()
+    peak_memory_mb = serializers.FloatField()
+    wall_seconds = serializers.FloatField()
+
+    def to_representation(self, instance):
+        return {**{key: 0 for key in USAGE_KEYS}, **(instance or {})}
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    error = TaskErrorSerializer(allow_null=True, read_only=True, help_text="Why the task did not succeed, or null.")
+    usage = UsageSerializer(read_only=True)
+    result = serializers.JSONField(read_only=True, allow_null=True,
+                                   help_text="What the run produced (final message and stop reason), or null.")
+
+    class Meta:
+        model = Task
+        fields = ["id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
+                  "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class TaskListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Task.Status.choices, required=False)
+    agent = serializers.IntegerField(min_value=1, required=False)
+    team = serializers.IntegerField(min_value=1, required=False)
+
+
+class EventsQuerySerializer(serializers.Serializer):
+    after = serializers.IntegerField(min_value=0, default=0, help_text="Only events with a higher seq.")
+    limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=EVENTS_DEFAULT_LIMIT)
+
+
+class TaskEventSerializer(serializers.ModelSerializer):
+    content = serializers.JSONField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = TaskEvent
+        fields = ["seq", "type", "source", "content", "created_at"]
+        read_only_fields = fields
+
+
+class TaskEventListSerializer(serializers.Serializer):
+    results = TaskEventSerializer(many=True)
+
+
+class ThreadSerializer(serializers.ModelSerializer):
+    tasks = serializers.SerializerMethodField(help_text="Ids of the thread's tasks, oldest first.")
+
+    class Meta:
+        model = Thread
+        fields = ["id", "agent", "team", "created_at", "tasks"]
+        read_only_fields = fields
+
+    def get_tasks(self, obj) -> list[int]:
+        return [t.pk for t in sorted(obj.tasks.all(), key=lambda t: (t.created_at, t.pk))]

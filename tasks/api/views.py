@@ -1,0 +1,107 @@
+"""Tasks (create, list, detail, events, cancel) and threads: thin views over tasks.selectors and tasks.services."""
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.api.mixins import CustomerScopedViewMixin
+from accounts.selectors import customer_for_user
+from autogen_platform.errors import ValidationFailed
+from tasks import selectors, services
+from tasks.models import Task, Thread
+
+from .serializers import (
+    EventsQuerySerializer,
+    TaskCreateSerializer,
+    TaskEventListSerializer,
+    TaskEventSerializer,
+    TaskListQuerySerializer,
+    TaskSerializer,
+    ThreadSerializer,
+)
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="A retry with the same key returns the first task (201, header Idempotent-Replayed: true).",
+)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="The customer's tasks, newest first", parameters=[TaskListQuerySerializer]),
+    retrieve=extend_schema(summary="One task"),
+)
+@extend_schema(tags=["tasks"])
+class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = TaskSerializer
+    schema_model = Task
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return TaskCreateSerializer
+        return TaskSerializer
+
+    def scoped_queryset(self):
+        # An empty parameter (?status=) means no filter.
+        params = {k: v for k, v in self.request.query_params.items() if k in ("status", "agent", "team") and v != ""}
+        filters = TaskListQuerySerializer(data=params)
+        filters.is_valid(raise_exception=True)
+        return selectors.task_list_for_user(self.request.user, **filters.validated_data)
+
+    def get_scoped_object(self, pk):
+        return selectors.task_get_for_user(user=self.request.user, pk=pk)
+
+    @extend_schema(
+        summary="Submit a task to an agent or a team",
+        parameters=[IDEMPOTENCY_HEADER],
+        request=TaskCreateSerializer,
+        responses={201: TaskSerializer, 409: OpenApiResponse(description="conflict: the agent is stopped"),
+                   423: OpenApiResponse(description="killswitch_engaged"),
+                   429: OpenApiResponse(description="quota_exceeded")},
+    )
+    def create(self, request, *args, **kwargs):
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and len(key) > 200:
+            raise ValidationFailed(details={"Idempotency-Key": ["At most 200 characters"]})
+        serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        task, created = services.task_create(
+            actor=request.user, customer=customer_for_user(request.user), idempotency_key=key, request=request,
+            **serializer.validated_data,
+        )
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED, headers=headers)
+
+    @extend_schema(summary="The task's events with seq > after, ascending", parameters=[EventsQuerySerializer],
+                   responses=TaskEventListSerializer)
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def events(self, request, pk=None):
+        task = self.get_object()
+        query = EventsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        events = selectors.task_events_page(task, **query.validated_data)
+        return Response({"results": TaskEventSerializer(events, many=True).data})
+
+    @extend_schema(summary="Cancel: a queued task ends now, a running one is stopped (409 if already finished)",
+                   request=None, responses={200: TaskSerializer, 409: OpenApiResponse(description="conflict")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        task = services.task_cancel(actor=request.user, task=self.get_object(), request=request)
+        return Response(TaskSerializer(task).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="The customer's threads (conversations), newest first"),
+    retrieve=extend_schema(summary="One thread with its task ids"),
+)
+@extend_schema(tags=["tasks"])
+class ThreadViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                    viewsets.GenericViewSet):
+    serializer_class = ThreadSerializer
+    schema_model = Thread
+
+    def scoped_queryset(self):
+        return selectors.thread_list_for_user(self.request.user).prefetch_related("tasks")
+
+    def get_scoped_object(self, pk):
+        return selectors.thread_get_for_user(user=self.request.user, pk=pk)

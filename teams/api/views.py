@@ -1,0 +1,42 @@
+"""Teams CRUD: thin views over teams.selectors and teams.services."""
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import viewsets
+
+from accounts.api.mixins import CustomerScopedViewMixin, ServiceWriteMixin
+from accounts.selectors import customer_for_user
+from teams import selectors, services
+from teams.models import Team
+
+from .serializers import TeamSerializer
+
+CONFLICT = OpenApiResponse(description="conflict: the name is taken, or the team has active tasks")
+
+
+@extend_schema_view(
+    create=extend_schema(summary="Create a team", responses={201: TeamSerializer, 409: CONFLICT}),
+    destroy=extend_schema(summary="Delete a team (409 conflict while it has queued or running tasks)",
+                          responses={204: None, 409: CONFLICT}),
+)
+@extend_schema(tags=["teams"])
+class TeamViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelViewSet):
+    """Teams of the customer's agents. Members are ordered; a team without termination conditions
+    gets {"max_messages": 10}."""
+
+    serializer_class = TeamSerializer
+    schema_model = Team
+
+    def scoped_queryset(self):
+        return selectors.team_list_for_user(self.request.user)
+
+    def get_scoped_object(self, pk):
+        return selectors.team_get_for_user(self.request.user, pk)
+
+    def service_create(self, data):
+        return services.team_create(actor=self.request.user, customer=customer_for_user(self.request.user),
+                                    request=self.request, **data)
+
+    def service_update(self, instance, data):
+        return services.team_update(actor=self.request.user, team=instance, data=data, request=self.request)
+
+    def service_delete(self, instance):
+        services.team_delete(actor=self.request.user, team=instance, request=self.request)
