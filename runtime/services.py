@@ -1,5 +1,29 @@
-"""The runtime's interface for other apps: run a task's sandbox, kill sandboxes, report capabilities."""
+"""The runtime's interface for other apps: run a task's sandbox, kill sandboxes, report live processes and hosts."""
+import logging
+
+from django.conf import settings
+from django.db import connections
+from django.utils import timezone
+
 from . import control
+
+logger = logging.getLogger(__name__)
+
+# Isolation levels from weakest to strongest, as runtime.sandbox reports them (its LEVELS when it has one).
+FALLBACK_LEVELS = ("none", "process", "namespaces", "full")
+
+
+def sandbox_run(task_id: int) -> None:
+    """Run a task that is already marked running, in its own sandboxed child, until it ends.
+
+    Called from the RQ work-horse (tasks.jobs.run_task). Always leaves the task finished (or
+    re-queued for a restart), and its process tree gone.
+    """
+    from .supervisor import supervise
+
+    # The supervisor's database work happens on its own thread: drop this thread's connection.
+    connections.close_all()
+    supervise(task_id)
 
 
 def sandbox_kill(task_id: int, reason: str) -> None:
@@ -12,6 +36,81 @@ def sandbox_kill_scope(customer_id: int | None, reason: str) -> None:
     control.publish({"kind": "kill_scope", "customer": customer_id, "reason": reason})
 
 
+def _live_entries(task_ids) -> list[dict]:
+    from .supervisor import sandbox_stats_key
+
+    task_ids = [int(t) for t in task_ids]
+    if not task_ids:
+        return []
+    conn = control.redis_connection()
+    pipe = conn.pipeline(transaction=False)
+    for task_id in task_ids:
+        pipe.hgetall(sandbox_stats_key(task_id))
+    out = []
+    for task_id, raw in zip(task_ids, pipe.execute()):
+        if not raw:
+            continue
+        row = {k.decode(): v.decode() for k, v in raw.items()}
+        out.append(
+            {
+                "task": task_id,
+                "pid": int(row["pid"]) if row.get("pid") else None,
+                "cpu_seconds": float(row.get("cpu_seconds") or 0),
+                "memory_mb": float(row.get("memory_mb") or 0),
+                "started_at": row.get("started_at"),
+                "customer": int(row["customer"]) if row.get("customer") else None,
+                "agent": int(row["agent"]) if row.get("agent") else None,
+            }
+        )
+    return out
+
+
 def sandbox_processes(task_ids: list[int]) -> list[dict]:
-    """Live sandboxes of these tasks: [{task, pid, cpu_seconds, memory_mb, started_at}] (issue 3 fills this in)."""
-    return []
+    """Live sandboxes of these tasks: [{task, pid, cpu_seconds, memory_mb, started_at}], from the workers' stats in Redis."""
+    keys = ("task", "pid", "cpu_seconds", "memory_mb", "started_at")
+    try:
+        return [{k: e[k] for k in keys} for e in _live_entries(task_ids)]
+    except Exception:  # noqa: BLE001 - an unreachable Redis shows no live processes rather than an error
+        logger.warning("sandbox stats unavailable", exc_info=True)
+        return []
+
+
+def sandbox_running() -> list[dict]:
+    """Every live sandbox on every worker: [{task, pid, cpu_seconds, memory_mb, started_at, customer, agent}]."""
+    from .supervisor import sandbox_index_key
+
+    conn = control.redis_connection()
+    ids = [int(t) for t in conn.smembers(sandbox_index_key())]
+    live = _live_entries(ids)
+    gone = set(ids) - {e["task"] for e in live}
+    if gone:
+        conn.srem(sandbox_index_key(), *gone)
+    return live
+
+
+def sandbox_level_satisfies(level: str, minimum: str) -> bool:
+    """True when an isolation level is at least the minimum (unknown levels satisfy only "none")."""
+    from . import sandbox
+
+    if not minimum or minimum == "none":
+        return True
+    order = list(getattr(sandbox, "LEVELS", FALLBACK_LEVELS))
+    if level not in order or minimum not in order:
+        return False
+    return order.index(level) >= order.index(minimum)
+
+
+def worker_host_register(hostname: str) -> tuple[bool, dict]:
+    """Probe this host's sandbox layers, record them on WorkerHost; returns (level_ok, capabilities)."""
+    from .models import WorkerHost
+    from .sandbox import probe_capabilities
+
+    capabilities = dict(probe_capabilities())
+    level_ok = sandbox_level_satisfies(capabilities.get("level", "none"), settings.SANDBOX_MIN_LEVEL)
+    capabilities["min_level"] = settings.SANDBOX_MIN_LEVEL
+    capabilities["accepts_tasks"] = level_ok
+    now = timezone.now()
+    WorkerHost.objects.update_or_create(
+        hostname=hostname[:200], defaults={"capabilities": capabilities, "started_at": now, "last_seen": now}
+    )
+    return level_ok, capabilities

@@ -1,5 +1,6 @@
 """Every write to tasks, threads and task events."""
 import logging
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -47,7 +48,13 @@ def build_task_spec(*, agent=None, team=None) -> dict:
 
 
 def _agent_entry(agent) -> dict:
-    return {"id": agent.pk, "name": agent.name, "version": agent.version, **agent.behaviour()}
+    return {
+        "id": agent.pk,
+        "name": agent.name,
+        "description": agent.description,
+        "version": agent.version,
+        **agent.behaviour(),
+    }
 
 
 @transaction.atomic
@@ -157,6 +164,77 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
     return bool(changed)
 
 
+def task_start(*, task_id: int, worker: str) -> bool:
+    """The worker picked the task up: queued -> running, unless it must not start any more.
+
+    A task whose customer is under the killswitch, or whose agent (or a team member) was
+    stopped while it waited, ends cancelled instead. False when there is nothing to run.
+    """
+    task = Task.objects.select_related("agent", "team").filter(pk=task_id).first()
+    if task is None or task.status != Task.Status.QUEUED:
+        return False
+    if killswitch_scope_engaged(task.customer_id):
+        task_finish(
+            task_id=task_id,
+            status=Task.Status.CANCELLED,
+            error={"code": "killswitch", "message": "The killswitch is engaged: the task did not start"},
+        )
+        return False
+    agents = [task.agent] if task.agent_id else list(task.team.agents.all()) if task.team_id else []
+    stopped = sorted(a.name for a in agents if a.status != a.Status.ACTIVE)
+    if stopped:
+        task_finish(
+            task_id=task_id,
+            status=Task.Status.CANCELLED,
+            error={"code": "cancelled", "message": f"Stopped before it started: {', '.join(stopped)}"},
+        )
+        return False
+    return task_mark_running(task_id=task_id, worker=worker)
+
+
+def task_attach_process(*, task_id: int, pid: int | None) -> None:
+    """Record the pid of the task's sandbox (shown to operators; the reaper does not rely on it)."""
+    Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(pid=pid, heartbeat_at=timezone.now())
+
+
+def task_requeue(*, task_id: int) -> bool:
+    """A restart: the task goes back to queued, its spec rebuilt on the agent's (or team's) current version.
+
+    A running task is enqueued again (after its worker killed the old sandbox); a queued one only
+    gets the new spec, since its job is still in the queue. False when the task finished meanwhile.
+    """
+    with transaction.atomic():
+        task = Task.objects.select_for_update().select_related("agent", "team").filter(pk=task_id).first()
+        if task is None or task.is_finished:
+            return False
+        if task.agent is None and task.team is None:
+            task_finish(
+                task_id=task_id,
+                status=Task.Status.FAILED,
+                error={"code": "agent_error", "message": "The agent or team was deleted before the task could restart"},
+            )
+            return False
+        was_running = task.status == Task.Status.RUNNING
+        task.spec = build_task_spec(agent=task.agent, team=task.team)
+        task.agent_version = task.agent.version if task.agent is not None else None
+        task.status = Task.Status.QUEUED
+        task.cancel_requested = ""
+        task.started_at = None
+        task.heartbeat_at = None
+        task.worker = ""
+        task.pid = None
+        task.save(
+            update_fields=[
+                "spec", "agent_version", "status", "cancel_requested", "started_at", "heartbeat_at", "worker", "pid"
+            ]
+        )
+        if was_running:
+            task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": "queued", "reason": "restart"})
+            transaction.on_commit(lambda: task_enqueue(task_id))
+            transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, "queued"))
+    return True
+
+
 def task_heartbeat(*, task_id: int) -> None:
     Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
 
@@ -215,3 +293,60 @@ def task_cancel(*, actor, task: Task, request=None) -> Task:
         task_request_stop(task=task, reason="cancelled")
     task.refresh_from_db()
     return task
+
+
+def task_reap_lost(*, lease_seconds: float) -> list[int]:
+    """End running tasks whose worker stopped heart-beating: failed/worker_lost (cancelled if a stop was asked)."""
+    cutoff = timezone.now() - timedelta(seconds=lease_seconds)
+    lost = list(
+        Task.objects.filter(status=Task.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "cancel_requested")
+    )
+    ended = []
+    for task_id, reason in lost:
+        if reason and reason != "restart":
+            code = "killswitch" if reason == "killswitch" else "cancelled"
+            done = task_finish(
+                task_id=task_id,
+                status=Task.Status.CANCELLED,
+                error={"code": code, "message": "Stopped; its worker was lost before it could confirm"},
+            )
+        elif reason == "restart":
+            done = task_requeue(task_id=task_id)
+        else:
+            done = task_finish(
+                task_id=task_id,
+                status=Task.Status.FAILED,
+                error={"code": "worker_lost", "message": f"The worker running the task stopped responding for over {lease_seconds:g} s"},
+            )
+        if done:
+            logger.warning("reaped task %s (worker lost)", task_id)
+            ended.append(task_id)
+    return ended
+
+
+def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
+    """Enqueue again queued tasks whose RQ job is gone (Redis lost it, or the enqueue never happened)."""
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    queued = Task.objects.filter(status=Task.Status.QUEUED, created_at__lt=cutoff).values_list("pk", "attempts")
+    connection = django_rq.get_connection("default")
+    live = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+    requeued = []
+    for task_id, attempts in queued:
+        try:
+            job = Job.fetch(f"task-{task_id}-{attempts}", connection=connection)
+            status = job.get_status(refresh=False)
+            # A job a worker took long ago, yet the task never started: that worker died.
+            stale_start = status == JobStatus.STARTED and job.started_at and job.started_at < cutoff
+            if status in live and not stale_start:
+                continue
+            job.delete()
+        except NoSuchJobError:
+            pass
+        task_enqueue(task_id)
+        logger.warning("re-enqueued orphaned task %s", task_id)
+        requeued.append(task_id)
+    return requeued

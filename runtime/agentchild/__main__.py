@@ -1,0 +1,90 @@
+"""Entry point of a task's child process: `python -m agentchild` (fd of the channel in AGENTCHILD_FD).
+
+Reads the start message (spec, input, thread state, model capabilities), builds the agent or
+team, runs it with run_stream and reports every message and event, then the result and the
+state to save on the thread. Holds no secret and touches no database, Redis or network.
+"""
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+import traceback
+import warnings
+
+from .channel import Channel, die_with_group
+
+
+def _die_with_parent() -> None:
+    """Belt and braces next to the channel's EOF: the kernel kills us if the supervisor dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:
+            os._exit(70)
+    except (OSError, AttributeError):
+        pass
+
+
+def _final_text(result) -> str:
+    from autogen_agentchat.messages import BaseChatMessage
+
+    for message in reversed(result.messages):
+        if isinstance(message, BaseChatMessage) and message.source != "user":
+            return message.to_text()
+    return ""
+
+
+async def run(channel: Channel, start: dict) -> None:
+    from autogen_agentchat.base import TaskResult
+
+    from .build import build
+    from .events import EventMapper
+
+    runnable, shape = build(start["spec"], channel, start["models"], stream=start.get("stream", True))
+    saved = start.get("state")
+    if saved:
+        if saved.get("shape") == shape:
+            await runnable.load_state(saved["state"])
+        else:
+            await channel.send(
+                {"op": "event", "type": "log", "source": "platform",
+                 "content": {"kind": "state_not_loaded", "text": "The thread's saved conversation belongs to another agent or team shape; starting fresh."}}
+            )
+    mapper = EventMapper()
+    result = None
+    async for item in runnable.run_stream(task=start["input"]):
+        if isinstance(item, TaskResult):
+            result = item
+            continue
+        for event in mapper.map(item):
+            await channel.send({"op": "event", **event})
+    state = await runnable.save_state()
+    await channel.send(
+        {
+            "op": "done",
+            "result": {"text": _final_text(result) if result else "", "stop_reason": (result.stop_reason if result else None) or "completed"},
+            "state": {"shape": shape, "state": state},
+        }
+    )
+
+
+async def main() -> None:
+    channel = Channel(int(os.environ["AGENTCHILD_FD"]))
+    start = await channel.open()
+    try:
+        await run(channel, start)
+    except MemoryError:
+        await channel.send({"op": "error", "code": "memory_limit", "message": "The task ran out of memory"})
+    except Exception as exc:  # noqa: BLE001 - every failure of the agent is reported, then we exit
+        traceback.print_exc(file=sys.stderr)
+        await channel.send({"op": "error", "code": "agent_error", "message": f"{type(exc).__name__}: {exc}"})
+    # Wait for the supervisor to read our report and close the channel (the reader then ends us).
+    await asyncio.sleep(30)
+    die_with_group()
+
+
+if __name__ == "__main__":
+    _die_with_parent()
+    warnings.simplefilter("ignore")
+    asyncio.run(main())

@@ -1,0 +1,77 @@
+"""AgentChat messages and events -> the platform's task event types (message, tool_call, ...)."""
+import json
+
+from autogen_agentchat.messages import (
+    BaseChatMessage,
+    CodeExecutionEvent,
+    CodeGenerationEvent,
+    ModelClientStreamingChunkEvent,
+    SelectSpeakerEvent,
+    ThoughtEvent,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+)
+
+
+def _arguments(raw: str):
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def _usage(message) -> dict | None:
+    usage = getattr(message, "models_usage", None)
+    if usage is None:
+        return None
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+
+
+class EventMapper:
+    def __init__(self):
+        self._last_code: dict[str, str] = {}
+
+    def map(self, message) -> list[dict]:
+        source = getattr(message, "source", "") or ""
+        if isinstance(message, ModelClientStreamingChunkEvent):
+            return []  # the supervisor streams tokens live as it relays them
+        if isinstance(message, ToolCallRequestEvent):
+            return [
+                {"type": "tool_call", "source": source, "content": {"id": c.id, "name": c.name, "arguments": _arguments(c.arguments)}}
+                for c in message.content
+            ]
+        if isinstance(message, ToolCallExecutionEvent):
+            return [
+                {
+                    "type": "tool_result",
+                    "source": source,
+                    "content": {"call_id": r.call_id, "name": r.name, "content": r.content, "is_error": bool(r.is_error)},
+                }
+                for r in message.content
+            ]
+        if isinstance(message, CodeGenerationEvent):
+            self._last_code[source] = message.content
+            return []
+        if isinstance(message, CodeExecutionEvent):
+            return [
+                {
+                    "type": "code_execution",
+                    "source": source,
+                    "content": {
+                        "code": self._last_code.pop(source, ""),
+                        "output": message.result.output,
+                        "exit_code": message.result.exit_code,
+                    },
+                }
+            ]
+        if isinstance(message, BaseChatMessage):
+            content = {"text": message.to_text(), "message_type": message.type}
+            usage = _usage(message)
+            if usage:
+                content["models_usage"] = usage
+            return [{"type": "message", "source": source, "content": content}]
+        if isinstance(message, ThoughtEvent):
+            return [{"type": "log", "source": source, "content": {"kind": "thought", "text": message.content}}]
+        if isinstance(message, SelectSpeakerEvent):
+            return [{"type": "log", "source": source, "content": {"kind": "select_speaker", "speakers": list(message.content)}}]
+        return [{"type": "log", "source": source, "content": {"kind": getattr(message, "type", type(message).__name__), "text": message.to_text()}}]

@@ -1,0 +1,128 @@
+"""The model broker: the supervisor's side of every model call a task's child makes.
+
+The child holds no key. For each request it sends, the broker rebuilds the LLM messages, calls the
+customer's real client (OpenAIChatCompletionClient, or ReplayChatCompletionClient whose position
+is kept for the whole task), relays streamed chunks, counts tokens per agent and ends the task
+when an agent goes over its max_tokens.
+"""
+from autogen_core.models import CreateResult, LLMMessage
+from pydantic import TypeAdapter
+
+_MESSAGES = TypeAdapter(list[LLMMessage])
+
+REPLAY_MODEL_INFO = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": True,
+    "family": "unknown",
+    "structured_output": False,
+}
+# What a child may pass through to the provider (never the model name, key or endpoint).
+ALLOWED_EXTRA_ARGS = {
+    "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
+    "response_format", "parallel_tool_calls",
+}
+
+
+class ModelFailed(Exception):
+    """The provider failed: the task ends model_error with this message."""
+
+
+class BudgetExceeded(Exception):
+    """An agent went over its max_tokens: the task ends token_budget."""
+
+
+def build_client(config: dict):
+    """config: {id, name, provider, model, base_url, api_key (plain), model_info, responses}."""
+    if config["provider"] == "replay":
+        from autogen_ext.models.replay import ReplayChatCompletionClient
+
+        info = {**REPLAY_MODEL_INFO, **(config.get("model_info") or {})}
+        return ReplayChatCompletionClient([str(r) for r in config.get("responses") or []], model_info=info)
+    if config["provider"] == "openai":
+        from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+        kwargs = {"model": config["model"], "api_key": config.get("api_key") or "missing-api-key"}
+        if config.get("base_url"):
+            kwargs["base_url"] = config["base_url"]
+        if config.get("model_info"):
+            kwargs["model_info"] = {**REPLAY_MODEL_INFO, "function_calling": True, **config["model_info"]}
+        return OpenAIChatCompletionClient(**kwargs)
+    raise ModelFailed(f"Unknown model provider {config['provider']!r}")
+
+
+class ModelBroker:
+    def __init__(self, configs: dict[int, dict], budgets: dict[int, int]):
+        """configs: model config id -> config; budgets: agent id -> max_tokens."""
+        self.providers = {mid: c["provider"] for mid, c in configs.items()}
+        self.names = {mid: c.get("name", str(mid)) for mid, c in configs.items()}
+        self.clients = {}
+        for mid, config in configs.items():
+            try:
+                self.clients[mid] = build_client(config)
+            except ModelFailed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any construction failure is the configuration's
+                raise ModelFailed(f"Model {self.names[mid]!r} cannot be used: {exc}") from exc
+        self.budgets = budgets
+        self.used_by_agent: dict[int, int] = {}
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.calls = 0
+
+    def model_infos(self) -> dict[str, dict]:
+        return {str(mid): dict(client.model_info) for mid, client in self.clients.items()}
+
+    async def call(self, request: dict, on_chunk) -> CreateResult:
+        """Answer one request from the child; on_chunk(text) is awaited for each streamed chunk."""
+        client = self.clients.get(request.get("model"))
+        if client is None:
+            raise ModelFailed(f"Model configuration {request.get('model')} is not available to this task")
+        kwargs = {
+            "tools": request.get("tools") or [],
+            "json_output": request.get("json_output"),
+            "extra_create_args": {k: v for k, v in (request.get("extra_create_args") or {}).items() if k in ALLOWED_EXTRA_ARGS},
+        }
+        if request.get("tool_choice") in ("auto", "required", "none") and kwargs["tools"]:
+            kwargs["tool_choice"] = request["tool_choice"]
+        try:
+            messages = _MESSAGES.validate_python(request.get("messages") or [])
+            result = None
+            if request.get("stream"):
+                if self.providers[request["model"]] == "openai":
+                    kwargs["include_usage"] = True
+                async for item in client.create_stream(messages, **kwargs):
+                    if isinstance(item, str):
+                        await on_chunk(item)
+                    else:
+                        result = item
+                if result is None:
+                    raise ModelFailed("The model's stream ended without a result")
+            else:
+                result = await client.create(messages, **kwargs)
+        except ModelFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the provider's message is what the customer needs
+            raise ModelFailed(f"{self.names.get(request['model'], 'model')}: {exc}") from exc
+        self._account(request.get("agent"), result)
+        return result
+
+    def _account(self, agent_id, result: CreateResult) -> None:
+        self.calls += 1
+        prompt, completion = int(result.usage.prompt_tokens or 0), int(result.usage.completion_tokens or 0)
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        if agent_id is None:
+            return
+        used = self.used_by_agent.get(agent_id, 0) + prompt + completion
+        self.used_by_agent[agent_id] = used
+        budget = self.budgets.get(agent_id)
+        if budget and used > budget:
+            raise BudgetExceeded(f"The agent used {used} tokens, over its budget of {budget}")
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass

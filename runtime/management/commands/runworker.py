@@ -1,0 +1,58 @@
+"""`manage.py runworker [--burst]`: one RQ worker on the "default" queue that runs tasks in sandboxes.
+
+At start it probes the host's sandbox layers, logs them, records them in WorkerHost (shown by
+GET /api/admin/runtime/) and refuses to start when the isolation level is below SANDBOX_MIN_LEVEL.
+"""
+import logging
+import socket
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import connections
+from django.utils import timezone
+
+logger = logging.getLogger("runtime.worker")
+
+# Exit status when the host is below SANDBOX_MIN_LEVEL (EX_CONFIG: a supervisor should not restart it).
+EXIT_BELOW_MIN_LEVEL = 78
+
+
+class Command(BaseCommand):
+    help = "Run an RQ worker that executes tasks in sandboxed child processes."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty.")
+        parser.add_argument("--name", default=None, help="Worker name (default: RQ's).")
+        parser.add_argument("--max-jobs", type=int, default=None)
+
+    def handle(self, *args, **options):
+        from runtime.services import worker_host_register
+
+        level_ok, capabilities = worker_host_register(socket.gethostname())
+        logger.info("sandbox level %s: %s", capabilities.get("level"), _describe(capabilities))
+        if not level_ok:
+            logger.error(
+                "sandbox level %r is below SANDBOX_MIN_LEVEL=%r: refusing to run tasks on this host",
+                capabilities.get("level"),
+                settings.SANDBOX_MIN_LEVEL,
+            )
+            sys.exit(EXIT_BELOW_MIN_LEVEL)
+
+        import django_rq
+        from rq import Worker
+
+        queue = django_rq.get_queue("default")
+        worker = Worker([queue], connection=queue.connection, name=options["name"])
+        # The forked work-horses must not share the parent's database sockets.
+        connections.close_all()
+        worker.work(
+            burst=options["burst"],
+            logging_level=settings.LOGGING.get("loggers", {}).get("rq.worker", {}).get("level", "WARNING"),
+            max_jobs=options["max_jobs"],
+        )
+
+
+def _describe(capabilities: dict) -> str:
+    layers = capabilities.get("layers", {})
+    return ", ".join(f"{name}={'on' if info.get('active') else 'off'}" for name, info in sorted(layers.items())) or "none"

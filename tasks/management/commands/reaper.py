@@ -1,0 +1,49 @@
+"""`manage.py reaper [--once]`: no task stays queued or running forever.
+
+Every REAPER_INTERVAL_SECONDS: running tasks whose heartbeat is older than TASK_LEASE_SECONDS end
+failed/worker_lost (cancelled if a stop had been asked), and queued tasks whose RQ job vanished
+for longer than TASK_REQUEUE_SECONDS are enqueued again. Several reapers may run at once.
+"""
+import logging
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+logger = logging.getLogger("tasks.reaper")
+
+
+class Command(BaseCommand):
+    help = "End tasks whose worker vanished and re-enqueue queued tasks that lost their job."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="One pass, then exit.")
+
+    def handle(self, *args, **options):
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        while not self.stopping:
+            self.sweep()
+            if options["once"]:
+                return
+            deadline = time.monotonic() + settings.REAPER_INTERVAL_SECONDS
+            while not self.stopping and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    def _stop(self, *_):
+        self.stopping = True
+
+    def sweep(self) -> None:
+        from tasks.services import task_reap_lost, task_requeue_orphans
+
+        close_old_connections()
+        try:
+            lost = task_reap_lost(lease_seconds=settings.TASK_LEASE_SECONDS)
+            orphans = task_requeue_orphans(older_than_seconds=settings.TASK_REQUEUE_SECONDS)
+            if lost or orphans:
+                logger.warning("reaper: ended %s lost task(s) %s, re-enqueued %s", len(lost), lost, orphans)
+        except Exception:  # noqa: BLE001 - the reaper must outlive a database or Redis hiccup
+            logger.exception("reaper sweep failed")
