@@ -61,3 +61,4 @@ class AuditLogAdmin(admin.ModelAdmin):
 class NotificationAdmin(admin.ModelAdmin):
     list_display = ["created_at", "customer", "level", "message", "created_by"]
     list_filter = ["level"]
+    search_fields = ["message", "created_by", "customer__name"]

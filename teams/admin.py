@@ -1,0 +1,28 @@
+"""Django admin for teams with their ordered members (view-only: teams change through teams.services)."""
+from django.contrib import admin
+
+from accounts.admin import ViewOnlyAdminMixin
+
+from .models import Team, TeamMember
+
+
+class TeamMemberInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = TeamMember
+    extra = 0
+    fields = ["position", "agent"]
+    readonly_fields = fields
+    ordering = ["position"]
+
+
+@admin.register(Team)
+class TeamAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "customer", "mode", "member_count", "selector_model", "updated_at"]
+    list_filter = ["mode", "customer"]
+    search_fields = ["name", "customer__name", "agents__name"]
+    fields = ["name", "customer", "mode", "selector_model", "termination", "created_at", "updated_at"]
+    readonly_fields = fields
+    inlines = [TeamMemberInline]
+
+    @admin.display(description="members")
+    def member_count(self, obj):
+        return obj.members.count()
