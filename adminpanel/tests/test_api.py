@@ -1,0 +1,218 @@
+"""The admin API as an operator uses it: statistics, customers and quotas, agents, broadcasts, audit, runtime."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Customer
+from adminpanel.models import AuditLog, Notification
+from tasks.models import Task
+from tests.admin_support import GroupListener, make_agent
+
+pytestmark = pytest.mark.django_db
+
+QUOTA_KEYS = {"max_agents", "max_concurrent_tasks", "max_tasks_per_day", "monthly_token_budget", "max_memory_mb",
+              "max_cpu_seconds", "max_timeout_seconds"}
+
+
+def _task(customer, agent, *, status="queued", tokens=0):
+    from tasks.services import task_create
+
+    task, _ = task_create(actor="test", customer=customer, agent=agent, input="hi")
+    if status != "queued" or tokens:
+        Task.objects.filter(pk=task.pk).update(status=status, tokens_used=tokens)
+    return task
+
+
+def test_stats_count_the_whole_platform(admin_api, make_customer, django_capture_on_commit_callbacks):
+    import django_rq
+
+    django_rq.get_queue("default").empty()
+    acme, _ = make_customer("acme")
+    globex, _ = make_customer("globex")
+    a1, a2 = make_agent(acme), make_agent(globex)
+    with django_capture_on_commit_callbacks(execute=True):
+        _task(acme, a1)
+    _task(acme, a1, status="running", tokens=70)
+    _task(globex, a2, status="succeeded", tokens=30)
+    response = admin_api.get("/api/admin/stats/")
+    assert response.status_code == 200
+    stats = response.json()
+    assert stats["customers"] == 2
+    assert stats["agents"] == 2
+    assert stats["tasks_by_status"] == {"queued": 1, "running": 1, "succeeded": 1, "failed": 0, "cancelled": 0,
+                                        "timed_out": 0}
+    assert stats["running_sandboxes"] == 1
+    assert stats["queue_depth"] == 1  # the queued task's job waits on the real RQ queue (no worker here)
+    assert stats["tokens_today"] == 100
+    assert stats["killswitch"] == {"global": False, "customers": []}
+
+
+def test_customer_crud_with_partial_quota_changes(admin_api, staff_user):
+    # create: quotas not named take the defaults
+    response = admin_api.post("/api/admin/customers/", {"name": "acme", "quotas": {"max_agents": 3}}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == {"id", "name", "quotas", "created_at"}
+    assert set(body["quotas"]) == QUOTA_KEYS
+    assert body["quotas"]["max_agents"] == 3
+    assert body["quotas"]["max_tasks_per_day"] == 1000
+    cid = body["id"]
+
+    # PATCH names one quota: the others keep their values
+    response = admin_api.patch(f"/api/admin/customers/{cid}/", {"quotas": {"max_tasks_per_day": 7}}, format="json")
+    assert response.status_code == 200
+    assert response.json()["quotas"] == {**body["quotas"], "max_tasks_per_day": 7}
+    assert response.json()["name"] == "acme"
+    assert Customer.objects.get(pk=cid).max_agents == 3
+
+    # list and detail
+    listed = admin_api.get("/api/admin/customers/").json()
+    assert [c["name"] for c in listed["results"]] == ["acme"]
+    assert admin_api.get(f"/api/admin/customers/{cid}/").json()["quotas"]["max_tasks_per_day"] == 7
+
+    # duplicate names conflict, unknown or invalid quotas are validation errors
+    assert admin_api.post("/api/admin/customers/", {"name": "acme"}, format="json").json()["error"]["code"] == "conflict"
+    bad = admin_api.patch(f"/api/admin/customers/{cid}/", {"quotas": {"max_gpus": 1}}, format="json")
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "validation_error")
+    assert "max_gpus" in bad.json()["error"]["details"]["quotas"]
+    bad = admin_api.patch(f"/api/admin/customers/{cid}/", {"quotas": {"max_agents": -1}}, format="json")
+    assert bad.status_code == 400
+    assert admin_api.post("/api/admin/customers/", {}, format="json").json()["error"]["details"] == {
+        "name": ["This field is required."]
+    }
+
+    # delete: gone, and audited
+    assert admin_api.delete(f"/api/admin/customers/{cid}/").status_code == 204
+    assert admin_api.get(f"/api/admin/customers/{cid}/").status_code == 404
+    actions = list(AuditLog.objects.filter(actor="admin:ops-admin").order_by("id").values_list("action", "target"))
+    assert actions == [("customer.create", f"customer:{cid}"), ("customer.update", f"customer:{cid}"),
+                       ("customer.delete", f"customer:{cid}")]
+    update = AuditLog.objects.get(action="customer.update")
+    assert update.details == {"changes": {"max_tasks_per_day": [1000, 7]}}
+
+
+def test_deleting_a_customer_removes_everything_it_owns(admin_api, make_customer):
+    from agents.models import Agent, ModelConfig
+    from teams.models import Team, TeamMember
+
+    acme, _ = make_customer("acme")
+    other, _ = make_customer("other")
+    agent = make_agent(acme)
+    keep = make_agent(other)
+    team = Team.objects.create(customer=acme, name="duo", selector_model=agent.model)
+    TeamMember.objects.create(team=team, agent=agent, position=0)
+    _task(acme, agent)
+    _task(acme, agent, status="running")
+    _task(other, keep)
+    assert admin_api.delete(f"/api/admin/customers/{acme.pk}/").status_code == 204
+    assert not Customer.objects.filter(pk=acme.pk).exists()
+    assert not Agent.objects.filter(customer_id=acme.pk).exists()
+    assert not ModelConfig.objects.filter(customer_id=acme.pk).exists()
+    assert list(Task.objects.values_list("customer_id", flat=True)) == [other.pk]
+    assert Agent.objects.filter(pk=keep.pk).exists()
+
+
+def test_agents_of_every_customer_and_stop(admin_api, make_customer):
+    acme, _ = make_customer("acme")
+    globex, _ = make_customer("globex")
+    a1, a2 = make_agent(acme, name="writer"), make_agent(globex, name="critic")
+    everyone = admin_api.get("/api/admin/agents/").json()["results"]
+    assert {(a["name"], a["customer"], a["customer_name"]) for a in everyone} == {
+        ("writer", acme.pk, "acme"), ("critic", globex.pk, "globex")}
+    only = admin_api.get(f"/api/admin/agents/?customer={globex.pk}").json()["results"]
+    assert [a["id"] for a in only] == [a2.pk]
+    assert admin_api.get("/api/admin/agents/?customer=abc").status_code == 400
+
+    queued = _task(acme, a1)
+    response = admin_api.post(f"/api/admin/agents/{a1.pk}/stop/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "stopped"
+    queued.refresh_from_db()
+    assert queued.status == "cancelled"
+    row = AuditLog.objects.get(action="agent.stop")
+    assert (row.actor, row.target, row.customer_id) == ("admin:ops-admin", f"agent:{a1.pk}", acme.pk)
+    assert admin_api.post("/api/admin/agents/999999/stop/").status_code == 404
+
+
+def test_broadcast_is_stored_and_delivered_live_to_every_customer(admin_api, django_capture_on_commit_callbacks):
+    from autogen_platform.realtime import ALL_CUSTOMERS_GROUP
+
+    listener = GroupListener(ALL_CUSTOMERS_GROUP)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_api.post("/api/admin/broadcast/", {"message": "Maintenance at noon", "level": "warning"},
+                                      format="json")
+        assert response.status_code == 201, response.content
+        frame = listener.receive()
+    finally:
+        listener.close()
+    note = Notification.objects.get()
+    assert (note.customer_id, note.message, note.level, note.created_by) == (None, "Maintenance at noon", "warning",
+                                                                           "admin:ops-admin")
+    assert frame["payload"]["type"] == "broadcast"
+    assert frame["payload"]["notification"]["id"] == note.pk
+    assert frame["payload"]["notification"]["message"] == "Maintenance at noon"
+    row = AuditLog.objects.get(action="broadcast.send")
+    assert (row.actor, row.target, row.details["level"]) == ("admin:ops-admin", f"notification:{note.pk}", "warning")
+
+    bad = admin_api.post("/api/admin/broadcast/", {"message": "x", "level": "shouting"}, format="json")
+    assert (bad.status_code, list(bad.json()["error"]["details"])) == (400, ["level"])
+    assert admin_api.post("/api/admin/broadcast/", {"message": ""}, format="json").status_code == 400
+
+
+def test_broadcast_reaches_customers_notifications(admin_api, make_customer, client_for):
+    _, user = make_customer("acme")
+    admin_api.post("/api/admin/broadcast/", {"message": "Hello all", "level": "info"}, format="json")
+    response = client_for(user).get("/api/notifications/")
+    assert response.status_code == 200
+    assert [n["message"] for n in response.json()["results"]] == ["Hello all"]
+
+
+def test_audit_log_filters_and_pages_newest_first(admin_api, make_customer, staff_user):
+    from adminpanel.services import audit_record
+
+    acme, alice = make_customer("acme", username="alice")
+    globex, bob = make_customer("globex", username="bob")
+    audit_record(actor=alice, action="agent.create", target="agent:1")
+    audit_record(actor=bob, action="agent.create", target="agent:2")
+    audit_record(actor=staff_user, action="killswitch.engage", target="global")
+    old = audit_record(actor=alice, action="task.create", target="task:1")
+    AuditLog.objects.filter(pk=old.pk).update(at=timezone.now() - timedelta(days=3))
+
+    def get(query=""):
+        response = admin_api.get(f"/api/admin/audit/{query}")
+        assert response.status_code == 200, response.content
+        return [(r["actor"], r["action"]) for r in response.json()["results"]]
+
+    assert get() == [("admin:ops-admin", "killswitch.engage"), ("bob", "agent.create"), ("alice", "agent.create"),
+                     ("alice", "task.create")]
+    assert get("?actor=alice") == [("alice", "agent.create"), ("alice", "task.create")]
+    assert get("?action=agent.create") == [("bob", "agent.create"), ("alice", "agent.create")]
+    assert get("?action=killswitch.") == [("admin:ops-admin", "killswitch.engage")]
+    assert get(f"?customer={globex.pk}") == [("bob", "agent.create")]
+    two_days_ago = (timezone.now() - timedelta(days=2)).date().isoformat()
+    assert ("alice", "task.create") not in get(f"?since={two_days_ago}")
+    assert get(f"?until={two_days_ago}") == [("alice", "task.create")]
+    page = admin_api.get("/api/admin/audit/?page_size=2").json()
+    assert page["count"] == 4 and len(page["results"]) == 2 and page["next"]
+    first = page["results"][0]
+    assert set(first) == {"id", "actor", "action", "target", "ip", "at", "details", "customer"}
+    assert admin_api.get("/api/admin/audit/?since=yesterday").status_code == 400
+
+
+def test_runtime_reports_worker_layers_and_live_sandboxes(admin_api):
+    from runtime.models import WorkerHost
+
+    now = timezone.now()
+    caps = {"level": "namespaces", "layers": {"netns": {"active": True, "detail": "loopback only"},
+                                              "seccomp": {"active": False, "detail": "no libseccomp"}}}
+    WorkerHost.objects.create(hostname="w1", capabilities=caps, started_at=now, last_seen=now)
+    WorkerHost.objects.create(hostname="w0", capabilities={}, started_at=now - timedelta(days=1),
+                              last_seen=now - timedelta(hours=1))
+    body = admin_api.get("/api/admin/runtime/").json()
+    assert [(h["hostname"], h["alive"]) for h in body["hosts"]] == [("w0", False), ("w1", True)]
+    w1 = body["hosts"][1]
+    assert w1["layers"]["seccomp"] == {"active": False, "detail": "no libseccomp"}
+    assert w1["level"] == "namespaces"
+    assert body["sandboxes"] == []
