@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework import exceptions as drf_exceptions
 
-from autogen_platform.errors import NotFound, error_body
+from autogen_platform.errors import ApplicationError, error_body
 from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group, task_group
 
 from . import selectors
@@ -44,7 +44,7 @@ def user_for_access_token(raw_token: str | None):
         user = auth.get_user(auth.get_validated_token(raw_token.encode()))
     except drf_exceptions.AuthenticationFailed:
         return None
-    if selectors.customer_id_for_user(user) is None:
+    if getattr(user, "membership", None) is None:
         return None
     return user
 
@@ -71,8 +71,13 @@ def _authenticate(raw_token):
 def _task_id_for_user(user, pk):
     try:
         return selectors.task_get_for_user(user=user, pk=pk).pk
-    except NotFound:
+    except ApplicationError:  # not found, or not theirs
         return None
+
+
+@database_sync_to_async
+def _customer_id_for_user(user):
+    return user.membership.customer_id
 
 
 _snapshot = database_sync_to_async(selectors.task_stream_snapshot)
@@ -264,7 +269,7 @@ class CustomerStreamConsumer(_AuthenticatedConsumer):
         user = await self._authenticated_user()
         if user is None:
             return
-        customer_id = await database_sync_to_async(selectors.customer_id_for_user)(user)
+        customer_id = await _customer_id_for_user(user)
         self.joined = [customer_group(customer_id), ALL_CUSTOMERS_GROUP]
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
