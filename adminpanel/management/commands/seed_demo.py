@@ -148,22 +148,9 @@ def _admin_key_hint() -> str:
 
 
 def _team_create(customer, agents):
-    """Through teams.services when it exists, else the rows themselves (the same shape the API makes)."""
-    try:
-        from teams.services import team_create
-    except ImportError:
-        team_create = None
-    if team_create is not None:
-        return team_create(
-            actor=ACTOR, customer=customer, name=TEAM_NAME, members=agents, mode="round_robin",
-            termination=dict(TEAM_TERMINATION),
-        )
-    from adminpanel.services import audit_record
-    from teams.models import Team, TeamMember
+    from teams.services import team_create
 
-    team = Team.objects.create(customer=customer, name=TEAM_NAME, mode="round_robin", termination=dict(TEAM_TERMINATION))
-    for position, agent in enumerate(agents):
-        TeamMember.objects.create(team=team, agent=agent, position=position)
-    audit_record(actor=ACTOR, action="team.create", target=f"team:{team.pk}", customer=customer,
-                 details={"name": TEAM_NAME})
-    return team
+    return team_create(
+        actor=ACTOR, customer=customer, name=TEAM_NAME, members=agents, mode="round_robin",
+        termination=dict(TEAM_TERMINATION),
+    )

@@ -1,0 +1,157 @@
+"""The operator's first contact: `seed_demo` (idempotent, credentials that log in), `/readyz` naming the
+failing part, and `platform_status` exiting non-zero when the platform is not ready."""
+import io
+import re
+import subprocess
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+from django.core.management import CommandError, call_command
+from rq import Queue, Worker
+
+# Readiness counts the workers of one Redis database; these tests use a database of their own so
+# that workers other tests run do not change what they observe.
+READINESS_DB = 15
+
+
+def _other_db(url: str) -> str:
+    if url.startswith("unix://"):
+        return f"{url.split('?')[0]}?db={READINESS_DB}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{READINESS_DB}"))
+
+
+@pytest.fixture
+def readiness_redis(settings):
+    settings.REDIS_URL = _other_db(settings.REDIS_URL)
+    conn = redis.Redis.from_url(settings.REDIS_URL)
+    workers = []
+
+    def register_worker() -> Worker:
+        """A real RQ worker registration of this process, as `runworker` makes at start."""
+        worker = Worker([Queue("default", connection=conn)], connection=conn)
+        worker.register_birth()
+        workers.append(worker)
+        return worker
+
+    yield register_worker
+    for worker in workers:
+        worker.register_death()
+        conn.delete(worker.key)
+
+
+def _seed() -> str:
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def _credentials(output: str) -> dict:
+    return dict(re.findall(r"username: (\S+)\s+password: (\S+)", output))
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_idempotent_and_its_credentials_log_in(anon_client):
+    from agents.models import Agent, AgentVersion, ModelConfig
+    from teams.models import Team
+
+    # when seed_demo runs twice
+    first = _seed()
+    second = _seed()
+
+    # then the first run printed both passwords, the second none
+    credentials = _credentials(first)
+    assert set(credentials) == {"admin", "demo"}
+    assert "password:" not in second
+    assert not any(password in second for password in credentials.values())
+    assert "exist" in second
+    assert Agent.objects.filter(customer__name="demo").count() == 2
+    assert ModelConfig.objects.filter(customer__name="demo", name="demo-replay", provider="replay").count() == 1
+    team = Team.objects.get(customer__name="demo", name="demo-team")
+    assert [a.name for a in (Agent.objects.get(pk=pk) for pk in team.member_ids())] == ["demo-agent", "demo-critic"]
+    assert team.mode == "round_robin" and team.termination["max_messages"] == 4
+    assert AgentVersion.objects.filter(agent__name="demo-agent", version=1).exists()
+
+    # and the printed customer credentials log in and see the demo customer
+    token = anon_client.post(
+        "/api/auth/token/", {"username": "demo", "password": credentials["demo"]}, format="json"
+    )
+    assert token.status_code == 200, token.content
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.json()['access']}")
+    me = anon_client.get("/api/me/").json()
+    assert me["username"] == "demo" and me["role"] == "owner" and me["customer"]["name"] == "demo"
+    agents = anon_client.get("/api/agents/").json()
+    assert {a["name"] for a in agents["results"]} == {"demo-agent", "demo-critic"}
+
+    # and the printed admin credentials log in as a platform admin
+    anon_client.credentials()
+    admin = anon_client.post(
+        "/api/admin/auth/token/", {"username": "admin", "password": credentials["admin"]}, format="json"
+    )
+    assert admin.status_code == 200, admin.content
+    assert "access" in admin.json()
+
+
+@pytest.mark.django_db
+def test_readyz_names_redis_when_it_does_not_answer(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "not_ready"
+    assert "redis" in error["message"]
+    assert "redis" in error["details"]["failing"]
+    assert error["details"]["checks"]["database"] == "ok"
+
+
+@pytest.mark.django_db
+def test_readyz_needs_a_live_worker(client, readiness_redis):
+    # given no worker
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["details"]["failing"] == ["workers"]
+
+    # when a worker registers
+    worker = readiness_redis()
+    response = client.get("/readyz")
+
+    # then the platform is ready
+    assert response.status_code == 200, response.content
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "workers": 1}}
+
+    # and a worker whose process died (its registration still in Redis) no longer counts
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    worker.connection.hset(worker.key, "pid", dead.pid)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["details"]["failing"] == ["workers"]
+
+
+@pytest.mark.django_db
+def test_platform_status_reports_and_exits_non_zero_when_not_ready(readiness_redis, make_customer):
+    from adminpanel.services import killswitch_set
+
+    # given no worker: not ready, named, non-zero exit
+    out = io.StringIO()
+    with pytest.raises(CommandError) as not_ready:
+        call_command("platform_status", stdout=out, no_color=True)
+    assert not_ready.value.returncode != 0
+    assert "NOT READY (workers)" in out.getvalue()
+
+    # given a worker and an engaged killswitch: ready, exit 0, everything shown
+    readiness_redis()
+    customer, _ = make_customer("acme")
+    killswitch_set(actor="ops-test", engaged=True, customer=customer, reason="incident 42")
+    out = io.StringIO()
+    call_command("platform_status", stdout=out, no_color=True)
+    text = out.getvalue()
+    assert text.startswith("READY")
+    assert re.search(r"database\s+ok", text) and re.search(r"redis\s+ok", text)
+    assert re.search(r"workers\s+1 live", text)
+    assert re.search(r"queue depth\s+\d+", text)
+    assert "tasks" in text
+    assert f"ENGAGED customer:{customer.pk}" in text and "incident 42" in text
