@@ -11,19 +11,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import token_for
-from tests.live_server import Daphne
+from tests.live_server import daphne_server  # noqa: F401 - the fixture
 from tests.streams_support import make_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOTAL_MESSAGES = 120
-
-
-@pytest.fixture
-def daphne():
-    server = Daphne().start()
-    yield server
-    server.stop()
 
 
 def write_events_while_running(task_id, pause, started, go_on):
@@ -62,7 +55,8 @@ def event_seqs(frames):
     return [f["event"]["seq"] for f in frames if f["type"] == "event"]
 
 
-def test_reconnecting_with_after_yields_the_exact_sequence_across_drops_and_restarts(daphne, make_customer):
+def test_reconnecting_with_after_yields_the_exact_sequence_across_drops_and_restarts(daphne_server, make_customer):
+    daphne = daphne_server
     customer, user = make_customer("live-co")
     token = token_for(user)
     task = make_task(customer, user, status="running")
