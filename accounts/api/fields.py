@@ -26,3 +26,12 @@ class StrictSerializer(serializers.Serializer):
                     {key: [f"Unknown key; allowed: {', '.join(self.fields)}"] for key in unknown}
                 )
         return super().to_internal_value(data)
+
+
+class StringField(serializers.CharField):
+    """A JSON string, not a number turned into one."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -1,7 +1,7 @@
 """Shapes of model configurations, agents, versions, processes and the tools catalogue."""
 from rest_framework import serializers
 
-from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer
+from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer, StringField
 from agents.models import Agent, AgentVersion, ModelConfig
 from runtime.tools import tool_names
 
@@ -17,7 +17,7 @@ class ModelInfoSerializer(PassThroughMixin, StrictSerializer):
     vision = serializers.BooleanField()
     function_calling = serializers.BooleanField()
     json_output = serializers.BooleanField()
-    family = serializers.CharField(help_text="AutoGen model family, e.g. gpt-4o, llama3.1, unknown")
+    family = StringField(help_text="AutoGen model family, e.g. gpt-4o, llama3.1, unknown")
     structured_output = serializers.BooleanField(required=False)
     multiple_system_messages = serializers.BooleanField(required=False)
 
@@ -40,7 +40,7 @@ class ModelConfigSerializer(serializers.ModelSerializer):
                   "json_output, family; structured_output optional).",
     )
     responses = serializers.ListField(
-        child=serializers.CharField(trim_whitespace=False), required=False, allow_null=True,
+        child=StringField(trim_whitespace=False), required=False, allow_null=True,
         help_text="Scripted replies of the replay provider, in order (ignored by openai).",
     )
 

@@ -1,7 +1,7 @@
 """Shapes of tasks, task events and threads."""
 from rest_framework import serializers
 
-from accounts.api.fields import CustomerPrimaryKeyRelatedField
+from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent
 from tasks.models import Task, TaskEvent, Thread
@@ -16,7 +16,7 @@ class TaskCreateSerializer(serializers.Serializer):
                                            help_text="Agent id; give exactly one of agent and team.")
     team = CustomerPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True,
                                           help_text="Team id; give exactly one of agent and team.")
-    input = serializers.CharField(trim_whitespace=False, help_text="The user message the task starts with.")
+    input = StringField(trim_whitespace=False, help_text="The user message the task starts with.")
     thread = CustomerPrimaryKeyRelatedField(
         queryset=Thread.objects.all(), required=False, allow_null=True,
         help_text="Continue this earlier conversation (same agent or team); omit to start a new thread.",

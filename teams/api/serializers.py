@@ -1,7 +1,7 @@
 """Shape of a team: ordered member ids, mode, selector model, termination conditions."""
 from rest_framework import serializers
 
-from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer
+from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent, ModelConfig
 from teams.models import Team
@@ -9,7 +9,7 @@ from teams.models import Team
 
 class TerminationSerializer(PassThroughMixin, StrictSerializer):
     max_messages = serializers.IntegerField(min_value=1, required=False)
-    text_mention = serializers.CharField(required=False, help_text="The team stops when a message contains it.")
+    text_mention = StringField(required=False, help_text="The team stops when a message contains it.")
     timeout_seconds = serializers.IntegerField(min_value=1, required=False)
     max_tokens = serializers.IntegerField(min_value=1, required=False)
 
