@@ -26,3 +26,4 @@ need_command() {
 }
 
 # Needs of the suite (one line each):
+need_command chromium chromium  # tests/test_console_browser.py drives the console with Playwright in Debian's Chromium
