@@ -64,7 +64,8 @@ def quota_check_task_create(customer: Customer) -> None:
     from tasks.models import Task
 
     # Serialize concurrent creations of one customer so the last slot is given once.
-    Customer.objects.select_for_update().filter(pk=customer.pk).first()
+    # The locked row's quotas are the current ones (an admin may have just changed them).
+    customer = Customer.objects.select_for_update().filter(pk=customer.pk).first() or customer
     now = timezone.now()
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     today = Task.objects.filter(customer=customer, created_at__gte=day_start).count()
@@ -80,7 +81,13 @@ def quota_check_task_create(customer: Customer) -> None:
         raise QuotaExceeded(
             f"Monthly token budget of {customer.monthly_token_budget} used up",
             details={"quota": "monthly_token_budget", "limit": customer.monthly_token_budget, "used": used},
+            headers={"Retry-After": str(int((_next_month_start(now) - now).total_seconds()) + 1)},
         )
+
+
+def _next_month_start(now):
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (month_start + timedelta(days=32)).replace(day=1)
 
 
 def customer_tokens_this_month(customer: Customer) -> int:
