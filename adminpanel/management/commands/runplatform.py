@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from runtime import embedded_redis
 
@@ -290,7 +291,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         host, port, workers = options["bind"], options["port"], options["workers"]
         _check_port_free(host, port)
-        pending = _unapplied_migrations()
+        try:
+            pending = _unapplied_migrations()
+        except DatabaseError as exc:  # the children retry: a database still starting is not fatal
+            self.stderr.write(f"warning: the database does not answer yet ({exc.__class__.__name__}: {exc})")
+            pending = 0
         if pending:
             self.stderr.write(f"warning: {pending} unapplied migration(s): run `manage.py migrate` first")
 
@@ -345,7 +350,10 @@ class Command(BaseCommand):
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         database = settings.DATABASES["default"]
-        db = database["NAME"] if "sqlite" in database["ENGINE"] else f"{database['ENGINE'].rsplit('.', 1)[-1]} {database.get('HOST') or 'local'}/{database['NAME']}"
+        if "sqlite" in database["ENGINE"]:
+            db = f"sqlite {database['NAME']}"
+        else:
+            db = f"{database['ENGINE'].rsplit('.', 1)[-1]} {database.get('HOST') or 'localhost'}:{database.get('PORT') or ''}/{database['NAME']}"
         redis = f"embedded ({settings.REDIS_URL})" if embedded else "REDIS_URL"
         lines = [
             "",
