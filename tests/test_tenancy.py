@@ -1,0 +1,260 @@
+"""Tenancy: every customer-scoped endpoint and method, walked as another customer and as a viewer.
+
+Customer A never reads, lists, changes or references customer B's objects (404 not_found for B's ids
+in URLs, 400 for B's ids in bodies, never in lists), and A's viewer cannot write (403). The route
+table of the /api/ router is checked against the cases here, so a new endpoint must be added.
+"""
+import pytest
+
+from agents.models import Agent, AgentVersion, ModelConfig
+from autogen_platform.urls import router
+from tasks.models import Task, Thread
+from teams.models import Team
+from tests.api_support import assert_error, make_tenant
+
+pytestmark = pytest.mark.django_db
+
+# Routes that are not customer-scoped: the tool registry is the same for everyone.
+UNSCOPED = {("tool-list", "get")}
+
+
+@pytest.fixture
+def tenants(make_customer):
+    return make_tenant(make_customer, "acme"), make_tenant(make_customer, "globex")
+
+
+def detail_cases(a, b):
+    """(route, method, url of B's object, body valid for A): each must be 404 for A."""
+    agent_body = {"name": "renamed", "model": a.model.pk, "system_message": "x"}
+    team_body = {"name": "renamed", "members": [a.agent.pk]}
+    model_body = {"name": "renamed", "provider": "replay", "responses": ["x"]}
+    ids = b.ids
+    return [
+        ("api-key-detail", "get", f"/api/api-keys/{ids['api_key']}/", None),
+        ("api-key-detail", "delete", f"/api/api-keys/{ids['api_key']}/", None),
+        ("model-config-detail", "get", f"/api/models/{ids['model']}/", None),
+        ("model-config-detail", "put", f"/api/models/{ids['model']}/", model_body),
+        ("model-config-detail", "patch", f"/api/models/{ids['model']}/", {"name": "renamed"}),
+        ("model-config-detail", "delete", f"/api/models/{ids['model']}/", None),
+        ("agent-detail", "get", f"/api/agents/{ids['agent']}/", None),
+        ("agent-detail", "put", f"/api/agents/{ids['agent']}/", agent_body),
+        ("agent-detail", "patch", f"/api/agents/{ids['agent']}/", {"system_message": "pwned"}),
+        ("agent-detail", "delete", f"/api/agents/{ids['agent']}/", None),
+        ("agent-versions", "get", f"/api/agents/{ids['agent']}/versions/", None),
+        ("agent-rollback", "post", f"/api/agents/{ids['agent']}/rollback/", {"version": 1}),
+        ("agent-stop", "post", f"/api/agents/{ids['agent']}/stop/", None),
+        ("agent-start", "post", f"/api/agents/{ids['agent']}/start/", None),
+        ("agent-restart", "post", f"/api/agents/{ids['agent']}/restart/", None),
+        ("agent-processes", "get", f"/api/agents/{ids['agent']}/processes/", None),
+        ("team-detail", "get", f"/api/teams/{ids['team']}/", None),
+        ("team-detail", "put", f"/api/teams/{ids['team']}/", team_body),
+        ("team-detail", "patch", f"/api/teams/{ids['team']}/", {"name": "renamed"}),
+        ("team-detail", "delete", f"/api/teams/{ids['team']}/", None),
+        ("task-detail", "get", f"/api/tasks/{ids['task']}/", None),
+        ("task-events", "get", f"/api/tasks/{ids['task']}/events/", None),
+        ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
+        ("task-cancel", "post", f"/api/tasks/{ids['running_task']}/cancel/", None),
+        ("thread-detail", "get", f"/api/threads/{ids['thread']}/", None),
+    ]
+
+
+def list_cases(b):
+    """(route, url, B's ids that must not appear)."""
+    ids = b.ids
+    return [
+        ("api-key-list", "/api/api-keys/", {ids["api_key"]}),
+        ("notification-list", "/api/notifications/", {ids["notification"]}),
+        ("model-config-list", "/api/models/", {ids["model"], ids["selector_model"]}),
+        ("agent-list", "/api/agents/", {ids["agent"], ids["other_agent"]}),
+        ("team-list", "/api/teams/", {ids["team"]}),
+        ("task-list", "/api/tasks/", {ids["task"], ids["running_task"]}),
+        ("task-list", f"/api/tasks/?agent={ids['agent']}", {ids["task"]}),
+        ("task-list", f"/api/tasks/?team={ids['team']}", set()),
+        ("thread-list", "/api/threads/", {ids["thread"]}),
+    ]
+
+
+def reference_cases(a, b):
+    """(route, method, url, body naming B's objects, field): each must be 400 on that field, and change nothing."""
+    ids = b.ids
+    return [
+        ("agent-list", "post", "/api/agents/", {"name": "spy", "model": ids["model"]}, "model"),
+        ("agent-detail", "patch", f"/api/agents/{a.agent.pk}/", {"model": ids["model"]}, "model"),
+        ("team-list", "post", "/api/teams/", {"name": "spy", "members": [ids["agent"]]}, "members"),
+        ("team-list", "post", "/api/teams/", {"name": "spy", "members": [a.agent.pk, ids["agent"]]}, "members"),
+        ("team-list", "post", "/api/teams/", {"name": "spy", "members": [a.agent.pk], "mode": "selector",
+                                              "selector_model": ids["selector_model"]}, "selector_model"),
+        ("team-detail", "put", f"/api/teams/{a.team.pk}/", {"name": "x", "members": [ids["agent"]]}, "members"),
+        ("team-detail", "patch", f"/api/teams/{a.team.pk}/", {"mode": "selector",
+                                                              "selector_model": ids["selector_model"]},
+         "selector_model"),
+        ("task-list", "post", "/api/tasks/", {"agent": ids["agent"], "input": "hi"}, "agent"),
+        ("task-list", "post", "/api/tasks/", {"team": ids["team"], "input": "hi"}, "team"),
+        ("task-list", "post", "/api/tasks/", {"agent": a.agent.pk, "input": "hi", "thread": ids["thread"]},
+         "thread"),
+    ]
+
+
+def own_create_cases(a):
+    """Creates without references: they make A's objects, never B's."""
+    return [
+        ("api-key-list", "post", "/api/api-keys/", {"name": "new"}),
+        ("model-config-list", "post", "/api/models/", {"name": "new", "provider": "replay", "responses": ["x"]}),
+        ("agent-list", "post", "/api/agents/", {"name": "new", "model": a.model.pk}),
+        ("team-list", "post", "/api/teams/", {"name": "new", "members": [a.agent.pk]}),
+        ("task-list", "post", "/api/tasks/", {"agent": a.agent.pk, "input": "hi"}),
+    ]
+
+
+def viewer_write_cases(a):
+    """Every write of the customer API, on A's own objects: a viewer of A gets 403 for each."""
+    ids = a.ids
+    return [
+        ("api-key-list", "post", "/api/api-keys/", {"name": "v"}),
+        ("api-key-detail", "delete", f"/api/api-keys/{ids['api_key']}/", None),
+        ("model-config-list", "post", "/api/models/", {"name": "v", "provider": "replay", "responses": ["x"]}),
+        ("model-config-detail", "put", f"/api/models/{ids['model']}/",
+         {"name": "v", "provider": "replay", "responses": ["x"]}),
+        ("model-config-detail", "patch", f"/api/models/{ids['model']}/", {"name": "v"}),
+        ("model-config-detail", "delete", f"/api/models/{ids['model']}/", None),
+        ("agent-list", "post", "/api/agents/", {"name": "v", "model": ids["model"]}),
+        ("agent-detail", "put", f"/api/agents/{ids['agent']}/", {"name": "v", "model": ids["model"]}),
+        ("agent-detail", "patch", f"/api/agents/{ids['agent']}/", {"system_message": "v"}),
+        ("agent-detail", "delete", f"/api/agents/{ids['agent']}/", None),
+        ("agent-rollback", "post", f"/api/agents/{ids['agent']}/rollback/", {"version": 1}),
+        ("agent-stop", "post", f"/api/agents/{ids['agent']}/stop/", None),
+        ("agent-start", "post", f"/api/agents/{ids['agent']}/start/", None),
+        ("agent-restart", "post", f"/api/agents/{ids['agent']}/restart/", None),
+        ("team-list", "post", "/api/teams/", {"name": "v", "members": [ids["agent"]]}),
+        ("team-detail", "put", f"/api/teams/{ids['team']}/", {"name": "v", "members": [ids["agent"]]}),
+        ("team-detail", "patch", f"/api/teams/{ids['team']}/", {"name": "v"}),
+        ("team-detail", "delete", f"/api/teams/{ids['team']}/", None),
+        ("task-list", "post", "/api/tasks/", {"agent": ids["agent"], "input": "hi"}),
+        ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
+    ]
+
+
+def viewer_read_cases(a):
+    ids = a.ids
+    return [
+        ("/api/me/", None), ("/api/api-keys/", ids["api_key"]), ("/api/notifications/", ids["notification"]),
+        ("/api/models/", ids["model"]), ("/api/agents/", ids["agent"]), ("/api/teams/", ids["team"]),
+        ("/api/tasks/", ids["task"]), ("/api/threads/", ids["thread"]), ("/api/tools/", None),
+        (f"/api/agents/{ids['agent']}/versions/", None), (f"/api/agents/{ids['agent']}/processes/", None),
+        (f"/api/tasks/{ids['task']}/events/", None), (f"/api/models/{ids['model']}/", None),
+        (f"/api/threads/{ids['thread']}/", None),
+    ]
+
+
+def snapshot(tenant) -> dict:
+    """Everything about a tenant's objects that a write could change."""
+    c = tenant.customer
+    return {
+        "models": sorted(ModelConfig.objects.filter(customer=c).values_list("pk", "name", "updated_at")),
+        "agents": sorted(Agent.objects.filter(customer=c).values_list("pk", "name", "status", "version",
+                                                                      "system_message", "model_id")),
+        "versions": AgentVersion.objects.filter(agent__customer=c).count(),
+        "teams": sorted(Team.objects.filter(customer=c).values_list("pk", "name", "mode", "updated_at")),
+        "tasks": sorted(Task.objects.filter(customer=c).values_list("pk", "status", "cancel_requested", "thread_id")),
+        "threads": Thread.objects.filter(customer=c).count(),
+        "keys": sorted(tenant.customer.api_keys.values_list("pk", "revoked_at")),
+    }
+
+
+def call(client, method, url, body=None):
+    return getattr(client, method)(url, body, format="json") if body is not None else getattr(client, method)(url)
+
+
+def test_every_scoped_route_is_walked_here(tenants):
+    a, b = tenants
+    walked = {(name, method) for name, method, *_ in detail_cases(a, b) + reference_cases(a, b)
+              + own_create_cases(a) + viewer_write_cases(a)}
+    walked |= {(name, "get") for name, *_ in list_cases(b)} | UNSCOPED
+    routes = set()
+    for pattern in router.urls:
+        actions = getattr(pattern.callback, "actions", None) or {}
+        routes |= {(pattern.name, method) for method in actions}
+    assert routes - walked == set(), "new customer API routes must be added to this test"
+
+
+def test_another_customers_objects_are_not_found(tenants, client_for):
+    a, b = tenants
+    before = snapshot(b)
+    api = client_for(a.owner)
+
+    for name, method, url, body in detail_cases(a, b):
+        assert_error(call(api, method, url, body), 404, "not_found")
+
+    assert snapshot(b) == before
+
+
+def test_another_customers_objects_are_never_listed(tenants, client_for):
+    a, b = tenants
+    api = client_for(a.owner)
+
+    for name, url, foreign in list_cases(b):
+        response = api.get(url)
+        assert response.status_code == 200, url
+        listed = {item["id"] for item in response.json()["results"]}
+        assert not listed & foreign, (url, listed & foreign)
+    assert {m["id"] for m in api.get("/api/models/").json()["results"]} == {a.model.pk, a.selector_model.pk}
+
+
+def test_another_customers_ids_in_bodies_are_refused(tenants, client_for):
+    a, b = tenants
+    before_a, before_b = snapshot(a), snapshot(b)
+    api = client_for(a.owner)
+
+    for name, method, url, body, field in reference_cases(a, b):
+        error = assert_error(call(api, method, url, body), 400, "validation_error")
+        assert field in error["details"], (url, body, error)
+        assert "globex" not in str(error)
+
+    assert snapshot(a) == before_a and snapshot(b) == before_b
+
+
+def test_creations_belong_to_the_callers_customer(tenants, client_for):
+    a, b = tenants
+    before_b = snapshot(b)
+    api = client_for(a.owner)
+
+    for name, method, url, body in own_create_cases(a):
+        response = call(api, method, url, body)
+        assert response.status_code == 201, (url, response.json())
+
+    assert snapshot(b) == before_b
+    assert ModelConfig.objects.get(name="new").customer == a.customer
+    assert Agent.objects.get(name="new").customer == a.customer
+    assert Team.objects.get(name="new").customer == a.customer
+    assert a.customer.api_keys.filter(name="new").exists()
+    assert Task.objects.filter(customer=a.customer).count() == 3
+
+
+def test_a_viewer_reads_but_cannot_write(tenants, client_for):
+    a, _ = tenants
+    before = snapshot(a)
+    api = client_for(a.viewer)
+
+    for url, expected_id in viewer_read_cases(a):
+        response = api.get(url)
+        assert response.status_code == 200, url
+        if expected_id is not None:
+            assert expected_id in {item["id"] for item in response.json()["results"]}, url
+    for name, method, url, body in viewer_write_cases(a):
+        assert_error(call(api, method, url, body), 403, "permission_denied")
+
+    assert snapshot(a) == before
+
+
+def test_a_viewers_api_key_cannot_write_either(tenants):
+    from rest_framework.test import APIClient
+
+    from accounts.services import api_key_create
+
+    a, _ = tenants
+    _, raw = api_key_create(actor=a.viewer, name="viewer-key")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+
+    assert api.get("/api/agents/").status_code == 200
+    assert_error(api.post(f"/api/agents/{a.agent.pk}/stop/"), 403, "permission_denied")
