@@ -16,6 +16,7 @@ from adminpanel import selectors, services
 from adminpanel.authentication import AdminJWTAuthentication
 from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
 
+from . import schema  # noqa: F401 - registers the admin security scheme with drf-spectacular
 from .serializers import (
     AdminAgentSerializer,
     AdminTokenObtainSerializer,
@@ -76,7 +77,7 @@ class CustomerListView(AdminAPIView):
     def get_queryset(self):
         return selectors.customer_list()
 
-    @extend_schema(summary="Every customer with its quotas")
+    @extend_schema(summary="Every customer with its quotas", operation_id="admin_customers_list")
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(CustomerSerializer(page, many=True).data)
