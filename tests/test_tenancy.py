@@ -173,7 +173,8 @@ def test_every_scoped_route_is_walked_here(tenants):
     routes = set()
     for pattern in router.urls:
         actions = getattr(pattern.callback, "actions", None) or {}
-        routes |= {(pattern.name, method) for method in actions}
+        # HEAD answers like GET (DRF adds it to the actions once a view has served a request).
+        routes |= {(pattern.name, method) for method in actions if method != "head"}
     assert routes - walked == set(), "new customer API routes must be added to this test"
 
 
