@@ -126,3 +126,9 @@ class ModelBroker:
                 await client.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
+
+
+def preload() -> None:
+    """Import the provider clients once in the worker, so that every forked work-horse starts warm."""
+    import autogen_ext.models.openai  # noqa: F401
+    import autogen_ext.models.replay  # noqa: F401

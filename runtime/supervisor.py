@@ -228,6 +228,11 @@ class Supervisor:
         import redis.asyncio as aioredis
 
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL)
+        try:  # listen for kill orders before the child exists, so that none is missed
+            pubsub = await self._subscribe()
+        except Exception:  # noqa: BLE001 - the control loop retries; the database poll is the backstop
+            logger.warning("task %s: control subscription failed", ctx.task_id, exc_info=True)
+            pubsub = None
         limits = SandboxLimits(
             memory_mb=ctx.limits["memory_mb"], cpu_seconds=ctx.limits["cpu_seconds"], timeout_seconds=ctx.limits["timeout_seconds"]
         )
@@ -266,7 +271,7 @@ class Supervisor:
         self.events_ready = asyncio.Event()
         workers = [
             asyncio.create_task(self._read_loop(reader)),
-            asyncio.create_task(self._control_loop(ctx)),
+            asyncio.create_task(self._control_loop(ctx, pubsub)),
             asyncio.create_task(self._watch_loop(ctx)),
             asyncio.create_task(self._flush_loop()),
         ]
@@ -398,12 +403,16 @@ class Supervisor:
         )
         await self.send({"op": "model_result", "id": request_id, "result": result.model_dump(mode="json")})
 
-    async def _control_loop(self, ctx: TaskContext) -> None:
+    async def _subscribe(self):
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(control.control_channel())
+        return pubsub
+
+    async def _control_loop(self, ctx: TaskContext, pubsub) -> None:
         """Kill orders published on Redis: the fast path (the database poll is the backstop)."""
         while True:
             try:
-                pubsub = self.redis.pubsub()
-                await pubsub.subscribe(control.control_channel())
+                pubsub = pubsub or await self._subscribe()
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
@@ -420,6 +429,7 @@ class Supervisor:
                 raise
             except Exception:  # noqa: BLE001 - Redis hiccup: resubscribe; the database poll still works
                 logger.warning("task %s: control subscription failed, retrying", ctx.task_id, exc_info=True)
+                pubsub = None
                 await asyncio.sleep(1)
 
     async def _watch_loop(self, ctx: TaskContext) -> None:

@@ -204,7 +204,7 @@ def task_requeue(*, task_id: int) -> bool:
     gets the new spec, since its job is still in the queue. False when the task finished meanwhile.
     """
     with transaction.atomic():
-        task = Task.objects.select_for_update().select_related("agent", "team").filter(pk=task_id).first()
+        task = Task.objects.select_for_update(of=("self",)).select_related("agent", "team").filter(pk=task_id).first()
         if task is None or task.is_finished:
             return False
         if task.agent is None and task.team is None:

@@ -42,6 +42,10 @@ class Command(BaseCommand):
         import django_rq
         from rq import Worker
 
+        from runtime import broker, supervisor  # noqa: F401 - imported once here, warm in every work-horse
+
+        broker.preload()
+
         queue = django_rq.get_queue("default")
         worker = Worker([queue], connection=queue.connection, name=options["name"])
         # The forked work-horses must not share the parent's database sockets.

@@ -1,0 +1,115 @@
+"""Helpers for execution tests and the benchmark: real `manage.py runworker` / `reaper` processes
+pointed at the test database and Redis, and small builders for agents and tasks."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def database_url(settings_dict: dict) -> str:
+    """The DATABASE_URL of the database this process uses now (pytest-django's test_<name> included)."""
+    engine = settings_dict["ENGINE"]
+    if "sqlite" in engine:
+        return f"sqlite:///{settings_dict['NAME']}"
+    auth = settings_dict.get("USER") or ""
+    if settings_dict.get("PASSWORD"):
+        auth += f":{settings_dict['PASSWORD']}"
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}@{host}:{port}/{settings_dict['NAME']}"
+
+
+def worker_env(settings_dict: dict, **overrides) -> dict:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.test"),
+            "DATABASE_URL": database_url(settings_dict),
+            "REDIS_URL": settings.REDIS_URL,
+            "REDIS_NAMESPACE": settings.REDIS_NAMESPACE,
+            "PLATFORM_VAR_DIR": str(settings.VAR_DIR),
+            "TASK_HEARTBEAT_SECONDS": "0.5",
+            "TASK_LEASE_SECONDS": "2",
+            "REAPER_INTERVAL_SECONDS": "0.5",
+            "TASK_REQUEUE_SECONDS": "5",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+class Processes:
+    """Workers and a reaper started for a test module; logs under VAR_DIR/test-workers/."""
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.log_dir = Path(settings.VAR_DIR) / "test-workers"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), *argv],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        return self._start(name, ["runworker", "--name", f"{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}"])
+
+    def start_reaper(self) -> subprocess.Popen:
+        return self._start("reaper", ["reaper"])
+
+    def worker_for(self, task_worker: str) -> tuple[str, subprocess.Popen]:
+        """The (name, process) of the worker whose RQ name is in Task.worker."""
+        for name, proc in self.procs.items():
+            if task_worker.endswith(f"/{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}"):
+                return name, proc
+        raise LookupError(task_worker)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.kill()
+                proc.kill()
+                proc.wait()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
