@@ -63,8 +63,11 @@ class Failure(Exception):
 
 
 def fail(message: str) -> None:
+    line = (message.replace("\n", " ") + "\n").encode()
     try:
-        os.write(status_fd, (message.replace("\n", " ") + "\n").encode())
+        os.write(status_fd, line)
+    except OSError:  # the child already runs: say it on stderr
+        os.write(2, b"sandbox launcher: " + line)
     finally:
         os._exit(127)
 
@@ -116,7 +119,8 @@ def mirror_exit(status: int) -> None:
     """Exit the way the child did: the supervisor's Popen sees the child's code or signal."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         os._exit(128 + sig)
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
