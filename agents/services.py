@@ -288,27 +288,31 @@ def agent_rollback(*, actor, agent: Agent, version: int, request=None) -> Agent:
     return agent
 
 
-def _tasks_stop(agent: Agent, *, cancel_queued: bool, reason: str) -> dict:
-    """Ends the agent's queued tasks (when asked) and asks the workers of its running ones to stop them."""
+def _tasks_stop(agent: Agent, *, reason: str) -> dict:
+    """Asks the workers of the agent's running tasks to stop them with `reason`. Queued tasks are
+    cancelled on a stop, and moved to the agent's current version on a restart."""
     from tasks.models import Task
-    from tasks.services import task_finish, task_request_stop
+    from tasks.services import task_finish, task_request_stop, task_requeue
 
     from .selectors import agent_tasks_in_flight
 
-    cancelled, stopping = [], []
+    cancelled, requeued, stopping = [], [], []
     for task_id in list(agent_tasks_in_flight(agent).values_list("id", flat=True)):
         # The row lock keeps a worker from taking a queued task between our look and our write.
         task = Task.objects.select_for_update().filter(pk=task_id).first()
         if task is None or task.is_finished:
             continue
-        if task.status == Task.Status.QUEUED and cancel_queued:
+        if task.status == Task.Status.RUNNING:
+            task_request_stop(task=task, reason=reason)
+            stopping.append(task.pk)
+        elif reason == "restart":
+            task_requeue(task_id=task.pk)  # still queued, now with the current version's spec
+            requeued.append(task.pk)
+        else:
             task_finish(task_id=task.pk, status=Task.Status.CANCELLED,
                         error={"code": "cancelled", "message": "agent stopped"})
             cancelled.append(task.pk)
-        elif task.status == Task.Status.RUNNING:
-            task_request_stop(task=task, reason=reason)
-            stopping.append(task.pk)
-    return {"cancelled": cancelled, "stopping": stopping}
+    return {"cancelled": cancelled, "requeued": requeued, "stopping": stopping}
 
 
 @transaction.atomic
@@ -318,7 +322,7 @@ def agent_stop(*, actor, agent: Agent, request=None) -> Agent:
     if agent.status != Agent.Status.STOPPED:
         agent.status = Agent.Status.STOPPED
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, cancel_queued=True, reason="cancelled")
+    details = _tasks_stop(agent, reason="cancelled")
     audit_record(actor=actor, action="agent.stop", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details=details)
     return agent
@@ -337,15 +341,15 @@ def agent_start(*, actor, agent: Agent, request=None) -> Agent:
 
 @transaction.atomic
 def agent_restart(*, actor, agent: Agent, request=None) -> Agent:
-    """Running tasks are stopped with reason `restart` (their worker re-queues them on the current version);
-    a stopped agent becomes active."""
+    """Running tasks are stopped with reason `restart` (their worker re-queues them on the current version),
+    queued ones move to the current version, and a stopped agent becomes active."""
     agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
     if agent.status != Agent.Status.ACTIVE:
         agent.status = Agent.Status.ACTIVE
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, cancel_queued=False, reason="restart")
+    details = _tasks_stop(agent, reason="restart")
     audit_record(actor=actor, action="agent.restart", target=f"agent:{agent.pk}", customer=agent.customer,
-                 request=request, details={"restarting": details["stopping"]})
+                 request=request, details={"restarting": details["stopping"], "requeued": details["requeued"]})
     return agent
 
 

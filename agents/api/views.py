@@ -117,7 +117,7 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
 
     @extend_schema(
         summary="Restart: running tasks are stopped and re-queued on the current version",
-        description="A stopped agent also becomes active. Queued tasks are left to run.",
+        description="Queued tasks move to the current version too, and a stopped agent becomes active.",
         request=None, responses=AgentSerializer,
     )
     @action(detail=True, methods=["post"])

@@ -234,18 +234,20 @@ def test_stop_cancels_queued_tasks_stops_running_ones_and_start_reopens(owner, a
     assert api.post("/api/tasks/", {"agent": agent.pk, "input": "hi"}, format="json").status_code == 201
 
 
-def test_restart_asks_running_tasks_to_stop_with_reason_restart(owner, api):
-    agent = make_agent(owner.membership.customer)
+def test_restart_stops_running_tasks_and_moves_queued_ones_to_the_current_version(owner, api):
+    agent = make_agent(owner.membership.customer, system_message="v1")
     queued, running = make_task(owner, agent=agent), make_task(owner, agent=agent)
     task_mark_running(task_id=running.pk, worker="test")
+    api.patch(f"/api/agents/{agent.pk}/", {"system_message": "v2"}, format="json")
 
     response = api.post(f"/api/agents/{agent.pk}/restart/")
 
     assert response.status_code == 200 and response.json()["status"] == "active"
     running.refresh_from_db()
     queued.refresh_from_db()
-    assert running.cancel_requested == "restart"
-    assert queued.status == "queued" and queued.cancel_requested == ""
+    assert running.status == "running" and running.cancel_requested == "restart"
+    assert queued.status == "queued" and queued.agent_version == 2
+    assert queued.spec["agents"][0]["system_message"] == "v2"
 
 
 def test_processes_lists_the_agents_sandboxes(owner, api):

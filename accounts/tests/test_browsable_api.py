@@ -1,0 +1,31 @@
+"""The DRF browsable API for a user logged in with a session: the root lists everything, pages and forms render."""
+import pytest
+
+from tests.api_support import make_tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_logged_in_user_browses_and_posts_through_the_html_api(make_customer, client):
+    tenant = make_tenant(make_customer, "acme")
+    assert client.login(username=tenant.owner.username, password="password123")
+
+    root = client.get("/api/", HTTP_ACCEPT="text/html")
+    assert root.status_code == 200
+    for link in ("/api/agents/", "/api/models/", "/api/teams/", "/api/tasks/", "/api/me/", "/api/tools/"):
+        assert link in root.content.decode()
+    for url in ("/api/agents/", f"/api/agents/{tenant.agent.pk}/", "/api/models/", "/api/teams/", "/api/tasks/",
+                f"/api/tasks/{tenant.task.pk}/", "/api/threads/", "/api/api-keys/", "/api/notifications/",
+                "/api/me/", "/api/tools/"):
+        page = client.get(url, HTTP_ACCEPT="text/html")
+        assert page.status_code == 200, url
+        assert b"<html" in page.content
+    # The HTML form offers only the caller's own model configurations.
+    form = client.get("/api/agents/", HTTP_ACCEPT="text/html").content.decode()
+    assert f"{tenant.model.name}" in form
+
+    # A form post (session + CSRF are enforced for real browsers; the test client skips CSRF checks).
+    created = client.post("/api/models/", {"name": "from-form", "provider": "replay", "responses": ["hi"]},
+                          HTTP_ACCEPT="application/json")
+    assert created.status_code == 201, created.content
+    assert created.json()["responses"] == ["hi"]
