@@ -146,3 +146,16 @@ def test_killswitch_refuses_new_tasks(api, agent):
 
     assert_error(api.post("/api/tasks/", {"agent": agent.pk, "input": "hi"}, format="json"), 423,
                  "killswitch_engaged")
+
+
+def test_daily_task_quota_is_429_with_retry_after(make_customer, client_for):
+    customer, owner = make_customer("tiny", max_tasks_per_day=1)
+    api = client_for(owner)
+    agent = make_agent(customer)
+    assert api.post("/api/tasks/", {"agent": agent.pk, "input": "one"}, format="json").status_code == 201
+
+    response = api.post("/api/tasks/", {"agent": agent.pk, "input": "two"}, format="json")
+
+    error = assert_error(response, 429, "quota_exceeded")
+    assert error["details"]["quota"] == "max_tasks_per_day"
+    assert int(response["Retry-After"]) > 0
