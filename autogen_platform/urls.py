@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import urls as accounts_urls
+from agents.api import spec_views
 from agents.api import urls as agents_urls
 from tasks import console, streams
 from tasks.api import urls as tasks_urls
@@ -50,5 +51,7 @@ urlpatterns = [
     path("api/tasks/<int:pk>/stream/", streams.task_stream, name="task-stream"),
     path("api/admin/", include("adminpanel.api.urls")),
     *[path("api/", include(app.urlpatterns)) for app in API_APPS if app.urlpatterns],
+    path("api/apply/", spec_views.SpecApplyView.as_view(), name="spec-apply"),
+    path("api/export/", spec_views.SpecExportView.as_view(), name="spec-export"),
     path("api/", include(router.urls)),
 ]
