@@ -32,7 +32,7 @@ def database_url() -> str:
 
 
 def server_env(**extra) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env.update(
         DJANGO_SETTINGS_MODULE="autogen_platform.settings.test",
         DATABASE_URL=database_url(),
