@@ -7,6 +7,7 @@ import json
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 from django.db.models import Count
 
 from autogen_platform import health
@@ -31,8 +32,8 @@ class Command(BaseCommand):
             "redis": {"state": checks["redis"], "url": _redis_label()},
             "workers": _workers(checks),
             "queue_depth": _queue_depth() if checks["redis"] == "ok" else None,
-            "tasks_by_status": _tasks_by_status() if checks["database"] == "ok" else None,
-            "killswitch": _killswitch() if checks["database"] == "ok" else None,
+            "tasks_by_status": _read(_tasks_by_status) if checks["database"] == "ok" else None,
+            "killswitch": _read(_killswitch) if checks["database"] == "ok" else None,
         }
         if options["json"]:
             self.stdout.write(json.dumps(status, indent=2, default=str))
@@ -116,6 +117,14 @@ def _queue_depth() -> int | None:
     try:
         return django_rq.get_queue("default").count
     except Exception:  # noqa: BLE001 - Redis went away between the checks
+        return None
+
+
+def _read(query):
+    """A query's rows, or None when the database answers but cannot give them (e.g. not migrated)."""
+    try:
+        return query()
+    except DatabaseError:
         return None
 
 
