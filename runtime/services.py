@@ -9,10 +9,6 @@ from . import control
 
 logger = logging.getLogger(__name__)
 
-# Isolation levels from weakest to strongest, as runtime.sandbox reports them (its LEVELS when it has one).
-FALLBACK_LEVELS = ("none", "process", "namespaces", "full")
-
-
 def sandbox_run(task_id: int) -> None:
     """Run a task that is already marked running, in its own sandboxed child, until it ends.
 
@@ -88,25 +84,17 @@ def sandbox_running() -> list[dict]:
     return live
 
 
-def sandbox_level_satisfies(level: str, minimum: str) -> bool:
-    """True when an isolation level is at least the minimum (unknown levels satisfy only "none")."""
-    from . import sandbox
-
-    if not minimum or minimum == "none":
-        return True
-    order = list(getattr(sandbox, "LEVELS", FALLBACK_LEVELS))
-    if level not in order or minimum not in order:
-        return False
-    return order.index(level) >= order.index(minimum)
-
-
 def worker_host_register(hostname: str) -> tuple[bool, dict]:
     """Probe this host's sandbox layers, record them on WorkerHost; returns (level_ok, capabilities)."""
     from .models import WorkerHost
-    from .sandbox import probe_capabilities
+    from .sandbox import meets_min_level, probe_capabilities
 
     capabilities = dict(probe_capabilities())
-    level_ok = sandbox_level_satisfies(capabilities.get("level", "none"), settings.SANDBOX_MIN_LEVEL)
+    try:
+        level_ok = meets_min_level(capabilities, settings.SANDBOX_MIN_LEVEL)
+    except ValueError as exc:  # an unknown SANDBOX_MIN_LEVEL: refuse rather than guess
+        logger.error("%s", exc)
+        level_ok = False
     capabilities["min_level"] = settings.SANDBOX_MIN_LEVEL
     capabilities["accepts_tasks"] = level_ok
     now = timezone.now()

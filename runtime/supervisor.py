@@ -308,7 +308,7 @@ class Supervisor:
                 logger.warning("task %s: sandbox did not exit after kill", ctx.task_id)
             self._sample_stats()
             try:
-                self.box.cleanup()
+                await asyncio.to_thread(self.box.cleanup)
             except Exception:  # noqa: BLE001
                 logger.exception("task %s: sandbox cleanup failed", ctx.task_id)
         if self.redis is not None:
@@ -379,7 +379,12 @@ class Supervisor:
             return failed("memory_limit", f"The task went over its memory limit of {self.box.limits.memory_mb} MB")
         if reason == "cpu_limit":
             return failed("cpu_limit", f"The task went over its CPU limit of {self.box.limits.cpu_seconds} s")
+        if reason == "timeout":
+            return self._timeout_outcome()
         return failed("sandbox_error", f"The task's process ended unexpectedly (exit status {code})")
+
+    def _timeout_outcome(self) -> Outcome:
+        return Outcome("timed_out", error={"code": "timeout", "message": f"The task ran longer than {self.box.limits.timeout_seconds} s"})
 
     async def _answer_model(self, request: dict) -> None:
         request_id, caller = request.get("id"), request.get("caller") or ""
@@ -443,7 +448,7 @@ class Supervisor:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                self.end(Outcome("timed_out", error={"code": "timeout", "message": f"The task ran longer than {ctx.limits['timeout_seconds']} s"}))
+                self.end(self._timeout_outcome())
                 return
             if poll is not None and poll.done():
                 reason = poll.result() if not poll.exception() else ""

@@ -164,11 +164,12 @@ def test_openai_provider_goes_through_the_broker_and_the_child_never_holds_the_k
         created = submit(client_for(user), agent=agent.pk, input="Hello provider")
         pid = running_pid(created["id"])
         wait_for(lambda: stub.requests, message="the model request")
-        environ = open(f"/proc/{pid}/environ", "rb").read()
+        environ = b"".join(open(f"/proc/{p}/environ", "rb").read() for p in tree_of(pid))
         release.set()
         task = finished(created["id"])
     assert task.status == "succeeded", task.error
     assert task.result["text"] == "Streamed answer from the stub. TERMINATE"
+    assert b"AGENTCHILD_FD=" in environ  # the child's own environment was read
     assert b"sk-test-secret-123" not in environ and b"DATABASE_URL" not in environ and b"REDIS_URL" not in environ
     request = stub.requests[0]
     assert request["headers"]["authorization"] == "Bearer sk-test-secret-123"
