@@ -90,13 +90,13 @@ class Platform:
                 result = None
             if result:
                 return result
-            assert self.proc.poll() is None, f"runplatform exited with {self.proc.returncode}:\n{self.output()}"
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.output()}")
+            assert self.proc.poll() is None, f"runplatform exited with {self.proc.returncode}:\n{self.output()[-6000:]}"
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output()[-6000:]}")
 
     def output(self) -> str:
         self.log.flush()
-        return (self.var_dir / "runplatform.log").read_text(errors="replace")[-6000:]
+        return (self.var_dir / "runplatform.log").read_text(errors="replace")
 
     def left_over(self, timeout: float) -> list[psutil.Process]:
         deadline = time.monotonic() + timeout
@@ -158,8 +158,8 @@ def test_runplatform_serves_and_sigterm_stops_every_process(platform):
     platform.proc.send_signal(signal.SIGTERM)
 
     # then it exits 0 and every process it started is gone, the embedded Redis included
-    assert platform.proc.wait(30) == 0, platform.output()
-    assert platform.left_over(5) == [], platform.output()
+    assert platform.proc.wait(30) == 0, platform.output()[-6000:]
+    assert platform.left_over(5) == [], platform.output()[-6000:]
     with pytest.raises(requests.ConnectionError):
         platform.get("/healthz")
     assert not (platform.var_dir / "redis" / "redis.sock").exists() or not _redis_answers(platform.var_dir)
