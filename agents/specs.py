@@ -275,7 +275,9 @@ def _spec_read(spec, *, customer: Customer, environ) -> dict[str, list[_Desired]
         if key not in TOP_KEYS:
             problems.add(str(key), f"unknown section; allowed: {', '.join(TOP_KEYS)}")
     named = spec.get("customer")
-    if named is not None and named != customer.name:
+    if named is not None and not isinstance(named, str):
+        problems.add("customer", f"must be a customer name, not {_type_name(named)}")
+    elif named is not None and named != customer.name:
         problems.add("customer", f"the spec is for customer {named!r}, not {customer.name!r}")
     readers = {"model": lambda p, i: _model_from_spec(problems, p, i, environ),
                "agent": lambda p, i: _agent_from_spec(problems, p, i),
@@ -478,15 +480,20 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
     agents = dict(existing["agent"])
     by_kind = {kind: [i for i in plan if i.kind == kind and i.action in ("create", "update")] for _, kind in SECTIONS}
 
+    for item in plan:
+        if item.kind != "model" or item.desired is None or item.desired.values["api_key"] is not KEEP_KEY:
+            continue
+        if item.action == "create" or not item.current.has_api_key:
+            warnings.append(f"{item.desired.path}.api_key_env: the server's environment is not read through the "
+                            f"API; model {item.name!r} has no key until one is set with PATCH /api/models/{{id}}/ "
+                            "or `manage.py apply`")
+
     for item in by_kind["model"]:
         values = item.desired.values
         key = values["api_key"]
         with _at(item.desired.path):
             if item.action == "create":
                 if key is KEEP_KEY:
-                    warnings.append(f"{item.desired.path}.api_key_env: the server's environment is not read through "
-                                    f"the API; model {item.name!r} has no key until one is set with "
-                                    "PATCH /api/models/{id}/ or `manage.py apply`")
                     key = None
                 models[item.name] = model_config_create(
                     actor=actor, customer=customer, name=item.name, provider=values["provider"], model=values["model"],

@@ -5,12 +5,14 @@ import pytest
 import yaml
 
 from accounts.crypto import decrypt
+from accounts.models import Customer
 from adminpanel.models import AuditLog
 from agents import specs
 from agents.models import Agent, AgentVersion, ModelConfig
 from autogen_platform.errors import Conflict, ValidationFailed
-from teams.models import Team
 from tasks.services import task_mark_running
+from teams.models import Team
+from teams.services import team_create
 from tests.api_support import assert_error, make_agent, make_model, make_task
 
 pytestmark = pytest.mark.django_db
@@ -189,6 +191,7 @@ def test_a_service_error_late_in_the_spec_rolls_back_what_came_before(acme):
     ("customer: acme\nwidgets: []\n", "widgets", "unknown section"),
     ("customer: other\nmodels: []\n", "customer", "the spec is for customer 'other', not 'acme'"),
     ("customer: acme\nmodels: {name: m}\n", "models", "must be a list"),
+    ("customer: [acme]\n", "customer", "must be a customer name, not a list"),
     ("customer: acme\nmodels:\n  - name: m\n    name: n\n", "spec", "found the key 'name' twice"),
     ("customer: acme\nmodels: [\n", "spec", "not valid YAML"),
     ("", "spec", "the spec is empty"),
@@ -209,7 +212,7 @@ def test_prune_deletes_what_the_spec_does_not_name_teams_first(acme):
     apply(customer, SPEC)
     old_model = make_model(customer, name="old-model")
     old_agent = make_agent(customer, name="old", model=old_model)
-    specs.team_create(actor="test", customer=customer, name="old-team", members=[old_agent])
+    team_create(actor="test", customer=customer, name="old-team", members=[old_agent])
 
     without_prune = apply(customer, SPEC)
     assert without_prune.summary_line() == "no changes"
@@ -277,7 +280,7 @@ def test_export_applies_back_as_no_changes_and_never_holds_a_key(acme):
 """
     rich = rich.replace("You criticise.", "|\n      You criticise.\n      Line two: with a colon.\n    code_execution: true")
     apply(customer, rich)
-    other, _ = specs.Customer.objects.get_or_create(name="globex")
+    other = Customer.objects.create(name="globex")
     make_model(other, name="globex-only")
 
     exported = specs.spec_dump_yaml(specs.spec_export(customer))
@@ -318,6 +321,7 @@ def test_post_apply_takes_yaml_and_answers_with_the_plan(acme, api, monkeypatch)
 
     again = api.post("/api/apply/", SPEC, content_type="text/yaml").json()
     assert again["summary"] == {"create": 0, "update": 0, "unchanged": 5, "delete": 0}
+    assert "model 'local-llm' has no key" in again["warnings"][0]
 
 
 def test_post_apply_takes_json_with_dry_run_and_prune(acme, api):
