@@ -6,12 +6,11 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenViewBase
 
 from accounts import services as account_services
+from accounts.api.views import LoginRateThrottle
 from adminpanel import selectors, services
 from adminpanel.authentication import AdminJWTAuthentication
 from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
@@ -37,14 +36,8 @@ ADMIN_KEY_HEADER = OpenApiParameter("X-Admin-Key", str, OpenApiParameter.HEADER,
                                     description="Must equal the platform's ADMIN_API_KEY.")
 
 
-class LoginRateThrottle(ScopedRateThrottle):
-    """The `login` scope, its rate read at request time (so a settings override applies)."""
-
-    def get_rate(self):
-        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
-
-
 class _AdminTokenView(TokenViewBase):
+    # The customer login's throttle and scope: one allowance per client address for both.
     throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
 
