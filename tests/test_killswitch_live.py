@@ -105,6 +105,13 @@ def test_killswitch_kills_sandboxes_in_scope_on_every_worker(workers, make_custo
     g1 = _submit(globex_api, globex_slow).json()["id"]
     a1_tree, g1_tree = _sleeping_sandbox(a1), _sleeping_sandbox(g1)
     assert Task.objects.get(pk=a1).worker != Task.objects.get(pk=g1).worker  # two workers
+    # the operator sees them: the worker host's sandbox layers and both live sandboxes
+    runtime = wait_for(lambda: (r := admin_api.get("/api/admin/runtime/").json()) and len(r["sandboxes"]) == 2 and r,
+                       timeout=10, message="both sandboxes in /api/admin/runtime/")
+    assert {(s["task"], s["customer"]) for s in runtime["sandboxes"]} == {(a1, acme.pk), (g1, globex.pk)}
+    assert {s["pid"] for s in runtime["sandboxes"]} == {Task.objects.get(pk=a1).pid, Task.objects.get(pk=g1).pid}
+    assert [h["alive"] for h in runtime["hosts"]] == [True] and runtime["hosts"][0]["layers"]
+    assert admin_api.get("/api/admin/stats/").json()["running_sandboxes"] == 2
 
     # when: the killswitch is engaged for acme only
     started = time.monotonic()
