@@ -57,6 +57,10 @@ AGENTCHILD_DIR = Path(__file__).resolve().parent.parent / "agentchild"
 UID_BASE = int(os.environ.get("SANDBOX_UID_BASE", "200000"))
 UID_RANGE = 100000
 SPAWN_TIMEOUT = 30.0
+# The supervisor enforces the exact wall clock; check_limits() kills this much later, as a backstop.
+TIMEOUT_GRACE_SECONDS = 2.0
+# Where the cgroup counts the tree's CPU time exactly, RLIMIT_CPU (per process) is only a backstop.
+CPU_RLIMIT_SLACK_SECONDS = 5
 # /etc entries the child may read (passwd, group, hosts and hostname are generated instead).
 ETC_ENTRIES = (
     "alternatives", "ca-certificates", "ca-certificates.conf", "debian_version", "gai.conf", "host.conf",
@@ -215,8 +219,11 @@ class Sandbox:
             "CORE": (0, 0),
             "NOFILE": (limits.max_open_files, limits.max_open_files),
             "FSIZE": (limits.max_file_mb << 20, limits.max_file_mb << 20),
-            "CPU": (int(limits.cpu_seconds), int(limits.cpu_seconds) + 1),
         }
+        cpu = int(limits.cpu_seconds + 0.999)
+        if self.cgroup and self.cgroup.uses["cpuacct"]:
+            cpu += CPU_RLIMIT_SLACK_SECONDS
+        rlimits["CPU"] = (cpu, cpu + 1)
         if self.mode == "root":
             rlimits["NPROC"] = (limits.max_processes, limits.max_processes)
         memory_cgroup = bool(self.cgroup and self.cgroup.uses["memory"])
@@ -341,12 +348,14 @@ class Sandbox:
             self._on_exit()
             return self._limit_reason
         reason = None
-        cpu = self._cpu_seconds()
-        if cpu >= self.limits.cpu_seconds:
-            reason = "cpu_limit"
-        elif not (self.cgroup and self.cgroup.uses["memory"]) and self._memory()[0] > self.limits.memory_mb << 20:
+        memory_cgroup = bool(self.cgroup and self.cgroup.created and self.cgroup.uses["memory"])
+        if memory_cgroup and self.cgroup.under_oom():
             reason = "memory_limit"
-        elif self.limits.timeout_seconds and time.monotonic() - self._started > self.limits.timeout_seconds:
+        elif not memory_cgroup and self._memory()[0] > self.limits.memory_mb << 20:
+            reason = "memory_limit"
+        elif self._cpu_seconds() >= self.limits.cpu_seconds:
+            reason = "cpu_limit"
+        elif self.limits.timeout_seconds and time.monotonic() - self._started > self.limits.timeout_seconds + TIMEOUT_GRACE_SECONDS:
             reason = "timeout"
         if reason:
             self._limit_reason = reason
@@ -639,7 +648,7 @@ def _report(h: cgroups.Hierarchies, result: dict | None, chosen: dict, errors: d
     layer("process_group", ran, "own session and process group; file descriptors closed except the broker channel")
     layer("workdir", ran, "a fresh per-task work directory is the cwd, removed by cleanup()")
     rl = facts.get("rlimits", {})
-    layer("rlimits", ran and rl.get("CORE") == 0 and rl.get("CPU") == 10, "CORE=0, NOFILE, FSIZE, CPU; NPROC for a per-task uid; AS only without a memory cgroup")
+    layer("rlimits", ran and rl.get("CORE") == 0 and 10 <= rl.get("CPU", -1) <= 10 + CPU_RLIMIT_SLACK_SECONDS, "CORE=0, NOFILE, FSIZE, CPU; NPROC for a per-task uid; AS only without a memory cgroup")
     why_no_ns = "" if mode != "off" else f"no namespaces: {errors.get('user', errors.get('user+cgroups+seccomp', first_error))}"
     for ns in ("pid", "net", "mnt", "ipc", "uts"):
         name = {"mnt": "mount"}.get(ns, ns) + "_namespace"

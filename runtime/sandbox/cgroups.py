@@ -184,6 +184,7 @@ class TaskCgroup:
                 _write(self.dirs["v2"] / "memory.max", str(memory_mb << 20))
                 if (self.dirs["v2"] / "memory.swap.max").exists():
                     _write(self.dirs["v2"] / "memory.swap.max", "0")
+                _write(self.dirs["v2"] / "memory.oom.group", "1")  # an OOM kills the whole task
             elif self.uses["memory"] == "v1":
                 d = self.dirs["memory"]
                 _write(d / "memory.limit_in_bytes", str(memory_mb << 20))
@@ -193,6 +194,9 @@ class TaskCgroup:
                     _write(d / "memory.swappiness", "0")
                 except OSError:
                     pass
+                # v1 has no oom.group: instead of killing one process (the agent would carry on), the
+                # kernel pauses the tree at the limit and check_limits() ends the task memory_limit.
+                _write(d / "memory.oom_control", "1")
             if self.uses["pids"]:
                 _write(self._dir("pids") / "pids.max", str(max_pids))
             if self.uses["cpu"] == "v2":
@@ -247,6 +251,12 @@ class TaskCgroup:
         if self.uses["memory"] == "v1":
             return _stat_value(_read(self.dirs["memory"] / "memory.oom_control"), "oom_kill")
         return None
+
+    def under_oom(self) -> bool:
+        """v1 with the OOM killer disabled: the tree is paused at its memory limit."""
+        if self.uses["memory"] == "v1":
+            return bool(_stat_value(_read(self.dirs["memory"] / "memory.oom_control"), "under_oom"))
+        return False
 
     def pids(self) -> list[int]:
         found = set()
