@@ -102,3 +102,28 @@ def worker_host_register(hostname: str) -> tuple[bool, dict]:
         hostname=hostname[:200], defaults={"capabilities": capabilities, "started_at": now, "last_seen": now}
     )
     return level_ok, capabilities
+
+
+_last_seen_written = 0.0
+
+
+def worker_host_seen(hostname: str, every_seconds: float = 15.0) -> None:
+    """Refresh WorkerHost.last_seen (at most every few seconds), from a worker's RQ heartbeat.
+
+    Runs in the RQ worker's parent, which forks work-horses: its database connection is closed
+    again at once, so that no horse inherits it.
+    """
+    import time
+
+    from .models import WorkerHost
+
+    global _last_seen_written
+    if time.monotonic() - _last_seen_written < every_seconds:
+        return
+    _last_seen_written = time.monotonic()
+    try:
+        WorkerHost.objects.filter(hostname=hostname[:200]).update(last_seen=timezone.now())
+    except Exception:  # noqa: BLE001 - a missed refresh only makes the host look idle for a while
+        logger.warning("WorkerHost refresh failed", exc_info=True)
+    finally:
+        connections.close_all()

@@ -32,6 +32,7 @@ LINE_LIMIT = 64 * 1024 * 1024
 TICK_SECONDS = 0.05
 CANCEL_POLL_SECONDS = 0.5
 STATS_SECONDS = 1.0
+LIMITS_SECONDS = 0.5
 TOKEN_FLUSH_SECONDS = 0.1
 # After the child's channel closes, how long it may take to exit before we kill it.
 EXIT_GRACE_SECONDS = 1.0
@@ -375,13 +376,18 @@ class Supervisor:
     def _death_outcome(self) -> Outcome:
         code = self.box.poll()
         reason = self.box.end_reason() if code is not None else None
+        return self._limit_outcome(reason) if reason else failed(
+            "sandbox_error", f"The task's process ended unexpectedly (exit status {code})"
+        )
+
+    def _limit_outcome(self, reason: str) -> Outcome:
         if reason == "memory_limit":
             return failed("memory_limit", f"The task went over its memory limit of {self.box.limits.memory_mb} MB")
         if reason == "cpu_limit":
             return failed("cpu_limit", f"The task went over its CPU limit of {self.box.limits.cpu_seconds} s")
         if reason == "timeout":
             return self._timeout_outcome()
-        return failed("sandbox_error", f"The task's process ended unexpectedly (exit status {code})")
+        return failed("sandbox_error", f"The sandbox ended the task ({reason})")
 
     def _timeout_outcome(self) -> Outcome:
         return Outcome("timed_out", error={"code": "timeout", "message": f"The task ran longer than {self.box.limits.timeout_seconds} s"})
@@ -442,7 +448,7 @@ class Supervisor:
         from tasks.services import task_heartbeat
 
         deadline = self.spawned_at + ctx.limits["timeout_seconds"]
-        next_poll = next_stats = next_tokens = 0.0
+        next_poll = next_stats = next_tokens = next_limits = 0.0
         next_beat = time.monotonic() + settings.TASK_HEARTBEAT_SECONDS
         poll = None
         while True:
@@ -462,6 +468,13 @@ class Supervisor:
             if now >= next_beat:
                 asyncio.ensure_future(self.db(task_heartbeat, task_id=ctx.task_id))
                 next_beat = now + settings.TASK_HEARTBEAT_SECONDS
+            if now >= next_limits:
+                # The sandbox kills the tree when it went over a limit the kernel does not enforce.
+                reason = self.box.check_limits()
+                if reason:
+                    self.end(self._limit_outcome(reason))
+                    return
+                next_limits = now + LIMITS_SECONDS
             if now >= next_stats:
                 self._sample_stats()
                 asyncio.ensure_future(self._publish_stats(ctx))

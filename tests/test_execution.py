@@ -249,6 +249,15 @@ def test_wall_clock_timeout_ends_timed_out(workers, customer, client_for):
     assert 2 <= task.usage["wall_seconds"] < 4
 
 
+def test_cpu_limit_ends_the_task_failed_cpu_limit(workers, customer, client_for):
+    org, user = customer
+    busy = "```python\nwhile True:\n    pass\n```"
+    agent = make_agent(org, replay_model(org, [busy, "TERMINATE"]), code_execution=True, limits={"cpu_seconds": 3})
+    task = finished(submit(client_for(user), agent=agent.pk, input="Spin")["id"], timeout=20)
+    assert task.status == "failed" and task.error["code"] == "cpu_limit", task.error
+    assert task.usage["cpu_seconds"] >= 3
+
+
 def test_token_budget_ends_the_task(workers, customer, client_for):
     org, user = customer
     long_answer = " ".join(["word"] * 50)

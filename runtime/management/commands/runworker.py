@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-jobs", type=int, default=None)
 
     def handle(self, *args, **options):
-        from runtime.services import worker_host_register
+        from runtime.services import worker_host_register, worker_host_seen
 
         level_ok, capabilities = worker_host_register(socket.gethostname())
         logger.info("sandbox level %s: %s", capabilities.get("level"), _describe(capabilities))
@@ -46,8 +46,16 @@ class Command(BaseCommand):
 
         broker.preload()
 
+        class TaskWorker(Worker):
+            """RQ's forking worker that also keeps this host's WorkerHost.last_seen fresh."""
+
+            def heartbeat(self, *args, **kwargs):
+                super().heartbeat(*args, **kwargs)
+                worker_host_seen(socket.gethostname())
+
         queue = django_rq.get_queue("default")
-        worker = Worker([queue], connection=queue.connection, name=options["name"])
+        # worker_ttl 60: an idle worker comes round to its heartbeat every 45 s.
+        worker = TaskWorker([queue], connection=queue.connection, name=options["name"], worker_ttl=60)
         # The forked work-horses must not share the parent's database sockets.
         connections.close_all()
         worker.work(
