@@ -32,6 +32,7 @@ The launcher (launcher.py) applies them in a fresh interpreter, never in a fork 
 """
 import json
 import logging
+import marshal
 import os
 import select
 import shutil
@@ -139,6 +140,7 @@ class Sandbox:
         self._peak = 0
         self._last_cpu = 0.0
         self._rlimit_as = False
+        self._pidfd: int | None = None
         self._lock = threading.Lock()
 
     @property
@@ -181,7 +183,7 @@ class Sandbox:
         os.close(st_w)
         try:
             with os.fdopen(cfg_w, "wb") as f:
-                f.write(json.dumps(config).encode())
+                f.write(marshal.dumps(config))
         except BrokenPipeError:
             pass
         message = _read_until_eof(st_r, SPAWN_TIMEOUT)
@@ -333,12 +335,22 @@ class Sandbox:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(self.proc.args, timeout)
+            self._sleep_until_exit(min(0.2, left) if left is not None else 0.2)
+
+    def _sleep_until_exit(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking as soon as the launcher exits (a pidfd where there is one)."""
+        if self._pidfd is None:
             try:
-                code = self.proc.wait(min(0.2, left) if left is not None else 0.2)
+                self._pidfd = os.pidfd_open(self.proc.pid)
+            except (AttributeError, OSError):
+                self._pidfd = -1
+        if self._pidfd >= 0:
+            select.select([self._pidfd], [], [], seconds)
+        else:
+            try:
+                self.proc.wait(seconds)
             except subprocess.TimeoutExpired:
-                continue
-            self._on_exit()
-            return code
+                pass
 
     def check_limits(self) -> str | None:
         """Kill the tree if it went over a limit the kernel does not enforce by itself; say which."""
@@ -474,6 +486,9 @@ class Sandbox:
                 logger.warning("task %s: sandbox launcher %s survived SIGKILL", self.task_id, self.proc.pid)
         if self.proc:
             self._on_exit()
+        if self._pidfd is not None and self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
         if self.cgroup:
             try:
                 self.cgroup.remove()

@@ -1,7 +1,7 @@
 """The sandbox's launcher: builds the layers around one task's child, then execs it. Stdlib only.
 
 Run by Sandbox.spawn() as `python -I -S launcher.py CONFIG_FD STATUS_FD` with an empty
-environment. It reads its JSON config from CONFIG_FD and reports a failure as one line on
+environment. It reads its config (marshal) from CONFIG_FD and reports a failure as one line on
 STATUS_FD (close-on-exec, so the parent reads EOF once the child's program is running).
 
     P0 (this process, in the worker's namespaces; the pid the supervisor sees)
@@ -15,15 +15,13 @@ STATUS_FD (close-on-exec, so the parent reads EOF once the child's program is ru
 With mode "off" (no namespaces on this host) P0 stays a child subreaper, forks the child
 and, when the child ends, kills whatever it left behind.
 """
+import _signal as signal  # the C module: `signal` would import enum, 10+ ms of every task's start
 import ctypes
 import errno
 import fcntl
-import json
+import marshal
 import os
 import resource
-import signal
-import socket
-import stat
 import struct
 import sys
 
@@ -183,7 +181,7 @@ def main() -> None:
     config_fd, status_fd = int(sys.argv[1]), int(sys.argv[2])
     os.set_inheritable(status_fd, False)
     with os.fdopen(config_fd, "rb") as f:
-        config = json.loads(f.read())
+        config = marshal.loads(f.read())
     try:
         run(config)
     except Failure as exc:
@@ -271,7 +269,8 @@ def build_view(config: dict) -> None:
         if kind == "bind":
             source = spec["src"]
             try:
-                is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+                os.stat(source)
+                is_dir = os.path.isdir(source)
             except (PermissionError, FileNotFoundError):
                 if spec.get("optional"):
                     continue  # what we cannot read, the child could not read either
@@ -301,7 +300,8 @@ def build_view(config: dict) -> None:
     check(libc.syscall(PIVOT_ROOT.get(os.uname().machine, -1), b".", b"."), "pivot_root")
     check(libc.umount2(b".", MNT_DETACH), "detaching the old root")
     os.chdir("/")
-    socket.sethostname(config.get("hostname", "sandbox"))
+    hostname = config.get("hostname", "sandbox").encode()
+    check(libc.sethostname(hostname, len(hostname)), "sethostname")
     loopback_up()
 
 
@@ -309,10 +309,15 @@ PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 
 
 def loopback_up() -> None:
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP, AF_INET, SOCK_DGRAM = 0x8913, 0x8914, 0x1, 2, 2
+    fd = libc.socket(AF_INET, SOCK_DGRAM, 0)
+    if fd < 0:
+        check(-1, "socket")
+    try:
+        flags = struct.unpack("16sH22x", fcntl.ioctl(fd, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
+        fcntl.ioctl(fd, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    finally:
+        os.close(fd)
 
 
 # --- the child's own process, just before exec ------------------------------------------------
