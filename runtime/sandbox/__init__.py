@@ -94,6 +94,7 @@ class SandboxLimits:
     max_open_files: int = 256
     max_file_mb: int = 64
     tmp_mb: int = 64  # size of the task's /tmp and /dev/shm (tmpfs, counted in its memory)
+    workdir_mb: int = 256  # size of the work dir, a tmpfs in the mount view (counted in its memory)
     cpu_cores: float = 1.0  # CPU quota: the tree gets at most this many cores' worth of time
 
 
@@ -309,7 +310,9 @@ class Sandbox:
         add("/proc", kind="proc")
         add("/tmp", kind="tmpfs", size_kb=self.limits.tmp_mb << 10, mode="1777")
         add("/var/tmp", kind="symlink", target="/tmp")
-        add(workdir, kind="bind", src=workdir, rw=True)
+        # The work dir is a tmpfs too: nothing the task writes reaches the host's disk, and what it
+        # writes counts in its memory (the host directory stays the empty mount point).
+        add(workdir, kind="tmpfs", size_kb=self.limits.workdir_mb << 10, mode="0700", uid=self.uid, gid=self.gid)
         return [mounts[k] for k in sorted(mounts, key=lambda p: p.split("/"))]
 
     # -- watch ---------------------------------------------------------------------------------

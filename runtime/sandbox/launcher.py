@@ -282,7 +282,10 @@ def build_view(config: dict) -> None:
             mount(None, target, None, flags | (0 if spec.get("rw") else MS_RDONLY))
         elif kind == "tmpfs":
             make_mountpoint(target, True)
-            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | (MS_NOEXEC if spec.get("noexec") else 0), f"size={spec['size_kb']}k,mode={spec.get('mode', '1777')}")
+            options = f"size={spec['size_kb']}k,mode={spec.get('mode', '1777')}"
+            if "uid" in spec:
+                options += f",uid={spec['uid']},gid={spec['gid']}"
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | (MS_NOEXEC if spec.get("noexec") else 0), options)
         elif kind == "dir":
             make_mountpoint(target, True)
         elif kind == "symlink":

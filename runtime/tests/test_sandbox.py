@@ -310,15 +310,24 @@ try:
     result["fsize"] = "20 MB written"
 except OSError as exc:
     result["fsize"] = exc.strerror
+os.remove("too-big")
+try:
+    for i in range(10):  # many files, each under the file size limit: the work dir's size stops them
+        with open(f"part{i}", "wb") as f:
+            f.write(b"\0" * (10 << 20))
+    result["workdir_full"] = "100 MB written"
+except OSError as exc:
+    result["workdir_full"] = exc.strerror
 print(json.dumps(result))
 """
-    limits = SandboxLimits(memory_mb=256, cpu_seconds=10, tmp_mb=8, max_file_mb=16)
+    limits = SandboxLimits(memory_mb=256, cpu_seconds=10, tmp_mb=8, max_file_mb=16, workdir_mb=32)
     box, status, output = run(root, code, marker, limits=limits)
     assert status == 0, output
     found = facts(output)
     assert found.pop("workdir") == "mine"
     assert found.pop("tmp") == "No space left on device"
     assert found.pop("fsize") == "File too large"
+    assert found.pop("workdir_full") == "No space left on device"
     assert "WROTE" not in found.values(), found
 
 
