@@ -73,6 +73,11 @@ def bench_sandbox(argv: list[str], runs: int, root: Path, options: dict) -> tupl
     return statistics.median(spawns), statistics.median(totals)
 
 
+def world_readable(path: str) -> bool:
+    real = Path(os.path.realpath(path))
+    return all(os.stat(p).st_mode & 0o005 == 0o005 for p in [real, *real.parents])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -89,6 +94,9 @@ def main() -> None:
         _, base = bench_popen(argv, args.runs, root)
         rows.append(("plain subprocess.Popen (baseline)", "-", f"{base * 1000:.1f}", "-"))
         for label, options in CONFIGS:
+            if options["namespaces"] == "user" and os.geteuid() == 0 and not world_readable(sys.executable):
+                rows.append((label, "n/a", "n/a", "root host: this Python is not readable by an unprivileged uid"))
+                continue
             try:
                 spawn, total = bench_sandbox(argv, args.runs, root, options)
                 rows.append((label, f"{spawn * 1000:.1f}", f"{total * 1000:.1f}", f"+{(total - base) * 1000:.1f}"))
