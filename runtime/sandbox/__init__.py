@@ -3,32 +3,33 @@
 The supervisor (runtime/supervisor.py) uses only this interface:
     box = Sandbox(task_id=..., limits=SandboxLimits(...), root=settings.SANDBOX_ROOT)
     box.spawn(argv, env=minimal_env, pass_fds=(fd,))   # starts the child; box.pid, box.workdir
-    box.poll() -> exit code or None;  box.wait(timeout)
-    box.check_limits() -> "cpu_limit" | "memory_limit" | "timeout" | None   (kills the tree when over)
+    box.poll() -> exit code or None;  box.wait(timeout)   (wait() runs check_limits() while it blocks)
+    box.check_limits() -> "memory_limit" | "cpu_limit" | "timeout" | None   (kills the tree when over)
     box.kill()                                          # the whole tree, idempotent
     box.stats() -> {"cpu_seconds", "memory_mb", "peak_memory_mb"}   (also runs check_limits())
     box.end_reason() -> "memory_limit" | "cpu_limit" | "timeout" | None   (after exit)
-    box.cleanup()                                       # removes the work dir and the cgroups
-    probe_capabilities() -> {"level": str, "mode": str, "layers": {name: {"active": bool, "detail": str}}}
+    box.cleanup()                                       # kills what is left, removes the cgroups and work dir
+    probe_capabilities() -> {"level", "mode", "config", "layers": {name: {"active": bool, "detail": str}}, ...}
     meets_min_level(report, settings.SANDBOX_MIN_LEVEL) -> bool
 
-What the supervisor must call: stats() or check_limits() about once a second while the child
-runs (wait() does it itself while it blocks). That catches a CPU-seconds total over the limit
-across many processes (RLIMIT_CPU only sees one process), memory over the limit where there is
-no memory cgroup, and the wall-clock timeout. spawn() raises SandboxError when a layer it was
-told to apply cannot be built; the task then ends sandbox_error and the worker carries on.
+The supervisor must call stats() or check_limits() about once a second while the child runs. That
+is what ends, with the right reason: a tree paused at its v1 memory limit (memory_limit), a CPU
+total over the limit however many processes share it (cpu_limit), memory over the limit where
+there is no memory cgroup, and (2 s after the supervisor's own deadline, as a backstop) the wall
+clock. spawn() raises SandboxError when a layer it was asked for cannot be built: the task ends
+sandbox_error and the worker carries on.
 
 Layers (docs/security.md, "Sandbox", says what each stops and what an operator must grant):
-    process      minimal env as given, no fd but pass_fds, own session, fresh work dir as cwd
-    cgroups      memory (swap off), pids, CPU quota and CPU-time accounting (cgroups.py)
+    process      exactly the env given, no fd but pass_fds, own session, a fresh work dir as cwd
+    cgroups      memory (swap off; OOM ends the whole task), pids, CPU quota, CPU-time accounting
     namespaces   pid, net (loopback only), mount, ipc, uts, cgroup; the child is pid 1
-    identity     root worker: the child runs as a per-task unprivileged uid with no capabilities;
+    identity     root worker: a per-task unprivileged uid with no capabilities;
                  unprivileged worker: a user namespace mapping only its own uid
-    filesystem   a tmpfs root with read-only /usr, /lib.., a few /etc files, the Python runtime,
-                 the venv and runtime/agentchild; writable only the work dir and a capped /tmp
-    rlimits      CORE 0, NOFILE, FSIZE, CPU, NPROC (per-task uid only), AS (only without a memory cgroup)
+    filesystem   a read-only tmpfs root with /usr, /lib.., a few /etc files, the Python runtime,
+                 the venv and runtime/agentchild; writable only the work dir and /tmp (capped tmpfs)
+    rlimits      CORE 0, NOFILE, FSIZE, CPU, NPROC (per-task uid), AS (only without a memory cgroup)
     seccomp      no_new_privs and a deny-list filter (mount, unshare, ptrace, bpf, io_uring, keyctl..)
-The launcher (launcher.py) applies them in a fresh interpreter, never in a fork of the worker.
+launcher.py applies them in a fresh interpreter (never a fork of the worker), then execs the child.
 """
 import json
 import logging
