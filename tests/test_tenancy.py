@@ -259,3 +259,44 @@ def test_a_viewers_api_key_cannot_write_either(tenants):
 
     assert api.get("/api/agents/").status_code == 200
     assert_error(api.post(f"/api/agents/{a.agent.pk}/stop/"), 403, "permission_denied")
+
+
+# Customer endpoints outside the router: the SSE stream, and declarative specs (apply/export).
+
+
+@pytest.mark.django_db(transaction=True)  # the async view reads through its own connection
+def test_another_customers_task_stream_is_not_found(tenants, client_for):
+    a, b = tenants
+
+    assert_error(client_for(a.owner).get(f"/api/tasks/{b.task.pk}/stream/"), 404, "not_found")
+    assert_error(client_for(a.viewer).get(f"/api/tasks/{b.running_task.pk}/stream/"), 404, "not_found")
+
+
+def test_export_holds_only_the_callers_objects(tenants, client_for):
+    a, b = tenants
+
+    response = client_for(a.viewer).get("/api/export/?format=json")
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert a.agent.name in text and a.team.name in text
+    assert "globex" not in text
+
+
+def test_apply_writes_only_the_callers_objects_and_not_as_a_viewer(tenants, client_for):
+    a, b = tenants
+    before_b = snapshot(b)
+    # The same names as B's objects: names resolve inside the caller's customer only.
+    spec = {
+        "models": [{"name": b.model.name, "provider": "replay", "responses": ["hi"]}],
+        "agents": [{"name": b.agent.name, "model": b.model.name, "system_message": "mine"}],
+        "teams": [{"name": b.team.name, "members": [b.agent.name]}],
+    }
+
+    assert_error(client_for(a.viewer).post("/api/apply/", spec, format="json"), 403, "permission_denied")
+    response = client_for(a.owner).post("/api/apply/", spec, format="json")
+
+    assert response.status_code == 200, response.content
+    assert snapshot(b) == before_b
+    assert Agent.objects.get(customer=a.customer, name=b.agent.name).system_message == "mine"
+    assert Team.objects.filter(customer=a.customer, name=b.team.name).exists()

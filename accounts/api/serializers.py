@@ -49,6 +49,8 @@ class CustomerTokenObtainSerializer(TokenObtainPairSerializer):
 class CustomerTokenRefreshSerializer(TokenRefreshSerializer):
     """A customer refresh token -> a new access token with the same scope."""
 
+    refresh = serializers.CharField(write_only=True)
+
     def validate(self, attrs):
         refresh = RefreshToken(attrs["refresh"])
         if refresh.get("scope") != CUSTOMER_SCOPE:
