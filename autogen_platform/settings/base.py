@@ -139,6 +139,15 @@ REDIS_EMBEDDED = "REDIS_URL" not in os.environ or not os.environ["REDIS_URL"]
 # Prefix of the platform's Redis pub/sub channels and Channels groups (several platforms may share a Redis).
 REDIS_NAMESPACE = env("REDIS_NAMESPACE", "platform")
 
+# The cache holds throttle counters: in Redis, so every web process counts the same requests.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{REDIS_NAMESPACE}:cache",
+    }
+}
+
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
