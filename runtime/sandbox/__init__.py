@@ -117,7 +117,7 @@ class Sandbox:
         that called spawn() dies. ro_paths: more host paths the child may read (bound read-only)."""
         self.task_id = task_id
         self.limits = limits
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # the path is the same inside the view: no symlink in it
         self.workdir = self.root / f"task-{task_id}-{os.getpid()}-{os.urandom(3).hex()}"
         self.proc: subprocess.Popen | None = None
         self.die_with_parent = die_with_parent
@@ -201,6 +201,7 @@ class Sandbox:
 
     def _prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        _reap_stale_workdirs(self.root)
         (self.root / ".mnt").mkdir(exist_ok=True, mode=0o755)
         self.workdir.mkdir(mode=0o700)
         if os.geteuid() == 0 and self.mode in ("root", "user"):
@@ -533,6 +534,18 @@ def _sigkill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _reap_stale_workdirs(root: Path) -> None:
+    """Remove work dirs whose creator (pid in the name: task-<id>-<pid>-<random>) died uncleanly."""
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        parts = path.name.split("-")
+        if len(parts) == 4 and parts[0] == "task" and parts[2].isdigit() and not os.path.exists(f"/proc/{parts[2]}"):
+            _rmtree(path)
 
 
 def _rmtree(path: Path) -> None:

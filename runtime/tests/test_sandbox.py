@@ -564,3 +564,13 @@ def test_cleanup_removes_the_workdir_and_every_cgroup(root, marker):
     if box.cgroup:
         assert not box.cgroup.created
         assert not any(path.exists() for path in box.cgroup.dirs.values())
+
+
+def test_work_dirs_left_by_a_dead_worker_are_removed(root):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = root / f"task-9-{dead.stdout.strip()}-abcdef"
+    (stale / "sub").mkdir(parents=True)
+    mine = root / f"task-9-{os.getpid()}-abcdef"
+    mine.mkdir()
+    box, status, output = run(root, "pass")
+    assert status == 0 and not stale.exists() and mine.exists()
