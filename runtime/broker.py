@@ -112,7 +112,11 @@ class ModelBroker:
         prompt, completion = int(result.usage.prompt_tokens or 0), int(result.usage.completion_tokens or 0)
         self.prompt_tokens += prompt
         self.completion_tokens += completion
-        if agent_id is None:
+        # The whole task is held to the sum of its agents' budgets, whoever the child says called.
+        total_budget = sum(self.budgets.values())
+        if total_budget and self.prompt_tokens + self.completion_tokens > total_budget:
+            raise BudgetExceeded(f"The task used {self.prompt_tokens + self.completion_tokens} tokens, over its budget of {total_budget}")
+        if agent_id not in self.budgets:
             return
         used = self.used_by_agent.get(agent_id, 0) + prompt + completion
         self.used_by_agent[agent_id] = used

@@ -33,7 +33,12 @@ TICK_SECONDS = 0.05
 CANCEL_POLL_SECONDS = 0.5
 STATS_SECONDS = 1.0
 LIMITS_SECONDS = 0.5
+PERSIST_ATTEMPTS = 10
 TOKEN_FLUSH_SECONDS = 0.1
+# Event types a child may report; status, usage and error events are the supervisor's alone.
+CHILD_EVENT_TYPES = {"message", "tool_call", "tool_result", "code_execution", "log"}
+# A thread keeps at most this much AgentChat state (the whole `done` line, in bytes).
+MAX_STATE_BYTES = 8 * 1024 * 1024
 # After the child's channel closes, how long it may take to exit before we kill it.
 EXIT_GRACE_SECONDS = 1.0
 
@@ -64,6 +69,11 @@ class TaskContext:
     models: dict[int, dict]
     budgets: dict[int, int]
     limits: dict = field(default_factory=dict)
+
+
+def _result(raw) -> dict:
+    raw = raw if isinstance(raw, dict) else {}
+    return {"text": str(raw.get("text") or ""), "stop_reason": str(raw.get("stop_reason") or "completed")}
 
 
 def stop_outcome(reason: str) -> Outcome:
@@ -320,9 +330,9 @@ class Supervisor:
                 pass
         events, self.pending_events = self.pending_events, []
         if events:
-            await self.db(task_events_append, task_id=ctx.task_id, events=events)
+            await self._retrying(task_events_append, task_id=ctx.task_id, events=events)
         if outcome.status == "requeue":
-            await self.db(task_requeue, task_id=ctx.task_id)
+            await self._retrying(task_requeue, task_id=ctx.task_id)
             return
         end = self.ended_at or time.monotonic()
         usage = {
@@ -332,7 +342,7 @@ class Supervisor:
             "peak_memory_mb": round(self.peak_memory_mb, 1),
             "wall_seconds": round(end - self.spawned_at, 3) if self.spawned_at else 0.0,
         }
-        await self.db(
+        await self._retrying(
             task_finish,
             task_id=ctx.task_id,
             status=outcome.status,
@@ -341,6 +351,17 @@ class Supervisor:
             usage=usage,
             thread_state=outcome.state if outcome.status == "succeeded" else None,
         )
+
+    async def _retrying(self, fn, **kwargs):
+        """The end of a task must be written: retry through a database hiccup (the reaper is the last resort)."""
+        for attempt in range(PERSIST_ATTEMPTS):
+            try:
+                return await self.db(fn, **kwargs)
+            except Exception:  # noqa: BLE001
+                if attempt == PERSIST_ATTEMPTS - 1:
+                    raise
+                logger.warning("task %s: %s failed, retrying", self.task_id, fn.__name__, exc_info=True)
+                await asyncio.sleep(1)
 
     # -- loops ----------------------------------------------------------------------------------
 
@@ -353,15 +374,16 @@ class Supervisor:
                 message = json.loads(line)
                 op = message.get("op")
                 if op == "event":
+                    kind = message.get("type") if message.get("type") in CHILD_EVENT_TYPES else "log"
                     self.pending_events.append(
-                        {"type": message["type"], "source": message.get("source", ""), "content": message.get("content")}
+                        {"type": kind, "source": str(message.get("source") or ""), "content": message.get("content")}
                     )
                     self.events_ready.set()
                 elif op == "model":
                     self.model_calls.add(asyncio.create_task(self._answer_model(message)))
                 elif op == "done":
                     self._sample_stats()
-                    self.end(Outcome("succeeded", result=message.get("result"), state=message.get("state")))
+                    self.end(Outcome("succeeded", result=_result(message.get("result")), state=self._thread_state(message, line)))
                 elif op == "error":
                     code = message.get("code") if message.get("code") in ("agent_error", "memory_limit") else "agent_error"
                     self.end(failed(code, str(message.get("message") or "The agent failed")[:2000]))
@@ -372,6 +394,14 @@ class Supervisor:
         while self.box.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(TICK_SECONDS)
         self.end(self._death_outcome())
+
+    def _thread_state(self, message: dict, line: bytes) -> dict | None:
+        if len(line) > MAX_STATE_BYTES:
+            self.pending_events.append(
+                {"type": "log", "source": "platform", "content": {"kind": "state_not_saved", "text": "The conversation state is too large to keep on the thread."}}
+            )
+            return None
+        return message.get("state")
 
     def _death_outcome(self) -> Outcome:
         code = self.box.poll()
@@ -491,8 +521,15 @@ class Supervisor:
             await self.events_ready.wait()
             self.events_ready.clear()
             events, self.pending_events = self.pending_events, []
-            if events:
+            if not events:
+                continue
+            try:
                 await self.db(task_events_append, task_id=self.task_id, events=events)
+            except Exception:  # noqa: BLE001 - keep them for the next try; the order is kept
+                logger.warning("task %s: storing events failed, retrying", self.task_id, exc_info=True)
+                self.pending_events[:0] = events
+                await asyncio.sleep(0.5)
+                self.events_ready.set()
 
     # -- live data ------------------------------------------------------------------------------
 

@@ -218,7 +218,10 @@ def test_code_executing_agent_runs_the_code_in_its_work_dir(workers, customer, c
     agent = make_agent(org, replay_model(org, [code, "The answer is 42. TERMINATE"]), code_execution=True)
     task = finished(submit(client_for(user), agent=agent.pk, input="Compute 6*7 with Python")["id"])
     assert task.status == "succeeded", task.error
-    execution = next(e for e in events_of(task.pk) if e["type"] == "code_execution")
+    events = events_of(task.pk)
+    executions = [e for e in events if e["type"] == "code_execution"]
+    assert len(executions) == 1, events
+    execution = executions[0]
     assert execution["content"]["exit_code"] == 0
     assert "import os" in execution["content"]["code"]
     assert execution["content"]["output"].startswith("42 ") and "task-" in execution["content"]["output"]

@@ -13,6 +13,15 @@ from autogen_agentchat.messages import (
 )
 
 
+# Events are for people and the database: long texts are cut (the agents still see them whole).
+MAX_TEXT = 64 * 1024
+
+
+def _clip(text) -> str:
+    text = text if isinstance(text, str) else str(text)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"\n[... {len(text) - MAX_TEXT} more characters]"
+
+
 def _arguments(raw: str):
     try:
         return json.loads(raw)
@@ -45,7 +54,7 @@ class EventMapper:
                 {
                     "type": "tool_result",
                     "source": source,
-                    "content": {"call_id": r.call_id, "name": r.name, "content": r.content, "is_error": bool(r.is_error)},
+                    "content": {"call_id": r.call_id, "name": r.name, "content": _clip(r.content), "is_error": bool(r.is_error)},
                 }
                 for r in message.content
             ]
@@ -58,20 +67,20 @@ class EventMapper:
                     "type": "code_execution",
                     "source": source,
                     "content": {
-                        "code": self._last_code.pop(source, ""),
-                        "output": message.result.output,
+                        "code": _clip(self._last_code.pop(source, "")),
+                        "output": _clip(message.result.output),
                         "exit_code": message.result.exit_code,
                     },
                 }
             ]
         if isinstance(message, BaseChatMessage):
-            content = {"text": message.to_text(), "message_type": message.type}
+            content = {"text": _clip(message.to_text()), "message_type": message.type}
             usage = _usage(message)
             if usage:
                 content["models_usage"] = usage
             return [{"type": "message", "source": source, "content": content}]
         if isinstance(message, ThoughtEvent):
-            return [{"type": "log", "source": source, "content": {"kind": "thought", "text": message.content}}]
+            return [{"type": "log", "source": source, "content": {"kind": "thought", "text": _clip(message.content)}}]
         if isinstance(message, SelectSpeakerEvent):
             return [{"type": "log", "source": source, "content": {"kind": "select_speaker", "speakers": list(message.content)}}]
-        return [{"type": "log", "source": source, "content": {"kind": getattr(message, "type", type(message).__name__), "text": message.to_text()}}]
+        return [{"type": "log", "source": source, "content": {"kind": getattr(message, "type", type(message).__name__), "text": _clip(message.to_text())}}]
