@@ -37,13 +37,16 @@ class Hierarchies:
     v2: Path | None = None  # our own group in the unified hierarchy (writable), if any
     v2_controllers: set = field(default_factory=set)  # controllers v2 children get
     notes: dict = field(default_factory=dict)  # controller -> why it is missing
+    v2_kill: bool = False  # the kernel has cgroup.kill (Linux 5.14+)
 
     def source(self, resource: str) -> str | None:
         """"v2", "v1" or None for memory, pids, cpu, cpuacct, freezer, kill."""
         if resource == "kill":
-            return "v2" if self.v2 else None  # TaskCgroup.create() checks the kernel has cgroup.kill
+            return "v2" if self.v2 and self.v2_kill else None
         if resource == "cpuacct" and self.v2 and (self.v2 / "cpu.stat").exists():
             return "v2"
+        if resource == "freezer" and self.v2_kill:
+            return None  # cgroup.kill needs no freezing (and joining one hierarchy less saves time)
         if resource == "freezer" and "freezer" not in self.v1 and self.v2:
             return "v2"  # cgroup.freeze exists in every non-root v2 group since Linux 5.2
         if resource in self.v2_controllers:
@@ -78,18 +81,19 @@ def _own_paths() -> tuple[dict, str | None]:
     return v1, v2
 
 
-def _writable(base: Path) -> str | None:
-    """None if we can create and remove a group under base, else why not."""
+def _writable(base: Path, files: tuple = ()) -> tuple[str | None, set]:
+    """(None if we can create and remove a group under base, else why not; which of files it had)."""
     probe = base / f"{PREFIX}probe-{os.getpid()}-{secrets.token_hex(3)}"
     try:
         probe.mkdir()
     except OSError as exc:
-        return f"cannot create a group under {base}: {exc.strerror}"
+        return f"cannot create a group under {base}: {exc.strerror}", set()
+    present = {name for name in files if (probe / name).exists()}
     try:
         probe.rmdir()
     except OSError:
         pass
-    return None
+    return None, present
 
 
 def detect() -> Hierarchies:
@@ -103,11 +107,11 @@ def detect() -> Hierarchies:
     for point, fstype, options in mounts:
         if fstype == "cgroup2" and own_v2 is not None and h.v2 is None:
             base = Path(point + own_v2.rstrip("/")) if own_v2 != "/" else Path(point)
-            why = _writable(base) if base.is_dir() else f"{base} is not visible"
+            why, present = _writable(base, ("cgroup.kill",)) if base.is_dir() else (f"{base} is not visible", set())
             if why:
                 h.notes["v2"] = why
                 continue
-            h.v2 = base
+            h.v2, h.v2_kill = base, "cgroup.kill" in present
             available = set(_read(base / "cgroup.controllers", "").split())
             enabled = set(_read(base / "cgroup.subtree_control", "").split())
             for c in ("memory", "pids", "cpu"):
@@ -122,7 +126,7 @@ def detect() -> Hierarchies:
             for c in V1_CONTROLLERS:
                 if c in options and c not in h.v1 and c in own_v1:
                     base = Path(point + own_v1[c].rstrip("/")) if own_v1[c] != "/" else Path(point)
-                    why = _writable(base) if base.is_dir() else f"{base} is not visible"
+                    why = _writable(base)[0] if base.is_dir() else f"{base} is not visible"
                     if why:
                         h.notes[c] = why
                     else:
@@ -178,8 +182,6 @@ class TaskCgroup:
             for path in dict.fromkeys(self.dirs.values()):
                 path.mkdir()
                 self.created.append(path)
-            if self.uses["kill"] and not (self.dirs["v2"] / "cgroup.kill").exists():
-                self.uses["kill"] = None  # Linux < 5.14: freeze and SIGKILL instead
             if self.uses["memory"] == "v2":
                 _write(self.dirs["v2"] / "memory.max", str(memory_mb << 20))
                 if (self.dirs["v2"] / "memory.swap.max").exists():
