@@ -574,3 +574,22 @@ def test_work_dirs_left_by_a_dead_worker_are_removed(root):
     mine.mkdir()
     box, status, output = run(root, "pass")
     assert status == 0 and not stale.exists() and mine.exists()
+
+
+@pytest.mark.parametrize("variant", ["no cgroup.kill (Linux < 5.14)", "cgroup v1 only"])
+def test_older_cgroup_setups_still_kill_and_count(root, marker, monkeypatch, variant):
+    """Kill by freeze + SIGKILL, and CPU time from v1 cpuacct, as on hosts without cgroup.kill or v2."""
+    import dataclasses
+
+    import runtime.sandbox as sandbox_module
+
+    need("cgroup_memory", "cgroup_pids", "cgroup_cpu")
+    real = sandbox_module._hierarchies()
+    if "freezer" not in real.v1 or ("cpuacct" not in real.v1 and variant == "cgroup v1 only"):
+        pytest.skip("this host lacks a writable v1 freezer or cpuacct hierarchy")
+    fake = dataclasses.replace(real, v2_kill=False, v2=None if variant == "cgroup v1 only" else real.v2)
+    monkeypatch.setattr(sandbox_module, "_hierarchies", lambda: fake)
+    _escape_and_kill(root, marker)
+    box, status, output = run(root, "while True: pass", marker, limits=SandboxLimits(memory_mb=128, cpu_seconds=1))
+    assert box.cgroup.uses["kill"] is None and box.cgroup.uses["freezer"] == "v1"
+    assert box.end_reason() == "cpu_limit" and 1 <= box.stats()["cpu_seconds"] < 2.5
