@@ -9,8 +9,10 @@ Close codes: 4401 bad or missing token, 4404 no such task for this customer, 100
 """
 import asyncio
 import logging
+import weakref
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework import exceptions as drf_exceptions
@@ -62,36 +64,72 @@ def token_from_scope(scope) -> tuple[str | None, str | None]:
     return subprotocol, tokens[0]
 
 
-@database_sync_to_async
-def _authenticate(raw_token):
-    return user_for_access_token(raw_token)
+def _read(func):
+    """A read-only ORM call off the event loop. Not thread-sensitive: many sockets' reads run side by side
+    on the loop's small thread pool (each call closes its connection) instead of queueing on one thread."""
+    return database_sync_to_async(func, thread_sensitive=False)
 
 
-@database_sync_to_async
-def _task_id_for_user(user, pk):
+@_read
+def _authorize_task(raw_token, pk) -> tuple[int | None, int | None]:
+    """(None, task id) when the token's customer owns the task; else (close code, None)."""
+    user = user_for_access_token(raw_token)
+    if user is None:
+        return CLOSE_UNAUTHENTICATED, None
     try:
-        return selectors.task_get_for_user(user=user, pk=pk).pk
-    except ApplicationError:  # not found, or not theirs
-        return None
+        return None, selectors.task_get_for_user(user=user, pk=pk).pk
+    except ApplicationError:  # not found, or not theirs: the same answer
+        return CLOSE_NOT_FOUND, None
 
 
-@database_sync_to_async
-def _customer_id_for_user(user):
-    return user.membership.customer_id
+@_read
+def _authorize_customer(raw_token) -> tuple[int | None, int | None]:
+    """(None, customer id) for a valid customer token; else (4401, None)."""
+    user = user_for_access_token(raw_token)
+    if user is None:
+        return CLOSE_UNAUTHENTICATED, None
+    return None, user.membership.customer_id
 
 
-_snapshot = database_sync_to_async(selectors.task_stream_snapshot)
-_events_between = database_sync_to_async(selectors.task_events_between)
+# Group joins and leaves at once per process: redis-py's pool refuses (it does not wait) past its
+# max_connections, which a few hundred sockets connecting together would otherwise exceed.
+LAYER_CONCURRENCY = 32
+_layer_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 
 
-class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
-    async def _authenticated_user(self):
-        """The token's user; otherwise the socket is accepted (so the client sees the code) and closed 4401."""
-        self.subprotocol, raw_token = token_from_scope(self.scope)
-        user = await _authenticate(raw_token)
-        if user is None:
-            await self._refuse(CLOSE_UNAUTHENTICATED)
-        return user
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _layer_slots.get(loop)
+    if slots is None:
+        slots = _layer_slots[loop] = asyncio.Semaphore(LAYER_CONCURRENCY)
+    return slots
+
+
+async def group_join(layer, groups, channel):
+    async with _slots():
+        for group in groups:
+            await layer.group_add(group, channel)
+
+
+async def group_leave(layer, groups, channel):
+    async with _slots():
+        for group in groups:
+            await layer.group_discard(group, channel)
+
+
+_snapshot = _read(selectors.task_stream_snapshot)
+_events_between = _read(selectors.task_events_between)
+
+
+class _StreamConsumer(AsyncJsonWebsocketConsumer):
+    async def dispatch(self, message):
+        # Channels' dispatch first hops to Django's one sync thread to close stale connections, for
+        # consumers that use the ORM on the loop. Ours never do (every read goes through _read, which
+        # manages its connections): skipping the hop keeps one busy sync thread from delaying every socket.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def _refuse(self, code):
         # Closing before accepting would reach the client as an HTTP 403 with no code at all.
@@ -109,7 +147,7 @@ class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
 
-class TaskStreamConsumer(_AuthenticatedConsumer):
+class TaskStreamConsumer(_StreamConsumer):
     """`/ws/tasks/{id}/`: the stored events after the client's `after`, then the live ones, each seq once."""
 
     async def connect(self):
@@ -122,15 +160,13 @@ class TaskStreamConsumer(_AuthenticatedConsumer):
         self.closed = False
         self.lock = asyncio.Lock()
         self.runner = None
-        user = await self._authenticated_user()
-        if user is None:
-            return
-        self.task_id = await _task_id_for_user(user, int(self.scope["url_route"]["kwargs"]["task_id"]))
-        if self.task_id is None:
-            await self._refuse(CLOSE_NOT_FOUND)
+        self.subprotocol, raw_token = token_from_scope(self.scope)
+        refused, self.task_id = await _authorize_task(raw_token, self.scope["url_route"]["kwargs"]["task_id"])
+        if refused:
+            await self._refuse(refused)
             return
         # Join first, read the history second: whatever is written meanwhile arrives live and is deduplicated.
-        await self.channel_layer.group_add(task_group(self.task_id), self.channel_name)
+        await group_join(self.channel_layer, [task_group(self.task_id)], self.channel_name)
         await self.accept(self.subprotocol)
         self.last_activity = asyncio.get_running_loop().time()
         self.runner = asyncio.create_task(self._run())
@@ -140,7 +176,7 @@ class TaskStreamConsumer(_AuthenticatedConsumer):
         if self.runner is not None:
             self.runner.cancel()
         if self.task_id is not None:
-            await self.channel_layer.group_discard(task_group(self.task_id), self.channel_name)
+            await group_leave(self.channel_layer, [task_group(self.task_id)], self.channel_name)
 
     async def receive_json(self, content, **kwargs):
         if self.task_id is None or self.after_given.is_set() or self.last_sent is not None:
@@ -261,23 +297,22 @@ class TaskStreamConsumer(_AuthenticatedConsumer):
             await self.send_json({"type": "token", "source": message.get("source", ""), "text": message["text"]})
 
 
-class CustomerStreamConsumer(_AuthenticatedConsumer):
+class CustomerStreamConsumer(_StreamConsumer):
     """`/ws/events/`: the customer's task status changes, broadcasts and killswitch notices."""
 
     async def connect(self):
         self.joined = []
-        user = await self._authenticated_user()
-        if user is None:
+        self.subprotocol, raw_token = token_from_scope(self.scope)
+        refused, customer_id = await _authorize_customer(raw_token)
+        if refused:
+            await self._refuse(refused)
             return
-        customer_id = await _customer_id_for_user(user)
         self.joined = [customer_group(customer_id), ALL_CUSTOMERS_GROUP]
-        for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await group_join(self.channel_layer, self.joined, self.channel_name)
         await self.accept(self.subprotocol)
 
     async def disconnect(self, code):
-        for group in self.joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await group_leave(self.channel_layer, self.joined, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
         pass  # nothing to ask of this stream; pings are welcome

@@ -18,6 +18,7 @@ from autogen_platform.errors import ApplicationError, error_response
 from autogen_platform.realtime import task_group
 
 from . import selectors
+from .consumers import group_join, group_leave
 from .models import Task
 
 logger = logging.getLogger(__name__)
@@ -87,16 +88,25 @@ async def task_stream(request, pk):
 
 async def _event_stream(task_id: int, after: int):
     """Stored events after `after`, then new ones as they are stored, until the final status event."""
-    snapshot = database_sync_to_async(selectors.task_stream_snapshot)
+    snapshot = database_sync_to_async(selectors.task_stream_snapshot, thread_sensitive=False)
     layer = get_channel_layer()
-    # Joined before the first read: a live frame wakes us up; the database says what to send.
+    # Joined before the first read: a live frame only wakes us up; the database says what to send.
     wakeups = await layer.new_channel()
-    await layer.group_add(task_group(task_id), wakeups)
+    await group_join(layer, [task_group(task_id)], wakeups)
+    woken = asyncio.Event()
+
+    async def listen():
+        while True:
+            await layer.receive(wakeups)
+            woken.set()
+
+    listener = asyncio.create_task(listen())
     loop = asyncio.get_running_loop()
     last_write = loop.time()
     try:
         yield f"retry: {SSE_RETRY_MS}\n\n".encode()
         while True:
+            woken.clear()
             status, events = await snapshot(task_id=task_id, after=after)
             for event in events:
                 yield _sse(event)
@@ -105,11 +115,12 @@ async def _event_stream(task_id: int, after: int):
             if status in Task.FINISHED or not status:
                 return
             try:
-                await asyncio.wait_for(layer.receive(wakeups), SSE_POLL_SECONDS)
+                await asyncio.wait_for(woken.wait(), SSE_POLL_SECONDS)
             except asyncio.TimeoutError:
                 pass
             if loop.time() - last_write >= SSE_KEEPALIVE_SECONDS:
                 yield b": keepalive\n\n"
                 last_write = loop.time()
     finally:
-        await layer.group_discard(task_group(task_id), wakeups)
+        listener.cancel()
+        await group_leave(layer, [task_group(task_id)], wakeups)

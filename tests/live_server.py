@@ -34,7 +34,7 @@ def database_url() -> str:
 def server_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env.update(
-        DJANGO_SETTINGS_MODULE="autogen_platform.settings.test",
+        DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.test"),
         DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         REDIS_NAMESPACE=settings.REDIS_NAMESPACE,
@@ -48,8 +48,9 @@ def server_env(**extra) -> dict:
 class Daphne:
     """daphne autogen_platform.asgi:application on 127.0.0.1:port; start() waits until /healthz answers."""
 
-    def __init__(self, port=None, log_path=None):
+    def __init__(self, port=None, log_path=None, env=None):
         self.port = port or free_port()
+        self.extra_env = env or {}
         self.proc = None
         self.log_path = log_path or Path(settings.VAR_DIR) / f"daphne-{self.port}.log"
 
@@ -67,7 +68,7 @@ class Daphne:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "autogen_platform.asgi:application"],
             cwd=ROOT,
-            env=server_env(),
+            env=server_env(**self.extra_env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

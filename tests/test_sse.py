@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from channels.db import database_sync_to_async
 from django.db import connection
 from django.test import AsyncClient
 
@@ -39,10 +40,8 @@ def finished_task(customer):
 
 
 async def test_last_event_id_resumes_and_the_stream_ends_after_the_final_status(make_customer):
-    from asgiref.sync import sync_to_async
-
-    customer, user = await sync_to_async(make_customer)("sse-co")
-    task = await sync_to_async(finished_task)(customer)
+    customer, user = await database_sync_to_async(make_customer)("sse-co")
+    task = await database_sync_to_async(finished_task)(customer)
     response = await AsyncClient().get(
         f"/api/tasks/{task.pk}/stream/", headers={"Authorization": f"Bearer {token_for(user)}", "Last-Event-ID": "4"}
     )
@@ -57,20 +56,16 @@ async def test_last_event_id_resumes_and_the_stream_ends_after_the_final_status(
 
 
 async def test_after_query_parameter_and_token_parameter_work_for_eventsource_clients(make_customer):
-    from asgiref.sync import sync_to_async
-
-    customer, user = await sync_to_async(make_customer)("sse-co")
-    task = await sync_to_async(finished_task)(customer)
+    customer, user = await database_sync_to_async(make_customer)("sse-co")
+    task = await database_sync_to_async(finished_task)(customer)
     response = await AsyncClient().get(f"/api/tasks/{task.pk}/stream/?after=6&token={token_for(user)}")
     assert [r["id"] for r in parse_sse(await read_all(response))] == [7]
 
 
 async def test_errors_use_the_envelope(make_customer):
-    from asgiref.sync import sync_to_async
-
-    alice, alice_user = await sync_to_async(make_customer)("sse-alice")
-    _, bob_user = await sync_to_async(make_customer)("sse-bob")
-    task = await sync_to_async(finished_task)(alice)
+    alice, alice_user = await database_sync_to_async(make_customer)("sse-alice")
+    _, bob_user = await database_sync_to_async(make_customer)("sse-bob")
+    task = await database_sync_to_async(finished_task)(alice)
     url = f"/api/tasks/{task.pk}/stream/"
 
     client = AsyncClient()
