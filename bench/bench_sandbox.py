@@ -1,6 +1,6 @@
 """What each sandbox layer adds to a task process's start, measured on this host.
 
-For each configuration, RUNS times: spawn() (the launcher builds the layers; it returns once the
+For each configuration, RUNS times (round-robin, so load changes hit every row alike): spawn() (the launcher builds the layers; it returns once the
 child's program is exec'd), then the child's exit and cleanup(). The child is a bare interpreter
 (`python -I -S -c pass`) and, with --agentchat, one that imports AutoGen AgentChat as every task
 does. Prints medians in ms and the cost over a plain subprocess.Popen of the same program.
@@ -45,32 +45,24 @@ def env(workdir: Path) -> dict:
     return {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8", "PYTHONPATH": str(AGENTCHILD_DIR.parent)}
 
 
-def bench_popen(argv: list[str], runs: int, root: Path) -> tuple[float, float]:
-    totals = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(argv, env=env(root), cwd=root, check=True, stdin=subprocess.DEVNULL)
-        totals.append(time.perf_counter() - started)
-    return 0.0, statistics.median(totals)
+def popen_once(argv: list[str], root: Path) -> tuple[float, float]:
+    started = time.perf_counter()
+    subprocess.run(argv, env=env(root), cwd=root, check=True, stdin=subprocess.DEVNULL)
+    return 0.0, time.perf_counter() - started
 
 
-def bench_sandbox(argv: list[str], runs: int, root: Path, options: dict) -> tuple[float, float]:
-    spawns, totals = [], []
-    for i in range(runs):
-        box = Sandbox(task_id=i, limits=SandboxLimits(memory_mb=512, cpu_seconds=30, max_processes=64), root=root, **options)
-        started = time.perf_counter()
-        try:
-            box.spawn(argv, env=env(box.workdir))
-            spawned = time.perf_counter()
-            code = box.wait(60)
-            box.cleanup()
-        finally:
-            box.cleanup()
-        if code != 0:
-            raise SandboxError(f"the child exited {code}")
-        spawns.append(spawned - started)
-        totals.append(time.perf_counter() - started)
-    return statistics.median(spawns), statistics.median(totals)
+def sandbox_once(argv: list[str], root: Path, options: dict, task_id: int) -> tuple[float, float]:
+    box = Sandbox(task_id=task_id, limits=SandboxLimits(memory_mb=512, cpu_seconds=30, max_processes=64), root=root, **options)
+    started = time.perf_counter()
+    try:
+        box.spawn(argv, env=env(box.workdir))
+        spawned = time.perf_counter()
+        code = box.wait(60)
+    finally:
+        box.cleanup()
+    if code != 0:
+        raise SandboxError(f"the child exited {code}")
+    return spawned - started, time.perf_counter() - started
 
 
 def world_readable(path: str) -> bool:
@@ -89,23 +81,37 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
     os.chmod(root, 0o711)
     argv = program(args.agentchat)
-    rows = []
+    configs = [("plain subprocess.Popen (baseline)", None)]
+    rows, skipped = [], {}
+    for label, options in CONFIGS:
+        if options["namespaces"] == "user" and os.geteuid() == 0 and not world_readable(sys.executable):
+            skipped[label] = "root host: this Python is not readable by an unprivileged uid"
+        else:
+            configs.append((label, options))
+    samples = {label: [] for label, _ in configs}
     try:
-        _, base = bench_popen(argv, args.runs, root)
-        rows.append(("plain subprocess.Popen (baseline)", "-", f"{base * 1000:.1f}", "-"))
-        for label, options in CONFIGS:
-            if options["namespaces"] == "user" and os.geteuid() == 0 and not world_readable(sys.executable):
-                rows.append((label, "n/a", "n/a", "root host: this Python is not readable by an unprivileged uid"))
-                continue
-            try:
-                spawn, total = bench_sandbox(argv, args.runs, root, options)
-                rows.append((label, f"{spawn * 1000:.1f}", f"{total * 1000:.1f}", f"+{(total - base) * 1000:.1f}"))
-            except SandboxError as exc:
-                rows.append((label, "n/a", "n/a", f"unavailable here: {str(exc)[:60]}"))
+        # Round-robin over the configurations, so that a change in the host's load hits all alike.
+        for run in range(args.runs):
+            for label, options in configs:
+                if label in skipped:
+                    continue
+                try:
+                    samples[label].append(popen_once(argv, root) if options is None else sandbox_once(argv, root, options, run))
+                except SandboxError as exc:
+                    skipped[label] = f"unavailable here: {str(exc)[:60]}"
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)
-    widths = [max(len(r[i]) for r in rows + [("configuration", "spawn ms", "start+exit ms", "over baseline ms")]) for i in range(4)]
+    base = statistics.median(total for _, total in samples[configs[0][0]])
+    for label, _ in configs + [(label, None) for label, _ in CONFIGS if label not in samples]:
+        if label in skipped:
+            rows.append((label, "n/a", "n/a", skipped[label]))
+            continue
+        spawn = statistics.median(s for s, _ in samples[label])
+        total = statistics.median(t for _, t in samples[label])
+        over = "-" if label == configs[0][0] else f"{(total - base) * 1000:+.1f}"
+        rows.append((label, "-" if label == configs[0][0] else f"{spawn * 1000:.1f}", f"{total * 1000:.1f}", over))
     header = ("configuration", "spawn ms", "start+exit ms", "over baseline ms")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
 
