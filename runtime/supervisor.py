@@ -438,6 +438,8 @@ class Supervisor:
         except ModelFailed as exc:
             self.end(failed("model_error", str(exc)[:2000]))
             return
+        if self.pending_tokens:
+            self._flush_tokens()  # the whole answer is out live before its message is stored
         logger.info(
             "task %s: model call by %s took %.2fs (%s+%s tokens)",
             self.task_id, caller, time.monotonic() - started, result.usage.prompt_tokens, result.usage.completion_tokens,

@@ -52,6 +52,7 @@ class Processes:
     def __init__(self, env: dict):
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
+        self.rq_names: dict[str, str] = {}
         self.log_dir = Path(settings.VAR_DIR) / "test-workers"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -70,7 +71,10 @@ class Processes:
         return proc
 
     def start_worker(self, name: str) -> subprocess.Popen:
-        return self._start(name, ["runworker", "--name", f"{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}"])
+        # A fresh RQ name each start: a SIGKILLed worker's registration outlives it for a while.
+        self.starts = getattr(self, "starts", 0) + 1
+        self.rq_names[name] = f"{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}-{self.starts}"
+        return self._start(name, ["runworker", "--name", self.rq_names[name]])
 
     def start_reaper(self) -> subprocess.Popen:
         return self._start("reaper", ["reaper"])
@@ -78,7 +82,7 @@ class Processes:
     def worker_for(self, task_worker: str) -> tuple[str, subprocess.Popen]:
         """The (name, process) of the worker whose RQ name is in Task.worker."""
         for name, proc in self.procs.items():
-            if task_worker.endswith(f"/{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}"):
+            if task_worker.endswith(f"/{self.rq_names.get(name)}"):
                 return name, proc
         raise LookupError(task_worker)
 

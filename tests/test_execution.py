@@ -3,7 +3,7 @@
 Real Postgres (or SQLite), Redis, RQ worker processes, child processes and AutoGen; the model is
 AutoGen's replay client or a local OpenAI-compatible server (tests/openai_stub.py).
 """
-import json
+import asyncio
 import os
 import signal
 import threading
@@ -176,6 +176,42 @@ def test_openai_provider_goes_through_the_broker_and_the_child_never_holds_the_k
     assert request["body"]["stream"] is True and request["body"]["stream_options"] == {"include_usage": True}
     assert request["body"]["messages"][-1]["content"] == "Hello provider"
     assert task.usage["completion_tokens"] == 6  # counted from the provider's usage chunk
+
+
+def test_streamed_tokens_reach_the_task_group_live(workers, customer):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from autogen_platform import realtime
+    from tasks.services import task_create
+
+    org, _ = customer
+    release = threading.Event()
+    with OpenAIStub([{"hold": release, "text": "One two three four. TERMINATE"}]) as stub:
+        model = ModelConfig.objects.create(
+            customer=org, name="local", provider="openai", model="stub-model", base_url=stub.base_url, model_info=MODEL_INFO
+        )
+        task, _ = task_create(actor="test", customer=org, input="Count", agent=make_agent(org, model))
+
+        async def listen():
+            layer = get_channel_layer()
+            channel = await layer.new_channel()
+            await layer.group_add(realtime.task_group(task.pk), channel)
+            # the answer streams once we listen (a silent channel layer read times out after 5 s)
+            await asyncio.get_running_loop().run_in_executor(None, lambda: wait_for(lambda: stub.requests, message="the model call"))
+            release.set()
+            tokens, deadline = [], time.monotonic() + 30
+            while time.monotonic() < deadline:
+                message = await asyncio.wait_for(layer.receive(channel), 30)
+                if message["type"] == "task.token":
+                    tokens.append(message["text"])
+                if message["type"] == "task.status" and message["status"] in Task.FINISHED:
+                    return message["status"], tokens
+            return None, tokens
+
+        status, tokens = async_to_sync(listen)()
+    assert status == "succeeded"
+    assert "".join(tokens) == "One two three four. TERMINATE"
 
 
 def test_thread_continuation_sends_the_earlier_conversation(workers, customer, client_for):
