@@ -213,6 +213,8 @@ class TaskStreamConsumer(_StreamConsumer):
     async def _replay(self, after):
         async with self.lock:
             status, history = await _snapshot(task_id=self.task_id, after=after)
+            if not status:
+                return await self._gone()
             self.last_sent = after
             for event in history:
                 await self._send_event(event)
@@ -229,6 +231,8 @@ class TaskStreamConsumer(_StreamConsumer):
             if self.closed:
                 return
             status, events = await _snapshot(task_id=self.task_id, after=self.last_sent)
+            if not status:
+                return await self._gone()
             for event in events:
                 await self._deliver(event)
             if status in Task.FINISHED:
@@ -261,6 +265,11 @@ class TaskStreamConsumer(_StreamConsumer):
             return
         self.status = status
         await self.send_json({"type": "status", "status": status})
+
+    async def _gone(self):
+        """The task was deleted under the stream."""
+        self.closed = True
+        await self.close(CLOSE_NOT_FOUND)
 
     async def _finish(self, status):
         if self.closed:

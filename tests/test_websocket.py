@@ -220,3 +220,8 @@ async def test_customer_stream_carries_only_that_customers_notices(alice, bob):
     assert await bob_events.receive_nothing(timeout=0.3)
     await alice_events.disconnect()
     await bob_events.disconnect()
+
+
+async def test_an_out_of_range_task_id_is_simply_not_found(alice):
+    communicator = await connect(f"/ws/tasks/{10**30}/?token={alice[2]}")
+    assert await close_code(communicator) == 4404
