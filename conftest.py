@@ -90,3 +90,14 @@ def admin_api(staff_user):
         HTTP_AUTHORIZATION=f"Bearer {token_for(staff_user, scope='admin')}", HTTP_X_ADMIN_KEY=settings.ADMIN_API_KEY
     )
     return client
+
+
+@pytest.fixture(scope="session")
+def daphne_server(django_db_setup, django_db_blocker):
+    """One real daphne for the session's live tests, on the test database and Redis (tests/live_server.py).
+    A test may stop and start it again (a server restart); it is running again when the test ends."""
+    from tests.live_server import Daphne
+
+    server = Daphne().start()
+    yield server
+    server.stop()

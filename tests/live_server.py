@@ -7,7 +7,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -96,11 +95,3 @@ class Daphne:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=5)
-
-
-@pytest.fixture(scope="session")
-def daphne_server(django_db_setup, django_db_blocker):
-    """One real daphne for the session's live tests (tests may stop and start it again)."""
-    server = Daphne().start()
-    yield server
-    server.stop()

@@ -14,7 +14,6 @@ from django.db import connection, connections
 from agents.models import Agent, ModelConfig
 from tasks.models import Task, TaskEvent
 from tests.execution_support import Processes, wait_for, worker_env
-from tests.live_server import daphne_server  # noqa: F401 - the fixture
 from tests.openai_stub import MODEL_INFO, OpenAIStub
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

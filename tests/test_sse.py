@@ -10,7 +10,6 @@ from django.db import connection
 from django.test import AsyncClient
 
 from conftest import token_for
-from tests.live_server import daphne_server  # noqa: F401 - the fixture
 from tests.streams_support import append_messages, make_task
 
 pytestmark = pytest.mark.django_db(transaction=True)

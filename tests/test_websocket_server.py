@@ -11,7 +11,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import token_for
-from tests.live_server import daphne_server  # noqa: F401 - the fixture
 from tests.streams_support import make_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
