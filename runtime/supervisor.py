@@ -440,7 +440,7 @@ class Supervisor:
             return
         if self.pending_tokens:
             self._flush_tokens()  # the whole answer is out live before its message is stored
-        logger.info(
+        logger.debug(
             "task %s: model call by %s took %.2fs (%s+%s tokens)",
             self.task_id, caller, time.monotonic() - started, result.usage.prompt_tokens, result.usage.completion_tokens,
         )

@@ -119,14 +119,14 @@ def test_round_robin_team_alternates_and_stops_on_max_messages(workers, customer
 
     org, user = customer
     model = replay_model(org, ["Draft one.", "Critique one.", "Draft two.", "Critique two."])
-    writer, critic = make_agent(org, model, "writer"), make_agent(org, model, "critic")
+    writer, critic = make_agent(org, model, "writer"), make_agent(org, model, "the critic")
     team = Team.objects.create(customer=org, name="duo", mode="round_robin", termination={"max_messages": 4})
     TeamMember.objects.create(team=team, agent=writer, position=0)
     TeamMember.objects.create(team=team, agent=critic, position=1)
     task = finished(submit(client_for(user), team=team.pk, input="Write a haiku")["id"])
     assert task.status == "succeeded", task.error
     messages = [e for e in events_of(task.pk) if e["type"] == "message"]
-    assert [m["source"] for m in messages] == ["user", "writer", "critic", "writer"]
+    assert [m["source"] for m in messages] == ["user", "writer", "the critic", "writer"]
     assert task.result["text"] == "Draft two."
     assert "Maximum number of messages 4 reached" in task.result["stop_reason"]
 

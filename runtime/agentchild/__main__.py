@@ -41,7 +41,7 @@ async def run(channel: Channel, start: dict) -> None:
     from .build import build
     from .events import EventMapper
 
-    runnable, shape = build(start["spec"], channel, start["models"], stream=start.get("stream", True))
+    runnable, shape, names = build(start["spec"], channel, start["models"], stream=start.get("stream", True))
     saved = start.get("state")
     if saved:
         if saved.get("shape") == shape:
@@ -51,7 +51,7 @@ async def run(channel: Channel, start: dict) -> None:
                 {"op": "event", "type": "log", "source": "platform",
                  "content": {"kind": "state_not_loaded", "text": "The thread's saved conversation belongs to another agent or team shape; starting fresh."}}
             )
-    mapper = EventMapper()
+    mapper = EventMapper(names)
     result = None
     async for item in runnable.run_stream(task=start["input"]):
         if isinstance(item, TaskResult):

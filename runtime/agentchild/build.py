@@ -108,27 +108,31 @@ def _termination(conf: dict):
 
 
 def build(spec: dict, channel, models: dict, stream: bool = True):
-    """Return (runnable, shape): the agent or team to run, and a key saying which state it can load."""
+    """Return (runnable, shape, names): the agent or team to run, a key saying which state it can
+    load, and AgentChat name -> platform agent name (events show the names customers gave)."""
     taken: set = set()
     entries = spec["agents"]
+    names: dict = {}
     if spec["kind"] == "agent":
         entry = entries[0]
         ident = agent_identifier(entry["name"], taken)
+        names[ident] = entry["name"]
         assistant = _assistant(entry, ident, channel, models, stream)
         if not entry.get("code_execution"):
-            return assistant, "agent"
+            return assistant, "agent", names
         timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
         team = RoundRobinGroupChat(
             [assistant, _executor(ident, taken, timeout)],
             termination_condition=TextMentionTermination("TERMINATE", sources=[ident])
             | MaxMessageTermination(CODE_LOOP_MAX_MESSAGES),
         )
-        return team, "agent+code"
+        return team, "agent+code", names
 
     team_spec = spec["team"]
     participants = []
     for entry in entries:
         ident = agent_identifier(entry["name"], taken)
+        names[ident] = entry["name"]
         participants.append(_assistant(entry, ident, channel, models, stream))
         if entry.get("code_execution"):
             timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
@@ -146,4 +150,4 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
         team = SelectorGroupChat(participants, model_client=selector, termination_condition=termination)
     else:
         team = RoundRobinGroupChat(participants, termination_condition=termination)
-    return team, shape
+    return team, shape, names

@@ -37,11 +37,13 @@ def _usage(message) -> dict | None:
 
 
 class EventMapper:
-    def __init__(self):
+    def __init__(self, names: dict | None = None):
         self._last_code: dict[str, str] = {}
+        self._names = names or {}
 
     def map(self, message) -> list[dict]:
         source = getattr(message, "source", "") or ""
+        source = self._names.get(source, source)
         if isinstance(message, ModelClientStreamingChunkEvent):
             return []  # the supervisor streams tokens live as it relays them
         if isinstance(message, ToolCallRequestEvent):
