@@ -42,7 +42,9 @@ def build_client(config: dict):
     if config["provider"] == "openai":
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-        kwargs = {"model": config["model"], "api_key": config.get("api_key") or "missing-api-key"}
+        if config.get("api_key") is None:
+            raise ModelFailed(f"The API key of model {config.get('name')!r} cannot be decrypted: set it again")
+        kwargs = {"model": config["model"], "api_key": config["api_key"] or "missing-api-key"}
         if config.get("base_url"):
             kwargs["base_url"] = config["base_url"]
         if config.get("model_info"):

@@ -109,7 +109,7 @@ def load_task_context(task_id: int) -> TaskContext | None:
             "provider": config.provider,
             "model": config.model,
             "base_url": config.base_url,
-            "api_key": decrypt(config.api_key_encrypted),
+            "api_key": _decrypt_or_none(decrypt, config.api_key_encrypted),
             "model_info": dict(config.model_info or {}),
             "responses": list(config.responses or []),
         }
@@ -127,6 +127,14 @@ def load_task_context(task_id: int) -> TaskContext | None:
         budgets=budgets,
         limits=limits,
     )
+
+
+def _decrypt_or_none(decrypt, token: str):
+    """None when the stored key cannot be decrypted (FIELD_ENCRYPTION_KEY changed): the task ends model_error."""
+    try:
+        return decrypt(token)
+    except ValueError:
+        return None
 
 
 def poll_stop_reason(task_id: int, customer_id: int) -> str:
@@ -205,7 +213,17 @@ class Supervisor:
         self.outcome = asyncio.get_running_loop().create_future()
         self.redis = None
         try:
-            ctx = await self.db(load_task_context, self.task_id)
+            try:
+                ctx = await self.db(load_task_context, self.task_id)
+            except Exception:  # noqa: BLE001 - a task that cannot even be read must still end
+                logger.exception("task %s: could not load what it runs", self.task_id)
+                from tasks.services import task_finish
+
+                await self._retrying(
+                    task_finish, task_id=self.task_id, status="failed",
+                    error={"code": "sandbox_error", "message": "The platform could not prepare the task"},
+                )
+                return
             if ctx is None:
                 logger.info("task %s is not running any more: nothing to supervise", self.task_id)
                 return
@@ -498,7 +516,7 @@ class Supervisor:
                 poll = asyncio.ensure_future(self.db(poll_stop_reason, ctx.task_id, ctx.customer_id))
                 next_poll = now + CANCEL_POLL_SECONDS
             if now >= next_beat:
-                asyncio.ensure_future(self.db(task_heartbeat, task_id=ctx.task_id))
+                asyncio.ensure_future(self._quietly(self.db(task_heartbeat, task_id=ctx.task_id)))
                 next_beat = now + settings.TASK_HEARTBEAT_SECONDS
             if now >= next_limits:
                 # The sandbox kills the tree when it went over a limit the kernel does not enforce.
@@ -515,6 +533,12 @@ class Supervisor:
                 self._flush_tokens()
                 next_tokens = now + TOKEN_FLUSH_SECONDS
             await asyncio.sleep(TICK_SECONDS)
+
+    async def _quietly(self, awaitable) -> None:
+        try:
+            await awaitable
+        except Exception:  # noqa: BLE001 - a missed heartbeat is retried on the next one
+            logger.warning("task %s: heartbeat failed", self.task_id, exc_info=True)
 
     async def _flush_loop(self) -> None:
         from tasks.services import task_events_append
