@@ -411,3 +411,17 @@ def test_reaper_enqueues_a_queued_task_whose_job_was_lost(workers, customer):
     task = finished(task.pk, timeout=20)
     assert task.status == "succeeded" and task.result["text"] == "Found again. TERMINATE"
     assert_contiguous(events_of(task.pk))
+
+
+def test_an_exception_in_the_agent_ends_agent_error(workers, customer, client_for):
+    org, user = customer
+    agent = make_agent(org, replay_model(org, ["Never said. TERMINATE"]))
+    first = finished(submit(client_for(user), agent=agent.pk, input="Hi")["id"])
+    # given: the thread's saved conversation is damaged, so loading it raises inside the child
+    from tasks.models import Thread
+
+    Thread.objects.filter(pk=first.thread_id).update(state={"shape": "agent", "state": {"llm_context": "damaged"}})
+    task = finished(submit(client_for(user), agent=agent.pk, input="Again", thread=first.thread_id)["id"])
+    assert task.status == "failed" and task.error["code"] == "agent_error"
+    assert task.error["message"]
+    assert [e["type"] for e in events_of(task.pk)][-3:] == ["usage", "error", "status"]
