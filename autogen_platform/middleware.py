@@ -43,7 +43,11 @@ class ApiErrorMiddleware:
                 413,
                 {"limit_bytes": settings.MAX_REQUEST_BODY_BYTES},
             )
-        return self.get_response(request)
+        response = self.get_response(request)
+        if wants_envelope(request) and response.status_code >= 400 and not _is_json(response):
+            # Django's own pages (the resolver's 404, a debug page) never reach an API client.
+            return _envelope_for(request, response.status_code)
+        return response
 
     def process_exception(self, request, exception):
         if not wants_envelope(request):
@@ -53,6 +57,30 @@ class ApiErrorMiddleware:
         if isinstance(exception, RequestDataTooBig):
             return error_response("payload_too_large", str(exception), 413)
         return None
+
+
+STATUS_CODES = {
+    400: "validation_error",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    429: "rate_limited",
+}
+
+
+def _is_json(response) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+def _envelope_for(request, status: int):
+    if status >= 500:
+        request_id = getattr(request, "request_id", uuid.uuid4().hex)
+        return error_response("internal_error", "Internal server error", status, {"request_id": request_id})
+    code = STATUS_CODES.get(status, "error")
+    return error_response(code, code.replace("_", " ").capitalize(), status)
 
 
 def handler404(request, exception=None):

@@ -150,3 +150,10 @@ def test_idempotent_task_creation_returns_the_same_task(owner, api):
     assert (first.status_code, second.status_code) == (201, 201)
     assert first.json() == second.json()
     assert second["Idempotent-Replayed"] == "true"
+
+
+def test_unknown_url_is_in_the_envelope_with_debug_on_too(api, settings):
+    # make run has DEBUG on: Django's debug 404 page must still not reach API clients
+    settings.DEBUG = True
+    response = api.get("/api/no-such-thing/")
+    assert_error(response, 404, "not_found")
