@@ -25,8 +25,8 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["=id", "input", "customer__name", "agent__name", "team__name", "idempotency_key"]
     date_hierarchy = "created_at"
     fields = ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input", "result",
-              "error", "usage", "tokens_used", "idempotency_key", "cancel_requested", "attempts", "worker", "pid",
-              "heartbeat_at", "created_at", "started_at", "finished_at", "spec"]
+              "error", "usage", "tokens_used", "idempotency_key", "cancel_requested", "attempts", "waiting_since", "requeues",
+              "worker", "pid", "heartbeat_at", "created_at", "started_at", "finished_at", "spec"]
     readonly_fields = fields
     inlines = [TaskEventInline]
     actions = ["cancel_selected"]

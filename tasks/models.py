@@ -69,6 +69,11 @@ class Task(models.Model):
     # Set when a cancel (or stop, restart, killswitch) was asked of a running task.
     cancel_requested = models.CharField(max_length=20, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
+    # Set while the task waits `queued` for one of its customer's max_concurrent_tasks slots (no job
+    # in the queue then: a finishing task of the customer, or the reaper, enqueues it again).
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    # Bumped each time the task's job is enqueued again (a slot freed, a lost job): job ids stay unique.
+    requeues = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, default="")
     pid = models.IntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -3,7 +3,7 @@ import logging
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from adminpanel.services import audit_record, killswitch_scope_engaged
@@ -17,15 +17,20 @@ logger = logging.getLogger(__name__)
 ACTIVE = (Task.Status.QUEUED, Task.Status.RUNNING)
 
 
-def task_enqueue(task_id: int) -> None:
-    """Put the task's job on the RQ queue (the job id is stable per attempt)."""
+def task_job_id(task_id: int, attempts: int, requeues: int) -> str:
+    """The RQ job id of the task's current job: unique per attempt and per re-enqueue."""
+    return f"task-{task_id}-{attempts}" + (f"-{requeues}" if requeues else "")
+
+
+def task_enqueue(task_id: int, job_id: str | None = None) -> None:
+    """Put the task's job on the RQ queue; job_id defaults to the task's current one."""
     import django_rq
 
-    from .models import Task as _Task
-
-    attempts = _Task.objects.filter(pk=task_id).values_list("attempts", flat=True).first() or 0
+    if job_id is None:
+        attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
+        job_id = task_job_id(task_id, attempts, requeues)
     django_rq.get_queue("default").enqueue(
-        "tasks.jobs.run_task", task_id, job_id=f"task-{task_id}-{attempts}", job_timeout=-1, failure_ttl=3600
+        "tasks.jobs.run_task", task_id, job_id=job_id, job_timeout=-1, failure_ttl=3600
     )
 
 
@@ -146,13 +151,17 @@ def task_event_append(*, task_id: int, type: str, source: str = "", content=None
 
 
 def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> bool:
-    """queued -> running; False when the task is no longer queued (cancelled meanwhile, or taken)."""
+    """queued -> running; False when the task is no longer queued (cancelled meanwhile, or taken).
+
+    No quota check: workers go through task_start, which claims one of the customer's slots first.
+    """
     now = timezone.now()
     with transaction.atomic():
         changed = Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(
             status=Task.Status.RUNNING,
             started_at=now,
             heartbeat_at=now,
+            waiting_since=None,
             worker=worker[:200],
             pid=pid,
             attempts=F("attempts") + 1,
@@ -165,10 +174,12 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
 
 
 def task_start(*, task_id: int, worker: str) -> bool:
-    """The worker picked the task up: queued -> running, unless it must not start any more.
+    """The worker picked the task up: queued -> running, unless it must not start (yet).
 
     A task whose customer is under the killswitch, or whose agent (or a team member) was
-    stopped while it waited, ends cancelled instead. False when there is nothing to run.
+    stopped while it waited, ends cancelled instead. A task whose customer has no free
+    max_concurrent_tasks slot stays queued, waiting (task_claim_slot). False when there is
+    nothing to run now.
     """
     task = Task.objects.select_related("agent", "team").filter(pk=task_id).first()
     if task is None or task.status != Task.Status.QUEUED:
@@ -189,7 +200,72 @@ def task_start(*, task_id: int, worker: str) -> bool:
             error={"code": "cancelled", "message": f"Stopped before it started: {', '.join(stopped)}"},
         )
         return False
-    return task_mark_running(task_id=task_id, worker=worker)
+    return task_claim_slot(task_id=task_id, worker=worker)
+
+
+def _slot_holders(customer_id: int):
+    """The customer's tasks that hold or are about to take a slot: running, or woken and not yet started."""
+    return Task.objects.filter(customer_id=customer_id).filter(
+        Q(status=Task.Status.RUNNING) | Q(status=Task.Status.QUEUED, waiting_since__isnull=True, requeues__gt=0)
+    )
+
+
+def task_claim_slot(*, task_id: int, worker: str) -> bool:
+    """queued -> running if the customer has a free max_concurrent_tasks slot; else the task waits.
+
+    One transaction under the customer's row lock, so that two workers never both take the last
+    slot. A task also waits while an older task of its customer waits (first in, first out).
+    A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees.
+    """
+    from accounts.models import Customer
+
+    with transaction.atomic():
+        task = Task.objects.filter(pk=task_id).values("customer_id", "created_at", "status").first()
+        if task is None or task["status"] != Task.Status.QUEUED:
+            return False
+        customer = Customer.objects.select_for_update().filter(pk=task["customer_id"]).first()
+        if customer is None:
+            return False
+        mine = Task.objects.filter(customer_id=customer.pk)
+        running = mine.filter(status=Task.Status.RUNNING).count()
+        ahead = (
+            mine.filter(status=Task.Status.QUEUED, waiting_since__isnull=False)
+            .filter(Q(created_at__lt=task["created_at"]) | Q(created_at=task["created_at"], pk__lt=task_id))
+            .exists()
+        )
+        if running < customer.max_concurrent_tasks and not ahead:
+            return task_mark_running(task_id=task_id, worker=worker)
+        Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(waiting_since=timezone.now())
+        if running < customer.max_concurrent_tasks:
+            # a free slot, yet older tasks wait: their wake-up was lost; hand them the slot now
+            transaction.on_commit(lambda: task_wake_waiting(customer_id=customer.pk), robust=True)
+    logger.info("task %s waits for a slot (customer %s: %s running, limit %s)",
+                task_id, customer.pk, running, customer.max_concurrent_tasks)
+    return False
+
+
+def task_wake_waiting(*, customer_id: int) -> list[int]:
+    """Enqueue again the customer's oldest waiting tasks, one per free max_concurrent_tasks slot."""
+    from accounts.models import Customer
+
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        if customer is None:
+            return []
+        free = customer.max_concurrent_tasks - _slot_holders(customer_id).count()
+        if free <= 0:
+            return []
+        woken = list(
+            Task.objects.filter(customer_id=customer_id, status=Task.Status.QUEUED, waiting_since__isnull=False)
+            .order_by("created_at", "pk")
+            .values_list("pk", flat=True)[:free]
+        )
+        if woken:
+            Task.objects.filter(pk__in=woken).update(waiting_since=None, requeues=F("requeues") + 1)
+            counters = Task.objects.filter(pk__in=woken).values_list("pk", "attempts", "requeues")
+            jobs = [(pk, task_job_id(pk, attempts, requeues)) for pk, attempts, requeues in counters]
+            transaction.on_commit(lambda: [task_enqueue(pk, job_id) for pk, job_id in jobs])
+    return woken
 
 
 def task_attach_process(*, task_id: int, pid: int | None) -> None:
@@ -235,6 +311,11 @@ def task_requeue(*, task_id: int) -> bool:
     return True
 
 
+def task_record_tokens(*, task_id: int, tokens: int) -> None:
+    """The running task's tokens so far, so that the customer's monthly budget counts them while it runs."""
+    Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(tokens_used=tokens)
+
+
 def task_heartbeat(*, task_id: int) -> None:
     Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
 
@@ -247,6 +328,9 @@ def task_finish(*, task_id: int, status: str, result=None, error=None, usage=Non
         task = Task.objects.select_for_update().filter(pk=task_id).first()
         if task is None or task.is_finished:
             return False
+        if task.status == Task.Status.RUNNING:
+            # its slot is free: the customer's next waiting task may start (the reaper retries a lost wake-up)
+            transaction.on_commit(lambda: task_wake_waiting(customer_id=task.customer_id), robust=True)
         task.status = status
         task.result = result
         task.error = error
@@ -325,19 +409,30 @@ def task_reap_lost(*, lease_seconds: float) -> list[int]:
 
 
 def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
-    """Enqueue again queued tasks whose RQ job is gone (Redis lost it, or the enqueue never happened)."""
+    """Enqueue again queued tasks whose RQ job is gone (Redis lost it, or the enqueue never happened).
+
+    Tasks waiting for a slot have no job by design: their customers get a task_wake_waiting
+    instead, which starts them if a slot is free (a lost wake-up, or a raised quota).
+    """
     import django_rq
     from rq.exceptions import NoSuchJobError
     from rq.job import Job, JobStatus
 
+    for customer_id in (
+        Task.objects.filter(status=Task.Status.QUEUED, waiting_since__isnull=False)
+        .values_list("customer_id", flat=True).distinct().order_by()
+    ):
+        task_wake_waiting(customer_id=customer_id)
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    queued = Task.objects.filter(status=Task.Status.QUEUED, created_at__lt=cutoff).values_list("pk", "attempts")
+    queued = Task.objects.filter(status=Task.Status.QUEUED, waiting_since__isnull=True, created_at__lt=cutoff).values_list(
+        "pk", "attempts", "requeues"
+    )
     connection = django_rq.get_connection("default")
     live = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
     requeued = []
-    for task_id, attempts in queued:
+    for task_id, attempts, requeues in queued:
         try:
-            job = Job.fetch(f"task-{task_id}-{attempts}", connection=connection)
+            job = Job.fetch(task_job_id(task_id, attempts, requeues), connection=connection)
             status = job.get_status(refresh=False)
             # A job a worker took long ago, yet the task never started: that worker died.
             stale_start = status == JobStatus.STARTED and job.started_at and job.started_at < cutoff
@@ -346,7 +441,11 @@ def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
             job.delete()
         except NoSuchJobError:
             pass
-        task_enqueue(task_id)
+        # a new job id, and only if nothing took or woke the task meanwhile
+        if not Task.objects.filter(pk=task_id, status=Task.Status.QUEUED, waiting_since__isnull=True,
+                                   attempts=attempts, requeues=requeues).update(requeues=F("requeues") + 1):
+            continue
+        task_enqueue(task_id, task_job_id(task_id, attempts, requeues + 1))
         logger.warning("re-enqueued orphaned task %s", task_id)
         requeued.append(task_id)
     return requeued
