@@ -3,7 +3,7 @@
 The child holds no key. For each request it sends, the broker rebuilds the LLM messages, calls the
 customer's real client (OpenAIChatCompletionClient, or ReplayChatCompletionClient whose position
 is kept for the whole task), relays streamed chunks, counts tokens per agent and ends the task
-when an agent goes over its max_tokens.
+when an agent goes over its max_tokens, or when its customer's monthly token budget is used up.
 """
 from autogen_core.models import CreateResult, LLMMessage
 from pydantic import TypeAdapter
@@ -29,7 +29,7 @@ class ModelFailed(Exception):
 
 
 class BudgetExceeded(Exception):
-    """An agent went over its max_tokens: the task ends token_budget."""
+    """An agent went over its max_tokens, or the customer over its monthly budget: the task ends token_budget."""
 
 
 def build_client(config: dict):
@@ -54,8 +54,12 @@ def build_client(config: dict):
 
 
 class ModelBroker:
-    def __init__(self, configs: dict[int, dict], budgets: dict[int, int]):
-        """configs: model config id -> config; budgets: agent id -> max_tokens."""
+    def __init__(self, configs: dict[int, dict], budgets: dict[int, int], monthly_left=None):
+        """configs: model config id -> config; budgets: agent id -> max_tokens.
+
+        monthly_left(task_tokens) -> int, awaited before and after each call: records the task's
+        tokens so far and returns what is left of the customer's monthly budget (<= 0: used up).
+        """
         self.providers = {mid: c["provider"] for mid, c in configs.items()}
         self.names = {mid: c.get("name", str(mid)) for mid, c in configs.items()}
         self.clients = {}
@@ -67,6 +71,7 @@ class ModelBroker:
             except Exception as exc:  # noqa: BLE001 - any construction failure is the configuration's
                 raise ModelFailed(f"Model {self.names[mid]!r} cannot be used: {exc}") from exc
         self.budgets = budgets
+        self.monthly_left = monthly_left
         self.used_by_agent: dict[int, int] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -87,6 +92,7 @@ class ModelBroker:
         }
         if request.get("tool_choice") in ("auto", "required", "none") and kwargs["tools"]:
             kwargs["tool_choice"] = request["tool_choice"]
+        await self._check_monthly(before=True)
         try:
             messages = _MESSAGES.validate_python(request.get("messages") or [])
             result = None
@@ -107,7 +113,16 @@ class ModelBroker:
         except Exception as exc:  # noqa: BLE001 - the provider's message is what the customer needs
             raise ModelFailed(f"{self.names.get(request['model'], 'model')}: {exc}") from exc
         self._account(request.get("agent"), result)
+        await self._check_monthly(before=False)
         return result
+
+    async def _check_monthly(self, *, before: bool) -> None:
+        if self.monthly_left is None:
+            return
+        left = await self.monthly_left(self.prompt_tokens + self.completion_tokens)
+        # Before a call, nothing left refuses it; after one, only going over ends the task.
+        if left < 0 or (before and left == 0):
+            raise BudgetExceeded("The customer's monthly token budget is used up")
 
     def _account(self, agent_id, result: CreateResult) -> None:
         self.calls += 1

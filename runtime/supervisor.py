@@ -3,8 +3,9 @@
 One asyncio loop owns the child's channel: it relays model calls through the broker, persists the
 child's events in order, streams tokens live, and enforces cancel/stop/restart/killswitch (Redis
 pub/sub, with the database's cancel_requested as the backstop), the wall-clock timeout and the
-token budget by killing the sandbox's whole tree. Every database write goes through
-tasks.services on one dedicated thread, so the loop never blocks and never touches the ORM.
+token budgets (the agents' max_tokens, the customer's monthly budget) by killing the sandbox's
+whole tree. Every database write goes through tasks.services on one dedicated thread, so the loop
+never blocks and never touches the ORM.
 """
 import asyncio
 import json
@@ -148,6 +149,19 @@ def poll_stop_reason(task_id: int, customer_id: int) -> str:
     return "killswitch" if killswitch_scope_engaged(customer_id) else ""
 
 
+def monthly_tokens_left(task_id: int, customer_id: int, task_tokens: int) -> int:
+    """Record the task's tokens so far; what is left of its customer's monthly budget, this task included."""
+    from accounts.models import Customer
+    from accounts.services import customer_tokens_this_month
+    from tasks.services import task_record_tokens
+
+    task_record_tokens(task_id=task_id, tokens=task_tokens)
+    customer = Customer.objects.filter(pk=customer_id).first()
+    if customer is None:
+        return 0
+    return customer.monthly_token_budget - customer_tokens_this_month(customer)
+
+
 def child_env(workdir: Path, fd: int) -> dict:
     """The child's whole environment: no copy of os.environ, so no secret can leak into it."""
     return {
@@ -176,6 +190,8 @@ class Supervisor:
         self.box: Sandbox | None = None
         self.broker: ModelBroker | None = None
         self.pending_events: list[dict] = []
+        # (write, its events) while the flush loop waits for a batch of events to be stored
+        self.flushing: tuple[asyncio.Future, list[dict]] | None = None
         self.pending_tokens: dict[str, str] = {}
         self.model_calls: set[asyncio.Task] = set()
         self.peak_memory_mb = 0.0
@@ -247,7 +263,7 @@ class Supervisor:
 
     async def _supervise(self, ctx: TaskContext) -> Outcome:
         try:
-            self.broker = ModelBroker(ctx.models, ctx.budgets)
+            self.broker = ModelBroker(ctx.models, ctx.budgets, monthly_left=lambda tokens: self._monthly_left(ctx, tokens))
             missing = {a["model"] for a in ctx.spec.get("agents", [])} - set(ctx.models)
             if missing:
                 raise ModelFailed(f"Model configuration(s) {sorted(missing)} no longer exist")
@@ -346,6 +362,13 @@ class Supervisor:
                 await self.redis.srem(sandbox_index_key(), ctx.task_id)
             except Exception:  # noqa: BLE001 - the key expires on its own
                 pass
+        if self.flushing is not None:
+            # the run ended while a batch was being stored: let it land, or store it again here
+            write, batch = self.flushing
+            try:
+                await write
+            except Exception:  # noqa: BLE001
+                self.pending_events[:0] = batch
         events, self.pending_events = self.pending_events, []
         if events:
             await self._retrying(task_events_append, task_id=ctx.task_id, events=events)
@@ -464,6 +487,13 @@ class Supervisor:
         )
         await self.send({"op": "model_result", "id": request_id, "result": result.model_dump(mode="json")})
 
+    async def _monthly_left(self, ctx: TaskContext, tokens: int) -> int:
+        try:
+            return await self.db(monthly_tokens_left, ctx.task_id, ctx.customer_id, tokens)
+        except Exception:  # noqa: BLE001 - a database hiccup lets this call through; the next one checks again
+            logger.warning("task %s: monthly token budget check failed", ctx.task_id, exc_info=True)
+            return 1
+
     async def _subscribe(self):
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(control.control_channel())
@@ -549,13 +579,22 @@ class Supervisor:
             events, self.pending_events = self.pending_events, []
             if not events:
                 continue
+            # Shielded: the end of the run cancels this loop, and must not drop a batch still waiting
+            # for the database thread (_persist awaits it).
+            write = asyncio.ensure_future(self.db(task_events_append, task_id=self.task_id, events=events))
+            self.flushing = (write, events)
             try:
-                await self.db(task_events_append, task_id=self.task_id, events=events)
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                raise
             except Exception:  # noqa: BLE001 - keep them for the next try; the order is kept
                 logger.warning("task %s: storing events failed, retrying", self.task_id, exc_info=True)
                 self.pending_events[:0] = events
+                self.flushing = None
                 await asyncio.sleep(0.5)
                 self.events_ready.set()
+            else:
+                self.flushing = None
 
     # -- live data ------------------------------------------------------------------------------
 
