@@ -1,0 +1,178 @@
+"""Quotas the workers enforce while tasks run: max_concurrent_tasks and the monthly token budget.
+
+Real `manage.py runworker` processes (two), a reaper, sandboxed AgentChat children; the model is
+AutoGen's replay client.
+"""
+import time
+
+import pytest
+
+from accounts.models import Customer
+from agents.models import Agent, ModelConfig
+from tasks.models import Task
+from tests.execution_support import Processes, wait_for, worker_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+SLEEPY_CODE = "```python\nimport time\ntime.sleep({seconds})\nprint('slept')\n```"
+
+
+@pytest.fixture(scope="module")
+def workers(django_db_setup, django_db_blocker):
+    from django.db import connection
+
+    procs = Processes(worker_env(connection.settings_dict))
+    # names of their own: RQ keeps a SIGKILLed worker's name registered for a while (test_execution kills one)
+    procs.start_worker("quota1")
+    procs.start_worker("quota2")
+    procs.start_reaper()
+    yield procs
+    procs.stop()
+
+
+def make_agent(customer, responses, name="helper", **fields) -> Agent:
+    model = ModelConfig.objects.create(customer=customer, name=f"{name}-model", provider="replay", responses=responses)
+    return Agent.objects.create(customer=customer, name=name, model=model, system_message="You are helpful.", **fields)
+
+
+def sleeper(customer, seconds: float, name="sleeper") -> Agent:
+    return make_agent(customer, [SLEEPY_CODE.format(seconds=seconds), "Done. TERMINATE"], name=name, code_execution=True)
+
+
+def submit(client, agent, text="Go") -> int:
+    response = client.post("/api/tasks/", {"agent": agent.pk, "input": text}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def all_finished(ids, timeout=40.0) -> list[Task]:
+    def done():
+        tasks = list(Task.objects.filter(pk__in=ids).order_by("pk"))
+        return all(t.is_finished for t in tasks) and tasks
+
+    return wait_for(done, timeout=timeout, message=f"tasks {ids} to finish")
+
+
+def queued_task(customer, agent, text="Go") -> Task:
+    """A queued task without a job (as if a worker were about to take it)."""
+    from tasks.models import Thread
+    from tasks.services import build_task_spec
+
+    thread = Thread.objects.create(customer=customer, agent=agent)
+    return Task.objects.create(customer=customer, agent=agent, agent_version=1, thread=thread, input=text,
+                               spec=build_task_spec(agent=agent))
+
+
+def test_workers_racing_for_the_last_slot_start_one_task_and_the_other_waits_for_it(make_customer):
+    # (no worker runs in this test: the module's workers start with the next one)
+    import threading
+
+    import django_rq
+    from django.db import connection
+
+    from tasks.services import task_finish, task_start
+
+    acme, _ = make_customer("acme", max_concurrent_tasks=1)
+    agent = make_agent(acme, ["Hi. TERMINATE"])
+    first, second = queued_task(acme, agent, "one"), queued_task(acme, agent, "two")
+    # when: two workers claim at the same moment
+    barrier, started = threading.Barrier(2), {}
+
+    def claim(task, worker):
+        barrier.wait()
+        try:
+            started[task.pk] = task_start(task_id=task.pk, worker=worker)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim, args=(t, f"w{i}")) for i, t in enumerate((first, second))]
+    [t.start() for t in threads]
+    [t.join(10) for t in threads]
+    # then: one runs, the other waits queued with no job
+    assert sorted(started.values()) == [False, True]
+    winner, loser = (first, second) if started[first.pk] else (second, first)
+    assert Task.objects.get(pk=winner.pk).status == "running"
+    waiting = Task.objects.get(pk=loser.pk)
+    assert waiting.status == "queued" and waiting.waiting_since is not None
+    # when the running one ends, the waiting one is enqueued again under a new job id, and may start
+    task_finish(task_id=winner.pk, status="succeeded")
+    woken = Task.objects.get(pk=loser.pk)
+    assert woken.waiting_since is None and woken.requeues == 1
+    assert f"task-{loser.pk}-0-1" in django_rq.get_queue("default").get_job_ids()
+    assert task_start(task_id=loser.pk, worker="w1") is True
+    django_rq.get_queue("default").empty()
+
+
+def test_tasks_over_max_concurrent_wait_queued_without_blocking_other_customers(workers, make_customer, client_for):
+    # given: a customer allowed one running task at a time, two workers, and another customer
+    acme, acme_user = make_customer("acme", max_concurrent_tasks=1)
+    globex, globex_user = make_customer("globex")
+    slow = sleeper(acme, 0.5)
+    quick = make_agent(globex, ["Hello. TERMINATE"])
+    # when: acme submits three slow tasks, then globex one quick task
+    acme_ids = [submit(client_for(acme_user), slow, f"job {i}") for i in range(3)]
+    globex_id = submit(client_for(globex_user), quick)
+    # then: never two of acme's tasks run at once (polled while they work through)
+    most_running, deadline = 0, time.monotonic() + 40
+    while time.monotonic() < deadline:
+        statuses = dict(Task.objects.filter(pk__in=[*acme_ids, globex_id]).values_list("pk", "status"))
+        most_running = max(most_running, sum(statuses[i] == "running" for i in acme_ids))
+        if all(s in Task.FINISHED for s in statuses.values()):
+            break
+        time.sleep(0.02)
+    tasks = all_finished(acme_ids)
+    assert most_running == 1
+    assert [t.status for t in tasks] == ["succeeded"] * 3, [t.error for t in tasks]
+    # first in, first out within the customer: each started after the one before it finished
+    for before, after in zip(tasks, tasks[1:]):
+        assert before.finished_at <= after.started_at
+    # a customer at its limit holds no worker: globex's later task ran while acme's waited
+    other = Task.objects.get(pk=globex_id)
+    assert other.status == "succeeded", other.error
+    assert other.finished_at < tasks[-1].started_at
+    assert all(t.waiting_since is None for t in tasks)
+
+
+def test_raising_max_concurrent_starts_a_waiting_task(workers, make_customer, client_for, admin_api):
+    acme, user = make_customer("acme", max_concurrent_tasks=1)
+    slow = sleeper(acme, 30)
+    client = client_for(user)
+    first, second = submit(client, slow, "one"), submit(client, slow, "two")
+    wait_for(lambda: Task.objects.filter(pk=first, status="running").exists(), message="the first task to run")
+    wait_for(lambda: Task.objects.filter(pk=second, waiting_since__isnull=False).exists(), message="the second to wait")
+    assert Task.objects.get(pk=second).status == "queued"
+    # when: an admin raises the limit (no task finished: the reaper hands out the new slot)
+    response = admin_api.patch(f"/api/admin/customers/{acme.pk}/", {"quotas": {"max_concurrent_tasks": 2}}, format="json")
+    assert response.status_code == 200, response.content
+    # then
+    wait_for(lambda: Task.objects.filter(pk=second, status="running").exists(), timeout=10, message="the second to run")
+    for task_id in (first, second):
+        client.post(f"/api/tasks/{task_id}/cancel/")
+    assert [t.status for t in all_finished([first, second], timeout=10)] == ["cancelled", "cancelled"]
+
+
+def test_monthly_token_budget_ends_running_tasks_and_refuses_new_ones(workers, make_customer, client_for):
+    # given: a customer with a small monthly budget; one task runs (its code sleeps between two model calls)
+    acme, user = make_customer("acme", monthly_token_budget=60)
+    client = client_for(user)
+    patient = sleeper(acme, 2.5, name="patient")
+    first = submit(client, patient, "Sleep a little")
+    # its first call's tokens count against the budget while it runs
+    wait_for(lambda: Task.objects.filter(pk=first, status="running", tokens_used__gt=0).exists(), message="tokens in flight")
+    # when: another task's model answer takes the budget over the limit
+    chatty = make_agent(acme, [" ".join(["word"] * 80)], name="chatty")
+    second = submit(client, chatty, "Talk a lot")
+    # then: that task ends token_budget at once, and the first one as soon as it calls the model again
+    talked = all_finished([second], timeout=20)[0]
+    assert talked.status == "failed" and talked.error["code"] == "token_budget", talked.error
+    assert talked.usage["completion_tokens"] == 80
+    assert Task.objects.get(pk=first).status == "running"
+    slept = all_finished([first], timeout=20)[0]
+    assert slept.status == "failed" and slept.error["code"] == "token_budget", slept.error
+    assert "monthly token budget" in slept.error["message"]
+    # and new tasks are refused
+    refused = client.post("/api/tasks/", {"agent": patient.pk, "input": "More"}, format="json")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "quota_exceeded"
+    assert refused.json()["error"]["details"]["quota"] == "monthly_token_budget"
+    assert Customer.objects.get(pk=acme.pk).tasks.count() == 2
