@@ -60,6 +60,18 @@ def client_for():
 
 
 @pytest.fixture
+def owner(make_customer):
+    """The owner of a customer "acme"."""
+    return make_customer("acme")[1]
+
+
+@pytest.fixture
+def api(owner, client_for):
+    """An APIClient acting as `owner`."""
+    return client_for(owner)
+
+
+@pytest.fixture
 def anon_client():
     return APIClient()
 

@@ -37,16 +37,6 @@ handler404 = "autogen_platform.middleware.handler404"
 urlpatterns = [path("api/boom/", BoomView.as_view()), path("api/plain-boom/", plain_boom)]
 
 
-@pytest.fixture
-def owner(make_customer):
-    return make_customer("acme")[1]
-
-
-@pytest.fixture
-def api(owner, client_for):
-    return client_for(owner)
-
-
 def test_validation_error_names_the_fields(api):
     error = assert_error(api.post("/api/agents/", {"limits": {"memory_mb": -1}}, format="json"), 400,
                          "validation_error")

@@ -13,16 +13,6 @@ pytestmark = pytest.mark.django_db
 MODEL_INFO = {"vision": False, "function_calling": True, "json_output": False, "family": "unknown"}
 
 
-@pytest.fixture
-def owner(make_customer):
-    return make_customer("acme")[1]
-
-
-@pytest.fixture
-def api(owner, client_for):
-    return client_for(owner)
-
-
 # Model configurations
 
 

@@ -14,16 +14,6 @@ TASK_FIELDS = {"id", "agent", "agent_version", "team", "thread", "input", "statu
 
 
 @pytest.fixture
-def owner(make_customer):
-    return make_customer("acme")[1]
-
-
-@pytest.fixture
-def api(owner, client_for):
-    return client_for(owner)
-
-
-@pytest.fixture
 def agent(owner):
     return make_agent(owner.membership.customer)
 

@@ -8,16 +8,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def owner(make_customer):
-    return make_customer("acme")[1]
-
-
-@pytest.fixture
-def api(owner, client_for):
-    return client_for(owner)
-
-
-@pytest.fixture
 def agents(owner):
     customer = owner.membership.customer
     return [make_agent(customer, name=name) for name in ("writer", "critic", "editor")]
