@@ -5,6 +5,10 @@ customer's real client (OpenAIChatCompletionClient, or ReplayChatCompletionClien
 is kept for the whole task), relays streamed chunks, counts tokens per agent and ends the task
 when an agent goes over its max_tokens, or when its customer's monthly token budget is used up.
 """
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
 from autogen_core.models import CreateResult, LLMMessage
 from pydantic import TypeAdapter
 
@@ -32,6 +36,26 @@ class BudgetExceeded(Exception):
     """An agent went over its max_tokens, or the customer over its monthly budget: the task ends token_budget."""
 
 
+def endpoint_refusal(base_url: str) -> str | None:
+    """Why the worker must not call this endpoint, or None. Calls leave from the worker, not the sandbox,
+    so with MODEL_ENDPOINTS_ALLOW_PRIVATE off a customer cannot aim them at the platform's own network."""
+    from django.conf import settings
+
+    if settings.MODEL_ENDPOINTS_ALLOW_PRIVATE or not base_url:
+        return None
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"base_url {base_url!r} is not an http(s) URL"
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
+    except OSError as exc:
+        return f"cannot resolve {parts.hostname}: {exc}"
+    for address in sorted(addresses):
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            return f"{parts.hostname} resolves to {address}, a non-public address this platform does not call"
+    return None
+
+
 def build_client(config: dict):
     """config: {id, name, provider, model, base_url, api_key (plain), model_info, responses}."""
     if config["provider"] == "replay":
@@ -44,6 +68,9 @@ def build_client(config: dict):
 
         if config.get("api_key") is None:
             raise ModelFailed(f"The API key of model {config.get('name')!r} cannot be decrypted: set it again")
+        refusal = endpoint_refusal(config.get("base_url") or "")
+        if refusal:
+            raise ModelFailed(f"Model {config.get('name')!r}: {refusal}")
         kwargs = {"model": config["model"], "api_key": config["api_key"] or "missing-api-key"}
         if config.get("base_url"):
             kwargs["base_url"] = config["base_url"]
