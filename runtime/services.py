@@ -9,6 +9,7 @@ from . import control
 
 logger = logging.getLogger(__name__)
 
+
 def sandbox_run(task_id: int) -> None:
     """Run a task that is already marked running, in its own sandboxed child, until it ends.
 
