@@ -67,22 +67,20 @@ def error_response(code, message, status, details=None, headers=None):
     return response
 
 
-def _flatten_validation(detail):
-    """DRF's nested ValidationError detail -> {field: [messages]} (non-field under `non_field_errors`)."""
+def _plain(detail):
+    """DRF's ErrorDetail strings (nested in dicts and lists) -> plain JSON values."""
     if isinstance(detail, dict):
-        out = {}
-        for key, value in detail.items():
-            if isinstance(value, dict):
-                out[key] = _flatten_validation(value)
-            elif isinstance(value, list):
-                out[key] = [v if isinstance(v, (dict, list)) and not isinstance(v, str) else str(v) for v in value]
-                out[key] = [_flatten_validation(v) if isinstance(v, dict) else v for v in out[key]]
-            else:
-                out[key] = [str(value)]
-        return out
+        return {key: _plain(value) for key, value in detail.items()}
     if isinstance(detail, list):
-        return {"non_field_errors": [str(v) for v in detail]}
-    return {"non_field_errors": [str(detail)]}
+        return [_plain(value) for value in detail]
+    return str(detail)
+
+
+def _flatten_validation(detail):
+    """DRF's ValidationError detail -> {field: [messages]}; errors of no field go under `non_field_errors`."""
+    if isinstance(detail, dict):
+        return {key: _plain(value) if isinstance(value, (dict, list)) else [str(value)] for key, value in detail.items()}
+    return {"non_field_errors": [str(v) for v in detail] if isinstance(detail, list) else [str(detail)]}
 
 
 def _request_id(request):
