@@ -5,7 +5,8 @@ Frames out (JSON):
   {"type": "status", "status": "running"}                                current status, then changes
   {"type": "token", "source": ..., "text": ...}                          streamed model tokens (not stored)
   {"type": "error", "error": {code, message, details}}                   a client frame we could not use
-Close codes: 4401 bad or missing token, 4404 no such task for this customer, 1000 after a finished task.
+Close codes: 4401 bad or missing token, 4404 no such task for this customer (or no such stream path),
+1000 after a finished task.
 """
 import asyncio
 import logging
@@ -145,6 +146,15 @@ class _StreamConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(error_body("validation_error", "Frames must be JSON text"))
             return
         await self.receive_json(content)
+
+
+class UnknownPathConsumer(_StreamConsumer):
+    """Any other /ws/ path: accepted and closed with 4404, like a missing task, rather than an HTTP 500."""
+
+    subprotocol = None
+
+    async def connect(self):
+        await self._refuse(CLOSE_NOT_FOUND)
 
 
 class TaskStreamConsumer(_StreamConsumer):

@@ -225,3 +225,9 @@ async def test_customer_stream_carries_only_that_customers_notices(alice, bob):
 async def test_an_out_of_range_task_id_is_simply_not_found(alice):
     communicator = await connect(f"/ws/tasks/{10**30}/?token={alice[2]}")
     assert await close_code(communicator) == 4404
+
+
+@pytest.mark.parametrize("path", ["/ws/nothing/", "/ws/tasks/abc/", "/ws/tasks/1"])
+async def test_an_unknown_websocket_path_closes_4404_instead_of_failing(path):
+    communicator = await connect(path)
+    assert await close_code(communicator) == 4404
