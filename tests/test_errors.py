@@ -147,3 +147,19 @@ def test_unknown_url_is_in_the_envelope_with_debug_on_too(api, settings):
     settings.DEBUG = True
     response = api.get("/api/no-such-thing/")
     assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_a_disallowed_host_is_400_in_the_envelope_with_debug_on_or_off(settings, debug):
+    # the Host check fails in Django's CommonMiddleware, before any view: no HTML page reaches an API client
+    settings.DEBUG = debug
+    response = Client().get("/api/me/", HTTP_HOST="evil.example")
+    assert_error(response, 400, "validation_error")
+
+
+def test_an_error_envelope_made_from_a_django_page_keeps_the_cors_and_security_headers(settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://console.example"]
+    response = Client().get("/api/no-such-thing/", HTTP_ORIGIN="https://console.example")
+    assert_error(response, 404, "not_found")
+    assert response["Access-Control-Allow-Origin"] == "https://console.example"
+    assert response["X-Content-Type-Options"] == "nosniff" and response["X-Request-Id"]
