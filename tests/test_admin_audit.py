@@ -1,6 +1,7 @@
 """The audit trail an operator reads at GET /api/admin/audit/: every mutating action of admins and customers,
 with actor, action, target, source IP and details, failed logins included, secrets never."""
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
@@ -19,6 +20,7 @@ def _trail(admin_api, **filters):
 
 def test_every_kind_of_admin_action_is_audited(admin_api, make_customer, staff_user):
     anon = APIClient()
+    anon.credentials(HTTP_X_ADMIN_KEY=settings.ADMIN_API_KEY)
     anon.post("/api/admin/auth/token/", {"username": "ops-admin", "password": "password123"}, format="json")
     anon.post("/api/admin/auth/token/", {"username": "ops-admin", "password": "guess-guess"}, format="json")
     cid = admin_api.post("/api/admin/customers/", {"name": "acme"}, format="json").json()["id"]

@@ -7,6 +7,7 @@ import sys
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from django.conf import settings
 import redis
 from django.core.management import CommandError, call_command
 from rq import Queue, Worker
@@ -87,7 +88,8 @@ def test_seed_demo_is_idempotent_and_its_credentials_log_in(anon_client):
     # and the printed admin credentials log in as a platform admin
     anon_client.credentials()
     admin = anon_client.post(
-        "/api/admin/auth/token/", {"username": "admin", "password": credentials["admin"]}, format="json"
+        "/api/admin/auth/token/", {"username": "admin", "password": credentials["admin"]}, format="json",
+        HTTP_X_ADMIN_KEY=settings.ADMIN_API_KEY,
     )
     assert admin.status_code == 200, admin.content
     assert "access" in admin.json()

@@ -35,10 +35,14 @@ ADMIN_KEY_HEADER = OpenApiParameter("X-Admin-Key", str, OpenApiParameter.HEADER,
                                     description="Must equal the platform's ADMIN_API_KEY.")
 
 
+@extend_schema(parameters=[ADMIN_KEY_HEADER])
 class _AdminTokenView(TokenViewBase):
     # The customer login's throttle and scope: one allowance per client address for both.
     throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
+    # The contract: every /api/admin/ call needs X-Admin-Key, logging in included.
+    authentication_classes = []
+    permission_classes = [HasAdminKey]
 
 
 @extend_schema(tags=["admin"], summary="Admin log in: a staff account's username and password to admin-scoped tokens")

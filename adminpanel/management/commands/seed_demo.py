@@ -126,7 +126,7 @@ class Command(BaseCommand):
             if ADMIN_USERNAME in passwords:
                 out(f"  platform admin (staff)      username: {ADMIN_USERNAME}  password: {passwords[ADMIN_USERNAME]}")
                 out(f"      Django admin: {base}/admin/")
-                out(f"      admin API:   POST {base}/api/admin/auth/token/, then /api/admin/... with header"
+                out(f"      admin API:   POST {base}/api/admin/auth/token/ and then /api/admin/..., each with header"
                     f" X-Admin-Key: {_admin_key_hint()}")
             out("")
         if existing:
