@@ -44,13 +44,16 @@ class Zygote:
     def __init__(self, proc, sock: socket.socket):
         self.proc = proc
         self.sock = sock
+        self.pidfd = os.pidfd_open(proc.pid)  # work-horses inherit it: they cannot waitpid our child
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        import select
+
+        return self.pidfd >= 0 and not select.select([self.pidfd], [], [], 0)[0]
 
     def fork(self, fds: list[int], pass_fds: list[int]) -> tuple[int, int]:
         """Ask for one P0. fds: stdin, stdout, stderr, config_r, status_w, exit_w (sent, then
@@ -78,8 +81,10 @@ class Zygote:
     def stop(self) -> None:
         try:
             self.sock.close()
+            os.close(self.pidfd)
+            self.pidfd = -1
         finally:
-            if self.alive():
+            if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
 
@@ -217,7 +222,6 @@ def _p0(fds: list[int], pass_fds: list[int]) -> None:
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # P0 waits for P1
-        os.close(fds[REPLY])
         # Move what we keep above every target number, then into place.
         base = max([2, *pass_fds]) + 1
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
