@@ -139,7 +139,7 @@ class Bench:
             pid = wait_until(lambda: Task.objects.filter(pk=task_id, status="running").values_list("pid", flat=True).first())
             # the code executor's process runs the model's code file: the whole tree is up
             tree = wait_until(lambda: _code_running(_tree(pid)), timeout=60)
-            rss.append(sum(_rss(p) for p in tree if "agentchild" in " ".join(_cmdline(p))) / 2**20)
+            rss.append(sum(_rss(p) for p in tree if any(word in " ".join(_cmdline(p)) for word in ("agentchild", "sandbox/zygote.py"))) / 2**20)
             started = time.monotonic()
             task_cancel(actor="bench", task=Task.objects.get(pk=task_id))
             wait_until(lambda: Task.objects.filter(pk=task_id, status="cancelled").exists(), interval=0.002)

@@ -288,6 +288,7 @@ class Supervisor:
                 [sys.executable, "-m", "agentchild"],
                 env=child_env(self.box.workdir, child_sock.fileno()),
                 pass_fds=(child_sock.fileno(),),
+                warm=settings.SANDBOX_WARM_START,
             )
         except Exception as exc:  # noqa: BLE001 - whatever the sandbox refused, the task says so
             logger.exception("task %s: sandbox spawn failed", ctx.task_id)

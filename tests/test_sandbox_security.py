@@ -241,3 +241,70 @@ def test_a_setsid_double_forked_grandchild_dies_on_cancel(workers, customer, cli
     assert task.status == "cancelled"
     gone, alive = psutil.wait_procs(hidden, timeout=3)
     assert not alive and time.monotonic() - started < 3
+
+
+WARM_CHECKS = r"""
+import json, os
+def status(pid):
+    return dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines() if ":" in l)
+agent = {
+    "cmdline": open("/proc/1/cmdline").read().split("\0"),
+    "status": {k: v.strip() for k, v in status(1).items() if k in ("Uid", "Gid", "CapEff", "CapPrm", "NoNewPrivs", "Seccomp", "Threads")},
+    "fds": {fd: os.readlink(f"/proc/1/fd/{fd}") for fd in os.listdir("/proc/1/fd")},
+    "environ": [e for e in open("/proc/1/environ").read().split("\0") if e],
+    "limits": [l for l in open("/proc/1/limits").read().splitlines() if l.startswith(("Max cpu time", "Max open files", "Max core", "Max file size"))],
+    "cgroup": open("/proc/1/cgroup").read().splitlines(),
+    "hostname": open("/proc/sys/kernel/hostname").read().strip(),
+}
+print("AGENT " + json.dumps(agent))
+"""
+
+
+def test_a_warm_started_child_keeps_every_layer(workers, customer, client_for):
+    """The workers start tasks from their zygote (SANDBOX_WARM_START, on by default): the agent,
+    pid 1 of its namespace, is a fork of the zygote, and the recon above still finds nothing."""
+    need("filesystem", "net_namespace", "pid_namespace", "identity", "seccomp", "cgroup_memory", "cgroup_pids")
+    org, user = customer
+    redis = urlparse(settings.REDIS_URL)
+    paths = [settings.BASE_DIR / "manage.py", settings.BASE_DIR / ".env", settings.BASE_DIR / "runtime" / "sandbox",
+             settings.EMBEDDED_REDIS_SOCKET, settings.VAR_DIR / "platform.sqlite3"]
+    targets = [("127.0.0.1", 5432), ("127.0.0.1", 6379)] + ([(redis.hostname, redis.port)] if redis.port else [])
+    var_dirs = [str(settings.VAR_DIR), str(settings.BASE_DIR / "var")]
+    code = (f"PATHS = {json.dumps([str(p) for p in paths])}\nTARGETS = {json.dumps(targets)}\nVAR_DIRS = {json.dumps(var_dirs)}\n"
+            + RECON + WARM_CHECKS)
+    task = finished(submit(client_for(user), code_agent(org, code, name="warm-recon")), timeout=90)
+    assert task.status == "succeeded", task.error
+    output = code_output(task)
+    report = json.loads(output[output.index("REPORT ") + 7:output.index("\nAGENT ")])
+    agent = json.loads(output[output.index("AGENT ") + 6:].splitlines()[0])
+    # Warm: the agent is a fork of the zygote (its command line), not `python -m agentchild`.
+    assert any(part.endswith("sandbox/zygote.py") for part in agent["cmdline"]), agent["cmdline"]
+    # Identity, capabilities, no_new_privs, seccomp, one thread (no thread came from the zygote).
+    st = agent["status"]
+    assert all(int(uid) >= 200000 for uid in st["Uid"].split()) and all(int(g) >= 200000 for g in st["Gid"].split()), st
+    assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, st
+    assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
+    # Descriptors: stdio (the worker's), the broker channel, the agent's own event loop (epoll, its
+    # self-pipe pair) and the pipes to the code it runs right now; nothing else.
+    kinds = sorted(target.split(":")[0] for fd, target in agent["fds"].items() if int(fd) > 2)
+    assert all(k in ("socket", "anon_inode", "pipe") for k in kinds), json.dumps(agent["fds"])
+    assert kinds.count("socket") <= 3, agent["fds"]  # the channel + asyncio's self-pipe pair
+    # Environment: exactly the supervisor's (the zygote started with an empty one).
+    assert set(report["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE",
+                                   "PYTHONUNBUFFERED", "AGENTCHILD_FD", "PWD", "SHLVL", "_"}, report["env"]
+    assert agent["environ"] == [] and report["init_environ"] == [""], agent["environ"]
+    for secret in (settings.SECRET_KEY, settings.ADMIN_API_KEY, settings.REDIS_URL, "DATABASE_URL"):
+        assert secret not in output
+    # rlimits and the task's cgroups.
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in agent["limits"]}
+    assert limits["Max core file size"] == ["0", "0"] and limits["Max open files"] == ["256", "256"], limits
+    assert int(limits["Max cpu time"][0]) <= 60 + 5, limits
+    for controller in ("memory", "pids"):
+        assert any(f":{controller}:" in line and "autogen-sandbox-" in line for line in agent["cgroup"]) or \
+            any(line.startswith("0::") for line in agent["cgroup"]), agent["cgroup"]
+    # Namespaces and the filesystem view, as in the recon test.
+    assert agent["hostname"] == "sandbox"
+    assert report["processes"][0] == 1 and len(report["processes"]) < 10, report["processes"]
+    assert report["hits"] == [] and report["visible"] == [] and report["var_tree"] == [], report
+    assert set(report["connections"].values()).isdisjoint({"CONNECTED"}), report["connections"]
+    assert "WROTE" not in report["writes"].values(), report["writes"]

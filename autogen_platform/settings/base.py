@@ -236,6 +236,9 @@ REAPER_INTERVAL_SECONDS = env("REAPER_INTERVAL_SECONDS", 2, float)
 MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", True, bool)
 SANDBOX_ROOT = Path(env("SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
 SANDBOX_MIN_LEVEL = env("SANDBOX_MIN_LEVEL", "none")
+# Warm start: each worker keeps a zygote that imported AgentChat and forks one single-use child per
+# task (same sandbox layers); a task falls back to a cold start whenever the zygote fails.
+SANDBOX_WARM_START = env("SANDBOX_WARM_START", True, bool)
 DEFAULT_AGENT_LIMITS = {
     "memory_mb": env("DEFAULT_MEMORY_MB", 512, int),
     "cpu_seconds": env("DEFAULT_CPU_SECONDS", 60, int),

@@ -29,7 +29,9 @@ Layers (docs/security.md, "Sandbox", says what each stops and what an operator m
                  the venv and runtime/agentchild; writable only the work dir and /tmp (capped tmpfs)
     rlimits      CORE 0, NOFILE, FSIZE, CPU, NPROC (per-task uid), AS (only without a memory cgroup)
     seccomp      no_new_privs and a deny-list filter (mount, unshare, ptrace, bpf, io_uring, keyctl..)
-launcher.py applies them in a fresh interpreter (never a fork of the worker), then execs the child.
+launcher.py applies them in a fresh interpreter (never a fork of the worker), then execs the child;
+with warm=True (argv `python -m agentchild` only) it applies the same layers in a fork of the
+worker's zygote (zygote.py), which already imported AgentChat, and falls back to cold on any failure.
 """
 import json
 import logging
@@ -50,6 +52,7 @@ from pathlib import Path
 import psutil
 
 from . import cgroups
+from . import zygote as zygotes
 
 logger = logging.getLogger("runtime.sandbox")
 
@@ -143,6 +146,7 @@ class Sandbox:
         self._last_cpu = 0.0
         self._rlimit_as = False
         self._pidfd: int | None = None
+        self.warm = False  # True once spawn() started the child from the zygote
         self._lock = threading.Lock()
 
     @property
@@ -151,8 +155,11 @@ class Sandbox:
 
     # -- start -------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], *, env: dict, pass_fds=(), stdout=None, stderr=None) -> None:
-        """Start argv in the sandbox with exactly env. Raises SandboxError if a layer fails."""
+    def spawn(self, argv: list[str], *, env: dict, pass_fds=(), stdout=None, stderr=None, warm: bool = False) -> None:
+        """Start argv in the sandbox with exactly env. Raises SandboxError if a layer fails.
+
+        warm: argv must be `python -m agentchild`; run it in a fork of this worker's zygote when one
+        runs (same layers), else (or if the zygote fails) cold."""
         if self.proc is not None:
             raise SandboxError("this sandbox already ran a process")
         try:
@@ -161,6 +168,14 @@ class Sandbox:
         except (OSError, cgroups.CgroupError) as exc:
             self.cleanup()
             raise SandboxError(f"could not prepare the sandbox: {exc}") from None
+        self.warm = False
+        zygote = zygotes.current() if warm and self.mode != "off" and list(argv)[1:] == ["-m", "agentchild"] else None
+        if zygote is not None:
+            try:
+                self._spawn_warm(zygote, config, stdout, stderr)
+                return
+            except zygotes.ZygoteUnavailable as exc:
+                logger.warning("task %s: warm start failed, starting cold: %s", self.task_id, exc)
         cfg_r, cfg_w = os.pipe()
         st_r, st_w = os.pipe()
         try:
@@ -183,6 +198,41 @@ class Sandbox:
         self._started = time.monotonic()
         os.close(cfg_r)
         os.close(st_w)
+        self._send_config(cfg_w, config, st_r)
+
+    def _spawn_warm(self, zygote: "zygotes.Zygote", config: dict, stdout, stderr) -> None:
+        """P0 is a fork of the zygote; its exit code comes back on a pipe (it is not our child)."""
+        null = os.open(os.devnull, os.O_RDWR)
+
+        def fileno(stream, default):
+            if stream is None:
+                return default
+            if stream == subprocess.DEVNULL:
+                return null
+            if stream == subprocess.STDOUT:
+                return out
+            return stream if isinstance(stream, int) else stream.fileno()
+
+        out = fileno(stdout, 1)
+        err = fileno(stderr, 2)
+        cfg_r, cfg_w = os.pipe()
+        st_r, st_w = os.pipe()
+        ex_r, ex_w = os.pipe()
+        try:
+            pid, pidfd = zygote.fork([null, out, err, cfg_r, st_w, ex_w], list(config["pass_fds"]))
+        except zygotes.ZygoteUnavailable:
+            for fd in (cfg_w, st_r, ex_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (null, cfg_r, st_w, ex_w):
+                os.close(fd)
+        self.proc = _ForkedProcess(pid, pidfd, ex_r)
+        self.warm = True
+        self._started = time.monotonic()
+        self._send_config(cfg_w, config, st_r)
+
+    def _send_config(self, cfg_w: int, config: dict, st_r: int) -> None:
         try:
             with os.fdopen(cfg_w, "wb") as f:
                 f.write(marshal.dumps(config))
@@ -346,7 +396,7 @@ class Sandbox:
         """Sleep up to `seconds`, waking as soon as the launcher exits (a pidfd where there is one)."""
         if self._pidfd is None:
             try:
-                self._pidfd = os.pidfd_open(self.proc.pid)
+                self._pidfd = os.dup(self.proc.pidfd) if isinstance(self.proc, _ForkedProcess) else os.pidfd_open(self.proc.pid)
             except (AttributeError, OSError):
                 self._pidfd = -1
         if self._pidfd >= 0:
@@ -500,6 +550,34 @@ class Sandbox:
             except cgroups.CgroupError as exc:
                 logger.warning("task %s: %s", self.task_id, exc)
         _rmtree(self.workdir)
+
+
+class _ForkedProcess:
+    """The Popen-like handle of a warm P0 (the zygote's child): pid, poll(), wait(), returncode.
+
+    The kernel says when it exited (pidfd); P0 wrote its child's return code on the exit pipe
+    first (nothing there: it was killed, as by cgroup.kill, so -SIGKILL)."""
+
+    def __init__(self, pid: int, pidfd: int, exit_fd: int):
+        self.pid, self.pidfd, self.exit_fd = pid, pidfd, exit_fd
+        self.args = ["zygote", str(pid)]
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self.pidfd], [], [], 0)[0]:
+            data = _read_until_eof(self.exit_fd, 1.0) or ""
+            os.close(self.pidfd)
+            self.returncode = int(data) if data.strip().lstrip("-").isdigit() else -signal.SIGKILL
+        return self.returncode
+
+    def wait(self, timeout=None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            select.select([self.pidfd], [], [], left)
+        return self.returncode
 
 
 def _read_until_eof(fd: int, timeout: float) -> str | None:

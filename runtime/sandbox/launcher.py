@@ -14,6 +14,11 @@ STATUS_FD (close-on-exec, so the parent reads EOF once the child's program is ru
 
 With mode "off" (no namespaces on this host) P0 stays a child subreaper, forks the child
 and, when the child ends, kills whatever it left behind.
+
+Warm start (zygote.py): the same run() in a fork of the zygote instead of a fresh interpreter.
+P0 is then the zygote's child, not the worker's: it watches the worker's pid through a pidfd
+(PR_SET_PDEATHSIG would follow the zygote) and reports the child's end on EXIT_FD, and P1, once
+every layer is built, calls the agent's entry point in-process instead of exec'ing an interpreter.
 """
 import _signal as signal  # the C module: `signal` would import enum, 10+ ms of every task's start
 import ctypes
@@ -22,6 +27,7 @@ import fcntl
 import marshal
 import os
 import resource
+import select
 import struct
 import sys
 
@@ -190,8 +196,18 @@ def main() -> None:
         fail(f"{type(exc).__name__}: {exc}")
 
 
-def run(config: dict) -> None:
-    if config.get("die_with_parent"):
+def run(config: dict, entry=None, exit_fd: int = -1) -> None:
+    """Build the layers and run the child. entry (warm start): called in P1 instead of exec; P0
+    then writes the child's return code (Popen's convention) on exit_fd before it exits alike."""
+    parent_fd = -1
+    if entry is not None:
+        if config["mode"] == "off":
+            raise Failure("a warm start needs namespaces")
+        try:  # our parent is the zygote: watch the worker that asked for us instead
+            parent_fd = os.pidfd_open(config["parent_pid"]) if config.get("die_with_parent") else -1
+        except OSError:
+            os._exit(127)
+    elif config.get("die_with_parent"):
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != config["parent_pid"]:
             os._exit(127)
@@ -208,7 +224,7 @@ def run(config: dict) -> None:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         pid = os.fork()
         if pid == 0:
-            child(config)
+            child(config, entry)
         child_holder.append(pid)
         os.close(status_fd)
         status = wait_for(pid, reap_all=True, cpu_limit=cpu_limit)
@@ -219,7 +235,7 @@ def run(config: dict) -> None:
     if mode == "user":
         if os.geteuid() == 0:
             drop_to(config["uid"], config["gid"])
-            if config.get("die_with_parent"):
+            if config.get("die_with_parent") and entry is None:
                 prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         enter_user_namespace(flags)
     else:
@@ -228,11 +244,34 @@ def run(config: dict) -> None:
     if pid == 0:
         if config.get("die_with_parent"):
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if exit_fd >= 0:
+            os.close(exit_fd)
+        if parent_fd >= 0:
+            os.close(parent_fd)
         build_view(config)
-        child(config)
+        child(config, entry)
     child_holder.append(pid)
     os.close(status_fd)
-    mirror_exit(wait_for(pid, reap_all=False, cpu_limit=cpu_limit))
+    if entry is None:
+        mirror_exit(wait_for(pid, reap_all=False, cpu_limit=cpu_limit))
+    if parent_fd >= 0:
+        wait_for_exit_or_parent(pid, parent_fd)
+    status = wait_for(pid, reap_all=False, cpu_limit=cpu_limit)
+    try:
+        os.write(exit_fd, str(os.waitstatus_to_exitcode(status)).encode())
+    except OSError:
+        pass
+    mirror_exit(status)
+
+
+def wait_for_exit_or_parent(pid: int, parent_fd: int) -> None:
+    """Warm start: block until the child exits; SIGKILL it (pid 1: its whole namespace) if the worker dies first."""
+    child_fd = os.pidfd_open(pid)
+    if parent_fd in select.select([child_fd, parent_fd], [], [])[0]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # --- P1: the mount view ------------------------------------------------------------------------
@@ -326,7 +365,7 @@ def loopback_up() -> None:
 # --- the child's own process, just before exec ------------------------------------------------
 
 
-def child(config: dict) -> None:
+def child(config: dict, entry=None) -> None:
     try:
         os.chdir(config["cwd"])
         for name, (soft, hard) in config.get("rlimits", {}).items():
@@ -344,11 +383,14 @@ def child(config: dict) -> None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)
         argv, env = config["argv"], config["env"]
-        os.execvpe(argv[0], argv, env)
+        if entry is None:
+            os.execvpe(argv[0], argv, env)
     except Failure as exc:
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001
         fail(f"starting {config['argv'][0]}: {type(exc).__name__}: {exc}")
+    os.close(status_fd)  # what exec's close-on-exec does: the parent reads EOF, the child runs
+    entry(config)  # never returns
 
 
 # --- seccomp: a deny-list filter ----------------------------------------------------------------

@@ -4,6 +4,7 @@ At start it probes the host's sandbox layers, logs them, records them in WorkerH
 GET /api/admin/runtime/) and refuses to start when the isolation level is below SANDBOX_MIN_LEVEL.
 """
 import logging
+import os
 import socket
 import sys
 
@@ -45,12 +46,23 @@ class Command(BaseCommand):
         from runtime import broker, supervisor  # noqa: F401 - imported once here, warm in every work-horse
 
         broker.preload()
+        warm = settings.SANDBOX_WARM_START and capabilities.get("mode") in ("root", "user")
+        worker_pid = os.getpid()
+        if warm and capabilities.get("mode") in ("root", "user"):
+            from runtime.sandbox import zygote
+
+            if zygote.ensure() is None:
+                logger.warning("the sandbox zygote did not start: tasks start cold")
 
         class TaskWorker(Worker):
             """RQ's forking worker that also keeps this host's WorkerHost.last_seen fresh."""
 
             def heartbeat(self, *args, **kwargs):
                 super().heartbeat(*args, **kwargs)
+                if warm and os.getpid() == worker_pid:  # not in a work-horse: its zygote would die with it
+                    from runtime.sandbox import zygote
+
+                    zygote.ensure()  # a zygote that died is started again; meanwhile tasks start cold
                 worker_host_seen(socket.gethostname())
 
         queue = django_rq.get_queue("default")

@@ -1,0 +1,115 @@
+"""Warm start at the Sandbox level: the zygote holds nothing it may not, its forks get every layer,
+and a dead zygote only means a cold start."""
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runtime.sandbox import Sandbox, SandboxLimits, probe_capabilities, zygote
+
+REPORT = probe_capabilities()
+pytestmark = pytest.mark.skipif(REPORT["mode"] == "off", reason="this host has no namespaces: no warm start")
+AGENTCHILD = [sys.executable, "-m", "agentchild"]
+
+
+@pytest.fixture
+def root():
+    path = Path(tempfile.mkdtemp(prefix="zygote-test-"))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def zyg():
+    z = zygote.start()
+    yield z
+    zygote.stop()
+
+
+def spawn(root, warm=True):
+    box = Sandbox(task_id=777, limits=SandboxLimits(memory_mb=256), root=root)
+    ours, theirs = socket.socketpair()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(zygote.__file__).parent.parent), "AGENTCHILD_FD": str(theirs.fileno())}
+    box.spawn(AGENTCHILD, env=env, pass_fds=(theirs.fileno(),), warm=warm)
+    theirs.close()
+    return box, ours
+
+
+def agent_of(box) -> psutil.Process:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        kids = psutil.Process(box.pid).children()
+        if kids:
+            return kids[0]
+        time.sleep(0.01)
+    raise AssertionError("no child")
+
+
+def status(pid: int) -> dict:
+    return {k: v.strip() for k, v in (l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines() if ":" in l)}
+
+
+def test_the_zygote_holds_one_thread_no_environment_and_only_its_control_socket(zyg):
+    assert os.listdir(f"/proc/{zyg.pid}/task") == [str(zyg.pid)]
+    assert open(f"/proc/{zyg.pid}/environ").read() == ""
+    fds = {int(fd): os.readlink(f"/proc/{zyg.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{zyg.pid}/fd")}
+    assert [t for fd, t in fds.items() if t.startswith("socket:")] == [fds[max(fds)]] and len(fds) == 4, fds
+
+
+def test_a_warm_child_is_a_single_use_fork_with_every_layer(root, zyg):
+    box, channel = spawn(root)
+    try:
+        assert box.warm
+        agent = agent_of(box)
+        assert agent.ppid() == box.pid and psutil.Process(box.pid).ppid() == zyg.pid
+        st = status(agent.pid)
+        assert int(st["Uid"].split()[0]) >= 200000 or REPORT["mode"] == "user"
+        assert int(st["CapEff"], 16) == 0 and st["NoNewPrivs"] == "1" and st["Seccomp"] == "2" and st["Threads"] == "1", st
+        for ns in ("pid", "net", "mnt", "ipc", "uts"):
+            assert os.readlink(f"/proc/{agent.pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
+        assert "autogen-sandbox-" in open(f"/proc/{agent.pid}/cgroup").read()
+        assert os.readlink(f"/proc/{agent.pid}/root") == "/"  # its own root (pivoted)
+        assert not os.path.exists(f"/proc/{agent.pid}/root{Path(zygote.__file__)}")
+        # A second task gets another fork: children are never reused.
+        other, other_channel = spawn(root)
+        assert other.warm and agent_of(other).pid != agent.pid
+        other_channel.close()
+        assert other.wait(10) == 70
+        other.cleanup()
+    finally:
+        channel.close()  # agentchild ends itself (and its group) when its channel closes
+    assert box.wait(10) == 70 and box.end_reason() is None
+    box.cleanup()
+
+
+def test_a_kill_ends_the_warm_tree_with_sigkill(root, zyg):
+    box, channel = spawn(root)
+    agent = agent_of(box)
+    box.kill()
+    assert box.wait(5) == -signal.SIGKILL
+    _gone, alive = psutil.wait_procs([agent], timeout=3)
+    assert not alive
+    box.cleanup()
+    channel.close()
+
+
+def test_a_dead_zygote_means_a_cold_start(root, zyg):
+    zyg.proc.kill()
+    zyg.proc.wait()
+    box, channel = spawn(root)
+    try:
+        assert not box.warm
+        assert agent_of(box).cmdline()[1:] == ["-m", "agentchild"]
+    finally:
+        channel.close()
+    assert box.wait(10) == 70
+    box.cleanup()
+    assert zygote.ensure() is not None and zygote.current().alive()
