@@ -39,6 +39,17 @@ def make_customer(db):
     return make
 
 
+def host_lacks(what: str):
+    """Skip a test because this host lacks a capability (say which). CI sets REQUIRE_HOST_CAPABILITIES=1:
+    there every capability exists, so a missing one is a failure, never a silent skip."""
+    import os
+
+    message = f"this host lacks {what}"
+    if os.environ.get("REQUIRE_HOST_CAPABILITIES") == "1":
+        pytest.fail(f"{message} (REQUIRE_HOST_CAPABILITIES=1: CI must run every test)")
+    pytest.skip(message)
+
+
 def token_for(user, scope="customer") -> str:
     from rest_framework_simplejwt.tokens import RefreshToken
 

@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 
 from accounts.crypto import encrypt
+from conftest import host_lacks
 from agents.models import Agent, ModelConfig
 from runtime.sandbox import probe_capabilities
 from tasks.models import Task, TaskEvent
@@ -29,7 +30,7 @@ def need(*layers):
     for name in layers:
         info = REPORT["layers"][name]
         if not info["active"]:
-            pytest.skip(f"this host lacks the {name} layer: {info['detail']}")
+            host_lacks(f"the {name} layer: {info['detail']}")
 
 
 @pytest.fixture(scope="module")

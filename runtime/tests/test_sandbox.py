@@ -17,6 +17,7 @@ import psutil
 import pytest
 from django.conf import settings
 
+from conftest import host_lacks
 from runtime.sandbox import (
     AGENTCHILD_DIR,
     LEVELS,
@@ -34,7 +35,7 @@ def need(*layers):
     for name in layers:
         info = REPORT["layers"][name]
         if not info["active"]:
-            pytest.skip(f"this host lacks the {name} layer: {info['detail']}")
+            host_lacks(f"the {name} layer: {info['detail']}")
 
 
 @pytest.fixture
@@ -485,12 +486,12 @@ def test_kill_without_cgroups_or_namespaces_still_gets_the_grandchild(root, mark
 @pytest.mark.parametrize("namespaces", ["root", "user"])
 def test_kill_in_each_namespace_mode_without_cgroups(root, marker, namespaces):
     if namespaces == "root" and os.geteuid() != 0:
-        pytest.skip("this host lacks root: the root namespace mode needs it")
+        host_lacks("root: the root namespace mode needs it")
     python = _user_mode_python() if namespaces == "user" else None
     try:
         _escape_and_kill(root, marker, cgroups=False, namespaces=namespaces, python=python)
     except SandboxError as exc:
-        pytest.skip(f"this host lacks {namespaces} namespaces: {exc}")
+        host_lacks(f"{namespaces} namespaces: {exc}")
 
 
 def _user_mode_python() -> str:
@@ -513,7 +514,7 @@ print(json.dumps({"pid": os.getpid(), "uid": os.getuid(), "user_ns": os.readlink
     try:
         box, status, output = run(root, code, marker, python=python, namespaces="user", cgroups=False)
     except SandboxError as exc:
-        pytest.skip(f"this host lacks unprivileged user namespaces: {exc}")
+        host_lacks(f"unprivileged user namespaces: {exc}")
     assert status == 0, output
     found = facts(output)
     assert found["pid"] == 1 and found["uid"] != 0
@@ -594,7 +595,7 @@ def test_older_cgroup_setups_still_kill_and_count(root, marker, monkeypatch, var
     need("cgroup_memory", "cgroup_pids", "cgroup_cpu")
     real = sandbox_module._hierarchies()
     if "freezer" not in real.v1 or ("cpuacct" not in real.v1 and variant == "cgroup v1 only"):
-        pytest.skip("this host lacks a writable v1 freezer or cpuacct hierarchy")
+        host_lacks("a writable v1 freezer or cpuacct hierarchy")
     fake = dataclasses.replace(real, v2_kill=False, v2=None if variant == "cgroup v1 only" else real.v2)
     monkeypatch.setattr(sandbox_module, "_hierarchies", lambda: fake)
     _escape_and_kill(root, marker)
