@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -117,3 +118,20 @@ def pid_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+@contextmanager
+def running(*workers: str, reaper: bool = False, **env):
+    """Worker processes (and a reaper) pointed at this test session's database, stopped afterwards.
+    Name workers uniquely per module: RQ keeps a SIGKILLed worker's name registered for a while."""
+    from django.db import connection
+
+    procs = Processes(worker_env(connection.settings_dict, **env))
+    for name in workers:
+        procs.start_worker(name)
+    if reaper:
+        procs.start_reaper()
+    try:
+        yield procs
+    finally:
+        procs.stop()

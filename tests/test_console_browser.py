@@ -9,11 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from agents.models import Agent, ModelConfig
 from tasks.models import Task, TaskEvent
-from tests.execution_support import Processes, wait_for, worker_env
+from tests.execution_support import running, wait_for
 from tests.openai_stub import MODEL_INFO, OpenAIStub
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -32,10 +32,8 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def worker(django_db_setup, django_db_blocker):
-    procs = Processes(worker_env(connection.settings_dict))
-    procs.start_worker("console-w1")
-    yield procs
-    procs.stop()
+    with running("console-w1") as procs:
+        yield procs
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from agents.models import Agent, ModelConfig
 from tasks.models import Task, TaskEvent
-from tests.execution_support import Processes, pid_gone, wait_for, worker_env
+from tests.execution_support import pid_gone, running, wait_for
 from tests.openai_stub import MODEL_INFO, OpenAIStub
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -24,14 +24,8 @@ SLEEPY_CODE = "```python\nimport time\ntime.sleep(60)\n```"
 
 @pytest.fixture(scope="module")
 def workers(django_db_setup, django_db_blocker):
-    from django.db import connection
-
-    procs = Processes(worker_env(connection.settings_dict))
-    procs.start_worker("w1")
-    procs.start_worker("w2")
-    procs.start_reaper()
-    yield procs
-    procs.stop()
+    with running("w1", "w2", reaper=True) as procs:
+        yield procs
 
 
 @pytest.fixture

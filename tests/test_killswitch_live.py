@@ -10,7 +10,7 @@ from django.db import connection
 from adminpanel.models import AuditLog
 from tasks.models import Task
 from tests.admin_support import make_agent
-from tests.execution_support import Processes, wait_for, worker_env
+from tests.execution_support import Processes, running, wait_for, worker_env
 
 SLEEPER = "```python\nimport time\ntime.sleep(120)\n```"
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -21,11 +21,8 @@ def workers():
     import django_rq
 
     django_rq.get_queue("default").empty()  # no stale jobs from other tests
-    procs = Processes(worker_env(connection.settings_dict))
-    procs.start_worker("ks1")
-    procs.start_worker("ks2")
-    yield procs
-    procs.stop()
+    with running("ks1", "ks2") as procs:
+        yield procs
 
 
 def _tree(pid):

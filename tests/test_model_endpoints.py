@@ -2,7 +2,7 @@
 import pytest
 
 from agents.models import Agent, ModelConfig
-from tests.execution_support import Processes, wait_for, worker_env
+from tests.execution_support import running, wait_for
 from tests.openai_stub import MODEL_INFO, OpenAIStub
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -10,12 +10,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(scope="module")
 def strict_worker(django_db_setup, django_db_blocker):
-    from django.db import connection
-
-    procs = Processes(worker_env(connection.settings_dict, MODEL_ENDPOINTS_ALLOW_PRIVATE="0"))
-    procs.start_worker("strict")
-    yield procs
-    procs.stop()
+    with running("strict", MODEL_ENDPOINTS_ALLOW_PRIVATE="0") as procs:
+        yield procs
 
 
 def test_a_model_on_a_loopback_address_is_refused_when_private_endpoints_are_off(strict_worker, make_customer, client_for):

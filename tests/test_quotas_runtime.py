@@ -10,7 +10,7 @@ import pytest
 from accounts.models import Customer
 from agents.models import Agent, ModelConfig
 from tasks.models import Task
-from tests.execution_support import Processes, wait_for, worker_env
+from tests.execution_support import running, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -19,15 +19,8 @@ SLEEPY_CODE = "```python\nimport time\ntime.sleep({seconds})\nprint('slept')\n``
 
 @pytest.fixture(scope="module")
 def workers(django_db_setup, django_db_blocker):
-    from django.db import connection
-
-    procs = Processes(worker_env(connection.settings_dict))
-    # names of their own: RQ keeps a SIGKILLed worker's name registered for a while (test_execution kills one)
-    procs.start_worker("quota1")
-    procs.start_worker("quota2")
-    procs.start_reaper()
-    yield procs
-    procs.stop()
+    with running("quota1", "quota2", reaper=True) as procs:
+        yield procs
 
 
 def make_agent(customer, responses, name="helper", **fields) -> Agent:

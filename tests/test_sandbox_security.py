@@ -19,7 +19,7 @@ from conftest import host_lacks
 from agents.models import Agent, ModelConfig
 from runtime.sandbox import probe_capabilities
 from tasks.models import Task, TaskEvent
-from tests.execution_support import Processes, wait_for, worker_env
+from tests.execution_support import running, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -35,13 +35,8 @@ def need(*layers):
 
 @pytest.fixture(scope="module")
 def workers(django_db_setup, django_db_blocker):
-    from django.db import connection
-
-    procs = Processes(worker_env(connection.settings_dict))
-    procs.start_worker("s1")
-    procs.start_worker("s2")
-    yield procs
-    procs.stop()
+    with running("s1", "s2") as procs:
+        yield procs
 
 
 @pytest.fixture
