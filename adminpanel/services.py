@@ -70,6 +70,15 @@ def killswitch_scope_engaged(customer_id: int | None) -> bool:
     return Killswitch.objects.filter(scope__in=scopes, engaged=True).exists()
 
 
+def killswitch_scopes_engaged(customer_ids: set[int]) -> set[int]:
+    """Which of these customers are under an engaged killswitch (the global one covers them all)."""
+    scopes = {killswitch_scope(c): c for c in customer_ids}
+    engaged = set(Killswitch.objects.filter(scope__in=[GLOBAL_SCOPE, *scopes], engaged=True).values_list("scope", flat=True))
+    if GLOBAL_SCOPE in engaged:
+        return set(customer_ids)
+    return {scopes[s] for s in engaged if s in scopes}
+
+
 def notification_payload(notification: Notification) -> dict:
     return {
         "id": notification.pk,

@@ -11,16 +11,16 @@ logger = logging.getLogger(__name__)
 
 
 def sandbox_run(task_id: int) -> None:
-    """Run a task that is already marked running, in its own sandboxed child, until it ends.
+    """Start a queued task and run it in its own sandboxed child until it ends, in this process.
 
-    Called from the RQ work-horse (tasks.jobs.run_task). Always leaves the task finished (or
-    re-queued for a restart), and its process tree gone.
+    What a plain RQ worker does with tasks.jobs.run_task; `manage.py runworker` hands tasks to its
+    concurrent runtime instead. Always leaves the task finished (or re-queued), its process tree gone.
     """
-    from .supervisor import supervise
+    from .supervisor import run_one
 
-    # The supervisor's database work happens on its own thread: drop this thread's connection.
+    # The runtime's database work happens on its own threads: drop this thread's connection.
     connections.close_all()
-    supervise(task_id)
+    run_one(task_id)
 
 
 def sandbox_kill(task_id: int, reason: str) -> None:

@@ -122,26 +122,48 @@ def _announce_status(customer_id: int, task_id: int, status: str) -> None:
 
 def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
     """Append events with the next seqs (no gaps: the task row is locked while they are handed out)."""
-    if not events:
-        return []
+    return task_events_append_many(batches={task_id: events}, announce=True).get(task_id, [])
+
+
+def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool) -> dict[int, list[dict]]:
+    """Append several tasks' events in one transaction, each task's in order with contiguous seqs.
+
+    The task rows are locked in id order (two writers never deadlock). announce: also send them live
+    once committed (the runtime sends them itself from its event loop). Returns the stored events by task.
+    """
+    batches = {task_id: events for task_id, events in batches.items() if events}
+    if not batches:
+        return {}
+    created: dict[int, list[dict]] = {}
     with transaction.atomic():
-        last = Task.objects.select_for_update().filter(pk=task_id).values_list("last_seq", flat=True).first()
-        if last is None:
-            return []
-        rows = [
-            TaskEvent(
-                task_id=task_id,
-                seq=last + i + 1,
-                type=e["type"],
-                source=(e.get("source") or "")[:200],
-                content=e.get("content"),
-            )
-            for i, e in enumerate(events)
-        ]
+        last = dict(
+            Task.objects.select_for_update().filter(pk__in=batches).order_by("pk").values_list("pk", "last_seq")
+        )
+        rows, bumped = [], []
+        for task_id, events in batches.items():
+            if task_id not in last:
+                continue
+            start = last[task_id]
+            task_rows = [
+                TaskEvent(
+                    task_id=task_id,
+                    seq=start + i + 1,
+                    type=e["type"],
+                    source=(e.get("source") or "")[:200],
+                    content=e.get("content"),
+                )
+                for i, e in enumerate(events)
+            ]
+            rows += task_rows
+            bumped.append(Task(pk=task_id, last_seq=start + len(task_rows)))
         TaskEvent.objects.bulk_create(rows)
-        Task.objects.filter(pk=task_id).update(last_seq=last + len(rows))
-        created = [r.as_dict() for r in rows]
-        transaction.on_commit(lambda: [realtime.send_task_event(task_id, e) for e in created])
+        Task.objects.bulk_update(bumped, ["last_seq"])
+        for row in rows:
+            created.setdefault(row.task_id, []).append(row.as_dict())
+        if announce:
+            transaction.on_commit(
+                lambda: [realtime.send_task_event(t, e) for t, events in created.items() for e in events]
+            )
     return created
 
 
@@ -317,7 +339,13 @@ def task_record_tokens(*, task_id: int, tokens: int) -> None:
 
 
 def task_heartbeat(*, task_id: int) -> None:
-    Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
+    task_heartbeat_many(task_ids=[task_id])
+
+
+def task_heartbeat_many(*, task_ids: list[int]) -> None:
+    """One write for every running task of a worker."""
+    if task_ids:
+        Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
 
 
 def task_finish(*, task_id: int, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:

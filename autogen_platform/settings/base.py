@@ -222,6 +222,25 @@ LOGIN_REDIRECT_URL = "/api/"
 
 # Workers and the sandbox.
 WORKERS = env("WORKERS", 2, int)
+# Tasks one worker process supervises at once, each in its own sandboxed child (a waiting task costs a
+# few MB: its child's touched pages and a coroutine). make run: WORKERS x WORKER_CONCURRENCY at once.
+WORKER_CONCURRENCY = env("WORKER_CONCURRENCY", 256, int)
+# On SIGTERM a worker takes no new task and lets the ones it holds run this long; the rest end worker_lost.
+WORKER_SHUTDOWN_GRACE_SECONDS = env("WORKER_SHUTDOWN_GRACE_SECONDS", 10, float)
+# Shared by all the tasks of a worker: database threads (each one connection) and sandbox-building threads.
+WORKER_DB_THREADS = env("WORKER_DB_THREADS", 4, int)
+WORKER_SPAWN_THREADS = env("WORKER_SPAWN_THREADS", 4, int)
+# Live frames (tokens, events) a worker keeps for its sockets when Redis is slow; older ones are dropped
+# (a socket fills the gap from the database).
+WORKER_LIVE_BACKLOG = env("WORKER_LIVE_BACKLOG", 10000, int)
+# What a task's child may send: one message, all its output (messages, stdout, stderr), one event's
+# stored content, and events in all. Over one of them the task ends output_limit.
+TASK_MESSAGE_MAX_BYTES = env("TASK_MESSAGE_MAX_BYTES", 16 * 1024 * 1024, int)
+TASK_OUTPUT_LIMIT_BYTES = env("TASK_OUTPUT_LIMIT_BYTES", 64 * 1024 * 1024, int)
+TASK_EVENT_MAX_BYTES = env("TASK_EVENT_MAX_BYTES", 256 * 1024, int)
+TASK_MAX_EVENTS = env("TASK_MAX_EVENTS", 10000, int)
+# The runtime reaches tasks only through this port (runtime.ports.TaskStore).
+RUNTIME_TASK_STORE = "tasks.runtime_store.DjangoTaskStore"
 PORT = env("PORT", 8000, int)
 # Address `runplatform` binds the ASGI server to (0.0.0.0 to listen on every interface, e.g. behind a proxy).
 BIND_HOST = env("BIND_HOST", "127.0.0.1")
