@@ -334,13 +334,19 @@ class TaskRun:
         try:
             while True:
                 try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break  # the channel closed (a last line cut short: the child died writing it)
+                except asyncio.LimitOverrunError:
+                    # Keep the start of what it sent, so the user sees what flooded.
+                    head = await reader.read(settings.TASK_EVENT_MAX_BYTES)
+                    self.add_event("log", "platform", {
+                        "kind": "output_limit", "truncated": True,
+                        "text": head.decode(errors="replace"),
+                    })
                     raise OutputLimit(
                         f"The task sent a message over {settings.TASK_MESSAGE_MAX_BYTES // 2**20} MB; its output was cut there"
                     ) from None
-                if not line:
-                    break
                 self._count_output(len(line))
                 try:
                     message = json.loads(line)
