@@ -85,6 +85,37 @@ def sandbox_running() -> list[dict]:
     return live
 
 
+def worker_slots_key() -> str:
+    return f"{settings.REDIS_NAMESPACE}:worker_slots"
+
+
+# A worker's slot report older than this is a worker that is gone.
+WORKER_SLOTS_STALE_SECONDS = 10.0
+
+
+def worker_slots() -> dict:
+    """Task slots of the live workers: {"total", "busy"} (each worker reports its own every second)."""
+    import json
+    import time
+
+    conn = control.redis_connection()
+    total = busy = 0
+    stale = []
+    for name, raw in conn.hgetall(worker_slots_key()).items():
+        try:
+            report = json.loads(raw)
+        except ValueError:
+            report = {}
+        if time.time() - float(report.get("at") or 0) > WORKER_SLOTS_STALE_SECONDS:
+            stale.append(name)
+            continue
+        total += int(report.get("total") or 0)
+        busy += int(report.get("busy") or 0)
+    if stale:
+        conn.hdel(worker_slots_key(), *stale)
+    return {"total": total, "busy": busy}
+
+
 def worker_host_register(hostname: str) -> tuple[bool, dict]:
     """Probe this host's sandbox layers, record them on WorkerHost; returns (level_ok, capabilities)."""
     from .models import WorkerHost

@@ -822,7 +822,7 @@ class Runtime:
                 spawned = [r for r in self.runs.values() if r.spawned_at is not None and not r.outcome.done()]
                 for run in spawned:
                     run.check()
-                if spawned and (publish is None or publish.done()):
+                if publish is None or publish.done():
                     publish = self.background(self._publish_stats(spawned))
                 next_stats = now + STATS_SECONDS
             await asyncio.sleep(min(CANCEL_POLL_SECONDS, STATS_SECONDS) / 2)
@@ -834,8 +834,13 @@ class Runtime:
                 run.stop(reason)
 
     async def _publish_stats(self, runs: list[TaskRun]) -> None:
+        from .services import worker_slots_key
+
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(worker_slots_key(), self.worker_name, json.dumps(
+                    {"total": self.concurrency, "busy": self.busy, "at": time.time()}
+                ))
                 for run in runs:
                     stats, key = run.last_stats, sandbox_stats_key(run.task_id)
                     pipe.hset(key, mapping={
@@ -848,7 +853,8 @@ class Runtime:
                         "started_at": run.started_at_iso,
                     })
                     pipe.expire(key, max(5, int(3 * STATS_SECONDS)))
-                pipe.sadd(sandbox_index_key(), *[run.task_id for run in runs])
+                if runs:
+                    pipe.sadd(sandbox_index_key(), *[run.task_id for run in runs])
                 await pipe.execute()
         except Exception:  # noqa: BLE001 - live stats are best effort
             logger.debug("stats publish failed", exc_info=True)
@@ -880,6 +886,12 @@ class Runtime:
         for future in list(self._background):
             future.cancel()
         await self.clients.close()
+        try:
+            from .services import worker_slots_key
+
+            await self.redis.hdel(worker_slots_key(), self.worker_name)
+        except Exception:  # noqa: BLE001 - the report goes stale on its own
+            pass
         try:
             await self.redis.aclose()
         except Exception:  # noqa: BLE001

@@ -131,6 +131,10 @@ def test_the_killswitch_ends_every_task_a_worker_holds(customer, client_for, hel
         ids = submit_many(client, slow_agent(org, held), MANY)
         all_running(client, ids, MANY, held)
         pids = sandbox_pids(ids)
+        # the operator sees them side by side in the statistics
+        stats = wait_for(lambda: (s := admin_api.get("/api/admin/stats/").json())["worker_slots"]["busy"] >= MANY and s,
+                         timeout=5, message="the worker's busy slots in the statistics")
+        assert stats["worker_slots"]["total"] == 64 and stats["running_sandboxes"] >= MANY
         response = admin_api.post("/api/admin/killswitch/", {"engaged": True, "reason": "drill"}, format="json")
         assert response.status_code == 200, response.content
         try:

@@ -144,12 +144,18 @@ class AuditLogSerializer(serializers.ModelSerializer):
         fields = ["id", "actor", "action", "target", "ip", "at", "details", "customer"]
 
 
+class WorkerSlotsSerializer(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Tasks the live workers can hold at once (-1: Redis unreachable)")
+    busy = serializers.IntegerField(help_text="Tasks they hold now")
+
+
 class StatsSerializer(serializers.Serializer):
     customers = serializers.IntegerField()
     agents = serializers.IntegerField()
     tasks_by_status = serializers.DictField(child=serializers.IntegerField())
     running_sandboxes = serializers.IntegerField()
     queue_depth = serializers.IntegerField()
+    worker_slots = WorkerSlotsSerializer()
     tokens_today = serializers.IntegerField()
     killswitch = serializers.DictField()
 
