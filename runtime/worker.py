@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 
+import redis
 from rq.exceptions import StopRequested
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
@@ -72,18 +73,34 @@ class ConcurrentWorker(SimpleWorker):
     def execute_job(self, job, queue):
         if job.func_name != TASK_JOB or not job.args:
             return super().execute_job(job, queue)
-        execution = self.prepare_execution(job)
-        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        try:
+            execution = self.prepare_execution(job)
+            self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        except redis.exceptions.RedisError:
+            # Redis went away after the job was taken: the task row is the record, so the task runs
+            # anyway; RQ's own maintenance puts the job back, and whoever takes it again finds the
+            # task no longer queued.
+            logger.warning("job %s: RQ's bookkeeping failed; running its task regardless", job.id, exc_info=True)
+            execution = None
         job.started_at = now()
-        with self._held_lock:
-            self._held[execution.id] = (job, execution)
+        if execution is not None:
+            with self._held_lock:
+                self._held[execution.id] = (job, execution)
         self.runtime.submit(int(job.args[0]), on_end=lambda: self._job_ended(job, queue, execution))
 
     def _job_ended(self, job, queue, execution) -> None:
         """On the runtime's bookkeeping thread: RQ's success path, as if the job function had returned."""
+        if execution is None:
+            return
         with self._held_lock:
             self._held.pop(execution.id, None)
-        self._finalize_success(job, queue, execution, None)
+        for attempt in range(30):  # through a Redis restart
+            try:
+                self._finalize_success(job, queue, execution, None)
+                return
+            except redis.exceptions.RedisError:
+                time.sleep(1)
+        logger.warning("job %s: could not be marked finished in RQ", job.id)
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return JOB_HEARTBEAT_TTL if job.func_name == TASK_JOB else super().get_heartbeat_ttl(job, working_time)
@@ -92,7 +109,10 @@ class ConcurrentWorker(SimpleWorker):
         # The dashboard shows the worker busy while it holds tasks, though its loop waits for jobs.
         if state == WorkerStatus.IDLE and self.runtime.busy:
             state = WorkerStatus.BUSY
-        super().set_state(state, pipeline=pipeline)
+        try:
+            super().set_state(state, pipeline=pipeline)
+        except redis.exceptions.RedisError:
+            logger.warning("worker state update failed (Redis)")
 
     def keepalive(self, every: float = 0.0) -> None:
         """The worker's heartbeat and every held job's, in one pipeline."""
@@ -114,9 +134,30 @@ class ConcurrentWorker(SimpleWorker):
             self.on_keepalive()
 
     def heartbeat(self, *args, **kwargs):
-        super().heartbeat(*args, **kwargs)
-        if self.on_keepalive is not None and kwargs.get("pipeline") is None:
+        if kwargs.get("pipeline") is not None:
+            return super().heartbeat(*args, **kwargs)
+        try:
+            super().heartbeat(*args, **kwargs)
+        except redis.exceptions.RedisError:
+            logger.warning("worker heartbeat failed (Redis)", exc_info=True)
+        if self.on_keepalive is not None:
             self.on_keepalive()
+
+    # RQ's loop quits on a Redis error outside its blocking pop; this worker holds running tasks, so it
+    # rides a Redis restart out instead (the tasks keep running; their rows are the record).
+
+    def check_for_suspension(self, burst: bool):
+        try:
+            return super().check_for_suspension(burst)
+        except redis.exceptions.RedisError:
+            logger.warning("suspension check failed (Redis)")
+            time.sleep(1)
+
+    def run_maintenance_tasks(self):
+        try:
+            return super().run_maintenance_tasks()
+        except redis.exceptions.RedisError:
+            logger.warning("RQ maintenance failed (Redis)")
 
     # -- stopping -------------------------------------------------------------------------------
 

@@ -110,9 +110,21 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         return existing, False
     task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
-    transaction.on_commit(lambda: task_enqueue(task.pk))
+    if _starting(customer.pk).exclude(pk=task.pk).count() >= customer.max_concurrent_tasks:
+        # Its customer cannot start it now: it waits without a job (woken FIFO when a slot frees), so a
+        # customer's backlog never stands in the queue in front of other customers' tasks.
+        Task.objects.filter(pk=task.pk).update(waiting_since=timezone.now())
+    else:
+        transaction.on_commit(lambda: task_enqueue(task.pk))
     transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status))
     return task, True
+
+
+def _starting(customer_id: int):
+    """The customer's tasks that run or have a job on the way to a worker."""
+    return Task.objects.filter(customer_id=customer_id).filter(
+        Q(status=Task.Status.RUNNING) | Q(status=Task.Status.QUEUED, waiting_since__isnull=True)
+    )
 
 
 def _announce_status(customer_id: int, task_id: int, status: str) -> None:

@@ -206,3 +206,37 @@ def test_a_flooding_child_ends_output_limit_and_its_neighbour_is_unharmed(custom
         task = finished(quiet)
         assert task.status == "succeeded", task.error
         assert_contiguous(quiet)
+
+
+def test_tasks_ride_out_a_redis_outage(customer, client_for, held):
+    """Every client connection dropped and the server frozen for 3 s, as in a restart: the held tasks keep
+    running, their events are whole (the database is the record), and control and stats come back."""
+    import redis as redis_client
+    from django.conf import settings
+
+    org, user = customer
+    client = client_for(user)
+    with running("conc-redis", WORKER_CONCURRENCY=64) as procs:
+        ids = submit_many(client, slow_agent(org, held), 10)
+        all_running(client, ids, 10, held)
+        server = redis_client.Redis.from_url(settings.REDIS_URL)
+        server.client_kill_filter(_type="normal", skipme=True)
+        server.client_kill_filter(_type="pubsub", skipme=True)
+        server.execute_command("DEBUG", "SLEEP", "3")
+        # the worker is still there and still holds them
+        assert procs.procs["conc-redis"].poll() is None
+        assert running_through_api(client, ids) == set(ids)
+        # a cancel still reaches its sandbox
+        victim_pid = Task.objects.get(pk=ids[0]).pid
+        assert client.post(f"/api/tasks/{ids[0]}/cancel/").status_code == 200
+        assert finished(ids[0], timeout=10).status == "cancelled"
+        wait_for(lambda: pid_gone(victim_pid), timeout=5, message="the cancelled sandbox to die")
+        held.release.set()
+        for task_id in ids[1:]:
+            task = finished(task_id)
+            assert task.status == "succeeded", task.error
+            assert_contiguous(task_id)
+        # and the worker takes new work afterwards
+        later = submit_many(client, Agent.objects.get(customer=org, name="waiter"), 1)[0]
+        assert finished(later).status == "succeeded"
+        assert procs.procs["conc-redis"].poll() is None
