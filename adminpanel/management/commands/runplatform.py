@@ -283,7 +283,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.PORT, help="HTTP port (default: PORT, 8000).")
         parser.add_argument("--bind", default=settings.BIND_HOST, help="Bind address (default: BIND_HOST, 127.0.0.1).")
         parser.add_argument("--workers", type=int, default=settings.WORKERS, help="Task workers (default: WORKERS, 2).")
-        parser.add_argument("--grace", type=float, default=10.0, help="Seconds between TERM and KILL at shutdown.")
+        parser.add_argument(
+            "--grace", type=float, default=settings.WORKER_SHUTDOWN_GRACE_SECONDS + 10,
+            help="Seconds between TERM and KILL at shutdown (workers first let their tasks run WORKER_SHUTDOWN_GRACE_SECONDS).",
+        )
         parser.add_argument(
             "--proxy-headers", action="store_true", help="Trust X-Forwarded-For/-Proto from a reverse proxy in front."
         )
