@@ -184,6 +184,9 @@ class TaskRun:
         if self.broker.error is not None:
             await self.broker.close()
             return failed(ErrorCode.MODEL_ERROR, str(self.broker.error))
+        if self.outcome.done():  # stopped before its sandbox was built
+            await self.broker.close()
+            return self.outcome.result()
         limits = SandboxLimits(
             memory_mb=ctx.limits["memory_mb"], cpu_seconds=ctx.limits["cpu_seconds"], timeout_seconds=ctx.limits["timeout_seconds"]
         )

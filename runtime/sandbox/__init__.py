@@ -498,7 +498,9 @@ class Sandbox:
         """SIGKILL the whole tree: the cgroup, the pid namespace's init, every descendant, the group."""
         if not self.proc:
             return
-        tree = self._tree()
+        # With a cgroup, killing it reaches every process of the tree; the walk of the host's process
+        # table (psutil, cost growing with every process on the host) is only for hosts without one.
+        tree = [] if self.cgroup and self.cgroup.created else self._tree()
         if self.cgroup and self.cgroup.created:
             self.cgroup.kill()
         if self.mode != "off" and self.proc.returncode is None:
