@@ -445,7 +445,33 @@ def task_reap_lost(*, lease_seconds: float) -> list[int]:
         if done:
             logger.warning("reaped task %s (worker lost)", task_id)
             ended.append(task_id)
+            _rq_job_lost(task_id)
     return ended
+
+
+def _rq_job_lost(task_id: int) -> None:
+    """The job of a reaped task leaves RQ's started registry at once, failed: the dashboard never shows
+    a finished task running (RQ alone would notice only when the job's heartbeat expires)."""
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+    from rq.job_lifecycle import record_job_failure
+    from rq.registry import StartedJobRegistry
+
+    attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
+    connection = django_rq.get_connection("default")
+    try:
+        job = Job.fetch(task_job_id(task_id, max(0, attempts - 1), requeues), connection=connection)
+        if job.get_status() != JobStatus.STARTED:
+            return
+        with connection.pipeline() as pipe:
+            StartedJobRegistry(job.origin, connection=connection).remove_executions(job, pipeline=pipe)
+            record_job_failure(job, "The worker running the task was lost (task ended worker_lost)", pipe)
+            pipe.execute()
+    except NoSuchJobError:
+        pass
+    except Exception:  # noqa: BLE001 - RQ's own cleanup catches up when its heartbeat expires
+        logger.warning("could not fail the RQ job of reaped task %s", task_id, exc_info=True)
 
 
 def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:

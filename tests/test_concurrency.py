@@ -160,6 +160,11 @@ def test_a_killed_worker_loses_its_tasks_truthfully_and_leaves_no_process(custom
             task = finished(task_id, timeout=20)
             assert (task.status, task.error["code"]) == ("failed", "worker_lost"), task.error
         wait_for(lambda: all(pid_gone(p) for p in pids), timeout=10, message="every sandbox to die with its worker")
+        # and RQ no longer shows their jobs running: failed, like their tasks
+        queue = django_rq.get_queue("default")
+        started = " ".join(StartedJobRegistry(queue=queue).get_job_ids())
+        assert not [task_id for task_id in ids if f"task-{task_id}-" in started]
+        assert len(failed_jobs_of(queue, ids)) == len(ids)
 
 
 def test_sigterm_lets_held_tasks_finish_within_the_grace_then_ends_the_rest(customer, client_for, held):
