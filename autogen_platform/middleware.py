@@ -1,12 +1,18 @@
-"""Request ids, the body-size cap and the error envelope for errors raised outside DRF views."""
+"""Request ids (and the request's log context and access line), the body-size cap and the error envelope
+for errors raised outside DRF views."""
 import logging
+import time
 import uuid
 
 from django.conf import settings
 
+from . import logctx
 from .errors import error_response
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("autogen_platform.access")
+# Probes and scrapes: logged at DEBUG, so they do not drown the access lines.
+QUIET_PATHS = {"/healthz", "/readyz", "/metrics"}
 
 
 def wants_envelope(request) -> bool:
@@ -20,9 +26,32 @@ class RequestIdMiddleware:
     def __call__(self, request):
         incoming = request.headers.get("X-Request-Id", "")
         request.request_id = incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
-        response = self.get_response(request)
-        response["X-Request-Id"] = request.request_id
+        started = time.monotonic()
+        with logctx.bind(request_id=request.request_id):
+            response = self.get_response(request)
+            response["X-Request-Id"] = request.request_id
+            _log_access(request, response, time.monotonic() - started)
         return response
+
+
+def _log_access(request, response, seconds: float) -> None:
+    """One line a request: method, path (never the query string: it may hold a token), status, duration, who."""
+    level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
+    if not access_logger.isEnabledFor(level):
+        return
+    who = {}
+    user = getattr(request, "user", None)  # DRF sets the Django request's user when it authenticates
+    if user is not None and getattr(user, "is_authenticated", False):
+        who["user"] = user.pk
+        # The membership the permission check loaded, if it did: no query here.
+        membership = user._state.fields_cache.get("membership")
+        if membership is not None:
+            who["customer"] = membership.customer_id
+    access_logger.log(
+        level, "%s %s %s", request.method, request.path, response.status_code,
+        extra={"method": request.method, "path": request.path, "status": response.status_code,
+               "duration_ms": round(seconds * 1000, 1), **who},
+    )
 
 
 class ApiErrorMiddleware:

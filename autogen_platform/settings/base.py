@@ -274,11 +274,8 @@ DEFAULT_CUSTOMER_QUOTAS = {
     "max_timeout_seconds": 3600,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "rq.worker": {"level": env("RQ_LOG_LEVEL", "WARNING")}},
-}
+# LOG_FORMAT=json: one JSON object a line on stderr (autogen_platform/logctx.py); otherwise readable lines.
+LOG_FORMAT = env("LOG_FORMAT", "plain")
+from autogen_platform.logctx import logging_config  # noqa: E402 - a plain module: no Django import
+
+LOGGING = logging_config(fmt=LOG_FORMAT, level=env("LOG_LEVEL", "INFO"), rq_level=env("RQ_LOG_LEVEL", "WARNING"))

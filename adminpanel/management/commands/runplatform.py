@@ -9,7 +9,9 @@ period), the embedded Redis last and orphaned grandchildren included (the superv
 subreaper), and the command exits 0.
 """
 import ctypes
+import json
 import os
+import shutil
 import selectors
 import signal
 import socket
@@ -57,7 +59,10 @@ class Supervisor:
 
     # -- output ---------------------------------------------------------------------------------
     def say(self, message: str) -> None:
-        self._write(f"{'supervisor':<10}| {message}\n".encode())
+        if settings.LOG_FORMAT == "json":
+            self._write(_json_line("supervisor", message).encode() + b"\n")
+        else:
+            self._write(f"{'supervisor':<10}| {message}\n".encode())
 
     def _write(self, data: bytes) -> None:
         try:
@@ -94,7 +99,10 @@ class Supervisor:
                 self.selector.unregister(key.fileobj)
                 key.fileobj.close()
             for line in lines:
-                self._write(f"{name:<10}| ".encode() + line + b"\n")
+                if settings.LOG_FORMAT == "json":
+                    self._write(_json_child_line(name, line) + b"\n")
+                else:
+                    self._write(f"{name:<10}| ".encode() + line + b"\n")
 
     # -- processes ------------------------------------------------------------------------------
     def add(self, name: str, spawn) -> Child:
@@ -122,6 +130,7 @@ class Supervisor:
             child = self.by_pid.pop(pid, None)
             if child is None or child.proc is None:
                 continue
+            _metrics_process_dead(pid)
             code = os.waitstatus_to_exitcode(status)
             child.proc.returncode = code  # we reaped it: Popen must not wait for it again
             child.proc = None
@@ -230,6 +239,47 @@ class Supervisor:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def _json_line(process: str, message: str, level: str = "INFO") -> str:
+    import datetime
+
+    from autogen_platform.logctx import redact
+
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return json.dumps({"time": now, "level": level, "logger": "runplatform", "process": process, "message": redact(message)})
+
+
+def _json_child_line(name: str, line: bytes) -> bytes:
+    """LOG_FORMAT=json: a child's JSON line gets its process name; any other line (a crash's traceback,
+    Redis' own output) becomes a JSON line too, so the whole output stays one JSON object a line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if isinstance(record, dict):
+        record.setdefault("process", name)
+        return json.dumps(record, ensure_ascii=False).encode()
+    return _json_line(name, line.decode(errors="replace").rstrip("\r")).encode()
+
+
+def _metrics_dir() -> str:
+    """prometheus_client's multiprocess directory shared by daphne and the workers, emptied at each start."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.VAR_DIR / "prometheus")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _metrics_process_dead(pid: int) -> None:
+    """Drop a dead child's live gauges (worker slots) from the aggregate."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.VAR_DIR / "prometheus")
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)
+    except OSError:
+        pass
+
+
 def _spawn(argv: list[str], env: dict):
     def spawn() -> subprocess.Popen:
         return subprocess.Popen(
@@ -308,6 +358,7 @@ class Command(BaseCommand):
             PYTHONUNBUFFERED="1",
             PLATFORM_VAR_DIR=str(settings.VAR_DIR),
             DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.dev"),
+            PROMETHEUS_MULTIPROC_DIR=_metrics_dir(),
         )
         supervisor = Supervisor(sys.stdout.buffer, grace=options["grace"])
         supervisor.install()
@@ -321,7 +372,9 @@ class Command(BaseCommand):
                     f"PLATFORM_VAR_DIR={settings.VAR_DIR}?"
                 )
             redis_child = supervisor.add("redis", lambda: _start_redis(socket_path))
-        daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
+        # -v 0: no daphne access log (it writes query strings, which may hold a token); the platform logs
+        # each request itself (autogen_platform.access), path only.
+        daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", host, "-p", str(port)]
         if options["proxy_headers"]:
             daphne.append("--proxy-headers")
         supervisor.add("web", _spawn([*daphne, "autogen_platform.asgi:application"], env))
@@ -335,7 +388,7 @@ class Command(BaseCommand):
                     break
                 supervisor.start(child)
             if not supervisor.stopping:
-                self._banner(host, port, workers, redis_child is not None)
+                self._banner(supervisor, host, port, workers, redis_child is not None)
             while not supervisor.stopping:
                 supervisor.pump(0.2)
                 supervisor.reap()
@@ -349,7 +402,7 @@ class Command(BaseCommand):
         supervisor.shutdown(redis_child)
         supervisor.say("stopped")
 
-    def _banner(self, host: str, port: int, workers: int, embedded: bool) -> None:
+    def _banner(self, supervisor: Supervisor, host: str, port: int, workers: int, embedded: bool) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         database = settings.DATABASES["default"]
@@ -372,5 +425,8 @@ class Command(BaseCommand):
             "Press Ctrl-C to stop.",
             "",
         ]
+        if settings.LOG_FORMAT == "json":
+            supervisor.say(" | ".join(line.strip() for line in lines if line))
+            return
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
