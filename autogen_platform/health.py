@@ -1,18 +1,24 @@
 """Liveness (`/healthz`) and readiness (`/readyz`, also `manage.py platform_status`).
 
-Ready means: the database answers, Redis answers, and at least one task worker is alive. A worker
-is alive while RQ keeps its registration (RQ expires it worker_ttl + 60 s after the last
-heartbeat) and, when it runs on this host, while its process exists, so a SIGKILLed worker stops
-counting at once here instead of minutes later.
+Ready means: the database answers, Redis answers, and at least one task worker is live. A worker
+is live while its slot report in Redis (`{REDIS_NAMESPACE}:worker_slots`, written by every worker
+each second: {total, busy, at}) is younger than runtime.services.WORKER_SLOTS_STALE_SECONDS: a worker
+that is SIGKILLed, hung or cut off from Redis stops counting within that bound, on any host.
 """
-import socket
+import json
+import time
 
-import psutil
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
 from .errors import error_body
+
+FAILURE_TEXT = {
+    "database": "the database does not answer",
+    "redis": "Redis does not answer",
+    "workers": "no live worker",
+}
 
 
 def healthz(request):
@@ -20,26 +26,21 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
-def live_workers(conn) -> list:
-    """RQ workers of this Redis with a current registration and, on this host, a live process."""
-    from rq import Worker
+def live_workers(conn) -> list[dict]:
+    """Workers whose slot report is fresh: [{name, total, busy, age_seconds}], by name. Read only."""
+    from runtime.services import WORKER_SLOTS_STALE_SECONDS, worker_slots_key
 
-    hostname = socket.gethostname()
-    alive = []
-    for worker in Worker.all(connection=conn):
-        if worker.last_heartbeat is None or worker.death_date is not None:
+    now, live = time.time(), []
+    for name, raw in conn.hgetall(worker_slots_key()).items():
+        try:
+            report = json.loads(raw)
+            age = now - float(report.get("at") or 0)
+        except (ValueError, TypeError, AttributeError):
             continue
-        if worker.hostname == hostname and worker.pid and not _process_alive(worker.pid):
-            continue
-        alive.append(worker)
-    return alive
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+        if age <= WORKER_SLOTS_STALE_SECONDS:
+            live.append({"name": name.decode(errors="replace"), "total": int(report.get("total") or 0),
+                         "busy": int(report.get("busy") or 0), "age_seconds": round(max(age, 0.0), 1)})
+    return sorted(live, key=lambda w: w["name"])
 
 
 def redis_connection():
@@ -49,7 +50,7 @@ def redis_connection():
 
 
 def readiness() -> tuple[dict, list[str]]:
-    """({part: "ok" | "error: ..." | count}, [failing parts]) for the database, Redis and workers."""
+    """({part: "ok" | "error: ..." | live worker count}, [failing parts]) for the database, Redis and workers."""
     checks, failing = {}, []
     try:
         with connection.cursor() as cursor:
@@ -79,6 +80,7 @@ def readiness() -> tuple[dict, list[str]]:
 def readyz(request):
     checks, failing = readiness()
     if failing:
-        body = error_body("not_ready", f"Not ready: {', '.join(failing)}", {"failing": failing, "checks": checks})
+        message = "Not ready: " + "; ".join(FAILURE_TEXT[part] for part in failing)
+        body = error_body("not_ready", message, {"failing": failing, "checks": checks})
         return JsonResponse(body, status=503)
     return JsonResponse({"status": "ready", "checks": checks})

@@ -1,45 +1,31 @@
 """The operator's first contact: `seed_demo` (idempotent, credentials that log in), `/readyz` naming the
 failing part, and `platform_status` exiting non-zero when the platform is not ready."""
 import io
+import json
 import re
-import subprocess
-import sys
-from urllib.parse import urlsplit, urlunsplit
+import time
+import uuid
 
 import pytest
-from django.conf import settings
 import redis
+from django.conf import settings
 from django.core.management import CommandError, call_command
-from rq import Queue, Worker
-
-# Readiness counts the workers of one Redis database; these tests use a database of their own so
-# that workers other tests run do not change what they observe.
-READINESS_DB = 15
-
-
-def _other_db(url: str) -> str:
-    if url.startswith("unix://"):
-        return f"{url.split('?')[0]}?db={READINESS_DB}"
-    return urlunsplit(urlsplit(url)._replace(path=f"/{READINESS_DB}"))
-
 
 @pytest.fixture
 def readiness_redis(settings):
-    settings.REDIS_URL = _other_db(settings.REDIS_URL)
+    """A Redis namespace of the test's own (so that workers other tests run do not count) and a way to
+    make a worker's slot report in it, as every worker writes one each second."""
+    settings.REDIS_NAMESPACE = f"readiness-{uuid.uuid4().hex[:8]}"
     conn = redis.Redis.from_url(settings.REDIS_URL)
-    workers = []
 
-    def register_worker() -> Worker:
-        """A real RQ worker registration of this process, as `runworker` makes at start."""
-        worker = Worker([Queue("default", connection=conn)], connection=conn)
-        worker.register_birth()
-        workers.append(worker)
-        return worker
+    def report_worker(name="w1", total=4, busy=1, at=None) -> str:
+        from runtime.services import worker_slots_key
 
-    yield register_worker
-    for worker in workers:
-        worker.register_death()
-        conn.delete(worker.key)
+        conn.hset(worker_slots_key(), name, json.dumps({"total": total, "busy": busy, "at": at or time.time()}))
+        return name
+
+    yield report_worker
+    conn.delete(f"{settings.REDIS_NAMESPACE}:worker_slots")
 
 
 def _seed() -> str:
@@ -104,7 +90,7 @@ def test_readyz_names_redis_when_it_does_not_answer(client, settings):
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "not_ready"
-    assert "redis" in error["message"]
+    assert "Redis does not answer" in error["message"]
     assert "redis" in error["details"]["failing"]
     assert error["details"]["checks"]["database"] == "ok"
 
@@ -115,19 +101,20 @@ def test_readyz_needs_a_live_worker(client, readiness_redis):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["error"]["details"]["failing"] == ["workers"]
+    assert "no live worker" in response.json()["error"]["message"]
 
-    # when a worker registers
-    worker = readiness_redis()
+    # when a worker reports its slots
+    readiness_redis("w1")
     response = client.get("/readyz")
 
     # then the platform is ready
     assert response.status_code == 200, response.content
     assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "workers": 1}}
 
-    # and a worker whose process died (its registration still in Redis) no longer counts
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    worker.connection.hset(worker.key, "pid", dead.pid)
+    # and a worker whose last report is older than the bound (SIGKILLed, hung, cut off) no longer counts
+    from runtime.services import WORKER_SLOTS_STALE_SECONDS
+
+    readiness_redis("w1", at=time.time() - WORKER_SLOTS_STALE_SECONDS - 1)
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["error"]["details"]["failing"] == ["workers"]
@@ -145,7 +132,7 @@ def test_platform_status_reports_and_exits_non_zero_when_not_ready(readiness_red
     assert "NOT READY (workers)" in out.getvalue()
 
     # given a worker and an engaged killswitch: ready, exit 0, everything shown
-    readiness_redis()
+    readiness_redis("w1", total=4, busy=1)
     customer, _ = make_customer("acme")
     killswitch_set(actor="ops-test", engaged=True, customer=customer, reason="incident 42")
     out = io.StringIO()
@@ -154,6 +141,8 @@ def test_platform_status_reports_and_exits_non_zero_when_not_ready(readiness_red
     assert text.startswith("READY")
     assert re.search(r"database\s+ok", text) and re.search(r"redis\s+ok", text)
     assert re.search(r"workers\s+1 live", text)
+    assert re.search(r"slots\s+1 busy, 3 free of 4", text)
     assert re.search(r"queue depth\s+\d+", text)
+    assert re.search(r"sandboxes\s+\d+ live", text)
     assert "tasks" in text
     assert f"ENGAGED customer:{customer.pk}" in text and "incident 42" in text

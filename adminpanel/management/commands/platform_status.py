@@ -1,7 +1,8 @@
 """`manage.py platform_status`: what an operator checks first. Exit status 0 only when the platform is ready.
 
-Prints the database, Redis and live workers (the checks of /readyz), the queue depth, tasks by
-status and the killswitch state; `--json` prints the same as one JSON object.
+Prints the database, Redis and live workers (the checks of /readyz), the workers' task slots
+(total, busy), the queue depth, the live sandboxes, the worker hosts, tasks by status and the
+killswitch state; `--json` prints the same as one JSON object.
 """
 import json
 
@@ -32,6 +33,8 @@ class Command(BaseCommand):
             "redis": {"state": checks["redis"], "url": _redis_label()},
             "workers": _workers(checks),
             "queue_depth": _queue_depth() if checks["redis"] == "ok" else None,
+            "live_sandboxes": _live_sandboxes() if checks["redis"] == "ok" else None,
+            "hosts": _read(_hosts) if checks["database"] == "ok" else None,
             "tasks_by_status": _read(_tasks_by_status) if checks["database"] == "ok" else None,
             "killswitch": _read(_killswitch) if checks["database"] == "ok" else None,
         }
@@ -52,8 +55,13 @@ class Command(BaseCommand):
         label = f"{workers['live']} live" if isinstance(workers["live"], int) else str(workers["live"])
         out(f"workers       {(ok if workers['live'] not in (0, 'unknown') else bad)(label)}")
         for worker in workers["list"]:
-            out(f"  {worker['name']}  {worker['state']}  pid {worker['pid']} on {worker['hostname']}  heartbeat {worker['last_heartbeat']}")
+            out(f"  {worker['name']}  slots {worker['busy']}/{worker['total']} busy  reported {worker['age_seconds']}s ago")
+        slots = workers["slots"]
+        out(f"slots         {slots['busy']} busy, {slots['total'] - slots['busy']} free of {slots['total']}" if slots else "slots         unknown")
         out(f"queue depth   {s['queue_depth'] if s['queue_depth'] is not None else 'unknown'}")
+        out(f"sandboxes     {s['live_sandboxes'] if s['live_sandboxes'] is not None else 'unknown'} live")
+        for host in s["hosts"] or []:
+            out(f"  host {host['hostname']}  level {host['level']}  last seen {host['last_seen']}")
         tasks = s["tasks_by_status"]
         if tasks is None:
             out("tasks         unknown")
@@ -94,21 +102,31 @@ def _redis_label() -> str:
 
 def _workers(checks: dict) -> dict:
     if checks["redis"] != "ok":
-        return {"live": "unknown", "list": []}
-    workers = health.live_workers(health.redis_connection())
-    return {
-        "live": checks["workers"],
-        "list": [
-            {
-                "name": w.name,
-                "state": w.get_state(),
-                "pid": w.pid,
-                "hostname": w.hostname,
-                "last_heartbeat": w.last_heartbeat.isoformat() if w.last_heartbeat else None,
-            }
-            for w in workers
-        ],
-    }
+        return {"live": "unknown", "list": [], "slots": None}
+    try:
+        workers = health.live_workers(health.redis_connection())
+    except Exception:  # noqa: BLE001 - Redis went away between the checks
+        return {"live": "unknown", "list": [], "slots": None}
+    slots = {"total": sum(w["total"] for w in workers), "busy": sum(w["busy"] for w in workers)}
+    return {"live": len(workers), "list": workers, "slots": slots}
+
+
+def _live_sandboxes() -> int | None:
+    from runtime.services import sandbox_running
+
+    try:
+        return len(sandbox_running())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _hosts() -> list[dict]:
+    from runtime.models import WorkerHost
+
+    return [
+        {"hostname": h.hostname, "level": (h.capabilities or {}).get("level"), "last_seen": h.last_seen.isoformat()}
+        for h in WorkerHost.objects.order_by("-last_seen")[:20]
+    ]
 
 
 def _queue_depth() -> int | None:
