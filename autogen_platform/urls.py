@@ -11,7 +11,7 @@ from tasks import console, streams
 from tasks.api import urls as tasks_urls
 from teams.api import urls as teams_urls
 
-from . import health
+from . import health, metrics
 
 handler400 = "autogen_platform.middleware.handler400"
 handler403 = "autogen_platform.middleware.handler403"
@@ -41,7 +41,7 @@ for app in API_APPS:
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics.metrics_view, name="prometheus-django-metrics"),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),

@@ -7,7 +7,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from adminpanel.services import audit_record, killswitch_scope_engaged
-from autogen_platform import realtime
+from autogen_platform import metrics, realtime
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
 
 from .models import Task, TaskEvent, Thread
@@ -170,6 +170,7 @@ def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool) -
             bumped.append(Task(pk=task_id, last_seq=start + len(task_rows)))
         TaskEvent.objects.bulk_create(rows)
         Task.objects.bulk_update(bumped, ["last_seq"])
+        transaction.on_commit(lambda: metrics.events_written(len(rows)))
         for row in rows:
             created.setdefault(row.task_id, []).append(row.as_dict())
         if announce:
@@ -202,8 +203,9 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
         )
         if changed:
             task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": "running"})
-            customer_id = Task.objects.filter(pk=task_id).values_list("customer_id", flat=True).first()
+            customer_id, created_at = Task.objects.filter(pk=task_id).values_list("customer_id", "created_at").first()
             transaction.on_commit(lambda: _announce_status(customer_id, task_id, "running"))
+            transaction.on_commit(lambda: metrics.task_started(queue_wait=(now - created_at).total_seconds()))
     return bool(changed)
 
 
@@ -390,6 +392,8 @@ def task_finish(*, task_id: int, status: str, result=None, error=None, usage=Non
         events.append({"type": TaskEvent.Type.STATUS, "content": {"status": status}})
         task_events_append(task_id=task_id, events=events)
         transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, status))
+        duration = (now - task.started_at).total_seconds() if task.started_at else None
+        transaction.on_commit(lambda: metrics.task_finished(status, (error or {}).get("code"), duration))
     return True
 
 

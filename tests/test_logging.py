@@ -47,6 +47,8 @@ def _platform_env(var_dir: Path, port: int, **extra) -> dict:
 def json_platform(transactional_db):
     """`manage.py runplatform` with LOG_FORMAT=json at DEBUG level, on the test database and Redis."""
     var_dir = Path(tempfile.mkdtemp(prefix="logs-", dir="/tmp"))
+    (var_dir / "prometheus").mkdir()
+    (var_dir / "prometheus" / "left-from-before").write_text("a previous run's file")
     port = free_port()
     log_path = var_dir / "runplatform.log"
     log = open(log_path, "wb")
@@ -56,7 +58,7 @@ def json_platform(transactional_db):
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
-    proc.base = f"http://127.0.0.1:{port}"
+    proc.base, proc.var_dir = f"http://127.0.0.1:{port}", var_dir
     proc.output = lambda: log_path.read_text(errors="replace")
     try:
         wait_for(lambda: _answers(proc.base + "/healthz"), 60, message="runplatform serving")
@@ -122,6 +124,12 @@ def test_json_logs_from_every_process_carry_context_and_no_secret(json_platform,
         assert Task.objects.get(pk=task_id).status == "succeeded", Task.objects.get(pk=task_id).error
         # the worker really sent the model api_key to the provider
         assert stub.requests[0]["headers"]["authorization"] == f"Bearer {MODEL_API_KEY}"
+
+    # (and the web process' /metrics adds up what the worker counted: runplatform shares a multiprocess directory)
+    from tests.test_metrics import SUCCEEDED, parse
+
+    wait_for(lambda: parse(http.get(f"{base}/metrics").text).get(SUCCEEDED) == 1, 10, message="the task counted")
+    assert not (json_platform.var_dir / "prometheus" / "left-from-before").exists()
 
     json_platform.send_signal(signal.SIGTERM)
     assert json_platform.wait(60) == 0

@@ -1,49 +1,186 @@
-"""/metrics: HTTP metrics plus platform figures read from the shared records."""
+"""/metrics: counted where things happen (in whichever process), added up over the processes of a host,
+and cheap: a scrape reads the live tasks only, however many finished ones the table holds."""
 import re
+import tempfile
+import urllib.request
+
+import pytest
+import requests
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.api_support import make_agent, make_task
+from tests.execution_support import running, wait_for
+from tests.live_server import Daphne, free_port
+
+SUCCEEDED = 'platform_tasks_finished_total{code="none",outcome="succeeded"}'
+CANCELLED = 'platform_tasks_finished_total{code="cancelled",outcome="cancelled"}'
+
+
+def parse(text: str) -> dict[str, float]:
+    values = {}
+    for line in text.splitlines():
+        match = re.match(r"^((?:platform|django)_[a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
+        if match:
+            values[_sorted_labels(match.group(1))] = float(match.group(2))
+    return values
+
+
+def _sorted_labels(series: str) -> str:
+    """name{b="1",a="2"} -> name{a="2",b="1"}: multiprocess mode and a single process order labels differently."""
+    name, _, labels = series.partition("{")
+    if not labels:
+        return name
+    return name + "{" + ",".join(sorted(re.findall(r'[a-z_]+="[^"]*"', labels))) + "}"
 
 
 def scrape(client) -> dict[str, float]:
     response = client.get("/metrics")
     assert response.status_code == 200
-    values = {}
-    for line in response.content.decode().splitlines():
-        match = re.match(r"^(platform_[a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
-        if match:
-            values[match.group(1)] = float(match.group(2))
-    return values
+    return parse(response.content.decode())
 
 
-def test_metrics_report_tasks_tokens_and_kills(make_customer, client, django_capture_on_commit_callbacks):
-    # given three tasks: one succeeded with usage, one cancelled, one still queued
+def test_metrics_count_tasks_where_they_start_and_finish(make_customer, client, django_capture_on_commit_callbacks):
+    # given three tasks: one that runs and succeeds, one cancelled before it ran, one still queued
     from tasks.services import task_finish, task_mark_running
 
     customer, user = make_customer("metrics")
     agent = make_agent(customer)
-    depth_before = scrape(client)["platform_queue_depth"]
+    before = scrape(client)
     with django_capture_on_commit_callbacks(execute=True):
         done, cancelled, queued = (make_task(user, agent=agent) for _ in range(3))
-    task_mark_running(task_id=done.pk, worker="test")
-    task_finish(task_id=done.pk, status="succeeded", result={"text": "ok"},
-                usage={"prompt_tokens": 30, "completion_tokens": 12})
-    task_finish(task_id=cancelled.pk, status="cancelled", error={"code": "cancelled", "message": "x"})
+        task_mark_running(task_id=done.pk, worker="test")
+    middle = scrape(client)
+    with django_capture_on_commit_callbacks(execute=True):
+        task_finish(task_id=done.pk, status="succeeded", result={"text": "ok"},
+                    usage={"prompt_tokens": 30, "completion_tokens": 12})
+        task_finish(task_id=cancelled.pk, status="cancelled", error={"code": "cancelled", "message": "x"})
 
     # when Prometheus scrapes
-    values = scrape(client)
+    after = scrape(client)
 
     # then the figures match what happened
-    assert values['platform_tasks{status="succeeded"}'] == 1
-    assert values['platform_tasks{status="cancelled"}'] == 1
-    assert values['platform_tasks{status="queued"}'] == 1
-    assert values["platform_tokens_used_total"] == 42
-    assert values['platform_sandbox_kills_total{reason="cancelled"}'] == 1
-    assert values['platform_sandbox_kills_total{reason="timeout"}'] == 0
-    assert values["platform_task_duration_seconds_count"] == 1
-    assert values['platform_task_duration_seconds_bucket{le="+Inf"}'] == 1
-    assert values["platform_queue_depth"] == depth_before + 3  # no worker runs this test's queue
+    def delta(name, a=before, b=after):
+        return b.get(name, 0) - a.get(name, 0)
+
+    assert delta("platform_tasks_started_total") == 1
+    assert delta("platform_task_queue_wait_seconds_count") == 1
+    assert middle['platform_tasks{status="running"}'] == 1 and middle['platform_tasks{status="queued"}'] == 2
+    assert after['platform_tasks{status="running"}'] == 0 and after['platform_tasks{status="queued"}'] == 1
+    assert delta(SUCCEEDED) == 1
+    assert delta(CANCELLED) == 1
+    assert delta("platform_task_duration_seconds_count") == 1  # the cancelled one never ran
+    assert delta('platform_task_duration_seconds_bucket{le="+Inf"}') == 1
+    assert delta("platform_events_written_total") >= 6  # queued x3, running, usage, status x2 ...
+    assert delta("platform_queue_depth") == 3  # no worker runs this test's queue
 
 
+@pytest.mark.django_db
+def test_recording_functions_keep_labels_bounded(client):
+    from autogen_platform import metrics
+
+    before = scrape(client)
+    metrics.task_finished("failed", "something-unheard-of-42", 1.5)
+    metrics.model_request("openai", "ok", 0.3, prompt_tokens=10, completion_tokens=4)
+    metrics.model_request("a-provider-name-typed-by-a-user", "weird", 0.1)
+    metrics.sandbox_spawned("warm", 0.02)
+    metrics.kill("timeout")
+    after = scrape(client)
+
+    def delta(name):
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert delta('platform_tasks_finished_total{code="other",outcome="failed"}') == 1
+    assert delta('platform_model_request_duration_seconds_count{outcome="ok",provider="openai"}') == 1
+    assert delta('platform_model_request_duration_seconds_count{outcome="other",provider="other"}') == 1
+    assert delta('platform_model_tokens_total{kind="prompt"}') == 10
+    assert delta('platform_model_tokens_total{kind="completion"}') == 4
+    assert delta('platform_sandbox_spawn_seconds_count{start="warm"}') == 1
+    assert delta('platform_sandbox_kills_total{reason="timeout"}') == 1
+    assert not any("unheard" in name or "typed-by" in name for name in after)
+
+
+def _finished_tasks(customer, user, agent, n):
+    from django.utils import timezone
+
+    from tasks.models import Task, Thread
+
+    thread = Thread.objects.create(customer=customer, agent=agent)
+    now = timezone.now()
+    Task.objects.bulk_create([
+        Task(customer=customer, agent=agent, thread=thread, input="x", status="succeeded", started_at=now,
+             finished_at=now, tokens_used=5)
+        for _ in range(n)
+    ])
+
+
+@pytest.mark.django_db
+def test_a_scrape_reads_only_live_tasks_however_many_finished(make_customer, client):
+    from tasks.models import Task
+
+    customer, user = make_customer("scrape")
+    agent = make_agent(customer)
+    counts = {}
+    for total in (10, 100):
+        # given `total` finished tasks
+        _finished_tasks(customer, user, agent, total - Task.objects.count())
+        assert Task.objects.filter(status="succeeded").count() == total
+
+        # when Prometheus scrapes
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get("/metrics").status_code == 200
+
+        # then every query on the tasks table reads the queued and running rows only
+        counts[total] = len(queries)
+        on_tasks = [q["sql"] for q in queries if '"tasks_task"' in q["sql"]]
+        assert on_tasks and all("IN ('queued', 'running')" in sql or "IN (%s, %s)" in sql for sql in on_tasks), on_tasks
+    assert counts[10] == counts[100]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counts_from_a_worker_process_show_in_the_web_process_metrics(make_customer, django_capture_on_commit_callbacks):
+    # given a web server and a worker sharing one multiprocess directory, as runplatform starts them
+    from tasks.models import Task
+
+    shared = tempfile.mkdtemp(prefix="prom-", dir="/tmp")
+    worker_port = free_port()
+    server = Daphne(env={"PROMETHEUS_MULTIPROC_DIR": shared}).start()
+    try:
+        with running("metrics-w1", PROMETHEUS_MULTIPROC_DIR=shared, METRICS_PORT=worker_port):
+            customer, user = make_customer("multiproc")
+            agent = make_agent(customer)
+
+            # when a task runs in the worker process
+            with django_capture_on_commit_callbacks(execute=True):
+                task = make_task(user, agent=agent)
+            wait_for(lambda: Task.objects.get(pk=task.pk).is_finished, 120, message="the task finished")
+            assert Task.objects.get(pk=task.pk).status == "succeeded", Task.objects.get(pk=task.pk).error
+
+            # then the web process' /metrics shows what the worker counted
+            # (the worker counts right after its commit, which the test may see first)
+            web = wait_for(lambda: (m := parse(requests.get(server.http_url + "/metrics", timeout=10).text)).get(SUCCEEDED) and m,
+                           10, message="the finished task counted")
+            assert web[SUCCEEDED] == 1
+            assert web["platform_tasks_started_total"] == 1
+            assert web["platform_task_queue_wait_seconds_count"] == 1
+            assert web["platform_task_duration_seconds_count"] == 1
+            assert web["platform_events_written_total"] >= 3
+            assert web['platform_tasks{status="running"}'] == 0
+            # and django-prometheus' own figures are still there, aggregated too
+            assert any(name.startswith("django_http_requests_total_by_method_total") for name in web)
+
+            # and the worker's own endpoint (METRICS_PORT) shows the same counts
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/metrics", timeout=10) as response:
+                own = parse(response.read().decode())
+            assert own[SUCCEEDED] == 1
+    finally:
+        server.stop()
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.django_db
 def test_metrics_include_http_metrics(client):
     client.get("/healthz")
     body = client.get("/metrics").content.decode()

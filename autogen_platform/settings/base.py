@@ -274,6 +274,12 @@ DEFAULT_CUSTOMER_QUOTAS = {
     "max_timeout_seconds": 3600,
 }
 
+# `manage.py runworker` serves its host's metrics on http://METRICS_BIND_HOST:METRICS_PORT/metrics when set
+# (a worker host without a web process). PROMETHEUS_MULTIPROC_DIR (read by prometheus_client itself; runplatform
+# sets var/prometheus) makes every process of a host write there and any one's /metrics show them all.
+METRICS_PORT = env("METRICS_PORT", None, int)
+METRICS_BIND_HOST = env("METRICS_BIND_HOST", "127.0.0.1")
+
 # LOG_FORMAT=json: one JSON object a line on stderr (autogen_platform/logctx.py); otherwise readable lines.
 LOG_FORMAT = env("LOG_FORMAT", "plain")
 from autogen_platform.logctx import logging_config  # noqa: E402 - a plain module: no Django import

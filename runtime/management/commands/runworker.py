@@ -75,6 +75,11 @@ class Command(BaseCommand):
         connections.close_all()
         runtime.start()
         logger.info("worker %s: up to %s tasks at once", name, runtime.concurrency)
+        if settings.METRICS_PORT:  # a worker host without a web process: its own /metrics
+            from autogen_platform import metrics
+
+            metrics.serve(settings.METRICS_PORT, settings.METRICS_BIND_HOST)
+            logger.info("metrics on http://%s:%s/metrics", settings.METRICS_BIND_HOST, settings.METRICS_PORT)
         worker.work(
             burst=options["burst"],
             logging_level=settings.LOGGING.get("loggers", {}).get("rq.worker", {}).get("level", "WARNING"),

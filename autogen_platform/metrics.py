@@ -1,0 +1,176 @@
+"""The platform's Prometheus metrics: the metric objects, one small recording function per thing that
+happens, and the /metrics view.
+
+Everything is recorded where it happens, in whichever process it happens: the ASGI server, each
+task worker, the reaper. With PROMETHEUS_MULTIPROC_DIR set (runplatform sets it for its children,
+under var/prometheus, emptied at each start) every process writes its values to files there and a
+scrape of any one process' /metrics adds them up (prometheus_client's multiprocess mode), so nothing
+is lost or counted twice. Without it each process reports its own (one process per host, or tests).
+
+No label holds an id, a name or free text: outcomes, error codes, providers and reasons are mapped
+onto fixed sets (anything else is "other"). A scrape reads no table: the only figures computed at
+scrape time are tasks queued/running (one COUNT on the indexed status column, tasks.metrics) and
+the queue depth (one LLEN), which do not grow with the finished tasks.
+
+Imports nothing above the runtime: runtime/ and tasks/ both record through these functions.
+"""
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+OUTCOMES = ("succeeded", "failed", "cancelled", "timed_out")
+ERROR_CODES = (
+    "timeout", "memory_limit", "cpu_limit", "token_budget", "killswitch", "cancelled", "agent_error", "model_error",
+    "worker_lost", "sandbox_error", "output_limit", "input_timeout",
+)
+PROVIDERS = ("openai", "replay")
+MODEL_OUTCOMES = ("ok", "error", "timeout", "cancelled")
+KILL_REASONS = (*ERROR_CODES, "stopped", "restart", "shutdown")
+STARTS = ("warm", "cold")
+TOKEN_KINDS = ("prompt", "completion")
+OTHER = "other"
+
+SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+SHORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+MODEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+MEMORY_BUCKETS = tuple(mb * 1024 * 1024 for mb in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
+
+TASKS_STARTED = Counter("platform_tasks_started", "Tasks a worker started running")
+TASKS_FINISHED = Counter(
+    "platform_tasks_finished", "Tasks that reached a final status, by status and error code (none: no error)",
+    ["outcome", "code"],
+)
+TASK_DURATION = Histogram("platform_task_duration_seconds", "Wall time of a task from running to finished",
+                          buckets=SECONDS_BUCKETS)
+TASK_QUEUE_WAIT = Histogram("platform_task_queue_wait_seconds", "Time from a task's creation until a worker ran it",
+                            buckets=SECONDS_BUCKETS)
+MODEL_REQUEST_DURATION = Histogram(
+    "platform_model_request_duration_seconds", "Model calls made by the broker, by provider and outcome",
+    ["provider", "outcome"], buckets=MODEL_BUCKETS,
+)
+MODEL_TOKENS = Counter("platform_model_tokens", "Model tokens used, by kind (prompt, completion)", ["kind"])
+SANDBOX_SPAWN = Histogram("platform_sandbox_spawn_seconds", "Time to start a task's sandbox, warm (zygote) or cold",
+                          ["start"], buckets=SHORT_BUCKETS)
+SANDBOX_CPU = Histogram("platform_sandbox_cpu_seconds", "CPU seconds a finished sandbox used", buckets=SECONDS_BUCKETS)
+SANDBOX_MEMORY = Histogram("platform_sandbox_peak_memory_bytes", "Peak memory of a finished sandbox",
+                           buckets=MEMORY_BUCKETS)
+SANDBOX_KILLS = Counter("platform_sandbox_kills", "Sandboxes stopped before their task ended on its own, by reason",
+                        ["reason"])
+EVENTS_WRITTEN = Counter("platform_events_written", "Task events stored")
+# Summed over the live processes: a dead worker's slots leave the sum (runplatform marks it dead).
+WORKER_SLOTS = Gauge("platform_worker_slots", "Task slots of the workers, by state (busy, free)", ["state"],
+                     multiprocess_mode="livesum")
+STREAM_CONNECTIONS = Gauge("platform_stream_connections", "Open live connections, by kind (websocket, sse)",
+                           ["kind"], multiprocess_mode="livesum")
+
+
+def _one_of(value, allowed) -> str:
+    value = str(value) if value is not None else ""
+    return value if value in allowed else OTHER
+
+
+def task_started(queue_wait: float) -> None:
+    """A worker started a task that waited `queue_wait` seconds since it was created."""
+    TASKS_STARTED.inc()
+    TASK_QUEUE_WAIT.observe(max(0.0, queue_wait))
+
+
+def task_finished(outcome: str, code: str | None, duration: float | None) -> None:
+    """A task reached a final status; `duration` (running to finished) is None for a task that never ran."""
+    TASKS_FINISHED.labels(_one_of(outcome, OUTCOMES), "none" if not code else _one_of(code, ERROR_CODES)).inc()
+    if duration is not None:
+        TASK_DURATION.observe(max(0.0, duration))
+
+
+def model_request(provider: str, outcome: str, seconds: float, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    """One model call by the broker: outcome is ok, error, timeout or cancelled."""
+    MODEL_REQUEST_DURATION.labels(_one_of(provider, PROVIDERS), _one_of(outcome, MODEL_OUTCOMES)).observe(max(0.0, seconds))
+    if prompt_tokens:
+        MODEL_TOKENS.labels("prompt").inc(int(prompt_tokens))
+    if completion_tokens:
+        MODEL_TOKENS.labels("completion").inc(int(completion_tokens))
+
+
+def sandbox_spawned(start: str, seconds: float) -> None:
+    """A sandbox is up: start is "warm" (forked from the zygote) or "cold"."""
+    SANDBOX_SPAWN.labels(_one_of(start, STARTS)).observe(max(0.0, seconds))
+
+
+def sandbox_finished(cpu_seconds: float, peak_memory_bytes: float) -> None:
+    """A sandbox ended: what it used."""
+    SANDBOX_CPU.observe(max(0.0, cpu_seconds or 0.0))
+    SANDBOX_MEMORY.observe(max(0.0, peak_memory_bytes or 0.0))
+
+
+def kill(reason: str) -> None:
+    """A sandbox was stopped for `reason` (a stop reason or the error code it ends with)."""
+    SANDBOX_KILLS.labels(_one_of(reason, KILL_REASONS)).inc()
+
+
+def events_written(n: int) -> None:
+    if n:
+        EVENTS_WRITTEN.inc(n)
+
+
+def worker_slots(total: int, busy: int) -> None:
+    """This worker process' slots now (call it whenever it reports them, e.g. each second)."""
+    WORKER_SLOTS.labels("busy").set(busy)
+    WORKER_SLOTS.labels("free").set(max(0, total - busy))
+
+
+def stream_opened(kind: str) -> None:
+    STREAM_CONNECTIONS.labels(_one_of(kind, ("websocket", "sse"))).inc()
+
+
+def stream_closed(kind: str) -> None:
+    STREAM_CONNECTIONS.labels(_one_of(kind, ("websocket", "sse"))).dec()
+
+
+# -- exposition --------------------------------------------------------------------------------------
+
+_scrape_collectors: list = []
+
+
+def register_scrape_collector(collector) -> None:
+    """A collector computed at scrape time by the web process' /metrics (cheap figures from shared state)."""
+    if collector not in _scrape_collectors:
+        _scrape_collectors.append(collector)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"))
+
+
+class _Exposed:
+    """What a scrape sees: every process' values (multiprocess mode) or this process' own, then the
+    scrape-time collectors. generate_latest() needs only collect()."""
+
+    def __init__(self, with_scrape_collectors: bool):
+        self.with_scrape_collectors = with_scrape_collectors
+
+    def collect(self):
+        if multiprocess_mode():
+            from prometheus_client import multiprocess
+
+            base = CollectorRegistry()
+            multiprocess.MultiProcessCollector(base)
+        else:
+            base = REGISTRY
+        yield from base.collect()
+        if self.with_scrape_collectors:
+            for collector in _scrape_collectors:
+                yield from collector.collect()
+
+
+def metrics_view(request):
+    """/metrics: django-prometheus' HTTP and database figures and the platform's, from every process on this host."""
+    from django.http import HttpResponse
+
+    return HttpResponse(generate_latest(_Exposed(with_scrape_collectors=True)), content_type=CONTENT_TYPE_LATEST)
+
+
+def serve(port: int, addr: str = "0.0.0.0"):
+    """An HTTP /metrics endpoint for a process without the web app (a worker host): its processes' figures only."""
+    from prometheus_client import start_http_server
+
+    return start_http_server(port, addr=addr, registry=_Exposed(with_scrape_collectors=False))
