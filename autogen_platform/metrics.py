@@ -9,8 +9,10 @@ is lost or counted twice. Without it each process reports its own (one process p
 
 No label holds an id, a name or free text: outcomes, error codes, providers and reasons are mapped
 onto fixed sets (anything else is "other"). A scrape reads no table: the only figures computed at
-scrape time are tasks queued/running (one COUNT on the indexed status column, tasks.metrics) and
-the queue depth (one LLEN), which do not grow with the finished tasks.
+scrape time (tasks.metrics) are tasks queued/running (one COUNT on the indexed status column), the
+queue depth (one LLEN) and the live workers' slots (one HGETALL of the reports every worker writes
+each second: true across hosts, and a dead worker's report goes stale by itself), none of which
+grows with the finished tasks.
 
 Imports nothing above the runtime: runtime/ and tasks/ both record through these functions.
 """
@@ -57,9 +59,6 @@ SANDBOX_MEMORY = Histogram("platform_sandbox_peak_memory_bytes", "Peak memory of
 SANDBOX_KILLS = Counter("platform_sandbox_kills", "Sandboxes stopped before their task ended on its own, by reason",
                         ["reason"])
 EVENTS_WRITTEN = Counter("platform_events_written", "Task events stored")
-# Summed over the live processes: a dead worker's slots leave the sum (runplatform marks it dead).
-WORKER_SLOTS = Gauge("platform_worker_slots", "Task slots of the workers, by state (busy, free)", ["state"],
-                     multiprocess_mode="livesum")
 STREAM_CONNECTIONS = Gauge("platform_stream_connections", "Open live connections, by kind (websocket, sse)",
                            ["kind"], multiprocess_mode="livesum")
 
@@ -110,12 +109,6 @@ def kill(reason: str) -> None:
 def events_written(n: int) -> None:
     if n:
         EVENTS_WRITTEN.inc(n)
-
-
-def worker_slots(total: int, busy: int) -> None:
-    """This worker process' slots now (call it whenever it reports them, e.g. each second)."""
-    WORKER_SLOTS.labels("busy").set(busy)
-    WORKER_SLOTS.labels("free").set(max(0, total - busy))
 
 
 def stream_opened(kind: str) -> None:

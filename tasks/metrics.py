@@ -1,4 +1,6 @@
-"""Figures /metrics computes at scrape time, kept cheap: tasks queued and running, and the queue depth.
+"""Figures /metrics computes at scrape time, kept cheap: tasks queued and running, the queue depth, and
+the live workers and their slots (from the reports each worker writes to Redis every second, the
+ones /readyz reads: the same on every web host, and a dead worker drops out within 10 s).
 
 Everything else (tasks finished, durations, queue wait, model calls, tokens, sandboxes) is counted
 where it happens (autogen_platform.metrics). The count below reads only the live rows: one COUNT on
@@ -24,6 +26,7 @@ class LiveTasksCollector:
     def collect(self):
         yield from self._tasks()
         yield from self._queue()
+        yield from self._workers()
 
     def _tasks(self):
         from tasks.models import Task
@@ -50,6 +53,24 @@ class LiveTasksCollector:
         queue = GaugeMetricFamily("platform_queue_depth", "Jobs waiting in the task queue")
         queue.add_metric([], depth)
         yield queue
+
+
+    def _workers(self):
+        from autogen_platform import health
+
+        try:
+            workers = health.live_workers(health.redis_connection())
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("worker slots unavailable: %s", exc)
+            return
+        live = GaugeMetricFamily("platform_workers_live", "Task workers that reported in the last 10 s")
+        live.add_metric([], len(workers))
+        slots = GaugeMetricFamily("platform_worker_slots", "Task slots of the live workers, by state", labels=["state"])
+        busy = sum(w["busy"] for w in workers)
+        slots.add_metric(["busy"], busy)
+        slots.add_metric(["free"], max(0, sum(w["total"] for w in workers) - busy))
+        yield live
+        yield slots
 
 
 def register() -> None:

@@ -166,6 +166,8 @@ def test_counts_from_a_worker_process_show_in_the_web_process_metrics(make_custo
             assert web["platform_task_duration_seconds_count"] == 1
             assert web["platform_events_written_total"] >= 3
             assert web['platform_tasks{status="running"}'] == 0
+            assert web["platform_workers_live"] == 1
+            assert web['platform_worker_slots{state="busy"}'] == 0 and web['platform_worker_slots{state="free"}'] > 0
             # and django-prometheus' own figures are still there, aggregated too
             assert any(name.startswith("django_http_requests_total_by_method_total") for name in web)
 
