@@ -138,10 +138,20 @@ class _Exposed:
     """What a scrape sees: every process' values (multiprocess mode) or this process' own, then the
     scrape-time collectors. generate_latest() needs only collect()."""
 
-    def __init__(self, with_scrape_collectors: bool):
+    def __init__(self, with_scrape_collectors: bool, names=None):
         self.with_scrape_collectors = with_scrape_collectors
+        self.names = names
+
+    def restricted_registry(self, names):
+        """prometheus_client's HTTP server asks for this on `?name[]=...`."""
+        return _Exposed(self.with_scrape_collectors, set(names))
 
     def collect(self):
+        for family in self._collect():
+            if self.names is None or family.name in self.names or any(s.name in self.names for s in family.samples):
+                yield family
+
+    def _collect(self):
         if multiprocess_mode():
             from prometheus_client import multiprocess
 

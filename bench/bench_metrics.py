@@ -1,0 +1,155 @@
+"""The cost of observability: a /metrics scrape as the tasks table grows, and the recording calls a task makes.
+
+Prints, for each size of the tasks table (finished tasks, plus a few queued and running):
+- a scrape of /metrics through the Django app: median ms and database queries;
+- for comparison, the queries the previous collector ran on every scrape (aggregates over the whole
+  tasks table: counts by status, the duration histogram, token and kill sums): median ms.
+Then the recording functions' cost per call (what every task pays: started, finished, events),
+in a single process and in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as runplatform runs).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench .venv/bin/python bench/bench_metrics.py [--sizes 10,100000]
+
+The bench migrates the database, creates its own customer and deletes it (and its tasks) at the end.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.dev")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+RECORDING = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from autogen_platform import metrics
+n = {n}
+start = time.perf_counter()
+for _ in range(n):
+    metrics.task_started(queue_wait=0.5)
+    metrics.events_written(4)
+    metrics.task_finished("succeeded", None, 1.5)
+print((time.perf_counter() - start) / n * 1e6)
+"""
+
+
+def median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def old_collector_queries() -> None:
+    """What tasks/metrics.py ran on every scrape before: aggregates over the whole table."""
+    from datetime import timedelta
+
+    from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+
+    from tasks.models import Task
+
+    list(Task.objects.values_list("status").annotate(n=Count("id")))
+    finished = Task.objects.filter(status__in=Task.FINISHED, started_at__isnull=False, finished_at__isnull=False)
+    d = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    buckets = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+    finished.annotate(d=d).aggregate(
+        total=Count("id"), s=Sum("d"), **{f"b{i}": Count("id", filter=Q(d__lte=timedelta(seconds=b))) for i, b in enumerate(buckets)}
+    )
+    Task.objects.aggregate(n=Sum("tokens_used"))
+    list(Task.objects.filter(error__code__in=["timeout", "cancelled"]).values_list("error__code").annotate(n=Count("id")))
+
+
+def grow(customer, agent, thread, total: int) -> None:
+    from tasks.models import Task
+
+    missing = total - Task.objects.filter(customer=customer).count()
+    now = timezone.now()
+    while missing > 0:
+        batch = min(missing, 5000)
+        Task.objects.bulk_create([
+            Task(customer=customer, agent=agent, thread=thread, input="x", status="succeeded",
+                 started_at=now - timezone.timedelta(seconds=3), finished_at=now, tokens_used=10)
+            for _ in range(batch)
+        ])
+        missing -= batch
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE tasks_task")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,1000,100000")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    call_command("migrate", verbosity=0)
+    from django.conf import settings
+
+    from accounts.models import Customer
+    from agents.models import Agent, ModelConfig
+    from runtime import embedded_redis
+    from tasks.models import Task, Thread
+    from tests.api_support import make_agent
+
+    redis_proc = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET) if settings.REDIS_EMBEDDED else None
+    customer = Customer.objects.create(name=f"bench-metrics-{os.getpid()}")
+    try:
+        agent = make_agent(customer)
+        thread = Thread.objects.create(customer=customer, agent=agent)
+        client = Client()
+        print(f"database: {connection.vendor}; {args.runs} scrapes per size")
+        print(f"{'finished tasks':>15} | {'scrape ms':>9} | {'queries':>7} | {'old collector queries ms':>24}")
+        for size in sizes:
+            grow(customer, agent, thread, size)
+            client.get("/metrics")  # warm
+            with CaptureQueriesContext(connection) as queries:
+                client.get("/metrics")
+            scrape_sql = [q["sql"] for q in queries.captured_queries]  # now: DEBUG's query log rotates
+            scrape = median_ms(lambda: client.get("/metrics"), args.runs)
+            old = median_ms(old_collector_queries, max(3, args.runs // 4))
+            print(f"{size:>15} | {scrape:>9.2f} | {len(scrape_sql):>7} | {old:>24.2f}")
+        if connection.vendor == "postgresql":
+            sql = next(q for q in scrape_sql if "tasks_task" in q)
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN ANALYZE " + sql)
+                print("\nplan of the scrape's task count at the largest size:")
+                for (line,) in cursor.fetchall():
+                    print("  " + line)
+    finally:
+        Task.objects.filter(customer=customer).delete()
+        Agent.objects.filter(customer=customer).delete()
+        ModelConfig.objects.filter(customer=customer).delete()
+        customer.delete()
+        embedded_redis.stop(redis_proc)
+
+    n = 20000
+    print(f"\nrecording a task's metrics (started, 4 events, finished), {n} times:")
+    for label, extra in (("single process", {}), ("multiprocess", {"PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()})):
+        env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")}
+        env.update(extra)
+        out = subprocess.run([sys.executable, "-c", RECORDING.format(root=str(ROOT), n=n)], env=env,
+                             capture_output=True, text=True, check=True)
+        print(f"  {label:<15} {float(out.stdout.strip()):.1f} us per task")
+
+
+if __name__ == "__main__":
+    main()
