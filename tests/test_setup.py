@@ -146,3 +146,12 @@ def test_platform_status_reports_and_exits_non_zero_when_not_ready(readiness_red
     assert re.search(r"sandboxes\s+\d+ live", text)
     assert "tasks" in text
     assert f"ENGAGED customer:{customer.pk}" in text and "incident 42" in text
+
+    # and --json gives the same as one object
+    out = io.StringIO()
+    call_command("platform_status", "--json", stdout=out, no_color=True)
+    status = json.loads(out.getvalue())
+    assert status["ready"] is True and status["failing"] == []
+    assert status["workers"]["live"] == 1 and status["workers"]["slots"] == {"total": 4, "busy": 1}
+    assert isinstance(status["queue_depth"], int) and isinstance(status["live_sandboxes"], int)
+    assert isinstance(status["hosts"], list)
