@@ -1,8 +1,12 @@
 """Channels group names and the one way services and jobs push live frames to sockets."""
+import asyncio
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -17,11 +21,29 @@ def customer_group(customer_id: int) -> str:
     return f"customer.{customer_id}"
 
 
+async def _group_send(layer, group: str, message: dict) -> None:
+    # A Redis that hangs must not hold the caller (a request that already committed) for long.
+    await asyncio.wait_for(layer.group_send(group, message), timeout=settings.REDIS_WEB_TIMEOUT_SECONDS)
+
+
+# After a delivery timed out (a hung Redis) this process skips live frames for a few seconds: one
+# request pays one bounded wait, not one per frame. Clients catch up from the database (seq resume).
+SKIP_AFTER_TIMEOUT_SECONDS = 5.0
+_skip_until = 0.0
+
+
 def _send(group: str, message: dict) -> None:
+    global _skip_until
+    if time.monotonic() < _skip_until:
+        logger.debug("live delivery to %s skipped: Redis failed recently", group)
+        return
     try:
         layer = get_channel_layer()
         if layer is not None:
-            async_to_sync(layer.group_send)(group, message)
+            async_to_sync(_group_send)(layer, group, message)
+    except (TimeoutError, asyncio.TimeoutError, RedisTimeoutError):
+        _skip_until = time.monotonic() + SKIP_AFTER_TIMEOUT_SECONDS
+        logger.warning("live delivery to %s timed out; skipping live frames for %g s", group, SKIP_AFTER_TIMEOUT_SECONDS)
     except Exception:  # noqa: BLE001 - live delivery is best effort; the database is the record
         logger.warning("live delivery to %s failed", group, exc_info=True)
 

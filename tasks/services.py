@@ -2,6 +2,7 @@
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -23,13 +24,20 @@ def task_job_id(task_id: int, attempts: int, requeues: int) -> str:
 
 
 def task_enqueue(task_id: int, job_id: str | None = None) -> None:
-    """Put the task's job on the RQ queue; job_id defaults to the task's current one."""
+    """Put the task's job on the RQ queue; job_id defaults to the task's current one.
+
+    Redis is asked with bounded timeouts (REDIS_WEB_TIMEOUT_SECONDS): a hung Redis raises soon, and a
+    queued task without a job is enqueued again by the reaper (task_requeue_orphans).
+    """
     import django_rq
+
+    from autogen_platform.redis_clients import web_redis
 
     if job_id is None:
         attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
         job_id = task_job_id(task_id, attempts, requeues)
-    django_rq.get_queue("default").enqueue(
+    connection = web_redis(settings.RQ_QUEUES["default"]["URL"])
+    django_rq.get_queue("default", connection=connection).enqueue(
         "tasks.jobs.run_task", task_id, job_id=job_id, job_timeout=-1, failure_ttl=3600
     )
 
@@ -110,8 +118,10 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         return existing, False
     task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
-    transaction.on_commit(lambda: task_enqueue(task.pk))
-    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status))
+    # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
+    # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
+    transaction.on_commit(lambda: task_enqueue(task.pk), robust=True)
+    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     return task, True
 
 

@@ -153,6 +153,9 @@ CACHES = {
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
+# How long a web request waits for Redis (connect, and each reply) before it gives up on a side effect
+# (enqueueing a job, a live announcement): the database is the record, the reaper enqueues what was missed.
+REDIS_WEB_TIMEOUT_SECONDS = env("REDIS_WEB_TIMEOUT_SECONDS", 2.0, float)
 RQ_SHOW_ADMIN_LINK = True
 
 CHANNEL_LAYERS = {
