@@ -13,6 +13,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 import yaml
+from django.conf import settings
 from django.db import transaction
 
 from accounts.crypto import decrypt
@@ -53,7 +54,17 @@ KEEP_KEY = object()
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
+    """Safe YAML that refuses aliases (`*name`: a few KB of them expand to gigabytes, the "billion
+    laughs") and a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{event.anchor}: aliases are not accepted in a spec, write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         self.flatten_mapping(node)
@@ -80,6 +91,9 @@ def spec_load(text) -> object:
         return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         problem = " ".join(str(exc).split())
+        raise ValidationFailed(f"The spec is not valid YAML or JSON: {problem}", details={"spec": [problem]}) from None
+    except RecursionError:
+        problem = "nested too deeply"
         raise ValidationFailed(f"The spec is not valid YAML or JSON: {problem}", details={"spec": [problem]}) from None
 
 
@@ -290,6 +304,9 @@ def _spec_read(spec, *, customer: Customer, environ) -> dict[str, list[_Desired]
             continue
         if not isinstance(items, list):
             problems.add(section, f"must be a list, not {_type_name(items)}")
+            continue
+        if len(items) > settings.MAX_SPEC_OBJECTS:
+            problems.add(section, f"at most {settings.MAX_SPEC_OBJECTS} objects in one spec (MAX_SPEC_OBJECTS)")
             continue
         seen = {}
         for i, item in enumerate(items):

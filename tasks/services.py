@@ -79,6 +79,9 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             return existing, False
     if (agent is None) == (team is None):
         raise ValidationFailed(details={"non_field_errors": ["Give exactly one of agent or team"]})
+    if not isinstance(input, str) or len(input) > settings.MAX_TASK_INPUT_CHARS:
+        raise ValidationFailed(details={"input": [
+            f"A string of at most {settings.MAX_TASK_INPUT_CHARS} characters (MAX_TASK_INPUT_CHARS)"]})
     if killswitch_scope_engaged(customer.pk):
         raise KillswitchEngaged()
     if agent is not None and agent.status != agent.Status.ACTIVE:

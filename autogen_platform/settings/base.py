@@ -179,6 +179,17 @@ STATIC_ROOT = VAR_DIR / "static"
 # Request bodies over this size are refused with 413 in the error envelope.
 MAX_REQUEST_BODY_BYTES = env("MAX_REQUEST_BODY_BYTES", 1024 * 1024, int)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Caps on what one object may store (validation_error naming the field past them), so no request can
+# bloat a row that every later list, export and task reads (README "Configuration", docs/api.md "Limits").
+MAX_SYSTEM_MESSAGE_CHARS = env("MAX_SYSTEM_MESSAGE_CHARS", 32768, int)
+MAX_DESCRIPTION_CHARS = env("MAX_DESCRIPTION_CHARS", 2000, int)
+MAX_TASK_INPUT_CHARS = env("MAX_TASK_INPUT_CHARS", 65536, int)
+MAX_REPLAY_RESPONSES = env("MAX_REPLAY_RESPONSES", 100, int)
+MAX_REPLAY_RESPONSE_CHARS = env("MAX_REPLAY_RESPONSE_CHARS", 8192, int)
+MAX_TEXT_MENTION_CHARS = env("MAX_TEXT_MENTION_CHARS", 200, int)
+MAX_SPEC_OBJECTS = env("MAX_SPEC_OBJECTS", 500, int)
+# Every list is paged: `page_size` above this is cut to it; a page_size that is not a positive integer is a 400.
+MAX_PAGE_SIZE = env("MAX_PAGE_SIZE", 200, int)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
