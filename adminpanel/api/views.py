@@ -73,13 +73,14 @@ class CustomerListView(AdminAPIView):
     def get_queryset(self):
         return selectors.customer_list()
 
-    @extend_schema(summary="Every customer with its quotas", operation_id="admin_customers_list")
+    @extend_schema(summary="Every customer with its quotas", operation_id="admin_customers_list",
+                   responses=CustomerSerializer(many=True))
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(CustomerSerializer(page, many=True).data)
 
     @extend_schema(summary="Create a customer (quotas not given take the defaults)", request=CustomerWriteSerializer,
-                   responses={201: CustomerSerializer})
+                   responses={201: CustomerSerializer, 409: OpenApiResponse(description="conflict: the name is taken")})
     def post(self, request):
         data = CustomerWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -107,11 +108,13 @@ class CustomerDetailView(AdminAPIView):
         )
         return Response(CustomerSerializer(customer).data)
 
-    @extend_schema(summary="Change a customer's name and/or some of its quotas", request=CustomerWriteSerializer)
+    @extend_schema(summary="Change a customer's name and/or some of its quotas", request=CustomerWriteSerializer,
+                   responses={200: CustomerSerializer, 409: OpenApiResponse(description="conflict: the name is taken")})
     def patch(self, request, pk):
         return self._update(request, pk, partial=True)
 
-    @extend_schema(summary="Replace a customer's name (and the quotas given)", request=CustomerWriteSerializer)
+    @extend_schema(summary="Replace a customer's name (and the quotas given)", request=CustomerWriteSerializer,
+                   responses={200: CustomerSerializer, 409: OpenApiResponse(description="conflict: the name is taken")})
     def put(self, request, pk):
         return self._update(request, pk, partial=False)
 
@@ -128,7 +131,7 @@ class AgentListView(AdminAPIView):
     def get_queryset(self):
         return selectors.agent_list(customer_id=self.request.query_params.get("customer"))
 
-    @extend_schema(summary="Agents of every customer",
+    @extend_schema(summary="Agents of every customer", responses=AdminAgentSerializer(many=True),
                    parameters=[OpenApiParameter("customer", int, description="Only this customer's agents")])
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
@@ -199,6 +202,7 @@ class AuditListView(AdminAPIView):
 
     @extend_schema(
         summary="The audit log, newest first",
+        responses=AuditLogSerializer(many=True),
         parameters=[
             OpenApiParameter("actor", str, description="Exact actor, e.g. `admin:alice` or a customer username"),
             OpenApiParameter("action", str, description="Exact action, or a prefix ending in `.` (e.g. `killswitch.`)"),

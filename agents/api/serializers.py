@@ -27,6 +27,10 @@ class ModelInfoSerializer(PassThroughMixin, StrictSerializer):
             return {}
         return super().to_internal_value(data)
 
+    def to_representation(self, instance):
+        # None stored is `{}`; it reads as null, as the schema says (an object with its keys, or null).
+        return dict(instance) if instance else None
+
 
 class ModelConfigSerializer(serializers.ModelSerializer):
     api_key = serializers.CharField(

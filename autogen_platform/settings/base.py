@@ -199,8 +199,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsCustomerMember"],
     "DEFAULT_PAGINATION_CLASS": "autogen_platform.pagination.Pagination",
+    # JSON bodies only: a form cannot carry nested objects (quotas, limits) and would drop them silently.
+    "DEFAULT_PARSER_CLASSES": ["autogen_platform.parsers.JSONParser"],
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "autogen_platform.schema.AutoSchema",
     "EXCEPTION_HANDLER": "autogen_platform.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "login": env("LOGIN_THROTTLE_RATE", "20/min"),
