@@ -63,3 +63,49 @@ def test_every_error_answer_is_documented_with_the_envelope(anon_client):
                     ref = response["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/ErrorEnvelope"), (method, path, code)
     assert settings.REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] == "autogen_platform.schema.AutoSchema"
+
+
+@pytest.fixture
+def roles(make_customer, client_for):
+    customer, owner = make_customer("roles", role="owner")
+    _, member = make_customer("roles", role="member")
+    _, viewer = make_customer("roles", role="viewer")
+    return customer, client_for(owner), client_for(member), client_for(viewer)
+
+
+def test_members_run_and_edit_but_only_owners_delete(roles):
+    customer, owner, member, viewer = roles
+    body = {"name": "m", "provider": "replay", "responses": ["hi"]}
+    assert_error(viewer.post("/api/models/", body, format="json"), 403, "permission_denied")
+    created = member.post("/api/models/", body, format="json")
+    assert created.status_code == 201
+    model_id = created.json()["id"]
+    assert member.patch(f"/api/models/{model_id}/", {"responses": ["ho"]}, format="json").status_code == 200
+    agent = member.post("/api/agents/", {"name": "a", "model": model_id}, format="json").json()
+    assert member.post("/api/tasks/", {"agent": agent["id"], "input": "hi"}, format="json").status_code == 201
+
+    error = assert_error(member.delete(f"/api/agents/{agent['id']}/"), 403, "permission_denied")
+    assert "owner" in error["message"]
+    assert_error(member.delete(f"/api/models/{model_id}/"), 403, "permission_denied")
+    assert owner.delete(f"/api/teams/999999/").status_code == 404
+
+
+def test_only_owners_manage_api_keys(roles):
+    customer, owner, member, viewer = roles
+    assert_error(member.post("/api/api-keys/", {"name": "ci"}, format="json"), 403, "permission_denied")
+    created = owner.post("/api/api-keys/", {"name": "ci"}, format="json")
+    assert created.status_code == 201
+    key_id = created.json()["id"]
+    assert [k["id"] for k in member.get("/api/api-keys/").json()["results"]] == [key_id]
+    assert_error(member.delete(f"/api/api-keys/{key_id}/"), 403, "permission_denied")
+    assert owner.delete(f"/api/api-keys/{key_id}/").status_code == 204
+
+
+def test_only_owners_prune_with_apply(roles):
+    customer, owner, member, viewer = roles
+    make_model(customer, name="keep-me")
+    spec = {"models": [{"name": "other", "provider": "replay", "responses": ["hi"]}]}
+    assert_error(member.post("/api/apply/?prune=true", spec, format="json"), 403, "permission_denied")
+    assert member.post("/api/apply/?prune=true&dry_run=true", spec, format="json").status_code == 200
+    assert member.post("/api/apply/", spec, format="json").status_code == 200
+    assert owner.post("/api/apply/?prune=true", spec, format="json").json()["summary"]["delete"] == 1

@@ -9,6 +9,7 @@ from rest_framework_simplejwt.views import TokenViewBase
 
 from accounts import selectors, services
 from accounts.models import ApiKey
+from accounts.permissions import IsCustomerOwner
 from adminpanel.models import Notification
 
 from . import schema  # noqa: F401 - registers the security schemes with drf-spectacular
@@ -62,6 +63,9 @@ class MeView(APIView):
 @extend_schema(tags=["api keys"])
 class ApiKeyViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                     mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Every member sees the customer's keys (never the keys themselves); only owners create and revoke them."""
+
+    permission_classes = [IsCustomerOwner]
     serializer_class = ApiKeySerializer
     schema_model = ApiKey
 

@@ -8,9 +8,10 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import OWNER
 from accounts.selectors import customer_for_user
 from agents import specs
-from autogen_platform.errors import ValidationFailed
+from autogen_platform.errors import PermissionDeniedError, ValidationFailed
 from autogen_platform.parsers import JSONParser
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
@@ -102,13 +103,15 @@ class SpecApplyView(APIView):
         responses={
             200: ApplyResultSerializer,
             400: OpenApiResponse(description="validation_error: details name the path, e.g. agents[1].model"),
-            403: OpenApiResponse(description="permission_denied: viewers may not apply"),
+            403: OpenApiResponse(description="permission_denied: viewers may not apply; only owners may prune"),
             409: OpenApiResponse(description="conflict: e.g. prune of an agent with running tasks"),
             429: OpenApiResponse(description="quota_exceeded"),
         },
     )
     def post(self, request):
         dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
+        if prune and not dry_run and request.user.membership.role != OWNER:
+            raise PermissionDeniedError("Only a customer's owners may delete: prune deletes what the spec omits")
         result = specs.spec_apply(actor=request.user, customer=customer_for_user(request.user), spec=request.data,
                                   dry_run=dry_run, prune=prune, environ=None, request=request)
         return Response(result.as_dict())
