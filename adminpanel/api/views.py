@@ -118,7 +118,12 @@ class CustomerDetailView(AdminAPIView):
     def put(self, request, pk):
         return self._update(request, pk, partial=False)
 
-    @extend_schema(summary="Delete a customer and everything it owns; its running sandboxes are killed",
+    @extend_schema(summary="Delete a customer: access ends and its work stops now; its data is purged "
+                           "CUSTOMER_RETENTION_DAYS later",
+                   description="A soft delete: the customer's users are deactivated, its API keys revoked, its "
+                               "queued tasks cancelled and its running sandboxes killed. It is gone from every admin "
+                               "endpoint at once; its rows stay for CUSTOMER_RETENTION_DAYS (default 30) and are "
+                               "then purged by the reaper. Its name stays taken until then.",
                    responses={204: OpenApiResponse(description="Deleted")})
     def delete(self, request, pk):
         account_services.customer_delete(actor=request.user, customer=selectors.customer_get(pk), request=request)

@@ -188,6 +188,8 @@ MAX_REPLAY_RESPONSES = env("MAX_REPLAY_RESPONSES", 100, int)
 MAX_REPLAY_RESPONSE_CHARS = env("MAX_REPLAY_RESPONSE_CHARS", 8192, int)
 MAX_TEXT_MENTION_CHARS = env("MAX_TEXT_MENTION_CHARS", 200, int)
 MAX_SPEC_OBJECTS = env("MAX_SPEC_OBJECTS", 500, int)
+# A deleted customer's rows (tasks, events, agents...) are kept this long, then purged by the reaper.
+CUSTOMER_RETENTION_DAYS = env("CUSTOMER_RETENTION_DAYS", 30, float)
 # Every list is paged: `page_size` above this is cut to it; a page_size that is not a positive integer is a 400.
 MAX_PAGE_SIZE = env("MAX_PAGE_SIZE", 200, int)
 
