@@ -109,3 +109,22 @@ def test_only_owners_prune_with_apply(roles):
     assert member.post("/api/apply/?prune=true&dry_run=true", spec, format="json").status_code == 200
     assert member.post("/api/apply/", spec, format="json").status_code == 200
     assert owner.post("/api/apply/?prune=true", spec, format="json").json()["summary"]["delete"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_malformed_multipart_body_gets_the_envelope_from_the_real_server(daphne_server, owner):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from conftest import token_for
+
+    for content_type in ("multipart/form-data", "multipart/form-data; boundary=xx"):
+        request = urllib.request.Request(
+            daphne_server.http_url + "/api/models/", data=BROKEN_MULTIPART, method="POST",
+            headers={"Content-Type": content_type, "Authorization": f"Bearer {token_for(owner)}"})
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=10)
+        body = json.loads(answer.value.read())
+        assert answer.value.code == 415, body
+        assert body["error"]["code"] == "unsupported_media_type"
