@@ -8,6 +8,7 @@ services in one transaction (a failing spec changes nothing), and the export tha
 selector model) are names. Provider keys never stand in a spec: `api_key_env` names an environment
 variable of the applying side.
 """
+import json
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -654,6 +655,9 @@ class _Inline(dict):
 
 
 def _represent_str(dumper, value):
+    if not value.replace("\n", "").isprintable():
+        # other line breaks (U+0085, U+2028) and control characters only survive escaped, in double quotes
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
 
@@ -681,7 +685,10 @@ def spec_dump_yaml(spec: dict) -> str:
     text = yaml.dump(spec, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=120)
     lines = [line + KEY_COMMENT if re.match(r"^\s+api_key_env: [A-Z0-9_]+$", line) else line
              for line in text.splitlines()]
-    header = [f"# Spec of customer {spec.get('customer')!s}: apply it with `manage.py apply -f FILE` "
+    name = str(spec.get("customer"))
+    if not name.isprintable():  # a comment cannot escape: control characters or line breaks would break the file
+        name = json.dumps(name)
+    header = [f"# Spec of customer {name}: apply it with `manage.py apply -f FILE` "
               "or POST /api/apply/."]
     if any(line.endswith(KEY_COMMENT) for line in lines):
         header.append("# Provider keys are never exported: each api_key_env names the variable to hold one.")

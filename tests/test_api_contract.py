@@ -128,3 +128,15 @@ def test_a_malformed_multipart_body_gets_the_envelope_from_the_real_server(daphn
         body = json.loads(answer.value.read())
         assert answer.value.code == 415, body
         assert body["error"]["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("name", ["bell\x07", "next\x85line", "para\u2028graph", "tab\there"])
+def test_an_export_reads_back_whatever_the_customer_is_called(make_customer, client_for, name):
+    import yaml
+
+    customer, owner = make_customer(name)
+    make_model(customer, name=f"model {name}")
+    text = client_for(owner).get("/api/export/").content.decode()
+    spec = yaml.safe_load(text)
+    assert spec["customer"] == name
+    assert spec["models"][0]["name"] == f"model {name}"
