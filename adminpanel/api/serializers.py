@@ -135,7 +135,8 @@ class KillswitchStateSerializer(serializers.Serializer):
 
 
 class KillswitchOverviewSerializer(KillswitchStateSerializer):
-    customers = KillswitchStateSerializer(many=True, help_text="Every engaged customer switch.")
+    customers = KillswitchStateSerializer(many=True, required=False, help_text=(
+        "Every engaged customer switch; absent when ?customer= asks for that customer's own switch."))
 
 
 class AuditLogSerializer(serializers.ModelSerializer):
