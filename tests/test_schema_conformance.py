@@ -4,7 +4,7 @@ Schemathesis generates requests for every operation of /api/schema/ (valid and i
 checks each answer: no 5xx, a documented status code, a documented content type and a body that
 fits the documented schema (errors included: the envelope). It runs in-process against the WSGI
 app with a customer owner's token, and an admin token plus X-Admin-Key on /api/admin/. The number
-of examples per operation and mode (valid, invalid) is bounded (SCHEMATHESIS_MAX_EXAMPLES, default 6)
+of examples per operation and mode (valid, invalid) is bounded (SCHEMATHESIS_MAX_EXAMPLES, default 10)
 to keep CI short.
 """
 import os
@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.api_support import make_agent, make_model, make_team
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "6"))
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"))
 
 
 pytestmark = pytest.mark.django_db
