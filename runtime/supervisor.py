@@ -134,6 +134,7 @@ class TaskRun:
         self.cpu_seconds = 0.0
         self.last_stats: dict = {}
         self.timeout_handle: asyncio.TimerHandle | None = None
+        self.created = time.monotonic()
 
     @property
     def customer_id(self) -> int | None:
@@ -141,10 +142,16 @@ class TaskRun:
 
     # -- the run --------------------------------------------------------------------------------
 
+    def mark(self, phase: str) -> None:
+        """Where the run's time goes (debug log: one line a phase, milliseconds since it was handed over)."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("task %s: %s at %.1f ms", self.task_id, phase, (time.monotonic() - self.created) * 1000)
+
     async def run(self) -> None:
         try:
             try:
                 self.ctx = await self.rt.db(self.rt.store.load, self.task_id)
+                self.mark("loaded")
             except Exception:  # noqa: BLE001 - a task that cannot even be read must still end
                 logger.exception("task %s: could not load what it runs", self.task_id)
                 await self._retrying(
@@ -217,6 +224,7 @@ class TaskRun:
             parent_sock.close()
             return self.outcome.result()
         self.spawned_at = time.monotonic()
+        self.mark("spawned")
         self.started_at_iso = _now_iso()
         self.timeout_handle = self.rt.loop.call_later(ctx.limits["timeout_seconds"], self._on_timeout)
         self.rt.background(self.rt.db(self.rt.store.attach, ctx.task_id, self.box.pid))
@@ -239,6 +247,7 @@ class TaskRun:
         try:
             return await self.outcome
         finally:
+            self.mark("ended")
             if self.timeout_handle is not None:
                 self.timeout_handle.cancel()
             reading.cancel()
@@ -283,8 +292,10 @@ class TaskRun:
                 await self.rt.in_spawn_thread(self._reap_box)
             except Exception:  # noqa: BLE001
                 logger.exception("task %s: sandbox cleanup failed", self.task_id)
+        self.mark("cleaned up")
         self.rt.unpublish(self.task_id)
         await self.rt.events_drained(self)
+        self.mark("events stored")
         if outcome.status == REQUEUE:
             await self._retrying(store.requeue, self.task_id)
             return
@@ -403,6 +414,7 @@ class TaskRun:
                 raise ProtocolViolation("more model requests at once than the task has agents")
             self.model_calls[request_id] = asyncio.ensure_future(self._answer_model(message))
         elif op == "done":
+            self.mark("done")
             if self.model_calls:
                 raise ProtocolViolation("a result while a model call is still unanswered")
             self.reported = True
@@ -479,6 +491,7 @@ class TaskRun:
             await self.send({"op": "model_chunk", "id": request_id, "text": text})
 
         started = time.monotonic()
+        self.mark("model call")
         try:
             result = await self.broker.call(request, on_chunk)
         except BudgetExceeded as exc:
