@@ -139,8 +139,9 @@ def test_provider_keys_are_encrypted_at_rest_and_never_returned_or_logged(make_c
     superuser = django_user_model.objects.create_superuser("root-admin", "root@example.com", "password123")
     from django.test import Client
 
-    site = Client()
-    site.force_login(superuser)
+    from tests.admin_support import admin_site_login
+
+    site = admin_site_login(Client(), superuser)
     seen.append(site.get(f"/admin/agents/modelconfig/{model_id}/change/").content)
     for content in seen:
         assert SECRET.encode() not in content

@@ -3,13 +3,15 @@
 Every view but the token ones needs an admin token (AdminJWTAuthentication) AND the X-Admin-Key header.
 """
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenViewBase
 
 from accounts import services as account_services
-from accounts.api.views import LoginRateThrottle
+from accounts import signin
+from accounts.api.views import LoginRateThrottle, LogoutView
+from accounts.authentication import ADMIN_SCOPE
 from adminpanel import selectors, services
 from adminpanel.authentication import AdminJWTAuthentication
 from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
@@ -44,15 +46,30 @@ class _AdminTokenView(TokenViewBase):
     authentication_classes = []
     permission_classes = [HasAdminKey]
 
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except exceptions.AuthenticationFailed:
+            if signin.is_locked_out(request):
+                raise signin.locked_out_error() from None
+            raise
+
 
 @extend_schema(tags=["admin"], summary="Admin log in: a staff account's username and password to admin-scoped tokens")
 class AdminTokenObtainView(_AdminTokenView):
     serializer_class = AdminTokenObtainSerializer
 
 
-@extend_schema(tags=["admin"], summary="A new admin access token from an admin refresh token")
+@extend_schema(tags=["admin"], summary="Rotate an admin refresh token: a new access token and a new refresh token")
 class AdminTokenRefreshView(_AdminTokenView):
     serializer_class = AdminTokenRefreshSerializer
+
+
+@extend_schema(tags=["admin"], summary="Admin log out: the admin refresh token is refused from then on",
+               parameters=[ADMIN_KEY_HEADER])
+class AdminLogoutView(LogoutView):
+    permission_classes = [HasAdminKey]
+    scope = ADMIN_SCOPE
 
 
 @extend_schema(tags=["admin"], parameters=[ADMIN_KEY_HEADER])
