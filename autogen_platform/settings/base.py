@@ -45,11 +45,12 @@ SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 ADMIN_API_KEY = env("ADMIN_API_KEY", DEV_ADMIN_API_KEY)
 # Provider API keys are encrypted at rest with this key (any string; derived into a Fernet key).
 FIELD_ENCRYPTION_KEY = env("FIELD_ENCRYPTION_KEY", SECRET_KEY)
-if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or ADMIN_API_KEY == DEV_ADMIN_API_KEY):
+if not DEBUG and (DEV_SECRET_KEY in (SECRET_KEY, FIELD_ENCRYPTION_KEY) or ADMIN_API_KEY == DEV_ADMIN_API_KEY):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(
-        "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY and ADMIN_API_KEY set: refusing the development defaults"
+        "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY and ADMIN_API_KEY set (and FIELD_ENCRYPTION_KEY, if set, not the"
+        " development key): refusing the development defaults"
     )
 ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"], list)
 CORS_ALLOWED_ORIGINS = env("CORS_ALLOWED_ORIGINS", [], list)
