@@ -237,6 +237,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "adminpanel.services.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.signin.lockout_response"
 AXES_VERBOSE = False
+# Successful sign-ins are in the audit log already (accounts.signin); axes keeps only the failure counters.
+AXES_DISABLE_ACCESS_LOG = True
 # TOTP devices of staff users (the Django admin's second factor) are named after the platform in apps.
 OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", "AutoGen platform")
 
