@@ -66,6 +66,22 @@ def is_locked_out(request) -> bool:
     return bool(getattr(request, "axes_locked_out", False))
 
 
+class LockoutAnswerMixin:
+    """For DRF token views: a sign-in refused because of the lockout is 429 `rate_limited`, not 401.
+
+    (axes flags the DRF request it was given; its middleware only sees the Django request underneath.)"""
+
+    def post(self, request, *args, **kwargs):
+        from rest_framework import exceptions
+
+        try:
+            return super().post(request, *args, **kwargs)
+        except exceptions.AuthenticationFailed:
+            if is_locked_out(request):
+                raise locked_out_error() from None
+            raise
+
+
 def lockout_response(request, original_response=None, credentials=None):
     """AXES_LOCKOUT_CALLABLE: the answer of a session login form refused by the lockout (429 with Retry-After)."""
     if request.path.startswith("/api/"):

@@ -1,6 +1,6 @@
 """Auth tokens, the caller's identity, API keys and notifications: thin views over selectors and services."""
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -33,18 +33,10 @@ class LoginRateThrottle(ScopedRateThrottle):
         return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
 
 
-class _TokenView(TokenViewBase):
+class _TokenView(signin.LockoutAnswerMixin, TokenViewBase):
     # A request rate per client on top of the sign-in lockout (accounts.signin), which counts failures.
     throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
-
-    def post(self, request, *args, **kwargs):
-        try:
-            return super().post(request, *args, **kwargs)
-        except exceptions.AuthenticationFailed:
-            if signin.is_locked_out(request):
-                raise signin.locked_out_error() from None
-            raise
 
 
 @extend_schema(tags=["auth"], summary="Log in: username and password to an access and a refresh token",

@@ -3,7 +3,7 @@
 Every view but the token ones needs an admin token (AdminJWTAuthentication) AND the X-Admin-Key header.
 """
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, status
+from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenViewBase
@@ -38,21 +38,13 @@ ADMIN_KEY_HEADER = OpenApiParameter("X-Admin-Key", str, OpenApiParameter.HEADER,
 
 
 @extend_schema(parameters=[ADMIN_KEY_HEADER])
-class _AdminTokenView(TokenViewBase):
+class _AdminTokenView(signin.LockoutAnswerMixin, TokenViewBase):
     # The customer login's throttle and scope: one allowance per client address for both.
     throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
     # The contract: every /api/admin/ call needs X-Admin-Key, logging in included.
     authentication_classes = []
     permission_classes = [HasAdminKey]
-
-    def post(self, request, *args, **kwargs):
-        try:
-            return super().post(request, *args, **kwargs)
-        except exceptions.AuthenticationFailed:
-            if signin.is_locked_out(request):
-                raise signin.locked_out_error() from None
-            raise
 
 
 @extend_schema(tags=["admin"], summary="Admin log in: a staff account's username and password to admin-scoped tokens")
