@@ -143,3 +143,18 @@ def customer_delete(*, actor, customer: Customer, request=None) -> None:
     ModelConfig.objects.filter(customer_id=customer_id).delete()
     Customer.objects.filter(pk=customer_id).delete()
     transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"))
+
+
+@transaction.atomic
+def token_logout(*, raw_refresh: str, scope: str, request=None) -> None:
+    """End a refresh token of `scope` (customer or admin): it is blacklisted and refused from then on."""
+    from . import tokens
+
+    from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+    refresh = tokens.refresh_token_parse(raw_refresh, scope)
+    refresh.blacklist()
+    user = get_user_model().objects.filter(pk=refresh.get(jwt_settings.USER_ID_CLAIM)).first()
+    plane = "admin" if scope == "admin" else "auth"
+    audit_record(actor=user or "anonymous", action=f"{plane}.logout", target=f"user:{getattr(user, 'username', '')}",
+                 request=request)
