@@ -584,6 +584,10 @@ class Runtime:
         self._thread = threading.Thread(target=self._thread_main, name="runtime-loop", daemon=True)
         self._ready = threading.Event()
         self._db_pool = ThreadPoolExecutor(settings.WORKER_DB_THREADS, thread_name_prefix="runtime-db")
+        # The event writer and the housekeeping (heartbeats, stop backstop) have a database thread each:
+        # tasks starting behind a customer's row lock, or a slow query of one task, never hold them up.
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-db-events")
+        self._house_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-db-house")
         self._spawn_pool = ThreadPoolExecutor(settings.WORKER_SPAWN_THREADS, thread_name_prefix="runtime-spawn")
         # what the worker does after a task (RQ's registries): one thread, in order
         self._after_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-after")
@@ -629,8 +633,8 @@ class Runtime:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self._after_pool.shutdown(wait=True)
-        self._db_pool.shutdown(wait=False, cancel_futures=True)
-        self._spawn_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._db_pool, self._writer_pool, self._house_pool, self._spawn_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the loop's thread ----------------------------------------------------------------------
 
@@ -663,9 +667,9 @@ class Runtime:
         if not future.cancelled() and future.exception() is not None:
             logger.warning("runtime background work failed: %r", future.exception())
 
-    async def db(self, fn, *args, **kwargs):
+    async def db(self, fn, *args, pool=None, **kwargs):
         """Run an ORM call on one of the shared database threads (never on the loop)."""
-        return await self.loop.run_in_executor(self._db_pool, _with_connection, fn, args, kwargs)
+        return await self.loop.run_in_executor(pool or self._db_pool, _with_connection, fn, args, kwargs)
 
     async def in_spawn_thread(self, fn, *args, **kwargs):
         return await self.loop.run_in_executor(self._spawn_pool, lambda: fn(*args, **kwargs))
@@ -775,7 +779,7 @@ class Runtime:
             if not batches:
                 continue
             try:
-                stored = await self.db(self.store.append_events, batches)
+                stored = await self.db(self.store.append_events, batches, pool=self._writer_pool)
             except Exception:  # noqa: BLE001 - keep them, in order, for the next try
                 logger.warning("storing %s events failed, retrying", total, exc_info=True)
                 for run in taken:
@@ -828,7 +832,7 @@ class Runtime:
         while True:
             now = time.monotonic()
             if now >= next_beat and (beat is None or beat.done()) and self.runs:
-                beat = self.background(self.db(self.store.heartbeat, list(self.runs)))
+                beat = self.background(self.db(self.store.heartbeat, list(self.runs), pool=self._house_pool))
                 next_beat = now + settings.TASK_HEARTBEAT_SECONDS
             if now >= next_poll and (poll is None or poll.done()) and self.runs:
                 scope = {r.task_id: r.customer_id for r in self.runs.values() if r.ctx is not None}
@@ -844,7 +848,7 @@ class Runtime:
             await asyncio.sleep(min(CANCEL_POLL_SECONDS, STATS_SECONDS) / 2)
 
     async def _poll_stops(self, scope: dict[int, int]) -> None:
-        for task_id, reason in (await self.db(self.store.stop_reasons, scope)).items():
+        for task_id, reason in (await self.db(self.store.stop_reasons, scope, pool=self._house_pool)).items():
             run = self.runs.get(task_id)
             if run is not None:
                 run.stop(reason)
