@@ -5,21 +5,10 @@ changes have side effects are view-only here and offer service-backed actions in
 """
 from django.contrib import admin, messages
 
+from autogen_platform.admin_helpers import ViewOnlyAdminMixin
+
 from . import services
 from .models import ApiKey, Customer, Membership
-
-
-class ViewOnlyAdminMixin:
-    """Inspect in the admin; change through the API or an action that calls a service."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class MembershipInline(admin.TabularInline):

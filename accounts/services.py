@@ -147,8 +147,11 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
     now = timezone.now()
     customer.deleted_at = now
     customer.save(update_fields=["deleted_at"])
-    users = get_user_model().objects.filter(membership__customer=customer, is_staff=False)
-    deactivated = users.filter(is_active=True).update(is_active=False)
+    deactivated = 0
+    for user in get_user_model().objects.filter(membership__customer=customer, is_staff=False, is_active=True):
+        user.is_active = False
+        user.save(update_fields=["is_active"])  # a save, so that every token of the user ends (accounts.tokens)
+        deactivated += 1
     revoked = ApiKey.objects.filter(customer=customer, revoked_at__isnull=True).update(revoked_at=now)
     error = {"code": "cancelled", "message": "The customer was deleted"}
     for task in Task.objects.filter(customer=customer, status__in=(Task.Status.QUEUED, Task.Status.RUNNING)):
@@ -194,3 +197,18 @@ def customer_purge_deleted(*, batch: int = 500) -> int:
             audit_record(actor="system", action="customer.purge", target=f"customer:{customer_id}",
                          details={"name": name, "retention_days": settings.CUSTOMER_RETENTION_DAYS})
     return deleted
+
+
+@transaction.atomic
+def token_logout(*, raw_refresh: str, scope: str, request=None) -> None:
+    """End a refresh token of `scope` (customer or admin): it is blacklisted and refused from then on."""
+    from . import tokens
+
+    from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+    refresh = tokens.refresh_token_parse(raw_refresh, scope)
+    refresh.blacklist()
+    user = get_user_model().objects.filter(pk=refresh.get(jwt_settings.USER_ID_CLAIM)).first()
+    plane = "admin" if scope == "admin" else "auth"
+    audit_record(actor=user or "anonymous", action=f"{plane}.logout", target=f"user:{getattr(user, 'username', '')}",
+                 request=request)

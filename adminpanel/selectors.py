@@ -126,6 +126,15 @@ def queue_depth() -> int:
         return -1
 
 
+def _worker_slots() -> dict:
+    from runtime.services import worker_slots
+
+    try:
+        return worker_slots()
+    except Exception:  # noqa: BLE001 - statistics report an unreachable Redis instead of failing
+        return {"total": -1, "busy": -1}
+
+
 def platform_stats() -> dict:
     now = timezone.now()
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -140,6 +149,7 @@ def platform_stats() -> dict:
         "tasks_by_status": by_status,
         "running_sandboxes": by_status[Task.Status.RUNNING],
         "queue_depth": queue_depth(),
+        "worker_slots": _worker_slots(),
         "tokens_today": int(tokens_today),
         "killswitch": {
             "global": engaged.filter(scope=GLOBAL_SCOPE).exists(),

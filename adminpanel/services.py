@@ -70,6 +70,15 @@ def killswitch_scope_engaged(customer_id: int | None) -> bool:
     return Killswitch.objects.filter(scope__in=scopes, engaged=True).exists()
 
 
+def killswitch_scopes_engaged(customer_ids: set[int]) -> set[int]:
+    """Which of these customers are under an engaged killswitch (the global one covers them all)."""
+    scopes = {killswitch_scope(c): c for c in customer_ids}
+    engaged = set(Killswitch.objects.filter(scope__in=[GLOBAL_SCOPE, *scopes], engaged=True).values_list("scope", flat=True))
+    if GLOBAL_SCOPE in engaged:
+        return set(customer_ids)
+    return {scopes[s] for s in engaged if s in scopes}
+
+
 def notification_payload(notification: Notification) -> dict:
     return {
         "id": notification.pk,
@@ -163,3 +172,25 @@ __all__ = [
     "killswitch_set",
     "transaction",
 ]
+
+
+@transaction.atomic
+def admin_otp_enrol(*, actor, user, name: str = "authenticator", replace: bool = False):
+    """A confirmed TOTP device for a staff user: the Django admin's second factor. Returns the device, whose
+    `config_url` (otpauth://) is shown once to the admin to load into an authenticator app.
+
+    With `replace`, the user's other TOTP devices are deleted first (a lost phone); without, a second device is
+    added beside them."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    if not user.is_staff:
+        from autogen_platform.errors import ValidationFailed
+
+        raise ValidationFailed(f"{user.username!r} is not a staff user: only platform admins use the admin site")
+    removed = 0
+    if replace:
+        removed, _ = TOTPDevice.objects.filter(user=user).delete()
+    device = TOTPDevice.objects.create(user=user, name=name, confirmed=True)
+    audit_record(actor=actor, action="admin.otp_enrol", target=f"user:{user.username}",
+                 details={"device": name, "replaced": removed})
+    return device

@@ -5,7 +5,7 @@ and offers the stop and start actions, which call those services.
 """
 from django.contrib import admin, messages
 
-from accounts.admin import ViewOnlyAdminMixin
+from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 
 from . import services
 from .models import Agent, AgentVersion, ModelConfig

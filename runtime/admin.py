@@ -1,7 +1,7 @@
 """Django admin for the worker hosts and the sandbox layers they reported (view-only)."""
 from django.contrib import admin
 
-from accounts.admin import ViewOnlyAdminMixin
+from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 
 from .models import WorkerHost
 

@@ -6,6 +6,7 @@ is kept for the whole task), relays streamed chunks, counts tokens per agent and
 when an agent goes over its max_tokens, or when its customer's monthly token budget is used up.
 """
 import ipaddress
+import json
 import socket
 from urllib.parse import urlsplit
 
@@ -80,48 +81,142 @@ def build_client(config: dict):
     raise ModelFailed(f"Unknown model provider {config['provider']!r}")
 
 
+class ClientCache:
+    """The provider clients of one worker, shared by its tasks: one per distinct configuration (its own
+    HTTP connection pool and TLS context), not one per task. Replay clients keep a position, so each task
+    gets its own. Idle clients beyond IDLE_CLIENTS are closed, oldest first."""
+
+    IDLE_CLIENTS = 64
+
+    def __init__(self):
+        self._clients: dict[str, object] = {}
+        self._users: dict[str, int] = {}
+        self._idle: list[str] = []
+
+    @staticmethod
+    def key(config: dict) -> str:
+        fields = ("provider", "model", "base_url", "api_key", "model_info")
+        return json.dumps({k: config.get(k) for k in fields}, sort_keys=True, default=str)
+
+    def acquire(self, config: dict):
+        if config["provider"] == "replay":
+            return build_client(config), None
+        key = self.key(config)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = build_client(config)
+        self._users[key] = self._users.get(key, 0) + 1
+        if key in self._idle:
+            self._idle.remove(key)
+        return client, key
+
+    async def release(self, key: str | None) -> None:
+        if key is None or key not in self._users:
+            return
+        self._users[key] -= 1
+        if self._users[key] > 0:
+            return
+        del self._users[key]
+        self._idle.append(key)
+        while len(self._idle) > self.IDLE_CLIENTS:
+            await _close(self._clients.pop(self._idle.pop(0)))
+
+    async def release_all(self, keys: list) -> None:
+        for key in keys:
+            await self.release(key)
+
+    async def close(self) -> None:
+        clients, self._clients, self._users, self._idle = list(self._clients.values()), {}, {}, []
+        for client in clients:
+            await _close(client)
+
+
+async def _close(client) -> None:
+    try:
+        await client.close()
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+def estimate_tokens(messages: list, tools: list) -> int:
+    """A request's prompt size in tokens, before it is sent: about four characters a token of its JSON
+    (no tokenizer file is needed, so it works offline and for every provider)."""
+    size = len(json.dumps(messages, separators=(",", ":"), default=str)) + len(json.dumps(tools, separators=(",", ":"), default=str))
+    return size // 4 + 1
+
+
 class ModelBroker:
-    def __init__(self, configs: dict[int, dict], budgets: dict[int, int], monthly_left=None):
-        """configs: model config id -> config; budgets: agent id -> max_tokens.
+    def __init__(self, configs: dict[int, dict], budgets: dict[int, int], monthly_left=None, clients: ClientCache | None = None):
+        """configs: model config id -> config; budgets: agent id -> max_tokens (0: none).
 
         monthly_left(task_tokens) -> int, awaited before and after each call: records the task's
         tokens so far and returns what is left of the customer's monthly budget (<= 0: used up).
+        clients: the worker's shared provider clients (None: this broker's own).
         """
         self.providers = {mid: c["provider"] for mid, c in configs.items()}
         self.names = {mid: c.get("name", str(mid)) for mid, c in configs.items()}
-        self.clients = {}
-        for mid, config in configs.items():
-            try:
-                self.clients[mid] = build_client(config)
-            except ModelFailed:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any construction failure is the configuration's
-                raise ModelFailed(f"Model {self.names[mid]!r} cannot be used: {exc}") from exc
+        self.cache = clients if clients is not None else ClientCache()
         self.budgets = budgets
         self.monthly_left = monthly_left
         self.used_by_agent: dict[int, int] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.calls = 0
+        self.error: ModelFailed | None = None  # a client that could not be built: the task ends model_error
+        self.clients = {}
+        self._keys: list[str | None] = []  # what close() gives back to the cache (also after a failure here)
+        for mid, config in configs.items():
+            try:
+                self.clients[mid], key = self.cache.acquire(config)
+                self._keys.append(key)
+            except ModelFailed as exc:
+                self.error = exc
+                return
+            except Exception as exc:  # noqa: BLE001 - any construction failure is the configuration's
+                self.error = ModelFailed(f"Model {self.names[mid]!r} cannot be used: {exc}")
+                return
 
     def model_infos(self) -> dict[str, dict]:
         return {str(mid): dict(client.model_info) for mid, client in self.clients.items()}
+
+    def tokens_left(self, agent_id) -> int | None:
+        """What the task (and the calling agent) may still spend; None: no limit."""
+        used = self.prompt_tokens + self.completion_tokens
+        left = []
+        total_budget = sum(self.budgets.values())
+        if total_budget:
+            left.append(total_budget - used)
+        budget = self.budgets.get(agent_id)
+        if budget:
+            left.append(budget - self.used_by_agent.get(agent_id, 0))
+        return min(left) if left else None
 
     async def call(self, request: dict, on_chunk) -> CreateResult:
         """Answer one request from the child; on_chunk(text) is awaited for each streamed chunk."""
         client = self.clients.get(request.get("model"))
         if client is None:
             raise ModelFailed(f"Model configuration {request.get('model')} is not available to this task")
-        kwargs = {
-            "tools": request.get("tools") or [],
-            "json_output": request.get("json_output"),
-            "extra_create_args": {k: v for k, v in (request.get("extra_create_args") or {}).items() if k in ALLOWED_EXTRA_ARGS},
-        }
-        if request.get("tool_choice") in ("auto", "required", "none") and kwargs["tools"]:
+        raw_messages, tools = request.get("messages") or [], request.get("tools") or []
+        extra = {k: v for k, v in (request.get("extra_create_args") or {}).items() if k in ALLOWED_EXTRA_ARGS}
+        kwargs = {"tools": tools, "json_output": request.get("json_output"), "extra_create_args": extra}
+        if request.get("tool_choice") in ("auto", "required", "none") and tools:
             kwargs["tool_choice"] = request["tool_choice"]
-        await self._check_monthly(before=True)
+        monthly = await self._check_monthly(before=True)
+        # The budget is checked before the call with the request's size, and the completion capped to
+        # what is left: one call can never spend far past a budget.
+        left = [n for n in (self.tokens_left(request.get("agent")), monthly) if n is not None]
+        if left:
+            prompt = estimate_tokens(raw_messages, tools)
+            room = min(left) - prompt
+            if room <= 0:
+                raise BudgetExceeded(
+                    f"The next model call needs about {prompt} prompt tokens; the task has {min(left)} tokens left of its budget"
+                )
+            if self.providers[request["model"]] == "openai":
+                requested = extra.get("max_tokens")
+                extra["max_tokens"] = min(int(requested), room) if isinstance(requested, int) and requested > 0 else room
         try:
-            messages = _MESSAGES.validate_python(request.get("messages") or [])
+            messages = _MESSAGES.validate_python(raw_messages)
             result = None
             if request.get("stream"):
                 if self.providers[request["model"]] == "openai":
@@ -143,13 +238,14 @@ class ModelBroker:
         await self._check_monthly(before=False)
         return result
 
-    async def _check_monthly(self, *, before: bool) -> None:
+    async def _check_monthly(self, *, before: bool) -> int | None:
         if self.monthly_left is None:
-            return
+            return None
         left = await self.monthly_left(self.prompt_tokens + self.completion_tokens)
         # Before a call, nothing left refuses it; after one, only going over ends the task.
         if left < 0 or (before and left == 0):
             raise BudgetExceeded("The customer's monthly token budget is used up")
+        return left
 
     def _account(self, agent_id, result: CreateResult) -> None:
         self.calls += 1
@@ -169,11 +265,11 @@ class ModelBroker:
             raise BudgetExceeded(f"The agent used {used} tokens, over its budget of {budget}")
 
     async def close(self) -> None:
-        for client in self.clients.values():
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
+        for mid, client in self.clients.items():
+            if self.providers.get(mid) == "replay":
+                await _close(client)
+        keys, self._keys = self._keys, []
+        await self.cache.release_all(keys)
 
 
 def preload() -> None:

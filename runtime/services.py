@@ -11,16 +11,16 @@ logger = logging.getLogger(__name__)
 
 
 def sandbox_run(task_id: int) -> None:
-    """Run a task that is already marked running, in its own sandboxed child, until it ends.
+    """Start a queued task and run it in its own sandboxed child until it ends, in this process.
 
-    Called from the RQ work-horse (tasks.jobs.run_task). Always leaves the task finished (or
-    re-queued for a restart), and its process tree gone.
+    What a plain RQ worker does with tasks.jobs.run_task; `manage.py runworker` hands tasks to its
+    concurrent runtime instead. Always leaves the task finished (or re-queued), its process tree gone.
     """
-    from .supervisor import supervise
+    from .supervisor import run_one
 
-    # The supervisor's database work happens on its own thread: drop this thread's connection.
+    # The runtime's database work happens on its own threads: drop this thread's connection.
     connections.close_all()
-    supervise(task_id)
+    run_one(task_id)
 
 
 def sandbox_kill(task_id: int, reason: str) -> None:
@@ -83,6 +83,37 @@ def sandbox_running() -> list[dict]:
     if gone:
         conn.srem(sandbox_index_key(), *gone)
     return live
+
+
+def worker_slots_key() -> str:
+    return f"{settings.REDIS_NAMESPACE}:worker_slots"
+
+
+# A worker's slot report older than this is a worker that is gone.
+WORKER_SLOTS_STALE_SECONDS = 10.0
+
+
+def worker_slots() -> dict:
+    """Task slots of the live workers: {"total", "busy"} (each worker reports its own every second)."""
+    import json
+    import time
+
+    conn = control.redis_connection()
+    total = busy = 0
+    stale = []
+    for name, raw in conn.hgetall(worker_slots_key()).items():
+        try:
+            report = json.loads(raw)
+        except ValueError:
+            report = {}
+        if time.time() - float(report.get("at") or 0) > WORKER_SLOTS_STALE_SECONDS:
+            stale.append(name)
+            continue
+        total += int(report.get("total") or 0)
+        busy += int(report.get("busy") or 0)
+    if stale:
+        conn.hdel(worker_slots_key(), *stale)
+    return {"total": total, "busy": busy}
 
 
 def worker_host_register(hostname: str) -> tuple[bool, dict]:

@@ -1,20 +1,31 @@
-"""Supervises one task's child process from the RQ work-horse, and always ends the task truthfully.
+"""The concurrent task runtime: one event loop per worker process supervises many tasks at once.
 
-One asyncio loop owns the child's channel: it relays model calls through the broker, persists the
-child's events in order, streams tokens live, and enforces cancel/stop/restart/killswitch (Redis
-pub/sub, with the database's cancel_requested as the backstop), the wall-clock timeout and the
-token budgets (the agents' max_tokens, the customer's monthly budget) by killing the sandbox's
-whole tree. Every database write goes through tasks.services on one dedicated thread, so the loop
-never blocks and never touches the ORM.
+Each task runs in its own single-use sandboxed child (runtime.sandbox). What a worker holds per task
+is small: a TaskRun (its channel, broker, counters, one timer), a few descriptors and its child. What
+is shared by all the tasks of a worker:
+
+    the event loop           one thread; a TaskRun is a coroutine, not a thread
+    database threads         WORKER_DB_THREADS threads, each with its own connection (all ORM work)
+    spawn threads            WORKER_SPAWN_THREADS threads that build sandboxes and clean them up
+    one Redis client         kill orders (one control subscription), live tokens and events, stats
+    one event writer         stores the events of every task in one transaction per batch, in order
+    one housekeeping pass    heartbeats, the database's stop backstop, stats and limit checks: one
+                             query / one pipeline per interval for all tasks, never a tick per task
+
+A TaskRun always ends its task truthfully (through the TaskStore port: runtime imports no app above
+it) and leaves its process tree gone. A child that floods its channel, breaks the protocol, crashes
+or goes over a limit ends alone, with a precise error; its neighbours never wait on it.
 """
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,143 +34,38 @@ from django.db import connections
 
 from . import control
 from .broker import BudgetExceeded, ModelBroker, ModelFailed
+from .outcomes import REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
+from .ports import TaskContext, TaskStore, task_store
 from .sandbox import Sandbox, SandboxLimits
 
 logger = logging.getLogger(__name__)
 
 # The directory that holds the agentchild package: the only platform code a child can import.
 AGENTCHILD_PARENT = Path(__file__).resolve().parent
-LINE_LIMIT = 64 * 1024 * 1024
-TICK_SECONDS = 0.05
-CANCEL_POLL_SECONDS = 0.5
-STATS_SECONDS = 1.0
-LIMITS_SECONDS = 0.5
-PERSIST_ATTEMPTS = 10
-TOKEN_FLUSH_SECONDS = 0.1
 # Event types a child may report; status, usage and error events are the supervisor's alone.
 CHILD_EVENT_TYPES = {"message", "tool_call", "tool_result", "code_execution", "log"}
 # A thread keeps at most this much AgentChat state (the whole `done` line, in bytes).
 MAX_STATE_BYTES = 8 * 1024 * 1024
 # After the child's channel closes, how long it may take to exit before we kill it.
 EXIT_GRACE_SECONDS = 1.0
-
-# A stop reason (Task.cancel_requested, control messages) -> how the task ends.
-STOP_OUTCOMES = {
-    "cancelled": ("cancelled", "cancelled", "Cancelled"),
-    "killswitch": ("cancelled", "killswitch", "Stopped by the killswitch"),
-    "stopped": ("cancelled", "cancelled", "The agent was stopped"),
-}
-
-
-@dataclass
-class Outcome:
-    status: str  # a final Task status, or "requeue"
-    error: dict | None = None
-    result: dict | None = None
-    state: dict | None = None
-
-
-@dataclass
-class TaskContext:
-    task_id: int
-    customer_id: int
-    agent_id: int | None
-    input: str
-    spec: dict
-    thread_state: dict | None
-    models: dict[int, dict]
-    budgets: dict[int, int]
-    limits: dict = field(default_factory=dict)
+EXIT_POLL_SECONDS = 0.05
+PERSIST_ATTEMPTS = 10
+TOKEN_FLUSH_SECONDS = 0.1
+CANCEL_POLL_SECONDS = 0.5
+STATS_SECONDS = 1.0
+# One event write takes at most this many events of one task (a flooding child cannot crowd out the
+# others) and this many in all.
+WRITE_EVENTS_PER_TASK = 200
+WRITE_EVENTS_TOTAL = 2000
+# Messages read from one child before the loop lets the other tasks run.
+READ_BURST = 64
+# What the child's stdout/stderr keeps for the operator's log when it dies unexpectedly.
+STDERR_TAIL_BYTES = 4096
 
 
 def _result(raw) -> dict:
     raw = raw if isinstance(raw, dict) else {}
     return {"text": str(raw.get("text") or ""), "stop_reason": str(raw.get("stop_reason") or "completed")}
-
-
-def stop_outcome(reason: str) -> Outcome:
-    if reason == "restart":
-        return Outcome("requeue")
-    status, code, message = STOP_OUTCOMES.get(reason, ("cancelled", "cancelled", f"Stopped ({reason})"))
-    return Outcome(status, error={"code": code, "message": message})
-
-
-def failed(code: str, message: str) -> Outcome:
-    return Outcome("failed", error={"code": code, "message": message})
-
-
-def load_task_context(task_id: int) -> TaskContext | None:
-    """Read what the run needs (model credentials decrypted here, in the parent only)."""
-    from accounts.crypto import decrypt
-    from agents.models import ModelConfig
-    from tasks.models import Task
-
-    task = Task.objects.select_related("thread").filter(pk=task_id).first()
-    if task is None or task.status != Task.Status.RUNNING:
-        return None
-    spec = task.spec or {}
-    agents = spec.get("agents") or []
-    model_ids = {a["model"] for a in agents}
-    if spec.get("kind") == "team" and spec["team"].get("selector_model"):
-        model_ids.add(spec["team"]["selector_model"])
-    models = {}
-    for config in ModelConfig.objects.filter(pk__in=model_ids, customer_id=task.customer_id):
-        models[config.pk] = {
-            "id": config.pk,
-            "name": config.name,
-            "provider": config.provider,
-            "model": config.model,
-            "base_url": config.base_url,
-            "api_key": _decrypt_or_none(decrypt, config.api_key_encrypted),
-            "model_info": dict(config.model_info or {}),
-            "responses": list(config.responses or []),
-        }
-    defaults = settings.DEFAULT_AGENT_LIMITS
-    limits = {key: max(int({**defaults, **(a.get("limits") or {})}[key]) for a in agents) for key in defaults} if agents else dict(defaults)
-    budgets = {a["id"]: int({**defaults, **(a.get("limits") or {})}["max_tokens"]) for a in agents}
-    return TaskContext(
-        task_id=task.pk,
-        customer_id=task.customer_id,
-        agent_id=task.agent_id,
-        input=task.input,
-        spec=spec,
-        thread_state=task.thread.state,
-        models=models,
-        budgets=budgets,
-        limits=limits,
-    )
-
-
-def _decrypt_or_none(decrypt, token: str):
-    """None when the stored key cannot be decrypted (FIELD_ENCRYPTION_KEY changed): the task ends model_error."""
-    try:
-        return decrypt(token)
-    except ValueError:
-        return None
-
-
-def poll_stop_reason(task_id: int, customer_id: int) -> str:
-    """The database backstop for kill orders: cancel_requested, or an engaged killswitch."""
-    from adminpanel.services import killswitch_scope_engaged
-    from tasks.models import Task
-
-    reason = Task.objects.filter(pk=task_id).values_list("cancel_requested", flat=True).first()
-    if reason:
-        return reason
-    return "killswitch" if killswitch_scope_engaged(customer_id) else ""
-
-
-def monthly_tokens_left(task_id: int, customer_id: int, task_tokens: int) -> int:
-    """Record the task's tokens so far; what is left of its customer's monthly budget, this task included."""
-    from accounts.models import Customer
-    from accounts.services import customer_tokens_this_month
-    from tasks.services import task_record_tokens
-
-    task_record_tokens(task_id=task_id, tokens=task_tokens)
-    customer = Customer.objects.filter(pk=customer_id).first()
-    if customer is None:
-        return 0
-    return customer.monthly_token_budget - customer_tokens_this_month(customer)
 
 
 def child_env(workdir: Path, fd: int) -> dict:
@@ -184,29 +90,88 @@ def sandbox_index_key() -> str:
     return f"{settings.REDIS_NAMESPACE}:sandboxes"
 
 
-class Supervisor:
-    def __init__(self, task_id: int):
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class ProtocolViolation(Exception):
+    """The child sent what no honest agent process sends at this point of the run."""
+
+
+class OutputLimit(Exception):
+    """The child's output went over the task's bound."""
+
+
+# -- one task ------------------------------------------------------------------------------------
+
+
+class TaskRun:
+    """One task in one sandbox, supervised by coroutines on the runtime's loop."""
+
+    def __init__(self, runtime: "Runtime", task_id: int):
+        self.rt = runtime
         self.task_id = task_id
+        self.ctx: TaskContext | None = None
         self.box: Sandbox | None = None
         self.broker: ModelBroker | None = None
-        self.pending_events: list[dict] = []
-        # (write, its events) while the flush loop waits for a batch of events to be stored
-        self.flushing: tuple[asyncio.Future, list[dict]] | None = None
+        self.outcome: asyncio.Future = runtime.loop.create_future()
+        self.ended_at: float | None = None
+        self.spawned_at: float | None = None
+        self.started_at_iso = ""
+        self.writer: asyncio.StreamWriter | None = None
+        # events waiting for the event writer; inflight: taken by a write not yet committed
+        self.pending: deque = deque()
+        self.inflight = 0
+        self.drained = asyncio.Event()
         self.pending_tokens: dict[str, str] = {}
-        self.model_calls: set[asyncio.Task] = set()
+        self.token_flush: asyncio.TimerHandle | None = None
+        self.model_calls: dict[int, asyncio.Task] = {}
+        self.reported = False  # the child sent done or error
+        self.output_bytes = 0
+        self.events = 0
+        self.stderr_tail = b""
         self.peak_memory_mb = 0.0
         self.cpu_seconds = 0.0
-        self.spawned_at: float | None = None
-        self.ended_at: float | None = None
+        self.last_stats: dict = {}
+        self.timeout_handle: asyncio.TimerHandle | None = None
+        self.created = time.monotonic()
 
-    def run(self) -> None:
-        asyncio.run(self._main())
+    @property
+    def customer_id(self) -> int | None:
+        return self.ctx.customer_id if self.ctx else None
 
-    # -- plumbing -------------------------------------------------------------------------------
+    # -- the run --------------------------------------------------------------------------------
 
-    async def db(self, fn, *args, **kwargs):
-        """Run an ORM call on the supervisor's one database thread (in order, off the loop)."""
-        return await asyncio.get_running_loop().run_in_executor(self.db_pool, lambda: fn(*args, **kwargs))
+    def mark(self, phase: str) -> None:
+        """Where the run's time goes (debug log: one line a phase, milliseconds since it was handed over)."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("task %s: %s at %.1f ms", self.task_id, phase, (time.monotonic() - self.created) * 1000)
+
+    async def run(self) -> None:
+        try:
+            try:
+                self.ctx = await self.rt.db(self.rt.store.load, self.task_id)
+                self.mark("loaded")
+            except Exception:  # noqa: BLE001 - a task that cannot even be read must still end
+                logger.exception("task %s: could not load what it runs", self.task_id)
+                await self._retrying(
+                    self.rt.store.finish, self.task_id, status=Final.FAILED,
+                    error={"code": ErrorCode.SANDBOX_ERROR, "message": "The platform could not prepare the task"},
+                )
+                return
+            if self.ctx is None:
+                logger.info("task %s is not running any more: nothing to supervise", self.task_id)
+                return
+            try:
+                outcome = await self._supervise()
+            except Exception:  # noqa: BLE001 - a supervisor bug must still end the task
+                logger.exception("supervisor of task %s failed", self.task_id)
+                outcome = failed(ErrorCode.SANDBOX_ERROR, "The platform failed while supervising the task")
+            finally:
+                self._kill_child()
+            await self._persist(outcome)
+        finally:
+            self._release()
 
     def end(self, outcome: Outcome) -> None:
         """The first outcome wins: later ones (the child's report after a kill, say) are ignored."""
@@ -214,95 +179,59 @@ class Supervisor:
             self.ended_at = time.monotonic()
             self.outcome.set_result(outcome)
 
-    async def send(self, message: dict) -> None:
-        try:
-            self.writer.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
-            await self.writer.drain()
-        except (ConnectionError, RuntimeError):
-            pass  # the child is gone; the read loop ends the task
+    def stop(self, reason: str) -> None:
+        self.end(stop_outcome(reason))
 
-    # -- the run --------------------------------------------------------------------------------
-
-    async def _main(self) -> None:
-        self.db_pool = ThreadPoolExecutor(1, thread_name_prefix=f"task-{self.task_id}-db")
-        self.live_pool = ThreadPoolExecutor(1, thread_name_prefix=f"task-{self.task_id}-live")
-        self.outcome = asyncio.get_running_loop().create_future()
-        self.redis = None
-        try:
-            try:
-                ctx = await self.db(load_task_context, self.task_id)
-            except Exception:  # noqa: BLE001 - a task that cannot even be read must still end
-                logger.exception("task %s: could not load what it runs", self.task_id)
-                from tasks.services import task_finish
-
-                await self._retrying(
-                    task_finish, task_id=self.task_id, status="failed",
-                    error={"code": "sandbox_error", "message": "The platform could not prepare the task"},
-                )
-                return
-            if ctx is None:
-                logger.info("task %s is not running any more: nothing to supervise", self.task_id)
-                return
-            try:
-                outcome = await self._supervise(ctx)
-            except Exception:  # noqa: BLE001 - a supervisor bug must still end the task
-                logger.exception("supervisor of task %s failed", self.task_id)
-                outcome = failed("sandbox_error", "The platform failed while supervising the task")
-            finally:
-                self._kill_child()
-            await self._persist(ctx, outcome)
-        finally:
-            if self.redis is not None:
-                try:
-                    await self.redis.aclose()
-                except Exception:  # noqa: BLE001
-                    pass
-            await self.db(connections.close_all)
-            self.db_pool.shutdown(wait=True)
-            self.live_pool.shutdown(wait=True)
-
-    async def _supervise(self, ctx: TaskContext) -> Outcome:
-        try:
-            self.broker = ModelBroker(ctx.models, ctx.budgets, monthly_left=lambda tokens: self._monthly_left(ctx, tokens))
-            missing = {a["model"] for a in ctx.spec.get("agents", [])} - set(ctx.models)
-            if missing:
-                raise ModelFailed(f"Model configuration(s) {sorted(missing)} no longer exist")
-        except ModelFailed as exc:
-            return failed("model_error", str(exc))
-
-        import redis.asyncio as aioredis
-
-        self.redis = aioredis.Redis.from_url(settings.REDIS_URL)
-        try:  # listen for kill orders before the child exists, so that none is missed
-            pubsub = await self._subscribe()
-        except Exception:  # noqa: BLE001 - the control loop retries; the database poll is the backstop
-            logger.warning("task %s: control subscription failed", ctx.task_id, exc_info=True)
-            pubsub = None
+    async def _supervise(self) -> Outcome:
+        ctx = self.ctx
+        self.broker = ModelBroker(ctx.models, ctx.budgets, monthly_left=self._monthly_left, clients=self.rt.clients)
+        missing = {a["model"] for a in ctx.spec.get("agents", [])} - set(ctx.models)
+        if missing:
+            self.broker.error = ModelFailed(f"Model configuration(s) {sorted(missing)} no longer exist")
+        if self.broker.error is not None:
+            await self.broker.close()
+            return failed(ErrorCode.MODEL_ERROR, str(self.broker.error))
+        if self.outcome.done():  # stopped before its sandbox was built
+            await self.broker.close()
+            return self.outcome.result()
         limits = SandboxLimits(
             memory_mb=ctx.limits["memory_mb"], cpu_seconds=ctx.limits["cpu_seconds"], timeout_seconds=ctx.limits["timeout_seconds"]
         )
         self.box = Sandbox(task_id=ctx.task_id, limits=limits, root=settings.SANDBOX_ROOT)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
         try:
-            self.box.spawn(
+            # A blocking build (cgroups, zygote fork, layers): on a spawn thread, never on the loop.
+            await self.rt.in_spawn_thread(
+                self.box.spawn,
                 [sys.executable, "-m", "agentchild"],
                 env=child_env(self.box.workdir, child_sock.fileno()),
                 pass_fds=(child_sock.fileno(),),
+                stdout=out_w,
+                stderr=out_w,
                 warm=settings.SANDBOX_WARM_START,
             )
         except Exception as exc:  # noqa: BLE001 - whatever the sandbox refused, the task says so
             logger.exception("task %s: sandbox spawn failed", ctx.task_id)
             parent_sock.close()
-            return failed("sandbox_error", f"The sandbox could not start: {exc}")
+            os.close(out_r)
+            return failed(ErrorCode.SANDBOX_ERROR, f"The sandbox could not start: {exc}")
         finally:
             child_sock.close()
+            os.close(out_w)
+        if self.outcome.done():  # stopped while its sandbox was being built
+            os.close(out_r)
+            parent_sock.close()
+            return self.outcome.result()
         self.spawned_at = time.monotonic()
-        self.started_at_iso = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-        from tasks.services import task_attach_process
+        self.mark("spawned")
+        self.started_at_iso = _now_iso()
+        self.timeout_handle = self.rt.loop.call_later(ctx.limits["timeout_seconds"], self._on_timeout)
+        self.rt.background(self.rt.db(self.rt.store.attach, ctx.task_id, self.box.pid))
+        os.set_blocking(out_r, False)
+        self.rt.loop.add_reader(out_r, self._read_output, out_r)
 
-        await self.db(task_attach_process, task_id=ctx.task_id, pid=self.box.pid)
-
-        reader, self.writer = await asyncio.open_connection(sock=parent_sock, limit=LINE_LIMIT)
+        reader, self.writer = await asyncio.open_connection(sock=parent_sock, limit=settings.TASK_MESSAGE_MAX_BYTES)
         await self.send(
             {
                 "op": "start",
@@ -314,19 +243,20 @@ class Supervisor:
                 "stream": True,
             }
         )
-        self.events_ready = asyncio.Event()
-        workers = [
-            asyncio.create_task(self._read_loop(reader)),
-            asyncio.create_task(self._control_loop(ctx, pubsub)),
-            asyncio.create_task(self._watch_loop(ctx)),
-            asyncio.create_task(self._flush_loop()),
-        ]
+        reading = asyncio.ensure_future(self._read_loop(reader))
         try:
-            outcome = await self.outcome
+            return await self.outcome
         finally:
-            for worker in [*workers, *self.model_calls]:
-                worker.cancel()
-            await asyncio.gather(*workers, *self.model_calls, return_exceptions=True)
+            self.mark("ended")
+            if self.timeout_handle is not None:
+                self.timeout_handle.cancel()
+            reading.cancel()
+            calls = list(self.model_calls.values())
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(reading, *calls, return_exceptions=True)
+            self.rt.loop.remove_reader(out_r)
+            os.close(out_r)
             self._sample_stats()
             self._kill_child()
             try:
@@ -334,7 +264,9 @@ class Supervisor:
             except Exception:  # noqa: BLE001
                 pass
             await self.broker.close()
-        return outcome
+
+    def _on_timeout(self) -> None:
+        self.end(self._timeout_outcome())
 
     def _kill_child(self) -> None:
         if self.box is None or self.box.pid is None:
@@ -344,37 +276,28 @@ class Supervisor:
         except Exception:  # noqa: BLE001 - kill is idempotent; never let it hide the outcome
             logger.exception("task %s: sandbox kill failed", self.task_id)
 
-    async def _persist(self, ctx: TaskContext, outcome: Outcome) -> None:
-        from tasks.services import task_events_append, task_finish, task_requeue
+    async def send(self, message: dict) -> None:
+        try:
+            self.writer.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
+            await self.writer.drain()
+        except (ConnectionError, RuntimeError):
+            pass  # the child is gone; the read loop ends the task
 
+    # -- the end --------------------------------------------------------------------------------
+
+    async def _persist(self, outcome: Outcome) -> None:
+        store = self.rt.store
         if self.box is not None and self.box.pid is not None:
             try:
-                await asyncio.to_thread(self.box.wait, 2)
-            except Exception:  # noqa: BLE001 - a tree that refuses to die is logged, not waited on forever
-                logger.warning("task %s: sandbox did not exit after kill", ctx.task_id)
-            self._sample_stats()
-            try:
-                await asyncio.to_thread(self.box.cleanup)
+                await self.rt.in_spawn_thread(self._reap_box)
             except Exception:  # noqa: BLE001
-                logger.exception("task %s: sandbox cleanup failed", ctx.task_id)
-        if self.redis is not None:
-            try:
-                await self.redis.delete(sandbox_stats_key(ctx.task_id))
-                await self.redis.srem(sandbox_index_key(), ctx.task_id)
-            except Exception:  # noqa: BLE001 - the key expires on its own
-                pass
-        if self.flushing is not None:
-            # the run ended while a batch was being stored: let it land, or store it again here
-            write, batch = self.flushing
-            try:
-                await write
-            except Exception:  # noqa: BLE001
-                self.pending_events[:0] = batch
-        events, self.pending_events = self.pending_events, []
-        if events:
-            await self._retrying(task_events_append, task_id=ctx.task_id, events=events)
-        if outcome.status == "requeue":
-            await self._retrying(task_requeue, task_id=ctx.task_id)
+                logger.exception("task %s: sandbox cleanup failed", self.task_id)
+        self.mark("cleaned up")
+        self.rt.unpublish(self.task_id)
+        await self.rt.events_drained(self)
+        self.mark("events stored")
+        if outcome.status == REQUEUE:
+            await self._retrying(store.requeue, self.task_id)
             return
         end = self.ended_at or time.monotonic()
         usage = {
@@ -385,228 +308,226 @@ class Supervisor:
             "wall_seconds": round(end - self.spawned_at, 3) if self.spawned_at else 0.0,
         }
         await self._retrying(
-            task_finish,
-            task_id=ctx.task_id,
+            store.finish,
+            self.task_id,
             status=outcome.status,
             result=outcome.result,
             error=outcome.error,
             usage=usage,
-            thread_state=outcome.state if outcome.status == "succeeded" else None,
+            thread_state=outcome.state if outcome.status == Final.SUCCEEDED else None,
         )
 
-    async def _retrying(self, fn, **kwargs):
+    def _reap_box(self) -> None:
+        try:
+            self.box.wait(2)
+        except Exception:  # noqa: BLE001 - a tree that refuses to die is logged, not waited on forever
+            logger.warning("task %s: sandbox did not exit after kill", self.task_id)
+        self._sample_stats()
+        self.box.cleanup()
+
+    async def _retrying(self, fn, *args, **kwargs):
         """The end of a task must be written: retry through a database hiccup (the reaper is the last resort)."""
         for attempt in range(PERSIST_ATTEMPTS):
             try:
-                return await self.db(fn, **kwargs)
+                return await self.rt.db(fn, *args, **kwargs)
             except Exception:  # noqa: BLE001
                 if attempt == PERSIST_ATTEMPTS - 1:
                     raise
                 logger.warning("task %s: %s failed, retrying", self.task_id, fn.__name__, exc_info=True)
                 await asyncio.sleep(1)
 
-    # -- loops ----------------------------------------------------------------------------------
+    def _release(self) -> None:
+        if self.token_flush is not None:
+            self.token_flush.cancel()
+        self.rt.ended(self)
+
+    # -- the child's channel --------------------------------------------------------------------
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        burst = 0
         try:
             while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                message = json.loads(line)
-                op = message.get("op")
-                if op == "event":
-                    kind = message.get("type") if message.get("type") in CHILD_EVENT_TYPES else "log"
-                    self.pending_events.append(
-                        {"type": kind, "source": str(message.get("source") or ""), "content": message.get("content")}
-                    )
-                    self.events_ready.set()
-                elif op == "model":
-                    self.model_calls.add(asyncio.create_task(self._answer_model(message)))
-                elif op == "done":
-                    self._sample_stats()
-                    self.end(Outcome("succeeded", result=_result(message.get("result")), state=self._thread_state(message, line)))
-                elif op == "error":
-                    code = message.get("code") if message.get("code") in ("agent_error", "memory_limit") else "agent_error"
-                    self.end(failed(code, str(message.get("message") or "The agent failed")[:2000]))
-        except (ValueError, ConnectionError) as exc:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break  # the channel closed (a last line cut short: the child died writing it)
+                except asyncio.LimitOverrunError:
+                    # Keep the start of what it sent, so the user sees what flooded.
+                    head = await reader.read(settings.TASK_EVENT_MAX_BYTES)
+                    self.add_event("log", "platform", {
+                        "kind": "output_limit", "truncated": True,
+                        "text": head.decode(errors="replace"),
+                    })
+                    raise OutputLimit(
+                        f"The task sent a message over {settings.TASK_MESSAGE_MAX_BYTES // 2**20} MB; its output was cut there"
+                    ) from None
+                self._count_output(len(line))
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    raise ProtocolViolation("a line that is not JSON") from None
+                if not isinstance(message, dict):
+                    raise ProtocolViolation("a message that is not an object")
+                self._handle(message, line)
+                burst += 1
+                if burst >= READ_BURST:  # a chatty child yields to the others
+                    burst = 0
+                    await asyncio.sleep(0)
+        except OutputLimit as exc:
+            self._kill_child()
+            self.end(failed(ErrorCode.OUTPUT_LIMIT, str(exc)))
+            return
+        except ProtocolViolation as exc:
+            logger.warning("task %s: protocol violation: %s", self.task_id, exc)
+            self._kill_child()
+            self.end(failed(ErrorCode.SANDBOX_ERROR, f"The task's process broke the platform's protocol ({exc}) and was stopped"))
+            return
+        except ConnectionError as exc:
             logger.warning("task %s: bad channel from the child: %s", self.task_id, exc)
         # The channel closed without a report: the child died. Let it finish exiting, then ask why.
         deadline = time.monotonic() + EXIT_GRACE_SECONDS
         while self.box.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(TICK_SECONDS)
+            await asyncio.sleep(EXIT_POLL_SECONDS)
         self.end(self._death_outcome())
+
+    def _count_output(self, size: int) -> None:
+        self.output_bytes += size
+        if self.output_bytes > settings.TASK_OUTPUT_LIMIT_BYTES:
+            raise OutputLimit(f"The task's output went over {settings.TASK_OUTPUT_LIMIT_BYTES // 2**20} MB; it was cut there")
+
+    def _handle(self, message: dict, line: bytes) -> None:
+        """One message of the child, checked against what the run allows at this point."""
+        op = message.get("op")
+        if self.reported:
+            raise ProtocolViolation(f"{op!r} after the final report")
+        if op == "event":
+            self.events += 1
+            if self.events > settings.TASK_MAX_EVENTS:
+                raise OutputLimit(f"The task sent more than {settings.TASK_MAX_EVENTS} events; it was cut there")
+            kind = message.get("type") if message.get("type") in CHILD_EVENT_TYPES else "log"
+            self.add_event(kind, str(message.get("source") or ""), _bounded(message.get("content")))
+        elif op == "model":
+            request_id = message.get("id")
+            if not isinstance(request_id, int) or request_id in self.model_calls:
+                raise ProtocolViolation("a model request without a fresh id")
+            if len(self.model_calls) >= max(4, len(self.ctx.spec.get("agents") or [])):
+                raise ProtocolViolation("more model requests at once than the task has agents")
+            self.model_calls[request_id] = asyncio.ensure_future(self._answer_model(message))
+        elif op == "done":
+            self.mark("done")
+            if self.model_calls:
+                raise ProtocolViolation("a result while a model call is still unanswered")
+            self.reported = True
+            self._sample_stats()
+            self.end(Outcome(Final.SUCCEEDED, result=_result(message.get("result")), state=self._thread_state(message, line)))
+        elif op == "error":
+            self.reported = True
+            code = message.get("code") if message.get("code") in (ErrorCode.AGENT_ERROR, ErrorCode.MEMORY_LIMIT) else ErrorCode.AGENT_ERROR
+            self.end(failed(code, str(message.get("message") or "The agent failed")[:2000]))
+        else:
+            raise ProtocolViolation(f"unknown operation {str(op)[:40]!r}")
+
+    def _read_output(self, fd: int) -> None:
+        """The child's stdout and stderr: counted against its output limit, the tail kept for the log."""
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.rt.loop.remove_reader(fd)
+            return
+        self.stderr_tail = (self.stderr_tail + data)[-STDERR_TAIL_BYTES:]
+        try:
+            self._count_output(len(data))
+        except OutputLimit as exc:
+            self.rt.loop.remove_reader(fd)
+            self._kill_child()
+            self.end(failed(ErrorCode.OUTPUT_LIMIT, str(exc)))
+
+    def add_event(self, kind: str, source: str, content) -> None:
+        self.pending.append({"type": kind, "source": source, "content": content})
+        self.drained.clear()
+        self.rt.events_ready(self)
 
     def _thread_state(self, message: dict, line: bytes) -> dict | None:
         if len(line) > MAX_STATE_BYTES:
-            self.pending_events.append(
-                {"type": "log", "source": "platform", "content": {"kind": "state_not_saved", "text": "The conversation state is too large to keep on the thread."}}
-            )
+            self.add_event("log", "platform", {"kind": "state_not_saved", "text": "The conversation state is too large to keep on the thread."})
             return None
         return message.get("state")
 
     def _death_outcome(self) -> Outcome:
         code = self.box.poll()
         reason = self.box.end_reason() if code is not None else None
-        return self._limit_outcome(reason) if reason else failed(
-            "sandbox_error", f"The task's process ended unexpectedly (exit status {code})"
-        )
+        if reason:
+            return self._limit_outcome(reason)
+        tail = self.stderr_tail.decode(errors="replace").strip()
+        if tail:
+            logger.warning("task %s: the child ended unexpectedly (exit status %s); its last output:\n%s", self.task_id, code, tail)
+        return failed(ErrorCode.SANDBOX_ERROR, f"The task's process ended unexpectedly (exit status {code})")
 
     def _limit_outcome(self, reason: str) -> Outcome:
         if reason == "memory_limit":
-            return failed("memory_limit", f"The task went over its memory limit of {self.box.limits.memory_mb} MB")
+            return failed(ErrorCode.MEMORY_LIMIT, f"The task went over its memory limit of {self.box.limits.memory_mb} MB")
         if reason == "cpu_limit":
-            return failed("cpu_limit", f"The task went over its CPU limit of {self.box.limits.cpu_seconds} s")
+            return failed(ErrorCode.CPU_LIMIT, f"The task went over its CPU limit of {self.box.limits.cpu_seconds} s")
         if reason == "timeout":
             return self._timeout_outcome()
-        return failed("sandbox_error", f"The sandbox ended the task ({reason})")
+        return failed(ErrorCode.SANDBOX_ERROR, f"The sandbox ended the task ({reason})")
 
     def _timeout_outcome(self) -> Outcome:
-        return Outcome("timed_out", error={"code": "timeout", "message": f"The task ran longer than {self.box.limits.timeout_seconds} s"})
+        return Outcome(Final.TIMED_OUT, error={"code": ErrorCode.TIMEOUT, "message": f"The task ran longer than {self.ctx.limits['timeout_seconds']} s"})
+
+    # -- model calls ----------------------------------------------------------------------------
 
     async def _answer_model(self, request: dict) -> None:
-        request_id, caller = request.get("id"), request.get("caller") or ""
+        request_id, caller = request.get("id"), str(request.get("caller") or "")[:200]
 
         async def on_chunk(text: str) -> None:
             self.pending_tokens[caller] = self.pending_tokens.get(caller, "") + text
+            if self.token_flush is None:
+                self.token_flush = self.rt.loop.call_later(TOKEN_FLUSH_SECONDS, self._flush_tokens)
             await self.send({"op": "model_chunk", "id": request_id, "text": text})
 
         started = time.monotonic()
+        self.mark("model call")
         try:
             result = await self.broker.call(request, on_chunk)
         except BudgetExceeded as exc:
-            self.end(failed("token_budget", str(exc)))
+            self.end(failed(ErrorCode.TOKEN_BUDGET, str(exc)))
             return
         except ModelFailed as exc:
-            self.end(failed("model_error", str(exc)[:2000]))
+            self.end(failed(ErrorCode.MODEL_ERROR, str(exc)[:2000]))
             return
-        if self.pending_tokens:
-            self._flush_tokens()  # the whole answer is out live before its message is stored
+        finally:
+            self.model_calls.pop(request_id, None)
+        self._flush_tokens()  # the whole answer is out live before its message is stored
         logger.debug(
             "task %s: model call by %s took %.2fs (%s+%s tokens)",
             self.task_id, caller, time.monotonic() - started, result.usage.prompt_tokens, result.usage.completion_tokens,
         )
         await self.send({"op": "model_result", "id": request_id, "result": result.model_dump(mode="json")})
 
-    async def _monthly_left(self, ctx: TaskContext, tokens: int) -> int:
+    async def _monthly_left(self, tokens: int) -> int:
         try:
-            return await self.db(monthly_tokens_left, ctx.task_id, ctx.customer_id, tokens)
+            return await self.rt.db(self.rt.store.tokens_left, self.ctx.task_id, self.ctx.customer_id, tokens)
         except Exception:  # noqa: BLE001 - a database hiccup lets this call through; the next one checks again
-            logger.warning("task %s: monthly token budget check failed", ctx.task_id, exc_info=True)
+            logger.warning("task %s: monthly token budget check failed", self.task_id, exc_info=True)
             return 1
 
-    async def _subscribe(self):
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(control.control_channel())
-        return pubsub
-
-    async def _control_loop(self, ctx: TaskContext, pubsub) -> None:
-        """Kill orders published on Redis: the fast path (the database poll is the backstop)."""
-        while True:
-            try:
-                pubsub = pubsub or await self._subscribe()
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    try:
-                        order = json.loads(message["data"])
-                    except ValueError:
-                        continue
-                    mine = (order.get("kind") == "kill" and order.get("task") == ctx.task_id) or (
-                        order.get("kind") == "kill_scope" and order.get("customer") in (None, ctx.customer_id)
-                    )
-                    if mine:
-                        self.end(stop_outcome(order.get("reason") or "cancelled"))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - Redis hiccup: resubscribe; the database poll still works
-                logger.warning("task %s: control subscription failed, retrying", ctx.task_id, exc_info=True)
-                pubsub = None
-                await asyncio.sleep(1)
-
-    async def _watch_loop(self, ctx: TaskContext) -> None:
-        """Wall-clock timeout, the database's kill backstop, heartbeat, live stats and tokens."""
-        from tasks.services import task_heartbeat
-
-        deadline = self.spawned_at + ctx.limits["timeout_seconds"]
-        next_poll = next_stats = next_tokens = next_limits = 0.0
-        next_beat = time.monotonic() + settings.TASK_HEARTBEAT_SECONDS
-        poll = None
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                self.end(self._timeout_outcome())
-                return
-            if poll is not None and poll.done():
-                reason = poll.result() if not poll.exception() else ""
-                if reason:
-                    self.end(stop_outcome(reason))
-                    return
-                poll = None
-            if poll is None and now >= next_poll:
-                poll = asyncio.ensure_future(self.db(poll_stop_reason, ctx.task_id, ctx.customer_id))
-                next_poll = now + CANCEL_POLL_SECONDS
-            if now >= next_beat:
-                asyncio.ensure_future(self._quietly(self.db(task_heartbeat, task_id=ctx.task_id)))
-                next_beat = now + settings.TASK_HEARTBEAT_SECONDS
-            if now >= next_limits:
-                # The sandbox kills the tree when it went over a limit the kernel does not enforce.
-                reason = self.box.check_limits()
-                if reason:
-                    self.end(self._limit_outcome(reason))
-                    return
-                next_limits = now + LIMITS_SECONDS
-            if now >= next_stats:
-                self._sample_stats()
-                asyncio.ensure_future(self._publish_stats(ctx))
-                next_stats = now + STATS_SECONDS
-            if now >= next_tokens and self.pending_tokens:
-                self._flush_tokens()
-                next_tokens = now + TOKEN_FLUSH_SECONDS
-            await asyncio.sleep(TICK_SECONDS)
-
-    async def _quietly(self, awaitable) -> None:
-        try:
-            await awaitable
-        except Exception:  # noqa: BLE001 - a missed heartbeat is retried on the next one
-            logger.warning("task %s: heartbeat failed", self.task_id, exc_info=True)
-
-    async def _flush_loop(self) -> None:
-        from tasks.services import task_events_append
-
-        while True:
-            await self.events_ready.wait()
-            self.events_ready.clear()
-            events, self.pending_events = self.pending_events, []
-            if not events:
-                continue
-            # Shielded: the end of the run cancels this loop, and must not drop a batch still waiting
-            # for the database thread (_persist awaits it).
-            write = asyncio.ensure_future(self.db(task_events_append, task_id=self.task_id, events=events))
-            self.flushing = (write, events)
-            try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep them for the next try; the order is kept
-                logger.warning("task %s: storing events failed, retrying", self.task_id, exc_info=True)
-                self.pending_events[:0] = events
-                self.flushing = None
-                await asyncio.sleep(0.5)
-                self.events_ready.set()
-            else:
-                self.flushing = None
-
-    # -- live data ------------------------------------------------------------------------------
-
     def _flush_tokens(self) -> None:
-        from autogen_platform import realtime
-
+        if self.token_flush is not None:
+            self.token_flush.cancel()
+            self.token_flush = None
         tokens, self.pending_tokens = self.pending_tokens, {}
         for source, text in tokens.items():
-            self.live_pool.submit(realtime.send_task_token, self.task_id, source, text)
+            self.rt.live({"type": "task.token", "source": source, "text": text}, self.task_id)
+
+    # -- stats ----------------------------------------------------------------------------------
 
     def _sample_stats(self) -> None:
+        """Counters of the tree; also ends the run when the sandbox killed it over a limit."""
         if self.box is None or self.box.pid is None:
             return
         try:
@@ -617,29 +538,406 @@ class Supervisor:
         self.peak_memory_mb = max(self.peak_memory_mb, float(stats.get("peak_memory_mb") or 0), float(stats.get("memory_mb") or 0))
         self.last_stats = stats
 
-    async def _publish_stats(self, ctx: TaskContext) -> None:
-        stats = getattr(self, "last_stats", None) or {}
-        key = sandbox_stats_key(ctx.task_id)
+    def check(self) -> None:
+        """Once a second (the housekeeping pass): stats, and with them the limits the kernel does not
+        enforce (the sandbox kills a tree over one; the channel's end then reports which)."""
+        self._sample_stats()
+
+
+def _bounded(content):
+    """An event's content, cut to TASK_EVENT_MAX_BYTES (text fields shortened, marked truncated)."""
+    limit = settings.TASK_EVENT_MAX_BYTES
+    size = len(json.dumps(content, separators=(",", ":"), default=str))
+    if size <= limit:
+        return content
+    if isinstance(content, dict):
+        cut = dict(content)
+        budget = limit // max(1, len(cut))
+        for key, value in cut.items():
+            if isinstance(value, str) and len(value) > budget:
+                cut[key] = value[:budget]
+        cut["truncated"] = True
+        if len(json.dumps(cut, separators=(",", ":"), default=str)) <= limit + 1024:
+            return cut
+    return {"text": json.dumps(content, default=str)[:limit], "truncated": True}
+
+
+# -- the worker's runtime ------------------------------------------------------------------------
+
+
+class Runtime:
+    """The event loop of one worker process and everything its task runs share.
+
+    Thread-safe entry points for the worker's main thread: start(), wait_for_slot(), submit(),
+    busy, shutdown(). Everything else runs on the loop's thread.
+    """
+
+    def __init__(self, *, concurrency: int, worker_name: str, store: TaskStore | None = None):
+        self.concurrency = max(1, concurrency)
+        self.worker_name = worker_name
+        self.store = store or task_store()
+        self.loop = asyncio.new_event_loop()
+        self.runs: dict[int, TaskRun] = {}
+        self.clients: dict = {}  # shared model clients (runtime.broker.ClientCache)
+        self._reserved = 0
+        self._slots = threading.Condition()
+        self._thread = threading.Thread(target=self._thread_main, name="runtime-loop", daemon=True)
+        self._ready = threading.Event()
+        self._db_pool = ThreadPoolExecutor(settings.WORKER_DB_THREADS, thread_name_prefix="runtime-db")
+        # The event writer and the housekeeping (heartbeats, stop backstop) have a database thread each:
+        # tasks starting behind a customer's row lock, or a slow query of one task, never hold them up.
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-db-events")
+        self._house_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-db-house")
+        self._spawn_pool = ThreadPoolExecutor(settings.WORKER_SPAWN_THREADS, thread_name_prefix="runtime-spawn")
+        # what the worker does after a task (RQ's registries): one thread, in order
+        self._after_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-after")
+        self._dirty: dict[int, TaskRun] = {}  # runs with events to store, in the order they got them
+        self._live: deque = deque()
+        self._background: set[asyncio.Future] = set()
+        self._stopping = False
+
+    # -- the worker's side (main thread) --------------------------------------------------------
+
+    def start(self) -> "Runtime":
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    @property
+    def busy(self) -> int:
+        with self._slots:
+            return self._reserved
+
+    def wait_for_slot(self, timeout: float) -> bool:
+        """Block until fewer than `concurrency` tasks are held (True), or timeout (False)."""
+        with self._slots:
+            return self._slots.wait_for(lambda: self._reserved < self.concurrency, timeout)
+
+    def submit(self, task_id: int, on_end=None) -> None:
+        """Run a task (already running in the database, or about to be started by us): takes a slot
+        until it ended; on_end() is called from a runtime thread afterwards."""
+        with self._slots:
+            self._reserved += 1
+        asyncio.run_coroutine_threadsafe(self._run(task_id, on_end), self.loop)
+
+    def shutdown(self, grace_seconds: float) -> None:
+        """Let the tasks held run up to grace_seconds, then stop the rest (failed, worker_lost), store their
+        ends and stop the loop."""
+        if not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self._drain(grace_seconds), self.loop)
+        try:
+            future.result(grace_seconds + 60)
+        except Exception:  # noqa: BLE001
+            logger.exception("runtime shutdown did not finish cleanly")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self._after_pool.shutdown(wait=True)
+        for pool in (self._db_pool, self._writer_pool, self._house_pool, self._spawn_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the loop's thread ----------------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._open())
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _open(self) -> None:
+        import redis.asyncio as aioredis
+
+        from .broker import ClientCache
+
+        self.clients = ClientCache()
+        self.redis = aioredis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+        self._events_ready = asyncio.Event()
+        self._live_ready = asyncio.Event()
+        for loop in (self._control_loop(), self._event_writer(), self._live_sender(), self._housekeeping()):
+            self.background(loop)
+
+    def background(self, awaitable) -> asyncio.Future:
+        future = asyncio.ensure_future(awaitable)
+        self._background.add(future)
+        future.add_done_callback(self._background_done)
+        return future
+
+    def _background_done(self, future: asyncio.Future) -> None:
+        self._background.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.warning("runtime background work failed: %r", future.exception())
+
+    async def db(self, fn, *args, pool=None, **kwargs):
+        """Run an ORM call on one of the shared database threads (never on the loop)."""
+        return await self.loop.run_in_executor(pool or self._db_pool, _with_connection, fn, args, kwargs)
+
+    async def in_spawn_thread(self, fn, *args, **kwargs):
+        return await self.loop.run_in_executor(self._spawn_pool, lambda: fn(*args, **kwargs))
+
+    async def _run(self, task_id: int, on_end) -> None:
+        run = None
+        try:
+            if task_id in self.runs:  # a duplicate job of a task this worker runs already
+                return
+            if not await self.db(self.store.start, task_id, self.worker_name):
+                return
+            run = TaskRun(self, task_id)
+            self.runs[task_id] = run
+            if self._stopping:
+                run.stop(StopReason.SHUTDOWN)
+            await run.run()
+        except Exception:  # noqa: BLE001 - one task's failure never takes the runtime down
+            logger.exception("task %s: the runtime failed to run it", task_id)
+        finally:
+            if run is None or self.runs.get(task_id) is run:
+                self.runs.pop(task_id, None)
+            with self._slots:
+                self._reserved -= 1
+                self._slots.notify_all()
+            if on_end is not None:
+                self._after_pool.submit(_quietly, on_end)
+
+    def ended(self, run: TaskRun) -> None:
+        self._dirty.pop(run.task_id, None)
+
+    # -- kill orders ----------------------------------------------------------------------------
+
+    async def _control_loop(self) -> None:
+        """Kill orders published on Redis (the fast path; the database poll is the backstop): one
+        subscription for the whole worker, dispatched by task and customer."""
+        while True:
+            pubsub = None
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(control.control_channel())
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        order = json.loads(message["data"])
+                    except ValueError:
+                        continue
+                    self.dispatch(order)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis hiccup: resubscribe; the database poll still works
+                logger.warning("control subscription failed, retrying", exc_info=True)
+                await asyncio.sleep(1)
+            finally:
+                if pubsub is not None:
+                    try:
+                        await pubsub.aclose()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def dispatch(self, order: dict) -> None:
+        reason = order.get("reason") or StopReason.CANCELLED
+        if order.get("kind") == "kill":
+            run = self.runs.get(order.get("task"))
+            if run is not None:
+                run.stop(reason)
+        elif order.get("kind") == "kill_scope":
+            customer = order.get("customer")
+            for run in list(self.runs.values()):
+                if customer is None or run.customer_id == customer:
+                    run.stop(reason)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def events_ready(self, run: TaskRun) -> None:
+        self._dirty.setdefault(run.task_id, run)
+        self._events_ready.set()
+
+    async def events_drained(self, run: TaskRun) -> None:
+        """Wait until every event the run produced is stored (the writer retries through hiccups)."""
+        while run.pending or run.inflight:
+            if run.pending:
+                self.events_ready(run)
+            run.drained.clear()
+            await run.drained.wait()
+
+    async def _event_writer(self) -> None:
+        """Every task's events, stored by one writer: one transaction per batch, each task's in order."""
+        while True:
+            await self._events_ready.wait()
+            self._events_ready.clear()
+            batches: dict[int, list[dict]] = {}
+            taken: list[TaskRun] = []
+            total = 0
+            for task_id, run in list(self._dirty.items()):
+                if total >= WRITE_EVENTS_TOTAL:
+                    break
+                n = min(len(run.pending), WRITE_EVENTS_PER_TASK, WRITE_EVENTS_TOTAL - total)
+                batch = [run.pending.popleft() for _ in range(n)]
+                if not run.pending:
+                    self._dirty.pop(task_id, None)
+                if batch:
+                    batches[task_id] = batch
+                    run.inflight += len(batch)
+                    taken.append(run)
+                    total += len(batch)
+            if not batches:
+                continue
+            try:
+                stored = await self.db(self.store.append_events, batches, pool=self._writer_pool)
+            except Exception:  # noqa: BLE001 - keep them, in order, for the next try
+                logger.warning("storing %s events failed, retrying", total, exc_info=True)
+                for run in taken:
+                    run.pending.extendleft(reversed(batches[run.task_id]))
+                    run.inflight -= len(batches[run.task_id])
+                    self._dirty.setdefault(run.task_id, run)
+                await asyncio.sleep(0.5)
+                self._events_ready.set()
+                continue
+            for run in taken:
+                run.inflight -= len(batches[run.task_id])
+                if not run.pending and not run.inflight:
+                    run.drained.set()
+            for task_id, events in stored.items():
+                for event in events:
+                    self.live({"type": "task.event", "event": event}, task_id)
+            if self._dirty:
+                self._events_ready.set()
+
+    def live(self, message: dict, task_id: int) -> None:
+        """A frame for the task's live sockets: best effort, in order (the database is the record)."""
+        if len(self._live) >= settings.WORKER_LIVE_BACKLOG:
+            self._live.popleft()  # sockets fill a gap from the database
+        self._live.append((task_id, message))
+        self._live_ready.set()
+
+    async def _live_sender(self) -> None:
+        from channels.layers import get_channel_layer
+
+        from autogen_platform.realtime import task_group
+
+        layer = get_channel_layer()
+        while True:
+            await self._live_ready.wait()
+            self._live_ready.clear()
+            while self._live:
+                task_id, message = self._live.popleft()
+                try:
+                    await layer.group_send(task_group(task_id), message)
+                except Exception:  # noqa: BLE001 - live delivery is best effort
+                    logger.debug("live delivery for task %s failed", task_id, exc_info=True)
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Heartbeats, the database's stop backstop, stats and limits: one pass for all tasks, never one
+        timer per task; each database or Redis round trip is one for the whole worker."""
+        next_beat = next_poll = next_stats = 0.0
+        beat = poll = publish = None
+        while True:
+            now = time.monotonic()
+            if now >= next_beat and (beat is None or beat.done()) and self.runs:
+                beat = self.background(self.db(self.store.heartbeat, list(self.runs), pool=self._house_pool))
+                next_beat = now + settings.TASK_HEARTBEAT_SECONDS
+            if now >= next_poll and (poll is None or poll.done()) and self.runs:
+                scope = {r.task_id: r.customer_id for r in self.runs.values() if r.ctx is not None}
+                poll = self.background(self._poll_stops(scope))
+                next_poll = now + CANCEL_POLL_SECONDS
+            if now >= next_stats:
+                spawned = [r for r in self.runs.values() if r.spawned_at is not None and not r.outcome.done()]
+                for run in spawned:
+                    run.check()
+                if publish is None or publish.done():
+                    publish = self.background(self._publish_stats(spawned))
+                next_stats = now + STATS_SECONDS
+            await asyncio.sleep(min(CANCEL_POLL_SECONDS, STATS_SECONDS) / 2)
+
+    async def _poll_stops(self, scope: dict[int, int]) -> None:
+        for task_id, reason in (await self.db(self.store.stop_reasons, scope, pool=self._house_pool)).items():
+            run = self.runs.get(task_id)
+            if run is not None:
+                run.stop(reason)
+
+    async def _publish_stats(self, runs: list[TaskRun]) -> None:
+        from .services import worker_slots_key
+
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(
-                    key,
-                    mapping={
-                        "task": ctx.task_id,
-                        "customer": ctx.customer_id,
-                        "agent": ctx.agent_id or "",
-                        "pid": self.box.pid,
+                pipe.hset(worker_slots_key(), self.worker_name, json.dumps(
+                    {"total": self.concurrency, "busy": self.busy, "at": time.time()}
+                ))
+                for run in runs:
+                    stats, key = run.last_stats, sandbox_stats_key(run.task_id)
+                    pipe.hset(key, mapping={
+                        "task": run.task_id,
+                        "customer": run.customer_id,
+                        "agent": run.ctx.agent_id or "",
+                        "pid": run.box.pid,
                         "cpu_seconds": stats.get("cpu_seconds", 0),
                         "memory_mb": stats.get("memory_mb", 0),
-                        "started_at": self.started_at_iso,
-                    },
-                )
-                pipe.expire(key, max(5, int(3 * STATS_SECONDS)))
-                pipe.sadd(sandbox_index_key(), ctx.task_id)
+                        "started_at": run.started_at_iso,
+                    })
+                    pipe.expire(key, max(5, int(3 * STATS_SECONDS)))
+                if runs:
+                    pipe.sadd(sandbox_index_key(), *[run.task_id for run in runs])
                 await pipe.execute()
         except Exception:  # noqa: BLE001 - live stats are best effort
-            logger.debug("task %s: stats publish failed", ctx.task_id, exc_info=True)
+            logger.debug("stats publish failed", exc_info=True)
+
+    def unpublish(self, task_id: int) -> None:
+        async def remove():
+            try:
+                await self.redis.delete(sandbox_stats_key(task_id))
+                await self.redis.srem(sandbox_index_key(), task_id)
+            except Exception:  # noqa: BLE001 - the key expires on its own
+                pass
+
+        self.background(remove())
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def _drain(self, grace_seconds: float) -> None:
+        self._stopping = True
+        deadline = time.monotonic() + grace_seconds
+        while self.runs and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for run in list(self.runs.values()):
+            run.stop(StopReason.SHUTDOWN)
+        while self.busy:
+            await asyncio.sleep(0.05)
+        while self._dirty:
+            self._events_ready.set()
+            await asyncio.sleep(0.05)
+        for future in list(self._background):
+            future.cancel()
+        await self.clients.close()
+        try:
+            from .services import worker_slots_key
+
+            await self.redis.hdel(worker_slots_key(), self.worker_name)
+        except Exception:  # noqa: BLE001 - the report goes stale on its own
+            pass
+        try:
+            await self.redis.aclose()
+        except Exception:  # noqa: BLE001
+            pass
 
 
-def supervise(task_id: int) -> None:
-    Supervisor(task_id).run()
+def _with_connection(fn, args, kwargs):
+    """One ORM call on a database thread, which keeps its connection; one that failed is dropped if broken."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        connections["default"].close_if_unusable_or_obsolete()
+        raise
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - bookkeeping after a task must not take a thread down
+        logger.exception("after-task bookkeeping failed")
+
+
+def run_one(task_id: int) -> None:
+    """Run a single task to its end in this process (a plain RQ worker's job, tools, tests)."""
+    runtime = Runtime(concurrency=1, worker_name=f"{socket.gethostname()}/{os.getpid()}").start()
+    done = threading.Event()
+    runtime.submit(task_id, on_end=done.set)
+    done.wait()
+    runtime.shutdown(0)

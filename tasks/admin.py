@@ -1,7 +1,7 @@
 """Django admin for threads, tasks (with their events) and task events; a cancel action through task_cancel."""
 from django.contrib import admin, messages
 
-from accounts.admin import ViewOnlyAdminMixin
+from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 from autogen_platform.errors import Conflict
 
 from . import services

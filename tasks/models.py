@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Customer
+from runtime.outcomes import ErrorCode
 from agents.models import Agent
 from teams.models import Team
 
@@ -33,18 +34,8 @@ class Task(models.Model):
         TIMED_OUT = "timed_out"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT)
-    ERROR_CODES = (
-        "timeout",
-        "memory_limit",
-        "cpu_limit",
-        "token_budget",
-        "killswitch",
-        "cancelled",
-        "agent_error",
-        "model_error",
-        "worker_lost",
-        "sandbox_error",
-    )
+    # How a task can end (runtime.outcomes.ErrorCode: one vocabulary for the runtime and the API).
+    ERROR_CODES = tuple(code.value for code in ErrorCode)
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="tasks")
     created_by = models.ForeignKey(

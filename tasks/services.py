@@ -121,11 +121,23 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         return existing, False
     task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
-    # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
-    # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
-    transaction.on_commit(lambda: task_enqueue(task.pk), robust=True)
+    if _starting(customer.pk).exclude(pk=task.pk).count() >= customer.max_concurrent_tasks:
+        # Its customer cannot start it now: it waits without a job (woken FIFO when a slot frees), so a
+        # customer's backlog never stands in the queue in front of other customers' tasks.
+        Task.objects.filter(pk=task.pk).update(waiting_since=timezone.now())
+    else:
+        # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
+        # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
+        transaction.on_commit(lambda: task_enqueue(task.pk), robust=True)
     transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     return task, True
+
+
+def _starting(customer_id: int):
+    """The customer's tasks that run or have a job on the way to a worker."""
+    return Task.objects.filter(customer_id=customer_id).filter(
+        Q(status=Task.Status.RUNNING) | Q(status=Task.Status.QUEUED, waiting_since__isnull=True)
+    )
 
 
 def _announce_status(customer_id: int, task_id: int, status: str) -> None:
@@ -135,26 +147,48 @@ def _announce_status(customer_id: int, task_id: int, status: str) -> None:
 
 def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
     """Append events with the next seqs (no gaps: the task row is locked while they are handed out)."""
-    if not events:
-        return []
+    return task_events_append_many(batches={task_id: events}, announce=True).get(task_id, [])
+
+
+def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool) -> dict[int, list[dict]]:
+    """Append several tasks' events in one transaction, each task's in order with contiguous seqs.
+
+    The task rows are locked in id order (two writers never deadlock). announce: also send them live
+    once committed (the runtime sends them itself from its event loop). Returns the stored events by task.
+    """
+    batches = {task_id: events for task_id, events in batches.items() if events}
+    if not batches:
+        return {}
+    created: dict[int, list[dict]] = {}
     with transaction.atomic():
-        last = Task.objects.select_for_update().filter(pk=task_id).values_list("last_seq", flat=True).first()
-        if last is None:
-            return []
-        rows = [
-            TaskEvent(
-                task_id=task_id,
-                seq=last + i + 1,
-                type=e["type"],
-                source=(e.get("source") or "")[:200],
-                content=e.get("content"),
-            )
-            for i, e in enumerate(events)
-        ]
+        last = dict(
+            Task.objects.select_for_update().filter(pk__in=batches).order_by("pk").values_list("pk", "last_seq")
+        )
+        rows, bumped = [], []
+        for task_id, events in batches.items():
+            if task_id not in last:
+                continue
+            start = last[task_id]
+            task_rows = [
+                TaskEvent(
+                    task_id=task_id,
+                    seq=start + i + 1,
+                    type=e["type"],
+                    source=(e.get("source") or "")[:200],
+                    content=e.get("content"),
+                )
+                for i, e in enumerate(events)
+            ]
+            rows += task_rows
+            bumped.append(Task(pk=task_id, last_seq=start + len(task_rows)))
         TaskEvent.objects.bulk_create(rows)
-        Task.objects.filter(pk=task_id).update(last_seq=last + len(rows))
-        created = [r.as_dict() for r in rows]
-        transaction.on_commit(lambda: [realtime.send_task_event(task_id, e) for e in created])
+        Task.objects.bulk_update(bumped, ["last_seq"])
+        for row in rows:
+            created.setdefault(row.task_id, []).append(row.as_dict())
+        if announce:
+            transaction.on_commit(
+                lambda: [realtime.send_task_event(t, e) for t, events in created.items() for e in events]
+            )
     return created
 
 
@@ -330,7 +364,13 @@ def task_record_tokens(*, task_id: int, tokens: int) -> None:
 
 
 def task_heartbeat(*, task_id: int) -> None:
-    Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
+    task_heartbeat_many(task_ids=[task_id])
+
+
+def task_heartbeat_many(*, task_ids: list[int]) -> None:
+    """One write for every running task of a worker."""
+    if task_ids:
+        Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
 
 
 def task_finish(*, task_id: int, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
@@ -418,7 +458,33 @@ def task_reap_lost(*, lease_seconds: float) -> list[int]:
         if done:
             logger.warning("reaped task %s (worker lost)", task_id)
             ended.append(task_id)
+            _rq_job_lost(task_id)
     return ended
+
+
+def _rq_job_lost(task_id: int) -> None:
+    """The job of a reaped task leaves RQ's started registry at once, failed: the dashboard never shows
+    a finished task running (RQ alone would notice only when the job's heartbeat expires)."""
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+    from rq.job_lifecycle import record_job_failure
+    from rq.registry import StartedJobRegistry
+
+    attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
+    connection = django_rq.get_connection("default")
+    try:
+        job = Job.fetch(task_job_id(task_id, max(0, attempts - 1), requeues), connection=connection)
+        if job.get_status() != JobStatus.STARTED:
+            return
+        with connection.pipeline() as pipe:
+            StartedJobRegistry(job.origin, connection=connection).remove_executions(job, pipeline=pipe)
+            record_job_failure(job, "The worker running the task was lost (task ended worker_lost)", pipe)
+            pipe.execute()
+    except NoSuchJobError:
+        pass
+    except Exception:  # noqa: BLE001 - RQ's own cleanup catches up when its heartbeat expires
+        logger.warning("could not fail the RQ job of reaped task %s", task_id, exc_info=True)
 
 
 def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:

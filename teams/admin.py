@@ -1,7 +1,7 @@
 """Django admin for teams with their ordered members (view-only: teams change through teams.services)."""
 from django.contrib import admin
 
-from accounts.admin import ViewOnlyAdminMixin
+from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 
 from .models import Team, TeamMember
 

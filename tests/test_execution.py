@@ -296,11 +296,41 @@ def test_cpu_limit_ends_the_task_failed_cpu_limit(workers, customer, client_for)
 
 def test_token_budget_ends_the_task(workers, customer, client_for):
     org, user = customer
-    long_answer = " ".join(["word"] * 50)
-    agent = make_agent(org, replay_model(org, [long_answer]), limits={"max_tokens": 20})
+    long_answer = " ".join(["word"] * 500)
+    agent = make_agent(org, replay_model(org, [long_answer]), limits={"max_tokens": 400})
     task = finished(submit(client_for(user), agent=agent.pk, input="Talk a lot")["id"])
     assert task.status == "failed" and task.error["code"] == "token_budget"
-    assert task.usage["completion_tokens"] == 50
+    assert task.usage["completion_tokens"] == 500
+
+
+def test_a_call_that_cannot_fit_the_budget_is_not_made(workers, customer, client_for):
+    # given a budget far smaller than the prompt (the print storm fed back to the model)
+    org, user = customer
+    with OpenAIStub(["never sent"]) as stub:
+        model = ModelConfig.objects.create(
+            customer=org, name="local", provider="openai", model="stub-model", base_url=stub.base_url, model_info=MODEL_INFO
+        )
+        agent = make_agent(org, model, limits={"max_tokens": 1000})
+        task = finished(submit(client_for(user), agent=agent.pk, input="x " * 20000)["id"])
+        # then the task ends token_budget before the provider is asked, and nothing is charged
+        assert task.status == "failed" and task.error["code"] == "token_budget", task.error
+        assert "prompt tokens" in task.error["message"] and "1000" in task.error["message"]
+        assert stub.requests == []
+    assert task.usage["prompt_tokens"] == 0 and task.usage["completion_tokens"] == 0
+
+
+def test_a_call_may_complete_only_what_is_left_of_the_budget(workers, customer, client_for):
+    org, user = customer
+    with OpenAIStub(["Short. TERMINATE"]) as stub:
+        model = ModelConfig.objects.create(
+            customer=org, name="local", provider="openai", model="stub-model", base_url=stub.base_url, model_info=MODEL_INFO
+        )
+        agent = make_agent(org, model, limits={"max_tokens": 5000})
+        task = finished(submit(client_for(user), agent=agent.pk, input="Hi")["id"])
+        assert task.status == "succeeded", task.error
+        # the provider was told to stop before the budget runs out: under what is left, never over
+        cap = stub.requests[0]["body"]["max_tokens"]
+        assert 0 < cap < 5000
 
 
 def test_provider_failure_is_a_model_error_with_its_message(workers, customer, client_for):

@@ -219,8 +219,10 @@ def test_manage_py_killswitch(two_customers, capsys):
 
 def test_django_admin_engages_and_releases_through_the_service(client, two_customers, django_user_model):
     world = two_customers
+    from tests.admin_support import admin_site_login
+
     superuser = django_user_model.objects.create_superuser("root-admin", "root@example.com", "password123")
-    client.force_login(superuser)
+    admin_site_login(client, superuser)
     # engage the global switch from the add form
     response = client.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on",
                                                                  "reason": "from the admin site"})

@@ -21,7 +21,8 @@ def workers():
     import django_rq
 
     django_rq.get_queue("default").empty()  # no stale jobs from other tests
-    with running("ks1", "ks2") as procs:
+    # one task a worker: each of the two workers holds one of the sandboxes the killswitch must reach
+    with running("ks1", "ks2", WORKER_CONCURRENCY=1) as procs:
         yield procs
 
 

@@ -9,7 +9,9 @@ from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenViewBase
 
 from accounts import services as account_services
-from accounts.api.views import LoginRateThrottle
+from accounts import signin
+from accounts.api.views import LoginRateThrottle, LogoutView
+from accounts.authentication import ADMIN_SCOPE
 from adminpanel import selectors, services
 from adminpanel.authentication import AdminJWTAuthentication
 from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
@@ -36,7 +38,7 @@ ADMIN_KEY_HEADER = OpenApiParameter("X-Admin-Key", str, OpenApiParameter.HEADER,
 
 
 @extend_schema(parameters=[ADMIN_KEY_HEADER])
-class _AdminTokenView(TokenViewBase):
+class _AdminTokenView(signin.LockoutAnswerMixin, TokenViewBase):
     # The customer login's throttle and scope: one allowance per client address for both.
     throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
@@ -50,9 +52,16 @@ class AdminTokenObtainView(_AdminTokenView):
     serializer_class = AdminTokenObtainSerializer
 
 
-@extend_schema(tags=["admin"], summary="A new admin access token from an admin refresh token")
+@extend_schema(tags=["admin"], summary="Rotate an admin refresh token: a new access token and a new refresh token")
 class AdminTokenRefreshView(_AdminTokenView):
     serializer_class = AdminTokenRefreshSerializer
+
+
+@extend_schema(tags=["admin"], summary="Admin log out: the admin refresh token is refused from then on",
+               parameters=[ADMIN_KEY_HEADER])
+class AdminLogoutView(LogoutView):
+    permission_classes = [HasAdminKey]
+    scope = ADMIN_SCOPE
 
 
 @extend_schema(tags=["admin"], parameters=[ADMIN_KEY_HEADER])

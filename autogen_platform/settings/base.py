@@ -45,11 +45,12 @@ SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 ADMIN_API_KEY = env("ADMIN_API_KEY", DEV_ADMIN_API_KEY)
 # Provider API keys are encrypted at rest with this key (any string; derived into a Fernet key).
 FIELD_ENCRYPTION_KEY = env("FIELD_ENCRYPTION_KEY", SECRET_KEY)
-if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or ADMIN_API_KEY == DEV_ADMIN_API_KEY):
+if not DEBUG and (DEV_SECRET_KEY in (SECRET_KEY, FIELD_ENCRYPTION_KEY) or ADMIN_API_KEY == DEV_ADMIN_API_KEY):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(
-        "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY and ADMIN_API_KEY set: refusing the development defaults"
+        "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY and ADMIN_API_KEY set (and FIELD_ENCRYPTION_KEY, if set, not the"
+        " development key): refusing the development defaults"
     )
 ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"], list)
 CORS_ALLOWED_ORIGINS = env("CORS_ALLOWED_ORIGINS", [], list)
@@ -61,7 +62,8 @@ CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS", [], list)
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # The Django admin site is adminpanel.site.PlatformAdminSite: staff sessions verified by a TOTP device.
+    "adminpanel.apps.PlatformAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -71,6 +73,10 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "drf_spectacular",
     # Before channels: its `runworker` command must be the platform's task worker, not Channels'.
     "runtime",
@@ -95,10 +101,18 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # Everything under /admin/ (the RQ dashboard included) needs a staff session verified by a second factor.
+    "adminpanel.middleware.AdminSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a session login refused by the lockout into a 429 (the API token views answer it themselves).
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+
+# Every password check goes through django-axes first: it refuses a locked-out (username, client) pair or client.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "autogen_platform.urls"
 WSGI_APPLICATION = "autogen_platform.wsgi.application"
@@ -219,8 +233,32 @@ SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env("JWT_ACCESS_MINUTES", 60, int)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env("JWT_REFRESH_DAYS", 7, int)),
     "SIGNING_KEY": SECRET_KEY,
-    "UPDATE_LAST_LOGIN": True,
+    # A refresh gives a new refresh token and blacklists the one used: a stolen, already used one is refused.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    # Tokens carry a hash of the password hash: after a password change every earlier token is refused.
+    "CHECK_REVOKE_TOKEN": True,
+    # last_login is set by the user_logged_in signal every sign-in sends (accounts.signin).
+    "UPDATE_LAST_LOGIN": False,
 }
+
+# Sign-in lockout (django-axes), the same for every password form: the API token endpoints, /api-auth/login/ and
+# /admin/login/. A (username, client address) pair is locked after LOGIN_FAILURE_LIMIT failures; a client address
+# after LOGIN_CLIENT_FAILURE_LIMIT failures over any usernames. Nobody can lock a victim out from the victim's own
+# address by guessing from elsewhere. Both lift LOGIN_LOCKOUT_MINUTES after the last failure; `manage.py axes_reset`.
+AXES_HANDLER = "accounts.signin.SignInLockoutHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_FAILURE_LIMIT = env("LOGIN_FAILURE_LIMIT", 5, int)
+LOGIN_CLIENT_FAILURE_LIMIT = env("LOGIN_CLIENT_FAILURE_LIMIT", 30, int)
+AXES_COOLOFF_TIME = timedelta(minutes=env("LOGIN_LOCKOUT_MINUTES", 15, int))
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "adminpanel.services.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.signin.lockout_response"
+AXES_VERBOSE = False
+# Successful sign-ins are in the audit log already (accounts.signin); axes keeps only the failure counters.
+AXES_DISABLE_ACCESS_LOG = True
+# TOTP devices of staff users (the Django admin's second factor) are named after the platform in apps.
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", "AutoGen platform")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "AutoGen agent platform API",
@@ -240,6 +278,25 @@ LOGIN_REDIRECT_URL = "/api/"
 
 # Workers and the sandbox.
 WORKERS = env("WORKERS", 2, int)
+# Tasks one worker process supervises at once, each in its own sandboxed child (a waiting task costs a
+# few MB: its child's touched pages and a coroutine). make run: WORKERS x WORKER_CONCURRENCY at once.
+WORKER_CONCURRENCY = env("WORKER_CONCURRENCY", 256, int)
+# On SIGTERM a worker takes no new task and lets the ones it holds run this long; the rest end worker_lost.
+WORKER_SHUTDOWN_GRACE_SECONDS = env("WORKER_SHUTDOWN_GRACE_SECONDS", 10, float)
+# Shared by all the tasks of a worker: database threads (each one connection) and sandbox-building threads.
+WORKER_DB_THREADS = env("WORKER_DB_THREADS", 4, int)
+WORKER_SPAWN_THREADS = env("WORKER_SPAWN_THREADS", 4, int)
+# Live frames (tokens, events) a worker keeps for its sockets when Redis is slow; older ones are dropped
+# (a socket fills the gap from the database).
+WORKER_LIVE_BACKLOG = env("WORKER_LIVE_BACKLOG", 10000, int)
+# What a task's child may send: one message, all its output (messages, stdout, stderr), one event's
+# stored content, and events in all. Over one of them the task ends output_limit.
+TASK_MESSAGE_MAX_BYTES = env("TASK_MESSAGE_MAX_BYTES", 16 * 1024 * 1024, int)
+TASK_OUTPUT_LIMIT_BYTES = env("TASK_OUTPUT_LIMIT_BYTES", 64 * 1024 * 1024, int)
+TASK_EVENT_MAX_BYTES = env("TASK_EVENT_MAX_BYTES", 256 * 1024, int)
+TASK_MAX_EVENTS = env("TASK_MAX_EVENTS", 10000, int)
+# The runtime reaches tasks only through this port (runtime.ports.TaskStore).
+RUNTIME_TASK_STORE = "tasks.runtime_store.DjangoTaskStore"
 PORT = env("PORT", 8000, int)
 # Address `runplatform` binds the ASGI server to (0.0.0.0 to listen on every interface, e.g. behind a proxy).
 BIND_HOST = env("BIND_HOST", "127.0.0.1")
@@ -279,5 +336,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "rq.worker": {"level": env("RQ_LOG_LEVEL", "WARNING")}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "rq.worker": {"level": env("RQ_LOG_LEVEL", "WARNING")},
+                "axes": {"level": "ERROR"}},
 }

@@ -400,7 +400,7 @@ class Sandbox:
             except (AttributeError, OSError):
                 self._pidfd = -1
         if self._pidfd >= 0:
-            select.select([self._pidfd], [], [], seconds)
+            _readable(self._pidfd, seconds)
         else:
             try:
                 self.proc.wait(seconds)
@@ -498,7 +498,9 @@ class Sandbox:
         """SIGKILL the whole tree: the cgroup, the pid namespace's init, every descendant, the group."""
         if not self.proc:
             return
-        tree = self._tree()
+        # With a cgroup, killing it reaches every process of the tree; the walk of the host's process
+        # table (psutil, cost growing with every process on the host) is only for hosts without one.
+        tree = [] if self.cgroup and self.cgroup.created else self._tree()
         if self.cgroup and self.cgroup.created:
             self.cgroup.kill()
         if self.mode != "off" and self.proc.returncode is None:
@@ -564,7 +566,7 @@ class _ForkedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and select.select([self.pidfd], [], [], 0)[0]:
+        if self.returncode is None and _readable(self.pidfd, 0):
             data = _read_until_eof(self.exit_fd, 1.0) or ""
             os.close(self.pidfd)
             self.returncode = int(data) if data.strip().lstrip("-").isdigit() else -signal.SIGKILL
@@ -576,8 +578,16 @@ class _ForkedProcess:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(self.args, timeout)
-            select.select([self.pidfd], [], [], left)
+            _readable(self.pidfd, left)
         return self.returncode
+
+
+def _readable(fd: int, timeout: float | None) -> bool:
+    """Wait up to timeout (None: for ever) for fd to be readable. poll(), not select(): a worker holding
+    hundreds of sandboxes has descriptors above select()'s limit of 1024."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
 
 
 def _read_until_eof(fd: int, timeout: float) -> str | None:
@@ -586,7 +596,7 @@ def _read_until_eof(fd: int, timeout: float) -> str | None:
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not _readable(fd, left):
                 return None
             data = os.read(fd, 4096)
             if not data:

@@ -1,12 +1,14 @@
-"""`manage.py runworker [--burst]`: one RQ worker on the "default" queue that runs tasks in sandboxes.
+"""`manage.py runworker [--burst]`: one RQ worker on the "default" queue that runs up to WORKER_CONCURRENCY tasks
+at once, each in its own sandbox (runtime.worker.ConcurrentWorker, runtime.supervisor.Runtime).
 
 At start it probes the host's sandbox layers, logs them, records them in WorkerHost (shown by
 GET /api/admin/runtime/) and refuses to start when the isolation level is below SANDBOX_MIN_LEVEL.
 """
 import logging
-import os
+import resource
 import socket
 import sys
+import uuid
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -41,40 +43,50 @@ class Command(BaseCommand):
             sys.exit(EXIT_BELOW_MIN_LEVEL)
 
         import django_rq
-        from rq import Worker
 
-        from runtime import broker, supervisor  # noqa: F401 - imported once here, warm in every work-horse
+        from runtime import broker
+        from runtime.supervisor import Runtime
+        from runtime.worker import ConcurrentWorker
 
         broker.preload()
+        _raise_open_files_limit()
         warm = settings.SANDBOX_WARM_START and capabilities.get("mode") in ("root", "user")
-        worker_pid = os.getpid()
-        if warm and capabilities.get("mode") in ("root", "user"):
+        if warm:
             from runtime.sandbox import zygote
 
             if zygote.ensure() is None:
                 logger.warning("the sandbox zygote did not start: tasks start cold")
 
-        class TaskWorker(Worker):
-            """RQ's forking worker that also keeps this host's WorkerHost.last_seen fresh."""
+        def keepalive():
+            if warm:
+                from runtime.sandbox import zygote
 
-            def heartbeat(self, *args, **kwargs):
-                super().heartbeat(*args, **kwargs)
-                if warm and os.getpid() == worker_pid:  # not in a work-horse: its zygote would die with it
-                    from runtime.sandbox import zygote
+                zygote.ensure()  # a zygote that died is started again; meanwhile tasks start cold
+            worker_host_seen(socket.gethostname())
 
-                    zygote.ensure()  # a zygote that died is started again; meanwhile tasks start cold
-                worker_host_seen(socket.gethostname())
-
+        name = options["name"] or uuid.uuid4().hex
+        runtime = Runtime(concurrency=settings.WORKER_CONCURRENCY, worker_name=f"{socket.gethostname()}/{name}")
         queue = django_rq.get_queue("default")
-        # worker_ttl 60: an idle worker comes round to its heartbeat every 45 s.
-        worker = TaskWorker([queue], connection=queue.connection, name=options["name"], worker_ttl=60)
-        # The forked work-horses must not share the parent's database sockets.
+        worker = ConcurrentWorker(
+            [queue], connection=queue.connection, name=name, worker_ttl=60,
+            runtime=runtime, grace_seconds=settings.WORKER_SHUTDOWN_GRACE_SECONDS, on_keepalive=keepalive,
+        )
+        # The main thread's connection is not the runtime's (each of its database threads has its own).
         connections.close_all()
+        runtime.start()
+        logger.info("worker %s: up to %s tasks at once", name, runtime.concurrency)
         worker.work(
             burst=options["burst"],
             logging_level=settings.LOGGING.get("loggers", {}).get("rq.worker", {}).get("level", "WARNING"),
             max_jobs=options["max_jobs"],
         )
+
+
+def _raise_open_files_limit() -> None:
+    """Each task holds a few descriptors (its channel, output pipe, pidfds): take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _describe(capabilities: dict) -> str:

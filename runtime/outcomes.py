@@ -1,0 +1,71 @@
+"""The runtime's vocabulary: how a task can end (error codes), why it is stopped (stop reasons), and the
+outcome a run reports. One place for these names; the apps above import them from here."""
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """The `error.code` a finished task carries (the public contract's list)."""
+
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    CPU_LIMIT = "cpu_limit"
+    TOKEN_BUDGET = "token_budget"
+    KILLSWITCH = "killswitch"
+    CANCELLED = "cancelled"
+    AGENT_ERROR = "agent_error"
+    MODEL_ERROR = "model_error"
+    WORKER_LOST = "worker_lost"
+    SANDBOX_ERROR = "sandbox_error"
+    OUTPUT_LIMIT = "output_limit"
+    INPUT_TIMEOUT = "input_timeout"
+
+
+class StopReason(StrEnum):
+    """Why a running task is asked to stop (Task.cancel_requested, control messages)."""
+
+    CANCELLED = "cancelled"
+    KILLSWITCH = "killswitch"
+    STOPPED = "stopped"  # its agent was stopped
+    RESTART = "restart"  # its agent was restarted: the task runs again on the current version
+    SHUTDOWN = "shutdown"  # its worker shut down before the task ended
+
+
+class Final(StrEnum):
+    """Final task statuses (what `Outcome.status` holds, besides REQUEUE)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+REQUEUE = "requeue"
+
+# A stop reason -> (final status, error code, message).
+STOP_OUTCOMES = {
+    StopReason.CANCELLED: (Final.CANCELLED, ErrorCode.CANCELLED, "Cancelled"),
+    StopReason.KILLSWITCH: (Final.CANCELLED, ErrorCode.KILLSWITCH, "Stopped by the killswitch"),
+    StopReason.STOPPED: (Final.CANCELLED, ErrorCode.CANCELLED, "The agent was stopped"),
+    StopReason.SHUTDOWN: (Final.FAILED, ErrorCode.WORKER_LOST, "The worker running the task shut down before it ended"),
+}
+
+
+@dataclass
+class Outcome:
+    status: str  # a Final status, or REQUEUE
+    error: dict | None = None
+    result: dict | None = None
+    state: dict | None = None
+
+
+def failed(code: ErrorCode, message: str) -> Outcome:
+    return Outcome(Final.FAILED, error={"code": str(code), "message": message})
+
+
+def stop_outcome(reason: str) -> Outcome:
+    """How a task ends when it is stopped for `reason` (a restart puts it back in the queue)."""
+    if reason == StopReason.RESTART:
+        return Outcome(REQUEUE)
+    status, code, message = STOP_OUTCOMES.get(reason, (Final.CANCELLED, ErrorCode.CANCELLED, f"Stopped ({reason})"))
+    return Outcome(str(status), error={"code": str(code), "message": message})

@@ -1,0 +1,68 @@
+"""What the runtime needs of a task, and nothing more: the port the task app implements.
+
+The runtime (supervisor, worker) imports no app above it. It reaches tasks, customers and model
+configurations only through a TaskStore, whose implementation settings.RUNTIME_TASK_STORE names
+(tasks.runtime_store.DjangoTaskStore). Every method is synchronous and may touch the database: the
+runtime calls them on its bounded pool of database threads, never on its event loop.
+"""
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+@dataclass
+class TaskContext:
+    """What a run needs, read once when it starts (model credentials decrypted, in the worker only)."""
+
+    task_id: int
+    customer_id: int
+    agent_id: int | None
+    input: str
+    spec: dict
+    thread_state: dict | None
+    models: dict[int, dict]  # model config id -> {id, name, provider, model, base_url, api_key, model_info, responses}
+    budgets: dict[int, int]  # agent id -> max_tokens
+    limits: dict = field(default_factory=dict)  # memory_mb, cpu_seconds, timeout_seconds, max_tokens
+
+
+class TaskStore(Protocol):
+    def start(self, task_id: int, worker: str) -> bool:
+        """queued -> running (under the customer's concurrency quota); False: nothing to run now."""
+
+    def load(self, task_id: int) -> TaskContext | None:
+        """The running task's context; None when it is not running (any more)."""
+
+    def attach(self, task_id: int, pid: int | None) -> None:
+        """Record the pid of the task's sandbox."""
+
+    def heartbeat(self, task_ids: list[int]) -> None:
+        """These running tasks are alive (one write for all of a worker's tasks)."""
+
+    def append_events(self, batches: dict[int, list[dict]]) -> dict[int, list[dict]]:
+        """Store events of several tasks, each task's in order with contiguous seqs; returns the stored
+        events ({seq, type, source, content, created_at}) by task, for live delivery."""
+
+    def stop_reasons(self, scope: dict[int, int]) -> dict[int, str]:
+        """scope: task id -> customer id. The stop reasons recorded for any of them (cancel, stop, restart,
+        killswitch): the database backstop of the control messages."""
+
+    def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
+        """Record the task's tokens so far; what is left of its customer's monthly budget."""
+
+    def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
+        """The task's final status, once."""
+
+    def requeue(self, task_id: int) -> bool:
+        """Back to queued on its agent's current version (a restart)."""
+
+
+_store: TaskStore | None = None
+
+
+def task_store() -> TaskStore:
+    global _store
+    if _store is None:
+        _store = import_string(settings.RUNTIME_TASK_STORE)()
+    return _store

@@ -1,0 +1,100 @@
+"""The task app's side of the runtime's port (runtime.ports.TaskStore): every database read and write a
+running task needs, batched across the tasks a worker holds where it can be."""
+from django.conf import settings
+from django.db.models import Q
+
+from accounts.crypto import decrypt
+from accounts.models import Customer
+from accounts.services import customer_tokens_this_month
+from adminpanel.services import killswitch_scopes_engaged
+from agents.models import ModelConfig
+from runtime.ports import TaskContext
+
+from . import services
+from .models import Task
+
+
+class DjangoTaskStore:
+    def start(self, task_id: int, worker: str) -> bool:
+        return services.task_start(task_id=task_id, worker=worker)
+
+    def load(self, task_id: int) -> TaskContext | None:
+        task = Task.objects.select_related("thread").filter(pk=task_id).first()
+        if task is None or task.status != Task.Status.RUNNING:
+            return None
+        spec = task.spec or {}
+        agents = spec.get("agents") or []
+        model_ids = {a["model"] for a in agents}
+        if spec.get("kind") == "team" and spec["team"].get("selector_model"):
+            model_ids.add(spec["team"]["selector_model"])
+        models = {}
+        for config in ModelConfig.objects.filter(pk__in=model_ids, customer_id=task.customer_id):
+            models[config.pk] = {
+                "id": config.pk,
+                "name": config.name,
+                "provider": config.provider,
+                "model": config.model,
+                "base_url": config.base_url,
+                "api_key": _decrypt_or_none(config.api_key_encrypted),
+                "model_info": dict(config.model_info or {}),
+                "responses": list(config.responses or []),
+            }
+        defaults = settings.DEFAULT_AGENT_LIMITS
+        merged = [{**defaults, **(a.get("limits") or {})} for a in agents]
+        limits = {key: max(int(m[key]) for m in merged) for key in defaults} if agents else dict(defaults)
+        budgets = {a["id"]: int(m["max_tokens"]) for a, m in zip(agents, merged)}
+        return TaskContext(
+            task_id=task.pk,
+            customer_id=task.customer_id,
+            agent_id=task.agent_id,
+            input=task.input,
+            spec=spec,
+            thread_state=task.thread.state,
+            models=models,
+            budgets=budgets,
+            limits=limits,
+        )
+
+    def attach(self, task_id: int, pid: int | None) -> None:
+        services.task_attach_process(task_id=task_id, pid=pid)
+
+    def heartbeat(self, task_ids: list[int]) -> None:
+        services.task_heartbeat_many(task_ids=task_ids)
+
+    def append_events(self, batches: dict[int, list[dict]]) -> dict[int, list[dict]]:
+        return services.task_events_append_many(batches=batches, announce=False)
+
+    def stop_reasons(self, scope: dict[int, int]) -> dict[int, str]:
+        if not scope:
+            return {}
+        reasons = dict(
+            Task.objects.filter(pk__in=scope).filter(~Q(cancel_requested="")).values_list("pk", "cancel_requested")
+        )
+        engaged = killswitch_scopes_engaged(set(scope.values()))
+        for task_id, customer_id in scope.items():
+            if task_id not in reasons and customer_id in engaged:
+                reasons[task_id] = "killswitch"
+        return reasons
+
+    def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
+        services.task_record_tokens(task_id=task_id, tokens=task_tokens)
+        customer = Customer.objects.filter(pk=customer_id).first()
+        if customer is None:
+            return 0
+        return customer.monthly_token_budget - customer_tokens_this_month(customer)
+
+    def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
+        return services.task_finish(
+            task_id=task_id, status=status, result=result, error=error, usage=usage, thread_state=thread_state
+        )
+
+    def requeue(self, task_id: int) -> bool:
+        return services.task_requeue(task_id=task_id)
+
+
+def _decrypt_or_none(token: str):
+    """None when the stored key cannot be decrypted (FIELD_ENCRYPTION_KEY changed): the task ends model_error."""
+    try:
+        return decrypt(token)
+    except ValueError:
+        return None
