@@ -24,7 +24,8 @@ Scenarios (--scenarios, comma separated; all by default):
 
 Each scenario stops at its cap (--load-cap, --wait-cap, ...): with a platform that runs few tasks
 at once, a big scenario reports "did not finish in X s" and what it measured by then; what is
-left is cancelled before the next scenario.
+left is cancelled, and the next scenario starts once no task is unfinished and the queue holds no
+job (`queue_depth` of GET /api/admin/stats/): no scenario waits behind another one's leftovers.
 
     .venv/bin/python bench/bench_scale.py                                   # embedded SQLite + Redis
     .venv/bin/python bench/bench_scale.py --scenarios load,single --load 200x2 --json /tmp/scale.json
@@ -392,8 +393,10 @@ class Bench:
     def counts(self, agent: int) -> tuple[int, int]:
         return self.api.count(agent, "queued"), self.api.count(agent, "running")
 
-    def drain(self, agent: int, timeout: float = 300.0) -> int:
-        """Cancel whatever of the agent's tasks is unfinished, wait until none is; returns how many."""
+    def drain(self, agent: int, timeout: float = 600.0) -> dict:
+        """Cancel whatever of the agent's tasks is unfinished, wait until none is and the queue holds no
+        job (the next scenario must not queue behind the jobs of cancelled tasks)."""
+        started = time.monotonic()
         left = self.api.tasks(agent, "queued") + self.api.tasks(agent, "running")
         if left:
             log(f"cancelling {len(left)} unfinished task(s)")
@@ -401,11 +404,15 @@ class Bench:
                 list(pool.map(lambda t: self.api.cancel(t["id"]), left))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.counts(agent) == (0, 0):
-                return len(left)
+            if self.counts(agent) == (0, 0) and self.stats().get("queue_depth", 0) <= 0:
+                break
             time.sleep(0.5)
-        log("warning: tasks still unfinished after the drain")
-        return len(left)
+        else:
+            log("warning: tasks or jobs still left after the drain")
+        seconds = round(time.monotonic() - started, 1)
+        if left:
+            log(f"drained {len(left)} task(s) and their jobs in {seconds} s")
+        return {"cancelled": len(left), "seconds": seconds}
 
     def stats(self) -> dict:
         return self.api.call("GET", "/api/admin/stats/", admin=True)
@@ -586,14 +593,23 @@ def _settle(bench: Bench, agent: int, count: int, cap: float) -> int:
     return bench.api.count(agent, "running")
 
 
-def _wait_finished(bench: Bench, ids: set[int], agent: int, timeout: float, status: str) -> float | None:
-    """Seconds until every task of `ids` is finished (polled through the API), None after `timeout`."""
+def _wait_finished(bench: Bench, ids: set[int], agent: int, timeout: float) -> float | None:
+    """Seconds until none of `ids` (running tasks) is running any more, polled through the API;
+    None after `timeout`."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        unfinished = {t["id"] for t in bench.api.tasks(agent, "running")} | {t["id"] for t in bench.api.tasks(agent, "queued")}
-        if not ids & unfinished:
+        if not ids & {t["id"] for t in bench.api.tasks(agent, "running")}:
             return time.monotonic() - started
-        time.sleep(0.05)
+        time.sleep(0.02)
+    return None
+
+
+def _wait_idle(bench: Bench, agent: int, timeout: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if bench.counts(agent) == (0, 0):
+            return time.monotonic() - started
+        time.sleep(0.02)
     return None
 
 
@@ -605,7 +621,14 @@ def scenario_cancel(bench: Bench, count: int, one_runs: int, cap: float) -> dict
     result = {"scenario": "cancel", "submitted": count, "running_at_start": running}
     # cancel one running task at a time, the others still running
     one = []
-    for task in bench.api.tasks(agent, "running")[:one_runs]:
+    for _ in range(one_runs):
+        candidates = bench.api.tasks(agent, "running")
+        if not candidates and bench.api.count(agent, "queued"):
+            _settle(bench, agent, 1, 60)
+            candidates = bench.api.tasks(agent, "running")
+        if not candidates:
+            break
+        task = candidates[0]
         started = time.monotonic()
         bench.api.cancel(task["id"])
         while bench.api.call("GET", f"/api/tasks/{task['id']}/")["status"] not in FINISHED:
@@ -622,7 +645,7 @@ def scenario_cancel(bench: Bench, count: int, one_runs: int, cap: float) -> dict
     with ThreadPoolExecutor(args.submit_parallel) as pool:
         list(pool.map(bench.api.cancel, targets))
     calls = time.monotonic() - started
-    waited = _wait_finished(bench, set(targets), agent, 120, "cancelled")
+    waited = _wait_finished(bench, set(targets), agent, 120)
     result.update(cancel_all_tasks=len(targets), cancel_all_calls_s=round(calls, 2),
                   cancel_all_s=round(calls + waited, 2) if waited is not None else None)
     log(f"cancel: {json.dumps(result)}")
@@ -632,14 +655,14 @@ def scenario_cancel(bench: Bench, count: int, one_runs: int, cap: float) -> dict
     agent = bench.agent(latency=args.cancel_latency)
     running = _fill(bench, agent, count, cap)
     targets = {t["id"] for t in bench.api.tasks(agent, "running")}
-    everything = {t["id"] for t in bench.api.tasks(agent)}
+    unfinished = bench.api.count(agent, "queued") + len(targets)
     started = time.monotonic()
     bench.api.call("POST", "/api/admin/killswitch/", admin=True,
                    json={"engaged": True, "customer": bench.customer_id, "reason": "bench"})
     call = time.monotonic() - started
-    waited = _wait_finished(bench, targets, agent, 120, "cancelled")
+    waited = _wait_finished(bench, targets, agent, 120)
     running_gone = call + waited if waited is not None else None
-    waited_all = _wait_finished(bench, everything, agent, 120, "cancelled")
+    waited_all = _wait_idle(bench, agent, 120)
     all_gone = (time.monotonic() - started) if waited_all is not None else None
     codes = {}
     for task in bench.api.tasks(agent):
@@ -651,7 +674,7 @@ def scenario_cancel(bench: Bench, count: int, one_runs: int, cap: float) -> dict
     result.update(killswitch_running=len(targets), killswitch_call_s=round(call, 3),
                   killswitch_running_finished_s=round(running_gone, 2) if running_gone is not None else None,
                   killswitch_all_finished_s=round(all_gone, 2) if all_gone is not None else None,
-                  killswitch_codes=codes)
+                  killswitch_codes=codes, killswitch_unfinished_at_call=unfinished)
     log(f"killswitch: {json.dumps(result)}")
     bench.drain(agent)
     return result
@@ -709,7 +732,7 @@ def table(results: list[dict], context: dict) -> str:
             ks = r["killswitch_running_finished_s"]
             rows.append((label, f"customer killswitch, {r['killswitch_running']} running -> all finished",
                          (f"{ks} s" if ks is not None else "not within 120 s") + f" (codes {r['killswitch_codes']})"))
-            rows.append((label, f"killswitch -> all {r['submitted']} tasks finished (queued ones too)",
+            rows.append((label, f"killswitch -> all {r['killswitch_unfinished_at_call']} unfinished tasks finished (queued ones too)",
                          f"{r['killswitch_all_finished_s']} s" if r["killswitch_all_finished_s"] is not None else "not within 120 s"))
     widths = [max(len(row[i]) for row in rows + [("scenario", "measure", "value")]) for i in range(3)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -728,12 +751,12 @@ def table(results: list[dict], context: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", default="load,wait,burst,single,cancel")
+    parser.add_argument("--scenarios", default="single,burst,load,wait,cancel")
     parser.add_argument("--postgres", metavar="URL", help="DATABASE_URL of a Postgres database (default: embedded SQLite)")
     parser.add_argument("--redis", metavar="URL", help="REDIS_URL (default: the embedded Redis); a database no other platform uses")
     parser.add_argument("--workers", type=int, help="WORKERS for runplatform (default: its own default)")
     parser.add_argument("--load", default="100x2", help="tasks x model latency (s) of the load scenario")
-    parser.add_argument("--load-cap", type=float, default=180.0)
+    parser.add_argument("--load-cap", type=float, default=300.0)
     parser.add_argument("--wait", default="500x10", help="tasks x model latency (s) of the wait scenario")
     parser.add_argument("--wait-cap", type=float, default=120.0)
     parser.add_argument("--burst", type=int, default=50)

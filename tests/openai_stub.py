@@ -29,6 +29,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 4096  # hundreds of clients connect at once: the default backlog of 5 drops SYNs
 
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away before the answer (a cancelled task): nothing to report
+        super().handle_error(request, client_address)
+
 MODEL_INFO = {"vision": False, "function_calling": True, "json_output": False, "family": "unknown", "structured_output": False}
 
 
