@@ -173,6 +173,10 @@ def main() -> None:
     parser.add_argument("--reply", default="Done. TERMINATE", help="the answer to every request")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     args = parser.parse_args()
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per waiting request
     stub = OpenAIStub(port=args.port, latency=args.latency, default=args.reply, keep_requests=False)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(stub.base_url, flush=True)
