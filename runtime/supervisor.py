@@ -57,6 +57,8 @@ STATS_SECONDS = 1.0
 # others) and this many in all.
 WRITE_EVENTS_PER_TASK = 200
 WRITE_EVENTS_TOTAL = 2000
+# Task ends stored in one transaction at most.
+WRITE_ENDS_TOTAL = 200
 # Messages read from one child before the loop lets the other tasks run.
 READ_BURST = 64
 # What the child's stdout/stderr keeps for the operator's log when it dies unexpectedly.
@@ -307,15 +309,23 @@ class TaskRun:
             "peak_memory_mb": round(self.peak_memory_mb, 1),
             "wall_seconds": round(end - self.spawned_at, 3) if self.spawned_at else 0.0,
         }
-        await self._retrying(
-            store.finish,
-            self.task_id,
-            status=outcome.status,
-            result=outcome.result,
-            error=outcome.error,
-            usage=usage,
-            thread_state=outcome.state if outcome.status == Final.SUCCEEDED else None,
-        )
+        end = {
+            "status": outcome.status,
+            "result": outcome.result,
+            "error": outcome.error,
+            "usage": usage,
+            "thread_state": outcome.state if outcome.status == Final.SUCCEEDED else None,
+        }
+        for attempt in range(PERSIST_ATTEMPTS):
+            try:
+                await self.rt.finish(self.task_id, end)
+                break
+            except Exception:  # noqa: BLE001 - the end of a task must be written (the reaper is the last resort)
+                if attempt == PERSIST_ATTEMPTS - 1:
+                    raise
+                logger.warning("task %s: storing its end failed, retrying", self.task_id, exc_info=True)
+                await asyncio.sleep(1)
+        self.mark("finished")
 
     def _reap_box(self) -> None:
         try:
@@ -591,7 +601,8 @@ class Runtime:
         self._spawn_pool = ThreadPoolExecutor(settings.WORKER_SPAWN_THREADS, thread_name_prefix="runtime-spawn")
         # what the worker does after a task (RQ's registries): one thread, in order
         self._after_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-after")
-        self._dirty: dict[int, TaskRun] = {}  # runs with events to store, in the order they got them
+        self._dirty: dict[int, TaskRun] = {}
+        self._finishing: deque = deque()  # (task id, its end, future) waiting for the finisher  # runs with events to store, in the order they got them
         self._live: deque = deque()
         self._background: set[asyncio.Future] = set()
         self._stopping = False
@@ -653,7 +664,8 @@ class Runtime:
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
         self._events_ready = asyncio.Event()
         self._live_ready = asyncio.Event()
-        for loop in (self._control_loop(), self._event_writer(), self._live_sender(), self._housekeeping()):
+        self._finish_ready = asyncio.Event()
+        for loop in (self._control_loop(), self._event_writer(), self._finisher(), self._live_sender(), self._housekeeping()):
             self.background(loop)
 
     def background(self, awaitable) -> asyncio.Future:
@@ -798,6 +810,34 @@ class Runtime:
                     self.live({"type": "task.event", "event": event}, task_id)
             if self._dirty:
                 self._events_ready.set()
+
+    async def finish(self, task_id: int, end: dict) -> bool:
+        """Store a task's end. Ends that come together (a killswitch, a burst) share one transaction."""
+        future = self.loop.create_future()
+        self._finishing.append((task_id, end, future))
+        self._finish_ready.set()
+        return await future
+
+    async def _finisher(self) -> None:
+        while True:
+            await self._finish_ready.wait()
+            self._finish_ready.clear()
+            batch = [self._finishing.popleft() for _ in range(min(len(self._finishing), WRITE_ENDS_TOTAL))]
+            if not batch:
+                continue
+            try:
+                results = await self.db(self.store.finish_many, [(t, end) for t, end, _ in batch], pool=self._writer_pool)
+            except Exception as exc:  # noqa: BLE001 - each run retries its own
+                results = [exc] * len(batch)
+            for (_, _, future), result in zip(batch, results):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            if self._finishing:
+                self._finish_ready.set()
 
     def live(self, message: dict, task_id: int) -> None:
         """A frame for the task's live sockets: best effort, in order (the database is the record)."""
