@@ -406,6 +406,43 @@ def task_finish(*, task_id: int, status: str, result=None, error=None, usage=Non
     return True
 
 
+# Queued tasks ended in one transaction at most.
+CANCEL_QUEUED_BATCH = 200
+
+
+def tasks_cancel_queued(*, customer_id: int | None, error: dict) -> list[int]:
+    """End every queued task of a customer (None: of everyone) cancelled with `error`, in batches of one
+    transaction each; their jobs leave the queue too. Returns the ids."""
+    ended = []
+    while True:
+        with transaction.atomic():
+            queued = Task.objects.filter(status=Task.Status.QUEUED)
+            if customer_id is not None:
+                queued = queued.filter(customer_id=customer_id)
+            batch = list(queued.order_by("pk").values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
+            if not batch:
+                return ended
+            done = [(pk, a, r) for pk, a, r in batch if task_finish(task_id=pk, status=Task.Status.CANCELLED, error=error)]
+            ended += [pk for pk, _, _ in done]
+            transaction.on_commit(lambda jobs=[task_job_id(*d) for d in done]: _drop_jobs(jobs), robust=True)
+        if len(batch) < CANCEL_QUEUED_BATCH:
+            return ended
+
+
+def _drop_jobs(job_ids: list[str]) -> None:
+    """Take the jobs of tasks that ended before they ran out of the queue: no worker spends a slot on them."""
+    import django_rq
+
+    if not job_ids:
+        return
+    queue = django_rq.get_queue("default")
+    with queue.connection.pipeline() as pipe:
+        for job_id in job_ids:
+            pipe.lrem(queue.key, 1, job_id)
+            pipe.delete(queue.job_class.key_for(job_id))
+        pipe.execute()
+
+
 def task_request_stop(*, task: Task, reason: str) -> None:
     """Ask the worker running the task to kill its sandbox; `reason` is the error code it ends with."""
     from runtime.services import sandbox_kill
