@@ -18,6 +18,9 @@ Scenarios (--scenarios, comma separated; all by default):
   burst    --burst trivial replay tasks submitted at once: tasks per second until the last ends.
   single   one trivial replay task alone, --single-runs times: submit -> finished seen through the
            API, p50 and p95.
+  fair     customer A (max_concurrent_tasks --fair-limit) submits --fair-backlog tasks on a model
+           that never answers in time; then customer B submits --fair-runs trivial tasks one after
+           another: created -> running and -> finished of B's tasks, and the killswitch on A.
   cancel   --cancel-running tasks on a model that never answers in time: cancel one running task
            (p50, max over --cancel-one runs), cancel every running task at once, and the customer
            killswitch: API call -> every task that was running is finished.
@@ -695,6 +698,64 @@ def scenario_cancel(bench: Bench, count: int, one_runs: int, cap: float) -> dict
     return result
 
 
+def scenario_fair(bench: Bench, backlog: int, limit: int, b_runs: int) -> dict:
+    """Customer A (max_concurrent_tasks `limit`) submits `backlog` tasks on a model that never answers in
+    time; then customer B submits trivial tasks one after another: how soon each starts and ends."""
+    platform, suffix = bench.platform, f"{os.getpid()}-{int(time.time())}"
+    apis = {}
+    for who in ("a", "b"):
+        name, user = f"bench-fair-{who}-{suffix}", f"bench-fair-{who}-{suffix}"
+        platform.manage("create_customer", "--name", name, "--username", user, "--password", PASSWORD)
+        rows = bench.api.call("GET", "/api/admin/customers/?page_size=200", admin=True)
+        rows = rows["results"] if isinstance(rows, dict) else rows
+        customer = next(c["id"] for c in rows if c["name"] == name)
+        bench.api.call("PATCH", f"/api/admin/customers/{customer}/", admin=True, json={"quotas": {
+            "max_concurrent_tasks": limit if who == "a" else 100, "max_tasks_per_day": 10_000_000,
+        }})
+        api = Api(platform.base, login(platform.base, "/api/auth/token/", user), "", "")
+        api.customer = customer
+        apis[who] = api
+    a_model = apis["a"].call("POST", "/api/models/", json={
+        "name": "slow", "provider": "openai", "model": "stub-model", "base_url": bench.stub(600.0).base_url,
+        "api_key": "unused", "model_info": MODEL_INFO})["id"]
+    a_agent = apis["a"].call("POST", "/api/agents/", json={"name": "a", "model": a_model, "limits": {"timeout_seconds": 3000}})["id"]
+    b_model = apis["b"].call("POST", "/api/models/", json={"name": "r", "provider": "replay", "responses": ["Done. TERMINATE"] * 50})["id"]
+    b_agent = apis["b"].call("POST", "/api/agents/", json={"name": "b", "model": b_model})["id"]
+    log(f"fair: customer A submits {backlog} tasks (max_concurrent_tasks {limit}) on a model that never answers in time")
+    t0 = time.monotonic()
+    apis["a"].submit_many(a_agent, backlog, bench.args.submit_parallel)
+    submitted = time.monotonic() - t0
+    queued_a = apis["a"].count(a_agent, "queued")
+    log(f"fair: A submitted in {submitted:.1f} s, {queued_a} queued; customer B submits {b_runs} trivial tasks one after another")
+    starts, ends = [], []
+    for _ in range(b_runs):
+        task = apis["b"].submit(b_agent)
+        started = time.monotonic()
+        while task["status"] not in FINISHED and time.monotonic() - started < 60:
+            time.sleep(0.01)
+            task = apis["b"].call("GET", f"/api/tasks/{task['id']}/")
+        if task.get("started_at"):
+            starts.append(iso(task["started_at"]) - iso(task["created_at"]))
+        if task.get("finished_at"):
+            ends.append(iso(task["finished_at"]) - iso(task["created_at"]))
+    result = {
+        "scenario": "fair", "backlog": backlog, "limit": limit, "a_submit_s": round(submitted, 2), "a_queued": queued_a,
+        "a_running": apis["a"].count(a_agent, "running"), "b_runs": b_runs,
+        "b_start_p50_ms": round(percentile(starts, 50) * 1000) if starts else None,
+        "b_start_max_ms": round(max(starts) * 1000) if starts else None,
+        "b_finish_p50_ms": round(percentile(ends, 50) * 1000) if ends else None,
+        "b_succeeded": len(ends),
+    }
+    t1 = time.monotonic()
+    bench.api.call("POST", "/api/admin/killswitch/", admin=True, json={"engaged": True, "customer": apis["a"].customer, "reason": "bench"})
+    while apis["a"].count(a_agent, "queued") + apis["a"].count(a_agent, "running") and time.monotonic() - t1 < 120:
+        time.sleep(0.1)
+    result["a_killswitch_all_finished_s"] = round(time.monotonic() - t1, 2)
+    bench.api.call("POST", "/api/admin/killswitch/", admin=True, json={"engaged": False, "customer": apis["a"].customer})
+    log(f"fair: {json.dumps(result)}")
+    return result
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 
@@ -737,6 +798,12 @@ def table(results: list[dict], context: dict) -> str:
             label = f"one trivial task alone ({r['runs']} runs)"
             rows.append((label, "submit -> finished via the API, p50 / p95", f"{ms(r['p50_ms'])} / {ms(r['p95_ms'])}"))
             rows.append((label, "created_at -> finished_at, p50 / p95", f"{ms(r['server_p50_ms'])} / {ms(r['server_p95_ms'])}"))
+        elif s == "fair":
+            label = f"customer A: {r['backlog']} queued (limit {r['limit']}); customer B's tasks"
+            rows.append((label, f"B: created -> running, p50 / max ({r['b_runs']} runs)", f"{ms(r['b_start_p50_ms'])} / {ms(r['b_start_max_ms'])}"))
+            rows.append((label, "B: created -> finished, p50", f"{ms(r['b_finish_p50_ms'])}; {r['b_succeeded']} succeeded"))
+            rows.append((label, "A: submitted in / queued / running", f"{r['a_submit_s']} s / {r['a_queued']} / {r['a_running']}"))
+            rows.append((label, f"killswitch on A -> all {r['backlog']} finished", f"{r['a_killswitch_all_finished_s']} s"))
         elif s == "cancel":
             label = f"{r['submitted']} submitted on a slow model, {r['running_at_start']} running"
             rows.append((label, f"cancel one running task, p50 / max ({r['cancel_one_runs']} runs)",
@@ -766,7 +833,7 @@ def table(results: list[dict], context: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", default="single,burst,load,wait,cancel")
+    parser.add_argument("--scenarios", default="single,burst,load,wait,cancel,fair")
     parser.add_argument("--postgres", metavar="URL", help="DATABASE_URL of a Postgres database (default: embedded SQLite)")
     parser.add_argument("--redis", metavar="URL", help="REDIS_URL (default: the embedded Redis); a database no other platform uses")
     parser.add_argument("--workers", type=int, help="WORKERS for runplatform (default: its own default)")
@@ -781,6 +848,9 @@ def main():
     parser.add_argument("--cancel-one", type=int, default=5, help="single cancels measured")
     parser.add_argument("--cancel-latency", type=float, default=600.0, help="model latency of the cancel scenario's tasks")
     parser.add_argument("--cancel-cap", type=float, default=120.0, help="longest wait for the tasks to start running")
+    parser.add_argument("--fair-backlog", type=int, default=1000, help="customer A's queued tasks in the fair scenario")
+    parser.add_argument("--fair-limit", type=int, default=20, help="customer A's max_concurrent_tasks in the fair scenario")
+    parser.add_argument("--fair-runs", type=int, default=10, help="customer B's tasks, one after another")
     parser.add_argument("--plateau", type=float, default=8.0, help="running count unchanged this long: as many run as will")
     parser.add_argument("--submit-parallel", type=int, default=16, help="concurrent API calls when submitting")
     parser.add_argument("--poll-interval", type=float, default=0.25)
@@ -792,7 +862,7 @@ def main():
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)  # the stub check
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - {"load", "wait", "burst", "single", "cancel"}
+    unknown = set(chosen) - {"load", "wait", "burst", "single", "cancel", "fair"}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
 
@@ -815,6 +885,8 @@ def main():
                 results.append(scenario_single(bench, args.single_runs))
             elif name == "cancel":
                 results.append(scenario_cancel(bench, args.cancel_running, args.cancel_one, args.cancel_cap))
+            elif name == "fair":
+                results.append(scenario_fair(bench, args.fair_backlog, args.fair_limit, args.fair_runs))
     except BaseException:
         if platform.log_file:
             log("runplatform output (end):\n" + platform.output()[-3000:])
