@@ -51,11 +51,12 @@ def host_lacks(what: str):
 
 
 def token_for(user, scope="customer") -> str:
-    from rest_framework_simplejwt.tokens import RefreshToken
+    from rest_framework_simplejwt.tokens import AccessToken
 
-    refresh = RefreshToken.for_user(user)
-    refresh["scope"] = scope
-    return str(refresh.access_token)
+    # An access token alone: no refresh token, so no outstanding-token row (callable from async tests).
+    access = AccessToken.for_user(user)
+    access["scope"] = scope
+    return str(access)
 
 
 @pytest.fixture

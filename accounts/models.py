@@ -28,6 +28,8 @@ class Customer(models.Model):
     max_cpu_seconds = models.PositiveIntegerField(default=600)
     max_timeout_seconds = models.PositiveIntegerField(default=3600)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by customer_delete: access ended then; the rows are purged CUSTOMER_RETENTION_DAYS later.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -2,12 +2,13 @@
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from adminpanel.services import audit_record
-from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
 
 from .authentication import hash_api_key
 from .models import ApiKey, Customer, Membership
@@ -15,7 +16,11 @@ from .models import ApiKey, Customer, Membership
 
 @transaction.atomic
 def customer_create(*, actor, name: str, quotas: dict | None = None, request=None) -> Customer:
-    if Customer.objects.filter(name=name).exists():
+    existing = Customer.objects.filter(name=name).first()
+    if existing is not None and existing.deleted_at is not None:
+        raise Conflict(f"The name {name!r} belongs to a deleted customer until it is purged "
+                       f"(CUSTOMER_RETENTION_DAYS after its deletion)")
+    if existing is not None:
         raise Conflict(f"A customer named {name!r} exists already")
     customer = Customer.objects.create(name=name, **(quotas or {}))
     audit_record(actor=actor, action="customer.create", target=f"customer:{customer.pk}", customer=customer,
@@ -125,21 +130,85 @@ def customer_update(*, actor, customer: Customer, name: str | None = None, quota
 
 
 @transaction.atomic
-def customer_delete(*, actor, customer: Customer, request=None) -> None:
-    """Delete a customer with everything it owns; its running sandboxes are killed on commit."""
+def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
+    """Soft delete: access and work end now, the record stays CUSTOMER_RETENTION_DAYS, then is purged.
+
+    The customer's users are deactivated (their tokens and logins are refused), its API keys revoked,
+    its queued tasks cancelled and its running sandboxes killed (on commit). Nothing is deleted here:
+    customer_purge_deleted does that later, in bounded batches, off the request path.
+    """
     from runtime.services import sandbox_kill_scope
     from tasks.models import Task
+    from tasks.services import task_finish, task_request_stop
 
-    customer_id, name = customer.pk, customer.name
-    audit_record(actor=actor, action="customer.delete", target=f"customer:{customer_id}", request=request,
-                 details={"name": name})
-    # Dependents first, in the order their PROTECT foreign keys (team member -> agent -> model) need.
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    if customer.deleted_at is not None:
+        raise NotFound("Customer not found")
+    now = timezone.now()
+    customer.deleted_at = now
+    customer.save(update_fields=["deleted_at"])
+    deactivated = 0
+    for user in get_user_model().objects.filter(membership__customer=customer, is_staff=False, is_active=True):
+        user.is_active = False
+        user.save(update_fields=["is_active"])  # a save, so that every token of the user ends (accounts.tokens)
+        deactivated += 1
+    revoked = ApiKey.objects.filter(customer=customer, revoked_at__isnull=True).update(revoked_at=now)
+    error = {"code": "cancelled", "message": "The customer was deleted"}
+    for task in Task.objects.filter(customer=customer, status__in=(Task.Status.QUEUED, Task.Status.RUNNING)):
+        if task.status == Task.Status.RUNNING:
+            task_request_stop(task=task, reason="cancelled")
+        else:
+            task_finish(task_id=task.pk, status=Task.Status.CANCELLED, error=error)
+    purge_after = now + timedelta(days=settings.CUSTOMER_RETENTION_DAYS)
+    audit_record(actor=actor, action="customer.delete", target=f"customer:{customer.pk}", request=request,
+                 details={"name": customer.name, "users_deactivated": deactivated, "api_keys_revoked": revoked,
+                          "purge_after": purge_after.isoformat()})
+    customer_id = customer.pk
+    transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"), robust=True)
+    return customer
+
+
+def customer_purge_deleted(*, batch: int = 500) -> int:
+    """Hard-delete what customers deleted more than CUSTOMER_RETENTION_DAYS ago still hold, `batch`
+    tasks (with their events) per call, and each customer once it holds no task. Returns the tasks
+    deleted. The reaper calls it on every sweep, so a large customer goes in many short transactions."""
     from agents.models import Agent, ModelConfig
+    from tasks.models import Task, TaskEvent, Thread
     from teams.models import Team
 
-    Task.objects.filter(customer_id=customer_id).delete()
-    Team.objects.filter(customer_id=customer_id).delete()
-    Agent.objects.filter(customer_id=customer_id).delete()
-    ModelConfig.objects.filter(customer_id=customer_id).delete()
-    Customer.objects.filter(pk=customer_id).delete()
-    transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"))
+    cutoff = timezone.now() - timedelta(days=settings.CUSTOMER_RETENTION_DAYS)
+    deleted = 0
+    for customer_id, name in Customer.objects.filter(deleted_at__lt=cutoff).values_list("pk", "name"):
+        with transaction.atomic():
+            ids = list(Task.objects.filter(customer_id=customer_id).order_by("pk").values_list("pk", flat=True)[:batch])
+            if ids:
+                TaskEvent.objects.filter(task_id__in=ids).delete()
+                Task.objects.filter(pk__in=ids).delete()
+                deleted += len(ids)
+                if len(ids) == batch:
+                    return deleted
+            # Dependents first, in the order their PROTECT foreign keys (team member -> agent -> model) need.
+            Thread.objects.filter(customer_id=customer_id).delete()
+            Team.objects.filter(customer_id=customer_id).delete()
+            Agent.objects.filter(customer_id=customer_id).delete()
+            ModelConfig.objects.filter(customer_id=customer_id).delete()
+            get_user_model().objects.filter(membership__customer_id=customer_id, is_staff=False).delete()
+            Customer.objects.filter(pk=customer_id).delete()
+            audit_record(actor="system", action="customer.purge", target=f"customer:{customer_id}",
+                         details={"name": name, "retention_days": settings.CUSTOMER_RETENTION_DAYS})
+    return deleted
+
+
+@transaction.atomic
+def token_logout(*, raw_refresh: str, scope: str, request=None) -> None:
+    """End a refresh token of `scope` (customer or admin): it is blacklisted and refused from then on."""
+    from . import tokens
+
+    from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+    refresh = tokens.refresh_token_parse(raw_refresh, scope)
+    refresh.blacklist()
+    user = get_user_model().objects.filter(pk=refresh.get(jwt_settings.USER_ID_CLAIM)).first()
+    plane = "admin" if scope == "admin" else "auth"
+    audit_record(actor=user or "anonymous", action=f"{plane}.logout", target=f"user:{getattr(user, 'username', '')}",
+                 request=request)

@@ -5,16 +5,14 @@ the two APIs never accept each other's credentials.
 """
 from rest_framework import exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.authentication import ADMIN_SCOPE
+from accounts.tokens import token_pair
 
 
 def admin_token_pair(user) -> dict:
     """{"access", "refresh"} for a staff user; both carry the admin scope."""
-    refresh = RefreshToken.for_user(user)
-    refresh["scope"] = ADMIN_SCOPE
-    return {"access": str(refresh.access_token), "refresh": str(refresh)}
+    return token_pair(user, ADMIN_SCOPE)
 
 
 class AdminJWTAuthentication(JWTAuthentication):

@@ -21,11 +21,12 @@ def _iso(value):
 
 
 def customer_list():
-    return Customer.objects.order_by("name")
+    """Customers that exist for the platform: a deleted one (awaiting its purge) is not among them."""
+    return Customer.objects.filter(deleted_at__isnull=True).order_by("name")
 
 
 def customer_get(customer_id) -> Customer:
-    customer = Customer.objects.filter(pk=_int(customer_id, "customer")).first()
+    customer = customer_list().filter(pk=_int(customer_id, "customer")).first()
     if customer is None:
         raise NotFound("Customer not found")
     return customer

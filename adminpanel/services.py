@@ -99,17 +99,29 @@ def broadcast_send(*, actor, message: str, level: str = Notification.Level.INFO,
     return notification
 
 
-@transaction.atomic
 def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", request=None) -> Killswitch:
     """Engage or release the killswitch of one customer (or the global one, customer None).
 
     The row is the record every worker checks before it runs a task. Engaging also stops what is
-    already in scope: running tasks are asked to stop (their sandboxes get a kill order over Redis on
-    commit) and end `cancelled` with error `killswitch`; queued tasks end the same way at once.
+    already in scope: running tasks are asked to stop (one UPDATE; their sandboxes get the kill order
+    over Redis the moment this commits) and end `cancelled` with error `killswitch`; queued tasks end
+    the same way right after, in batches, so their number never delays the kill.
     """
+    from tasks.services import tasks_cancel_queued
+
+    with transaction.atomic():
+        switch, audit = _killswitch_write(actor=actor, engaged=engaged, customer=customer, reason=reason, request=request)
+    if engaged:
+        error = {"code": "killswitch", "message": f"Stopped by the killswitch: {reason}" if reason else "Stopped by the killswitch"}
+        cancelled = tasks_cancel_queued(customer_id=customer.pk if customer is not None else None, error=error)
+        # the engage row, written with the switch, then completed with what the switch cancelled
+        AuditLog.objects.filter(pk=audit.pk).update(details={**audit.details, "queued_cancelled": cancelled})
+    return switch
+
+
+def _killswitch_write(*, actor, engaged: bool, customer, reason: str, request):
     from runtime.services import sandbox_kill_scope
     from tasks.models import Task
-    from tasks.services import task_finish, task_request_stop
 
     customer_id = customer.pk if customer is not None else None
     scope = killswitch_scope(customer_id)
@@ -120,27 +132,23 @@ def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", req
     switch.changed_by = actor_name(actor)[:150]
     switch.save()
 
-    stopped, cancelled = [], []
+    stopped = []
     if engaged:
-        in_scope = Task.objects.filter(status__in=(Task.Status.QUEUED, Task.Status.RUNNING))
+        running = Task.objects.filter(status=Task.Status.RUNNING)
         if customer_id is not None:
-            in_scope = in_scope.filter(customer_id=customer_id)
-        error = {"code": "killswitch", "message": f"Stopped by the killswitch: {reason}" if reason else "Stopped by the killswitch"}
-        for task in in_scope.order_by("pk"):
-            if task.status == Task.Status.RUNNING:
-                task_request_stop(task=task, reason="killswitch")
-                stopped.append(task.pk)
-            elif task_finish(task_id=task.pk, status=Task.Status.CANCELLED, error=error):
-                cancelled.append(task.pk)
+            running = running.filter(customer_id=customer_id)
+        stopped = list(running.order_by("pk").values_list("pk", flat=True))
+        Task.objects.filter(pk__in=stopped, status=Task.Status.RUNNING).update(cancel_requested="killswitch")
         transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "killswitch"))
 
-    audit_record(
+    audit = audit_record(
         actor=actor,
         action="killswitch.engage" if engaged else "killswitch.release",
         target=scope,
         customer=customer,
         request=request,
-        details={"reason": reason, "was_engaged": was_engaged, "running_stopped": stopped, "queued_cancelled": cancelled},
+        details={"reason": reason, "was_engaged": was_engaged, "running_stopped": stopped,
+                 **({"queued_cancelled": []} if engaged else {})},
     )
     if engaged:
         message = "Service suspended by the platform administrators: no tasks run" + (f" ({reason})" if reason else "")
@@ -160,7 +168,7 @@ def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", req
     }
     transaction.on_commit(lambda: realtime.send_customer(customer_id, payload))
     logger.warning("killswitch %s %s by %s: %s", scope, "engaged" if engaged else "released", switch.changed_by, reason)
-    return switch
+    return switch, audit
 
 
 __all__ = [
@@ -172,3 +180,25 @@ __all__ = [
     "killswitch_set",
     "transaction",
 ]
+
+
+@transaction.atomic
+def admin_otp_enrol(*, actor, user, name: str = "authenticator", replace: bool = False):
+    """A confirmed TOTP device for a staff user: the Django admin's second factor. Returns the device, whose
+    `config_url` (otpauth://) is shown once to the admin to load into an authenticator app.
+
+    With `replace`, the user's other TOTP devices are deleted first (a lost phone); without, a second device is
+    added beside them."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    if not user.is_staff:
+        from autogen_platform.errors import ValidationFailed
+
+        raise ValidationFailed(f"{user.username!r} is not a staff user: only platform admins use the admin site")
+    removed = 0
+    if replace:
+        removed, _ = TOTPDevice.objects.filter(user=user).delete()
+    device = TOTPDevice.objects.create(user=user, name=name, confirmed=True)
+    audit_record(actor=actor, action="admin.otp_enrol", target=f"user:{user.username}",
+                 details={"device": name, "replaced": removed})
+    return device

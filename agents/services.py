@@ -1,6 +1,7 @@
 """Every write to model configurations and agents: validation rules, versions, state changes, audit rows."""
 from urllib.parse import urlparse
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 
@@ -65,7 +66,26 @@ def model_config_errors(*, provider: str, model: str, base_url: str, model_info,
             errors["responses"] = ["The replay provider needs a non-empty list of strings"]
     elif responses and (not isinstance(responses, list) or not all(isinstance(r, str) for r in responses)):
         errors["responses"] = ["Must be a list of strings"]
+    if "responses" not in errors and isinstance(responses, list):
+        problems = text_limit_errors(responses, settings.MAX_REPLAY_RESPONSE_CHARS, "MAX_REPLAY_RESPONSE_CHARS")
+        if len(responses) > settings.MAX_REPLAY_RESPONSES:
+            problems.insert(0, f"At most {settings.MAX_REPLAY_RESPONSES} responses (MAX_REPLAY_RESPONSES)")
+        if problems:
+            errors["responses"] = problems
     return errors
+
+
+def text_limit_errors(texts: list, limit: int, setting: str) -> list[str]:
+    """Messages for the items of `texts` longer than `limit` characters."""
+    return [f"Item {i}: at most {limit} characters ({setting})" for i, text in enumerate(texts)
+            if isinstance(text, str) and len(text) > limit]
+
+
+def text_too_long(value, limit: int, setting: str) -> list[str]:
+    """[message] when the text `value` is longer than `limit` characters, else []."""
+    if isinstance(value, str) and len(value) > limit:
+        return [f"At most {limit} characters ({setting}); this one has {len(value)}"]
+    return []
 
 
 def _model_config_save(model_config: ModelConfig) -> None:
@@ -158,6 +178,10 @@ def _agent_check(agent: Agent, customer: Customer) -> None:
     from runtime.tools import tool_names
 
     errors = {}
+    for field, limit in (("system_message", "MAX_SYSTEM_MESSAGE_CHARS"), ("description", "MAX_DESCRIPTION_CHARS")):
+        problems = text_too_long(getattr(agent, field), getattr(settings, limit), limit)
+        if problems:
+            errors[field] = problems
     if agent.model_id is None or not ModelConfig.objects.filter(pk=agent.model_id, customer=customer).exists():
         errors["model"] = ["Unknown model configuration"]
     tools = agent.tools

@@ -8,11 +8,13 @@ services in one transaction (a failing spec changes nothing), and the export tha
 selector model) are names. Provider keys never stand in a spec: `api_key_env` names an environment
 variable of the applying side.
 """
+import json
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 import yaml
+from django.conf import settings
 from django.db import transaction
 
 from accounts.crypto import decrypt
@@ -53,7 +55,17 @@ KEEP_KEY = object()
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
+    """Safe YAML that refuses aliases (`*name`: a few KB of them expand to gigabytes, the "billion
+    laughs") and a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{event.anchor}: aliases are not accepted in a spec, write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         self.flatten_mapping(node)
@@ -80,6 +92,9 @@ def spec_load(text) -> object:
         return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         problem = " ".join(str(exc).split())
+        raise ValidationFailed(f"The spec is not valid YAML or JSON: {problem}", details={"spec": [problem]}) from None
+    except RecursionError:
+        problem = "nested too deeply"
         raise ValidationFailed(f"The spec is not valid YAML or JSON: {problem}", details={"spec": [problem]}) from None
 
 
@@ -290,6 +305,9 @@ def _spec_read(spec, *, customer: Customer, environ) -> dict[str, list[_Desired]
             continue
         if not isinstance(items, list):
             problems.add(section, f"must be a list, not {_type_name(items)}")
+            continue
+        if len(items) > settings.MAX_SPEC_OBJECTS:
+            problems.add(section, f"at most {settings.MAX_SPEC_OBJECTS} objects in one spec (MAX_SPEC_OBJECTS)")
             continue
         seen = {}
         for i, item in enumerate(items):
@@ -637,6 +655,9 @@ class _Inline(dict):
 
 
 def _represent_str(dumper, value):
+    if not value.replace("\n", "").isprintable():
+        # other line breaks (U+0085, U+2028) and control characters only survive escaped, in double quotes
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
 
@@ -664,7 +685,10 @@ def spec_dump_yaml(spec: dict) -> str:
     text = yaml.dump(spec, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=120)
     lines = [line + KEY_COMMENT if re.match(r"^\s+api_key_env: [A-Z0-9_]+$", line) else line
              for line in text.splitlines()]
-    header = [f"# Spec of customer {spec.get('customer')!s}: apply it with `manage.py apply -f FILE` "
+    name = str(spec.get("customer"))
+    if not name.isprintable():  # a comment cannot escape: control characters or line breaks would break the file
+        name = json.dumps(name)
+    header = [f"# Spec of customer {name}: apply it with `manage.py apply -f FILE` "
               "or POST /api/apply/."]
     if any(line.endswith(KEY_COMMENT) for line in lines):
         header.append("# Provider keys are never exported: each api_key_env names the variable to hold one.")

@@ -128,7 +128,7 @@ def _classify(exc):
     if isinstance(exc, drf_exceptions.ParseError):
         return "validation_error", f"Malformed request body: {exc.detail}", {}
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
-        return "validation_error", str(exc.detail), {}
+        return "unsupported_media_type", f"{exc.detail} Send JSON: Content-Type: application/json", {}
     if isinstance(exc, drf_exceptions.NotAuthenticated):
         return "not_authenticated", str(exc.detail), {}
     if isinstance(exc, drf_exceptions.AuthenticationFailed):

@@ -164,5 +164,6 @@ def logging_config(*, fmt: str, level: str, rq_level: str) -> dict:
             }
         },
         "root": {"handlers": ["console"], "level": level},
-        "loggers": {"django.db.backends": {"level": "WARNING"}, "rq.worker": {"level": rq_level}},
+        "loggers": {"django.db.backends": {"level": "WARNING"}, "rq.worker": {"level": rq_level},
+                    "axes": {"level": "ERROR"}},
     }

@@ -1,8 +1,14 @@
 """Channels group names and the one way services and jobs push live frames to sockets."""
+import asyncio
 import logging
+import os
+import threading
+import time
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -17,11 +23,58 @@ def customer_group(customer_id: int) -> str:
     return f"customer.{customer_id}"
 
 
+async def _group_send(layer, group: str, message: dict) -> None:
+    # A Redis that hangs must not hold the caller (a request that already committed) for long.
+    await asyncio.wait_for(layer.group_send(group, message), timeout=settings.REDIS_WEB_TIMEOUT_SECONDS)
+
+
+# After a delivery timed out (a hung Redis) this process skips live frames for a few seconds: one
+# request pays one bounded wait, not one per frame. Clients catch up from the database (seq resume).
+SKIP_AFTER_TIMEOUT_SECONDS = 5.0
+_skip_until = 0.0
+
+
+async def _await(coroutine) -> None:
+    await coroutine
+
+
+_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sender_lock = threading.Lock()
+
+
+def _run(coroutine) -> None:
+    """Run a send from synchronous code, and wait for it.
+
+    In a thread that serves a running event loop (a view under daphne), asgiref hands it to that loop.
+    Elsewhere (a worker's or the reaper's database thread, a management command) asgiref would build a
+    new event loop, and with it a new Redis connection, for every frame: ~10 ms each, which made a
+    killswitch over 200 tasks take seconds. There, one long-lived loop per process sends them all.
+    """
+    if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid():
+        async_to_sync(_await)(coroutine)
+        return
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender[0] != os.getpid():  # a forked child needs its own
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="realtime-sender", daemon=True).start()
+            _sender = (os.getpid(), loop)
+        loop = _sender[1]
+    asyncio.run_coroutine_threadsafe(coroutine, loop).result(settings.REDIS_WEB_TIMEOUT_SECONDS + 1)
+
+
 def _send(group: str, message: dict) -> None:
+    global _skip_until
+    if time.monotonic() < _skip_until:
+        logger.debug("live delivery to %s skipped: Redis failed recently", group)
+        return
     try:
         layer = get_channel_layer()
         if layer is not None:
-            async_to_sync(layer.group_send)(group, message)
+            _run(_group_send(layer, group, message))
+    except (TimeoutError, asyncio.TimeoutError, RedisTimeoutError):
+        _skip_until = time.monotonic() + SKIP_AFTER_TIMEOUT_SECONDS
+        logger.warning("live delivery to %s timed out; skipping live frames for %g s", group, SKIP_AFTER_TIMEOUT_SECONDS)
     except Exception:  # noqa: BLE001 - live delivery is best effort; the database is the record
         logger.warning("live delivery to %s failed", group, exc_info=True)
 

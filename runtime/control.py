@@ -13,9 +13,10 @@ def control_channel() -> str:
 
 
 def redis_connection():
-    import redis
+    """Bounded timeouts, no retries: a kill order or a stats read never hangs a request on a hung Redis."""
+    from autogen_platform.redis_clients import web_redis
 
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return web_redis()
 
 
 def publish(message: dict) -> None:

@@ -51,6 +51,11 @@ class TaskStore(Protocol):
     def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
         """Record the task's tokens so far; what is left of its customer's monthly budget."""
 
+    def finish_many(self, ends: list[tuple[int, dict]]) -> list:
+        """Several tasks' final status, once each, in one transaction: ends are (task id, {status, result,
+        error, usage, thread_state}). Returns, per end, True/False (stored / already finished) or the
+        exception that kept that one from being stored."""
+
     def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
         """The task's final status, once."""
 

@@ -57,6 +57,8 @@ STATS_SECONDS = 1.0
 # others) and this many in all.
 WRITE_EVENTS_PER_TASK = 200
 WRITE_EVENTS_TOTAL = 2000
+# Task ends stored in one transaction at most.
+WRITE_ENDS_TOTAL = 200
 # Messages read from one child before the loop lets the other tasks run.
 READ_BURST = 64
 # What the child's stdout/stderr keeps for the operator's log when it dies unexpectedly.
@@ -134,6 +136,7 @@ class TaskRun:
         self.cpu_seconds = 0.0
         self.last_stats: dict = {}
         self.timeout_handle: asyncio.TimerHandle | None = None
+        self.created = time.monotonic()
 
     @property
     def customer_id(self) -> int | None:
@@ -141,10 +144,16 @@ class TaskRun:
 
     # -- the run --------------------------------------------------------------------------------
 
+    def mark(self, phase: str) -> None:
+        """Where the run's time goes (debug log: one line a phase, milliseconds since it was handed over)."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("task %s: %s at %.1f ms", self.task_id, phase, (time.monotonic() - self.created) * 1000)
+
     async def run(self) -> None:
         try:
             try:
                 self.ctx = await self.rt.db(self.rt.store.load, self.task_id)
+                self.mark("loaded")
             except Exception:  # noqa: BLE001 - a task that cannot even be read must still end
                 logger.exception("task %s: could not load what it runs", self.task_id)
                 await self._retrying(
@@ -217,6 +226,7 @@ class TaskRun:
             parent_sock.close()
             return self.outcome.result()
         self.spawned_at = time.monotonic()
+        self.mark("spawned")
         self.started_at_iso = _now_iso()
         self.timeout_handle = self.rt.loop.call_later(ctx.limits["timeout_seconds"], self._on_timeout)
         self.rt.background(self.rt.db(self.rt.store.attach, ctx.task_id, self.box.pid))
@@ -239,6 +249,7 @@ class TaskRun:
         try:
             return await self.outcome
         finally:
+            self.mark("ended")
             if self.timeout_handle is not None:
                 self.timeout_handle.cancel()
             reading.cancel()
@@ -283,8 +294,10 @@ class TaskRun:
                 await self.rt.in_spawn_thread(self._reap_box)
             except Exception:  # noqa: BLE001
                 logger.exception("task %s: sandbox cleanup failed", self.task_id)
+        self.mark("cleaned up")
         self.rt.unpublish(self.task_id)
         await self.rt.events_drained(self)
+        self.mark("events stored")
         if outcome.status == REQUEUE:
             await self._retrying(store.requeue, self.task_id)
             return
@@ -296,15 +309,23 @@ class TaskRun:
             "peak_memory_mb": round(self.peak_memory_mb, 1),
             "wall_seconds": round(end - self.spawned_at, 3) if self.spawned_at else 0.0,
         }
-        await self._retrying(
-            store.finish,
-            self.task_id,
-            status=outcome.status,
-            result=outcome.result,
-            error=outcome.error,
-            usage=usage,
-            thread_state=outcome.state if outcome.status == Final.SUCCEEDED else None,
-        )
+        end = {
+            "status": outcome.status,
+            "result": outcome.result,
+            "error": outcome.error,
+            "usage": usage,
+            "thread_state": outcome.state if outcome.status == Final.SUCCEEDED else None,
+        }
+        for attempt in range(PERSIST_ATTEMPTS):
+            try:
+                await self.rt.finish(self.task_id, end)
+                break
+            except Exception:  # noqa: BLE001 - the end of a task must be written (the reaper is the last resort)
+                if attempt == PERSIST_ATTEMPTS - 1:
+                    raise
+                logger.warning("task %s: storing its end failed, retrying", self.task_id, exc_info=True)
+                await asyncio.sleep(1)
+        self.mark("finished")
 
     def _reap_box(self) -> None:
         try:
@@ -403,6 +424,7 @@ class TaskRun:
                 raise ProtocolViolation("more model requests at once than the task has agents")
             self.model_calls[request_id] = asyncio.ensure_future(self._answer_model(message))
         elif op == "done":
+            self.mark("done")
             if self.model_calls:
                 raise ProtocolViolation("a result while a model call is still unanswered")
             self.reported = True
@@ -479,6 +501,7 @@ class TaskRun:
             await self.send({"op": "model_chunk", "id": request_id, "text": text})
 
         started = time.monotonic()
+        self.mark("model call")
         try:
             result = await self.broker.call(request, on_chunk)
         except BudgetExceeded as exc:
@@ -571,10 +594,15 @@ class Runtime:
         self._thread = threading.Thread(target=self._thread_main, name="runtime-loop", daemon=True)
         self._ready = threading.Event()
         self._db_pool = ThreadPoolExecutor(settings.WORKER_DB_THREADS, thread_name_prefix="runtime-db")
+        # The event writer and the housekeeping (heartbeats, stop backstop) have a database thread each:
+        # tasks starting behind a customer's row lock, or a slow query of one task, never hold them up.
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-db-events")
+        self._house_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-db-house")
         self._spawn_pool = ThreadPoolExecutor(settings.WORKER_SPAWN_THREADS, thread_name_prefix="runtime-spawn")
         # what the worker does after a task (RQ's registries): one thread, in order
         self._after_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-after")
-        self._dirty: dict[int, TaskRun] = {}  # runs with events to store, in the order they got them
+        self._dirty: dict[int, TaskRun] = {}
+        self._finishing: deque = deque()  # (task id, its end, future) waiting for the finisher  # runs with events to store, in the order they got them
         self._live: deque = deque()
         self._background: set[asyncio.Future] = set()
         self._stopping = False
@@ -616,8 +644,8 @@ class Runtime:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self._after_pool.shutdown(wait=True)
-        self._db_pool.shutdown(wait=False, cancel_futures=True)
-        self._spawn_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._db_pool, self._writer_pool, self._house_pool, self._spawn_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the loop's thread ----------------------------------------------------------------------
 
@@ -636,7 +664,8 @@ class Runtime:
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
         self._events_ready = asyncio.Event()
         self._live_ready = asyncio.Event()
-        for loop in (self._control_loop(), self._event_writer(), self._live_sender(), self._housekeeping()):
+        self._finish_ready = asyncio.Event()
+        for loop in (self._control_loop(), self._event_writer(), self._finisher(), self._live_sender(), self._housekeeping()):
             self.background(loop)
 
     def background(self, awaitable) -> asyncio.Future:
@@ -650,9 +679,9 @@ class Runtime:
         if not future.cancelled() and future.exception() is not None:
             logger.warning("runtime background work failed: %r", future.exception())
 
-    async def db(self, fn, *args, **kwargs):
+    async def db(self, fn, *args, pool=None, **kwargs):
         """Run an ORM call on one of the shared database threads (never on the loop)."""
-        return await self.loop.run_in_executor(self._db_pool, _with_connection, fn, args, kwargs)
+        return await self.loop.run_in_executor(pool or self._db_pool, _with_connection, fn, args, kwargs)
 
     async def in_spawn_thread(self, fn, *args, **kwargs):
         return await self.loop.run_in_executor(self._spawn_pool, lambda: fn(*args, **kwargs))
@@ -762,7 +791,7 @@ class Runtime:
             if not batches:
                 continue
             try:
-                stored = await self.db(self.store.append_events, batches)
+                stored = await self.db(self.store.append_events, batches, pool=self._writer_pool)
             except Exception:  # noqa: BLE001 - keep them, in order, for the next try
                 logger.warning("storing %s events failed, retrying", total, exc_info=True)
                 for run in taken:
@@ -781,6 +810,34 @@ class Runtime:
                     self.live({"type": "task.event", "event": event}, task_id)
             if self._dirty:
                 self._events_ready.set()
+
+    async def finish(self, task_id: int, end: dict) -> bool:
+        """Store a task's end. Ends that come together (a killswitch, a burst) share one transaction."""
+        future = self.loop.create_future()
+        self._finishing.append((task_id, end, future))
+        self._finish_ready.set()
+        return await future
+
+    async def _finisher(self) -> None:
+        while True:
+            await self._finish_ready.wait()
+            self._finish_ready.clear()
+            batch = [self._finishing.popleft() for _ in range(min(len(self._finishing), WRITE_ENDS_TOTAL))]
+            if not batch:
+                continue
+            try:
+                results = await self.db(self.store.finish_many, [(t, end) for t, end, _ in batch], pool=self._writer_pool)
+            except Exception as exc:  # noqa: BLE001 - each run retries its own
+                results = [exc] * len(batch)
+            for (_, _, future), result in zip(batch, results):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            if self._finishing:
+                self._finish_ready.set()
 
     def live(self, message: dict, task_id: int) -> None:
         """A frame for the task's live sockets: best effort, in order (the database is the record)."""
@@ -815,7 +872,7 @@ class Runtime:
         while True:
             now = time.monotonic()
             if now >= next_beat and (beat is None or beat.done()) and self.runs:
-                beat = self.background(self.db(self.store.heartbeat, list(self.runs)))
+                beat = self.background(self.db(self.store.heartbeat, list(self.runs), pool=self._house_pool))
                 next_beat = now + settings.TASK_HEARTBEAT_SECONDS
             if now >= next_poll and (poll is None or poll.done()) and self.runs:
                 scope = {r.task_id: r.customer_id for r in self.runs.values() if r.ctx is not None}
@@ -831,7 +888,7 @@ class Runtime:
             await asyncio.sleep(min(CANCEL_POLL_SECONDS, STATS_SECONDS) / 2)
 
     async def _poll_stops(self, scope: dict[int, int]) -> None:
-        for task_id, reason in (await self.db(self.store.stop_reasons, scope)).items():
+        for task_id, reason in (await self.db(self.store.stop_reasons, scope, pool=self._house_pool)).items():
             run = self.runs.get(task_id)
             if run is not None:
                 run.stop(reason)

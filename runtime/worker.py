@@ -178,6 +178,15 @@ class ConcurrentWorker(SimpleWorker):
         self._cold = True
         raise SystemExit()
 
+    def work(self, burst: bool = False, *args, **kwargs):
+        self._burst = burst
+        return super().work(burst, *args, **kwargs)
+
     def teardown(self):
+        if getattr(self, "_burst", False) and not self._stop_requested and not self._cold:
+            # --burst: the queue is empty; the tasks taken still run to their end
+            while self.runtime.busy and not self._stop_requested:
+                time.sleep(0.1)
+                self.keepalive(every=KEEPALIVE_SECONDS)
         self.runtime.shutdown(0 if self._cold else self.grace_seconds)
         super().teardown()

@@ -1,6 +1,7 @@
 """The task app's side of the runtime's port (runtime.ports.TaskStore): every database read and write a
 running task needs, batched across the tasks a worker holds where it can be."""
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
 from accounts.crypto import decrypt
@@ -87,6 +88,16 @@ class DjangoTaskStore:
         return services.task_finish(
             task_id=task_id, status=status, result=result, error=error, usage=usage, thread_state=thread_state
         )
+
+    def finish_many(self, ends: list[tuple[int, dict]]) -> list:
+        results = []
+        with transaction.atomic():
+            for task_id, end in ends:
+                try:
+                    results.append(services.task_finish(task_id=task_id, **end))  # a savepoint each
+                except Exception as exc:  # noqa: BLE001 - that one is retried alone; the others are stored
+                    results.append(exc)
+        return results
 
     def requeue(self, task_id: int) -> bool:
         return services.task_requeue(task_id=task_id)

@@ -2,6 +2,7 @@
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -23,13 +24,20 @@ def task_job_id(task_id: int, attempts: int, requeues: int) -> str:
 
 
 def task_enqueue(task_id: int, job_id: str | None = None) -> None:
-    """Put the task's job on the RQ queue; job_id defaults to the task's current one."""
+    """Put the task's job on the RQ queue; job_id defaults to the task's current one.
+
+    Redis is asked with bounded timeouts (REDIS_WEB_TIMEOUT_SECONDS): a hung Redis raises soon, and a
+    queued task without a job is enqueued again by the reaper (task_requeue_orphans).
+    """
     import django_rq
+
+    from autogen_platform.redis_clients import web_redis
 
     if job_id is None:
         attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
         job_id = task_job_id(task_id, attempts, requeues)
-    django_rq.get_queue("default").enqueue(
+    connection = web_redis(settings.RQ_QUEUES["default"]["URL"])
+    django_rq.get_queue("default", connection=connection).enqueue(
         "tasks.jobs.run_task", task_id, job_id=job_id, job_timeout=-1, failure_ttl=3600
     )
 
@@ -71,6 +79,9 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             return existing, False
     if (agent is None) == (team is None):
         raise ValidationFailed(details={"non_field_errors": ["Give exactly one of agent or team"]})
+    if not isinstance(input, str) or len(input) > settings.MAX_TASK_INPUT_CHARS:
+        raise ValidationFailed(details={"input": [
+            f"A string of at most {settings.MAX_TASK_INPUT_CHARS} characters (MAX_TASK_INPUT_CHARS)"]})
     if killswitch_scope_engaged(customer.pk):
         raise KillswitchEngaged()
     if agent is not None and agent.status != agent.Status.ACTIVE:
@@ -115,8 +126,10 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         # customer's backlog never stands in the queue in front of other customers' tasks.
         Task.objects.filter(pk=task.pk).update(waiting_since=timezone.now())
     else:
-        transaction.on_commit(lambda: task_enqueue(task.pk))
-    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status))
+        # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
+        # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
+        transaction.on_commit(lambda: task_enqueue(task.pk), robust=True)
+    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     return task, True
 
 
@@ -395,6 +408,43 @@ def task_finish(*, task_id: int, status: str, result=None, error=None, usage=Non
         duration = (now - task.started_at).total_seconds() if task.started_at else None
         transaction.on_commit(lambda: metrics.task_finished(status, (error or {}).get("code"), duration))
     return True
+
+
+# Queued tasks ended in one transaction at most.
+CANCEL_QUEUED_BATCH = 200
+
+
+def tasks_cancel_queued(*, customer_id: int | None, error: dict) -> list[int]:
+    """End every queued task of a customer (None: of everyone) cancelled with `error`, in batches of one
+    transaction each; their jobs leave the queue too. Returns the ids."""
+    ended = []
+    while True:
+        with transaction.atomic():
+            queued = Task.objects.filter(status=Task.Status.QUEUED)
+            if customer_id is not None:
+                queued = queued.filter(customer_id=customer_id)
+            batch = list(queued.order_by("pk").values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
+            if not batch:
+                return ended
+            done = [(pk, a, r) for pk, a, r in batch if task_finish(task_id=pk, status=Task.Status.CANCELLED, error=error)]
+            ended += [pk for pk, _, _ in done]
+            transaction.on_commit(lambda jobs=[task_job_id(*d) for d in done]: _drop_jobs(jobs), robust=True)
+        if len(batch) < CANCEL_QUEUED_BATCH:
+            return ended
+
+
+def _drop_jobs(job_ids: list[str]) -> None:
+    """Take the jobs of tasks that ended before they ran out of the queue: no worker spends a slot on them."""
+    import django_rq
+
+    if not job_ids:
+        return
+    queue = django_rq.get_queue("default")
+    with queue.connection.pipeline() as pipe:
+        for job_id in job_ids:
+            pipe.lrem(queue.key, 1, job_id)
+            pipe.delete(queue.job_class.key_for(job_id))
+        pipe.execute()
 
 
 def task_request_stop(*, task: Task, reason: str) -> None:

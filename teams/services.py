@@ -1,4 +1,5 @@
 """Every write to teams: members (ordered), mode, selector model, termination; audit rows."""
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from accounts.models import Customer
@@ -33,6 +34,8 @@ def _termination_clean(termination, customer: Customer) -> dict:
         value = termination["text_mention"]
         if not isinstance(value, str) or not value.strip():
             problems.append("text_mention: must be a non-empty string")
+        elif len(value) > settings.MAX_TEXT_MENTION_CHARS:
+            problems.append(f"text_mention: at most {settings.MAX_TEXT_MENTION_CHARS} characters (MAX_TEXT_MENTION_CHARS)")
     if problems:
         raise ValidationFailed(details={"termination": problems})
     timeout = termination.get("timeout_seconds")

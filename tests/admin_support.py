@@ -37,3 +37,25 @@ class GroupListener:
 
     def close(self):
         async_to_sync(self.layer.group_discard)(self.group, self.channel)
+
+
+def admin_site_login(client, user):
+    """Log a Django test client into the admin site as `user` with both factors: a session, and the session
+    verified by a TOTP device of the user (what /admin/login/ does after a right password and code)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or TOTPDevice.objects.create(
+        user=user, name="test", confirmed=True)
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
+def totp_now(device) -> str:
+    """The code an authenticator app shows now for `device`."""
+    from django_otp.oath import totp
+
+    return str(totp(device.bin_key, device.step, device.t0, device.digits, device.drift)).zfill(device.digits)

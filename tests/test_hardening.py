@@ -16,9 +16,11 @@ GOOD_SECRETS = {"DJANGO_SECRET_KEY": "s" * 50, "ADMIN_API_KEY": "k" * 32}
 
 def _settings_in_subprocess(module: str, env: dict, code: str = "") -> subprocess.CompletedProcess:
     """Import the settings in a fresh interpreter with exactly these platform variables set."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ADMIN_API_KEY", "CORS_"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DJANGO_", "ADMIN_API_KEY", "CORS_", "FIELD_ENCRYPTION_KEY", "BIND_HOST"))}
     # Empty values count as unset, and keep an optional .env file from filling them in.
-    clean.update({"DJANGO_SECRET_KEY": "", "ADMIN_API_KEY": "", "DJANGO_DEBUG": "", "DJANGO_SETTINGS_MODULE": module})
+    clean.update({"DJANGO_SECRET_KEY": "", "ADMIN_API_KEY": "", "DJANGO_DEBUG": "", "FIELD_ENCRYPTION_KEY": "",
+                  "DJANGO_SETTINGS_MODULE": module})
     clean.update(env)
     script = "import django\ndjango.setup()\nfrom django.conf import settings\n" + code
     return subprocess.run([sys.executable, "-c", script], env=clean, cwd=REPO, capture_output=True, text=True,
@@ -40,11 +42,51 @@ def test_debug_off_with_development_secrets_refuses_to_start(module):
     (GOOD_SECRETS, "DJANGO_DEBUG"),  # production needs DEBUG explicitly off
     ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "short", "ADMIN_API_KEY": "k" * 32}, "DJANGO_SECRET_KEY"),
     ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "s" * 50, "ADMIN_API_KEY": "short"}, "ADMIN_API_KEY"),
+    ({**GOOD_SECRETS, "DJANGO_DEBUG": "0", "FIELD_ENCRYPTION_KEY": "dev-insecure-secret-key-change-me"},
+     "FIELD_ENCRYPTION_KEY"),
+    ({**GOOD_SECRETS, "DJANGO_DEBUG": "0", "FIELD_ENCRYPTION_KEY": "short"}, "FIELD_ENCRYPTION_KEY"),
 ])
 def test_production_refuses_weak_or_missing_configuration(env, complaint):
     result = _settings_in_subprocess("autogen_platform.settings.prod", env)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and complaint in result.stderr
+
+
+def _runplatform(env: dict, *args) -> subprocess.CompletedProcess:
+    """`manage.py runplatform ARGS` in a fresh process with exactly these platform variables set."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DJANGO_", "ADMIN_API_KEY", "FIELD_ENCRYPTION_KEY", "BIND_HOST"))}
+    clean.update({"DJANGO_SECRET_KEY": "", "ADMIN_API_KEY": "", "DJANGO_DEBUG": "", "FIELD_ENCRYPTION_KEY": "",
+                  "DJANGO_SETTINGS_MODULE": "autogen_platform.settings.dev", **env})
+    return subprocess.run([sys.executable, "manage.py", "runplatform", *args], env=clean, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_runplatform_warns_loudly_when_serving_development_secrets_beyond_loopback():
+    import socket
+
+    # a port that is taken, so runplatform stops right after its start-up checks
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        exposed = _runplatform({}, "--bind", "0.0.0.0", "--port", port)
+        local = _runplatform({}, "--bind", "127.0.0.1", "--port", port)
+        configured = _runplatform({"DJANGO_SECRET_KEY": "s" * 50, "ADMIN_API_KEY": "k" * 32},
+                                  "--bind", "0.0.0.0", "--port", port)
+
+    assert "cannot listen" in exposed.stderr
+    assert "WARNING: listening on 0.0.0.0 (not loopback) with the public development secrets" in exposed.stderr
+    assert "DJANGO_SECRET_KEY, ADMIN_API_KEY, FIELD_ENCRYPTION_KEY" in exposed.stderr
+    assert "forge access tokens" in exposed.stderr
+    assert "cannot listen" in local.stderr and "WARNING" not in local.stderr
+    assert "cannot listen" in configured.stderr and "WARNING" not in configured.stderr
+
+
+def test_runplatform_refuses_development_secrets_with_debug_off():
+    result = _runplatform({"DJANGO_DEBUG": "0"}, "--bind", "0.0.0.0")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "refusing the development defaults" in result.stderr
 
 
 def test_production_starts_with_real_secrets_and_sends_secure_headers():
@@ -139,8 +181,9 @@ def test_provider_keys_are_encrypted_at_rest_and_never_returned_or_logged(make_c
     superuser = django_user_model.objects.create_superuser("root-admin", "root@example.com", "password123")
     from django.test import Client
 
-    site = Client()
-    site.force_login(superuser)
+    from tests.admin_support import admin_site_login
+
+    site = admin_site_login(Client(), superuser)
     seen.append(site.get(f"/admin/agents/modelconfig/{model_id}/change/").content)
     for content in seen:
         assert SECRET.encode() not in content

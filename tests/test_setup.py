@@ -80,6 +80,21 @@ def test_seed_demo_is_idempotent_and_its_credentials_log_in(anon_client):
     assert admin.status_code == 200, admin.content
     assert "access" in admin.json()
 
+    # and the printed second factor, with the admin password, opens the Django admin (printed once only)
+    from base64 import b32decode
+
+    from django.test import Client
+    from django_otp.oath import totp
+
+    secret = re.search(r"otpauth://totp/[^?]+\?secret=([A-Z2-7]+)", first).group(1)
+    assert "otpauth://" not in second
+    code = str(totp(b32decode(secret))).zfill(6)
+    browser = Client()
+    login = browser.post("/admin/login/", {"username": "admin", "password": credentials["admin"],
+                                           "otp_token": code, "next": "/admin/"})
+    assert login.status_code == 302 and login["Location"] == "/admin/", login.content[:2000]
+    assert browser.get("/admin/").status_code == 200
+
 
 @pytest.mark.django_db
 def test_readyz_names_redis_when_it_does_not_answer(client, settings):

@@ -1,65 +1,47 @@
 """Shapes of the auth, `me`, API key and notification endpoints."""
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import update_last_login
 from rest_framework import exceptions, serializers
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenObtainSerializer, TokenRefreshSerializer
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.serializers import TokenObtainSerializer
 
+from accounts import signin, tokens
 from accounts.authentication import CUSTOMER_SCOPE
 from accounts.models import ApiKey, Customer
 from adminpanel.models import Notification
-from adminpanel.services import audit_record
 
 
-class CustomerTokenObtainSerializer(TokenObtainPairSerializer):
-    """Username and password of a customer's user -> an access and a refresh token scoped `customer`."""
+class CustomerTokenObtainSerializer(TokenObtainSerializer):
+    """Username and password of a customer's user -> an access and a refresh token scoped `customer`.
+
+    Wrong passwords and lockouts are counted and audited by accounts.signin (authenticate() signals them)."""
 
     access = serializers.CharField(read_only=True)
     refresh = serializers.CharField(read_only=True)
 
-    @classmethod
-    def get_token(cls, user):
-        token = super().get_token(user)
-        token["scope"] = CUSTOMER_SCOPE
-        return token
-
     def validate(self, attrs):
         request = self.context.get("request")
-        username = attrs.get(self.username_field, "")
-        try:
-            TokenObtainSerializer.validate(self, attrs)
-        except exceptions.AuthenticationFailed:
-            self._audit_failure(request, username, "invalid_credentials")
-            raise
+        super().validate(attrs)
         if getattr(self.user, "membership", None) is None:
-            self._audit_failure(request, username, "no_customer")
+            signin.audit_failure(request, attrs.get(self.username_field, ""), "no_customer")
             raise exceptions.AuthenticationFailed("This account has no access to the customer API", "no_customer")
-        refresh = self.get_token(self.user)
-        if jwt_settings.UPDATE_LAST_LOGIN:
-            update_last_login(None, self.user)
-        return {"access": str(refresh.access_token), "refresh": str(refresh)}
-
-    @staticmethod
-    def _audit_failure(request, username, reason):
-        audit_record(actor="anonymous", action="auth.login_failed", target=f"user:{username}"[:200], request=request,
-                     details={"username": username[:150], "reason": reason})
+        signin.signed_in(request, self.user)
+        return tokens.token_pair(self.user, CUSTOMER_SCOPE)
 
 
-class CustomerTokenRefreshSerializer(TokenRefreshSerializer):
-    """A customer refresh token -> a new access token with the same scope."""
+class CustomerTokenRefreshSerializer(serializers.Serializer):
+    """A customer refresh token -> a new access token and a new refresh token (the one sent is used up)."""
 
-    refresh = serializers.CharField(write_only=True)
+    refresh = serializers.CharField()
+    access = serializers.CharField(read_only=True)
 
     def validate(self, attrs):
-        refresh = RefreshToken(attrs["refresh"])
-        if refresh.get("scope") != CUSTOMER_SCOPE:
-            raise exceptions.AuthenticationFailed("Token is not valid for this API", "token_invalid")
-        user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
-        user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
-        if user is None or not user.is_active or getattr(user, "membership", None) is None:
+        refresh = tokens.refresh_token_parse(attrs["refresh"], CUSTOMER_SCOPE)
+        user = tokens.refresh_token_user(refresh)
+        if user is None or getattr(user, "membership", None) is None:
             raise exceptions.AuthenticationFailed("No active customer account for this token", "no_active_account")
-        return {"access": str(refresh.access_token)}
+        return tokens.refresh_token_rotate(refresh)
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh = serializers.CharField(write_only=True, help_text="The refresh token to end; refused from then on.")
 
 
 class CustomerQuotasSerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from tests.admin_support import admin_site_login
 from tests.api_support import make_tenant
 
 pytestmark = pytest.mark.django_db
@@ -20,8 +21,7 @@ EXPECTED = {
 @pytest.fixture
 def superuser_client(client):
     user = get_user_model().objects.create_superuser(username="root", password="password123")
-    client.force_login(user)
-    return client
+    return admin_site_login(client, user)
 
 
 def test_every_model_is_registered():

@@ -104,7 +104,7 @@ def test_login_is_throttled_with_retry_after(make_customer, anon_client):
 
 
 def test_api_key_is_shown_once_authenticates_and_can_be_revoked(make_customer, client_for):
-    customer, user = make_customer("acme", role="member")
+    customer, user = make_customer("acme", role="owner")
     api = client_for(user)
 
     created = api.post("/api/api-keys/", {"name": "ci"}, format="json")

@@ -1,61 +1,46 @@
 """Shapes of the admin API."""
-from django.contrib.auth import get_user_model
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.serializers import TokenObtainSerializer
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts import signin, tokens
 from accounts.authentication import ADMIN_SCOPE
 from accounts.models import Customer
 from adminpanel.authentication import admin_token_pair
 from adminpanel.models import AuditLog, Notification
-from adminpanel.services import audit_record
 from agents.models import Agent
 
 
 class AdminTokenObtainSerializer(TokenObtainSerializer):
-    """Username and password of an active staff user -> an access and a refresh token scoped `admin`."""
+    """Username and password of an active staff user -> an access and a refresh token scoped `admin`.
+
+    Wrong passwords and lockouts are counted and audited by accounts.signin (authenticate() signals them)."""
 
     access = serializers.CharField(read_only=True)
     refresh = serializers.CharField(read_only=True)
 
     def validate(self, attrs):
         request = self.context.get("request")
-        username = attrs.get(self.username_field, "")
-        try:
-            super().validate(attrs)
-        except exceptions.AuthenticationFailed:
-            self._audit_failure(request, username, "invalid_credentials")
-            raise
+        super().validate(attrs)
         if not self.user.is_staff:
             # Same answer as a wrong password: a customer's username is not confirmed to exist.
-            self._audit_failure(request, username, "not_staff")
+            signin.audit_failure(request, attrs.get(self.username_field, ""), "not_staff")
             raise exceptions.AuthenticationFailed("No active account found with the given credentials", "no_active_account")
-        audit_record(actor=self.user, action="admin.login", target=f"user:{self.user.username}", request=request)
-        from django.contrib.auth.models import update_last_login
-
-        update_last_login(None, self.user)
+        signin.signed_in(request, self.user)
         return admin_token_pair(self.user)
-
-    @staticmethod
-    def _audit_failure(request, username, reason):
-        audit_record(actor="anonymous", action="admin.login_failed", target=f"user:{username}"[:200], request=request,
-                     details={"username": username[:150], "reason": reason})
 
 
 class AdminTokenRefreshSerializer(serializers.Serializer):
-    refresh = serializers.CharField(write_only=True)
+    """An admin refresh token -> a new access token and a new refresh token (the one sent is used up)."""
+
+    refresh = serializers.CharField()
     access = serializers.CharField(read_only=True)
 
     def validate(self, attrs):
-        refresh = RefreshToken(attrs["refresh"])
-        if refresh.get("scope") != ADMIN_SCOPE:
-            raise exceptions.AuthenticationFailed("Token is not valid for the admin API", "token_invalid")
-        user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
-        user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
-        if user is None or not user.is_active or not user.is_staff:
+        refresh = tokens.refresh_token_parse(attrs["refresh"], ADMIN_SCOPE)
+        user = tokens.refresh_token_user(refresh)
+        if user is None or not user.is_staff:
             raise exceptions.AuthenticationFailed("No active staff account for this token", "no_active_account")
-        return {"access": str(refresh.access_token)}
+        return tokens.refresh_token_rotate(refresh)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -135,7 +120,8 @@ class KillswitchStateSerializer(serializers.Serializer):
 
 
 class KillswitchOverviewSerializer(KillswitchStateSerializer):
-    customers = KillswitchStateSerializer(many=True, help_text="Every engaged customer switch.")
+    customers = KillswitchStateSerializer(many=True, required=False, help_text=(
+        "Every engaged customer switch; absent when ?customer= asks for that customer's own switch."))
 
 
 class AuditLogSerializer(serializers.ModelSerializer):

@@ -6,6 +6,7 @@ from . import views
 urlpatterns = [
     path("auth/token/", views.AdminTokenObtainView.as_view(), name="admin-auth-token"),
     path("auth/token/refresh/", views.AdminTokenRefreshView.as_view(), name="admin-auth-token-refresh"),
+    path("auth/logout/", views.AdminLogoutView.as_view(), name="admin-auth-logout"),
     path("stats/", views.StatsView.as_view(), name="admin-stats"),
     path("customers/", views.CustomerListView.as_view(), name="admin-customers"),
     path("customers/<int:pk>/", views.CustomerDetailView.as_view(), name="admin-customer"),

@@ -9,7 +9,9 @@ from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenViewBase
 
 from accounts import services as account_services
-from accounts.api.views import LoginRateThrottle
+from accounts import signin
+from accounts.api.views import LoginRateThrottle, LogoutView
+from accounts.authentication import ADMIN_SCOPE
 from adminpanel import selectors, services
 from adminpanel.authentication import AdminJWTAuthentication
 from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
@@ -36,7 +38,7 @@ ADMIN_KEY_HEADER = OpenApiParameter("X-Admin-Key", str, OpenApiParameter.HEADER,
 
 
 @extend_schema(parameters=[ADMIN_KEY_HEADER])
-class _AdminTokenView(TokenViewBase):
+class _AdminTokenView(signin.LockoutAnswerMixin, TokenViewBase):
     # The customer login's throttle and scope: one allowance per client address for both.
     throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
@@ -50,9 +52,16 @@ class AdminTokenObtainView(_AdminTokenView):
     serializer_class = AdminTokenObtainSerializer
 
 
-@extend_schema(tags=["admin"], summary="A new admin access token from an admin refresh token")
+@extend_schema(tags=["admin"], summary="Rotate an admin refresh token: a new access token and a new refresh token")
 class AdminTokenRefreshView(_AdminTokenView):
     serializer_class = AdminTokenRefreshSerializer
+
+
+@extend_schema(tags=["admin"], summary="Admin log out: the admin refresh token is refused from then on",
+               parameters=[ADMIN_KEY_HEADER])
+class AdminLogoutView(LogoutView):
+    permission_classes = [HasAdminKey]
+    scope = ADMIN_SCOPE
 
 
 @extend_schema(tags=["admin"], parameters=[ADMIN_KEY_HEADER])
@@ -73,13 +82,14 @@ class CustomerListView(AdminAPIView):
     def get_queryset(self):
         return selectors.customer_list()
 
-    @extend_schema(summary="Every customer with its quotas", operation_id="admin_customers_list")
+    @extend_schema(summary="Every customer with its quotas", operation_id="admin_customers_list",
+                   responses=CustomerSerializer(many=True))
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(CustomerSerializer(page, many=True).data)
 
     @extend_schema(summary="Create a customer (quotas not given take the defaults)", request=CustomerWriteSerializer,
-                   responses={201: CustomerSerializer})
+                   responses={201: CustomerSerializer, 409: OpenApiResponse(description="conflict: the name is taken")})
     def post(self, request):
         data = CustomerWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -107,15 +117,22 @@ class CustomerDetailView(AdminAPIView):
         )
         return Response(CustomerSerializer(customer).data)
 
-    @extend_schema(summary="Change a customer's name and/or some of its quotas", request=CustomerWriteSerializer)
+    @extend_schema(summary="Change a customer's name and/or some of its quotas", request=CustomerWriteSerializer,
+                   responses={200: CustomerSerializer, 409: OpenApiResponse(description="conflict: the name is taken")})
     def patch(self, request, pk):
         return self._update(request, pk, partial=True)
 
-    @extend_schema(summary="Replace a customer's name (and the quotas given)", request=CustomerWriteSerializer)
+    @extend_schema(summary="Replace a customer's name (and the quotas given)", request=CustomerWriteSerializer,
+                   responses={200: CustomerSerializer, 409: OpenApiResponse(description="conflict: the name is taken")})
     def put(self, request, pk):
         return self._update(request, pk, partial=False)
 
-    @extend_schema(summary="Delete a customer and everything it owns; its running sandboxes are killed",
+    @extend_schema(summary="Delete a customer: access ends and its work stops now; its data is purged "
+                           "CUSTOMER_RETENTION_DAYS later",
+                   description="A soft delete: the customer's users are deactivated, its API keys revoked, its "
+                               "queued tasks cancelled and its running sandboxes killed. It is gone from every admin "
+                               "endpoint at once; its rows stay for CUSTOMER_RETENTION_DAYS (default 30) and are "
+                               "then purged by the reaper. Its name stays taken until then.",
                    responses={204: OpenApiResponse(description="Deleted")})
     def delete(self, request, pk):
         account_services.customer_delete(actor=request.user, customer=selectors.customer_get(pk), request=request)
@@ -128,7 +145,7 @@ class AgentListView(AdminAPIView):
     def get_queryset(self):
         return selectors.agent_list(customer_id=self.request.query_params.get("customer"))
 
-    @extend_schema(summary="Agents of every customer",
+    @extend_schema(summary="Agents of every customer", responses=AdminAgentSerializer(many=True),
                    parameters=[OpenApiParameter("customer", int, description="Only this customer's agents")])
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
@@ -199,6 +216,7 @@ class AuditListView(AdminAPIView):
 
     @extend_schema(
         summary="The audit log, newest first",
+        responses=AuditLogSerializer(many=True),
         parameters=[
             OpenApiParameter("actor", str, description="Exact actor, e.g. `admin:alice` or a customer username"),
             OpenApiParameter("action", str, description="Exact action, or a prefix ending in `.` (e.g. `killswitch.`)"),

@@ -92,7 +92,13 @@ def test_customer_crud_with_partial_quota_changes(admin_api, staff_user):
     assert update.details == {"changes": {"max_tasks_per_day": [1000, 7]}}
 
 
-def test_deleting_a_customer_removes_everything_it_owns(admin_api, make_customer):
+def test_deleting_a_customer_removes_everything_it_owns_after_the_retention(admin_api, make_customer):
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from accounts.services import customer_purge_deleted
     from agents.models import Agent, ModelConfig
     from teams.models import Team, TeamMember
 
@@ -106,6 +112,10 @@ def test_deleting_a_customer_removes_everything_it_owns(admin_api, make_customer
     _task(acme, agent, status="running")
     _task(other, keep)
     assert admin_api.delete(f"/api/admin/customers/{acme.pk}/").status_code == 204
+    assert Customer.objects.get(pk=acme.pk).deleted_at is not None  # a soft delete: kept for the retention
+    expired = timezone.now() - timedelta(days=settings.CUSTOMER_RETENTION_DAYS + 1)
+    Customer.objects.filter(pk=acme.pk).update(deleted_at=expired)
+    customer_purge_deleted()
     assert not Customer.objects.filter(pk=acme.pk).exists()
     assert not Agent.objects.filter(customer_id=acme.pk).exists()
     assert not ModelConfig.objects.filter(customer_id=acme.pk).exists()

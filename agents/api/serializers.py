@@ -1,4 +1,5 @@
 """Shapes of model configurations, agents, versions, processes and the tools catalogue."""
+from django.conf import settings
 from rest_framework import serializers
 
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer, StringField
@@ -26,6 +27,10 @@ class ModelInfoSerializer(PassThroughMixin, StrictSerializer):
             return {}
         return super().to_internal_value(data)
 
+    def to_representation(self, instance):
+        # None stored is `{}`; it reads as null, as the schema says (an object with its keys, or null).
+        return dict(instance) if instance else None
+
 
 class ModelConfigSerializer(serializers.ModelSerializer):
     api_key = serializers.CharField(
@@ -40,8 +45,10 @@ class ModelConfigSerializer(serializers.ModelSerializer):
                   "json_output, family; structured_output optional).",
     )
     responses = serializers.ListField(
-        child=StringField(trim_whitespace=False), required=False, allow_null=True,
-        help_text="Scripted replies of the replay provider, in order (ignored by openai).",
+        child=StringField(trim_whitespace=False, max_length=settings.MAX_REPLAY_RESPONSE_CHARS), required=False,
+        allow_null=True, max_length=settings.MAX_REPLAY_RESPONSES,
+        help_text="Scripted replies of the replay provider, in order (ignored by openai); at most "
+                  "MAX_REPLAY_RESPONSES of at most MAX_REPLAY_RESPONSE_CHARS characters each.",
     )
 
     class Meta:
@@ -77,6 +84,8 @@ class AgentSerializer(serializers.ModelSerializer):
                   "status", "version", "created_at", "updated_at"]
         read_only_fields = ["id", "status", "version", "created_at", "updated_at"]
         extra_kwargs = {
+            "system_message": {"max_length": settings.MAX_SYSTEM_MESSAGE_CHARS},
+            "description": {"max_length": settings.MAX_DESCRIPTION_CHARS},
             "status": {"help_text": "active or stopped; changed with the stop and start actions."},
             "version": {"help_text": "Current behaviour version; see the versions action."},
         }

@@ -1,15 +1,18 @@
 """Declarative specs over HTTP: `POST /api/apply/` (JSON or YAML body) and `GET /api/export/` (YAML or JSON)."""
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import OWNER
 from accounts.selectors import customer_for_user
 from agents import specs
-from autogen_platform.errors import ValidationFailed
+from autogen_platform.errors import PermissionDeniedError, ValidationFailed
+from autogen_platform.parsers import JSONParser
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 
@@ -100,13 +103,15 @@ class SpecApplyView(APIView):
         responses={
             200: ApplyResultSerializer,
             400: OpenApiResponse(description="validation_error: details name the path, e.g. agents[1].model"),
-            403: OpenApiResponse(description="permission_denied: viewers may not apply"),
+            403: OpenApiResponse(description="permission_denied: viewers may not apply; only owners may prune"),
             409: OpenApiResponse(description="conflict: e.g. prune of an agent with running tasks"),
             429: OpenApiResponse(description="quota_exceeded"),
         },
     )
     def post(self, request):
         dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
+        if prune and not dry_run and request.user.membership.role != OWNER:
+            raise PermissionDeniedError("Only a customer's owners may delete: prune deletes what the spec omits")
         result = specs.spec_apply(actor=request.user, customer=customer_for_user(request.user), spec=request.data,
                                   dry_run=dry_run, prune=prune, environ=None, request=request)
         return Response(result.as_dict())
@@ -122,10 +127,18 @@ class SpecExportView(APIView):
                     "placeholder variable. Applying the export back is `no changes`.",
         parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=["yaml", "json"],
                                      description="yaml (default) or json")],
-        responses={(200, "application/yaml"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={(200, "application/yaml"): OpenApiTypes.OBJECT, (200, "application/json"): OpenApiTypes.OBJECT},
     )
     def get(self, request):
         return Response(specs.spec_export(customer_for_user(request.user)))
+
+    def perform_content_negotiation(self, request, force=False):
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:  # DRF's answer to an unknown ?format=: a bad parameter, not a missing page
+            if force:
+                raise
+            raise ValidationFailed("format: yaml or json", details={"format": ["Must be yaml or json"]}) from None
 
     def handle_exception(self, exc):
         # Errors keep the JSON envelope whatever format the export was asked in.

@@ -45,11 +45,12 @@ SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 ADMIN_API_KEY = env("ADMIN_API_KEY", DEV_ADMIN_API_KEY)
 # Provider API keys are encrypted at rest with this key (any string; derived into a Fernet key).
 FIELD_ENCRYPTION_KEY = env("FIELD_ENCRYPTION_KEY", SECRET_KEY)
-if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or ADMIN_API_KEY == DEV_ADMIN_API_KEY):
+if not DEBUG and (DEV_SECRET_KEY in (SECRET_KEY, FIELD_ENCRYPTION_KEY) or ADMIN_API_KEY == DEV_ADMIN_API_KEY):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(
-        "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY and ADMIN_API_KEY set: refusing the development defaults"
+        "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY and ADMIN_API_KEY set (and FIELD_ENCRYPTION_KEY, if set, not the"
+        " development key): refusing the development defaults"
     )
 ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"], list)
 CORS_ALLOWED_ORIGINS = env("CORS_ALLOWED_ORIGINS", [], list)
@@ -61,7 +62,8 @@ CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS", [], list)
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # The Django admin site is adminpanel.site.PlatformAdminSite: staff sessions verified by a TOTP device.
+    "adminpanel.apps.PlatformAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -71,6 +73,10 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "drf_spectacular",
     # Before channels: its `runworker` command must be the platform's task worker, not Channels'.
     "runtime",
@@ -95,10 +101,18 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # Everything under /admin/ (the RQ dashboard included) needs a staff session verified by a second factor.
+    "adminpanel.middleware.AdminSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a session login refused by the lockout into a 429 (the API token views answer it themselves).
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+
+# Every password check goes through django-axes first: it refuses a locked-out (username, client) pair or client.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "autogen_platform.urls"
 WSGI_APPLICATION = "autogen_platform.wsgi.application"
@@ -153,6 +167,9 @@ CACHES = {
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
+# How long a web request waits for Redis (connect, and each reply) before it gives up on a side effect
+# (enqueueing a job, a live announcement): the database is the record, the reaper enqueues what was missed.
+REDIS_WEB_TIMEOUT_SECONDS = env("REDIS_WEB_TIMEOUT_SECONDS", 2.0, float)
 RQ_SHOW_ADMIN_LINK = True
 
 CHANNEL_LAYERS = {
@@ -176,6 +193,19 @@ STATIC_ROOT = VAR_DIR / "static"
 # Request bodies over this size are refused with 413 in the error envelope.
 MAX_REQUEST_BODY_BYTES = env("MAX_REQUEST_BODY_BYTES", 1024 * 1024, int)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Caps on what one object may store (validation_error naming the field past them), so no request can
+# bloat a row that every later list, export and task reads (README "Configuration", docs/api.md "Limits").
+MAX_SYSTEM_MESSAGE_CHARS = env("MAX_SYSTEM_MESSAGE_CHARS", 32768, int)
+MAX_DESCRIPTION_CHARS = env("MAX_DESCRIPTION_CHARS", 2000, int)
+MAX_TASK_INPUT_CHARS = env("MAX_TASK_INPUT_CHARS", 65536, int)
+MAX_REPLAY_RESPONSES = env("MAX_REPLAY_RESPONSES", 100, int)
+MAX_REPLAY_RESPONSE_CHARS = env("MAX_REPLAY_RESPONSE_CHARS", 8192, int)
+MAX_TEXT_MENTION_CHARS = env("MAX_TEXT_MENTION_CHARS", 200, int)
+MAX_SPEC_OBJECTS = env("MAX_SPEC_OBJECTS", 500, int)
+# A deleted customer's rows (tasks, events, agents...) are kept this long, then purged by the reaper.
+CUSTOMER_RETENTION_DAYS = env("CUSTOMER_RETENTION_DAYS", 30, float)
+# Every list is paged: `page_size` above this is cut to it; a page_size that is not a positive integer is a 400.
+MAX_PAGE_SIZE = env("MAX_PAGE_SIZE", 200, int)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -185,8 +215,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsCustomerMember"],
     "DEFAULT_PAGINATION_CLASS": "autogen_platform.pagination.Pagination",
+    # JSON bodies only: a form cannot carry nested objects (quotas, limits) and would drop them silently.
+    "DEFAULT_PARSER_CLASSES": ["autogen_platform.parsers.JSONParser"],
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "autogen_platform.schema.AutoSchema",
     "EXCEPTION_HANDLER": "autogen_platform.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "login": env("LOGIN_THROTTLE_RATE", "20/min"),
@@ -201,8 +233,32 @@ SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env("JWT_ACCESS_MINUTES", 60, int)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env("JWT_REFRESH_DAYS", 7, int)),
     "SIGNING_KEY": SECRET_KEY,
-    "UPDATE_LAST_LOGIN": True,
+    # A refresh gives a new refresh token and blacklists the one used: a stolen, already used one is refused.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    # Tokens carry a hash of the password hash: after a password change every earlier token is refused.
+    "CHECK_REVOKE_TOKEN": True,
+    # last_login is set by the user_logged_in signal every sign-in sends (accounts.signin).
+    "UPDATE_LAST_LOGIN": False,
 }
+
+# Sign-in lockout (django-axes), the same for every password form: the API token endpoints, /api-auth/login/ and
+# /admin/login/. A (username, client address) pair is locked after LOGIN_FAILURE_LIMIT failures; a client address
+# after LOGIN_CLIENT_FAILURE_LIMIT failures over any usernames. Nobody can lock a victim out from the victim's own
+# address by guessing from elsewhere. Both lift LOGIN_LOCKOUT_MINUTES after the last failure; `manage.py axes_reset`.
+AXES_HANDLER = "accounts.signin.SignInLockoutHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_FAILURE_LIMIT = env("LOGIN_FAILURE_LIMIT", 5, int)
+LOGIN_CLIENT_FAILURE_LIMIT = env("LOGIN_CLIENT_FAILURE_LIMIT", 30, int)
+AXES_COOLOFF_TIME = timedelta(minutes=env("LOGIN_LOCKOUT_MINUTES", 15, int))
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "adminpanel.services.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.signin.lockout_response"
+AXES_VERBOSE = False
+# Successful sign-ins are in the audit log already (accounts.signin); axes keeps only the failure counters.
+AXES_DISABLE_ACCESS_LOG = True
+# TOTP devices of staff users (the Django admin's second factor) are named after the platform in apps.
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", "AutoGen platform")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "AutoGen agent platform API",

@@ -2,7 +2,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F401,F403
-from .base import ADMIN_API_KEY, DEBUG, DEV_ADMIN_API_KEY, DEV_SECRET_KEY, SECRET_KEY, env
+from .base import ADMIN_API_KEY, DEBUG, DEV_ADMIN_API_KEY, DEV_SECRET_KEY, FIELD_ENCRYPTION_KEY, SECRET_KEY, env
 
 if DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG must be 0 in production")
@@ -10,6 +10,9 @@ if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a random value of 32+ characters")
 if ADMIN_API_KEY == DEV_ADMIN_API_KEY or len(ADMIN_API_KEY) < 24:
     raise ImproperlyConfigured("ADMIN_API_KEY must be set to a random value of 24+ characters")
+if FIELD_ENCRYPTION_KEY == DEV_SECRET_KEY or len(FIELD_ENCRYPTION_KEY) < 32:
+    raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY must be a random value of 32+ characters (it defaults to"
+                               " DJANGO_SECRET_KEY)")
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

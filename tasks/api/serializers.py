@@ -1,4 +1,5 @@
 """Shapes of tasks, task events and threads."""
+from django.conf import settings
 from rest_framework import serializers
 
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
@@ -16,7 +17,8 @@ class TaskCreateSerializer(serializers.Serializer):
                                            help_text="Agent id; give exactly one of agent and team.")
     team = CustomerPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True,
                                           help_text="Team id; give exactly one of agent and team.")
-    input = StringField(trim_whitespace=False, help_text="The user message the task starts with.")
+    input = StringField(trim_whitespace=False, max_length=settings.MAX_TASK_INPUT_CHARS,
+                        help_text="The user message the task starts with.")
     thread = CustomerPrimaryKeyRelatedField(
         queryset=Thread.objects.all(), required=False, allow_null=True,
         help_text="Continue this earlier conversation (same agent or team); omit to start a new thread.",

@@ -1,4 +1,5 @@
 """Shape of a team: ordered member ids, mode, selector model, termination conditions."""
+from django.conf import settings
 from rest_framework import serializers
 
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer, StringField
@@ -9,7 +10,8 @@ from teams.models import Team
 
 class TerminationSerializer(PassThroughMixin, StrictSerializer):
     max_messages = serializers.IntegerField(min_value=1, required=False)
-    text_mention = StringField(required=False, help_text="The team stops when a message contains it.")
+    text_mention = StringField(required=False, max_length=settings.MAX_TEXT_MENTION_CHARS,
+                               help_text="The team stops when a message contains it.")
     timeout_seconds = serializers.IntegerField(min_value=1, required=False)
     max_tokens = serializers.IntegerField(min_value=1, required=False)
 

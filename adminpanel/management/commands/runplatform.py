@@ -9,6 +9,7 @@ period), the embedded Redis last and orphaned grandchildren included (the superv
 subreaper), and the command exits 0.
 """
 import ctypes
+import ipaddress
 import json
 import os
 import shutil
@@ -303,6 +304,44 @@ def _start_redis(socket_path) -> subprocess.Popen:
     return proc
 
 
+def _is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def development_secrets_in_use() -> list[str]:
+    """The secrets still at their public development defaults (DJANGO_DEBUG=0 refuses them in settings)."""
+    used = []
+    if settings.SECRET_KEY == settings.DEV_SECRET_KEY:
+        used.append("DJANGO_SECRET_KEY")
+    if settings.ADMIN_API_KEY == settings.DEV_ADMIN_API_KEY:
+        used.append("ADMIN_API_KEY")
+    if settings.FIELD_ENCRYPTION_KEY == settings.DEV_SECRET_KEY:
+        used.append("FIELD_ENCRYPTION_KEY")
+    return used
+
+
+def development_secrets_warning(host: str) -> str | None:
+    """A loud warning when the public development secrets would be served beyond this machine."""
+    used = development_secrets_in_use()
+    if not used or _is_loopback(host):
+        return None
+    bar = "!" * 100
+    return "\n".join([
+        bar,
+        f"WARNING: listening on {host} (not loopback) with the public development secrets: {', '.join(used)}.",
+        "  Anyone who can reach this port can forge access tokens for any user (the development DJANGO_SECRET_KEY",
+        "  signs them and is in the source code) and call the admin API with X-Admin-Key: dev-admin-key.",
+        "  Set DJANGO_SECRET_KEY, ADMIN_API_KEY and FIELD_ENCRYPTION_KEY to random values (DJANGO_DEBUG=0 then",
+        "  insists on it), or bind to 127.0.0.1 (BIND_HOST).",
+        bar,
+    ])
+
+
 def _check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -343,6 +382,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         host, port, workers = options["bind"], options["port"], options["workers"]
+        warning = development_secrets_warning(host)
+        if warning:
+            self.stderr.write(warning)
         _check_port_free(host, port)
         try:
             pending = _unapplied_migrations()

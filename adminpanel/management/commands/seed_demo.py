@@ -3,7 +3,8 @@
 A platform admin "admin" (staff + superuser), a customer "demo" with its owner "demo", a replay
 model configuration "demo-replay", two agents ("demo-agent", "demo-critic") and a round-robin team
 "demo-team". Passwords are random, printed once when the account is created and stored nowhere
-(only their hashes); a later run says the accounts exist and prints no password.
+(only their hashes); a later run says the accounts exist and prints no password. The admin also gets a TOTP
+device (the Django admin's second factor) whose otpauth:// URI is printed once, when it is created.
 """
 import secrets
 
@@ -37,6 +38,7 @@ class Command(BaseCommand):
             admin_password = self._admin()
             if admin_password:
                 created_passwords[ADMIN_USERNAME] = admin_password
+            admin_device = self._admin_device()
             customer = self._customer()
             owner_password = self._owner(customer)
             if owner_password:
@@ -44,7 +46,7 @@ class Command(BaseCommand):
             model = self._model(customer)
             agents = [self._agent(customer, model, *spec) for spec in AGENTS]
             self._team(customer, agents)
-        self._report(created_passwords)
+        self._report(created_passwords, admin_device)
 
     # -- objects --------------------------------------------------------------------------------
     def _admin(self) -> str | None:
@@ -54,6 +56,17 @@ class Command(BaseCommand):
         password = _password()
         User.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)
         return password
+
+    def _admin_device(self):
+        """The demo admin's TOTP device (the Django admin's second factor), created once, when it has none."""
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        from adminpanel.services import admin_otp_enrol
+
+        admin = get_user_model().objects.filter(username=ADMIN_USERNAME, is_staff=True).first()
+        if admin is None or TOTPDevice.objects.filter(user=admin).exists():
+            return None
+        return admin_otp_enrol(actor=ACTOR, user=admin, name="demo")
 
     def _customer(self):
         from accounts.models import Customer
@@ -112,7 +125,7 @@ class Command(BaseCommand):
     def _created(self, what: str) -> None:
         self.stdout.write(f"seed_demo: created {what}")
 
-    def _report(self, passwords: dict) -> None:
+    def _report(self, passwords: dict, admin_device=None) -> None:
         out = self.stdout.write
         base = f"http://127.0.0.1:{settings.PORT}"
         existing = [u for u in (ADMIN_USERNAME, OWNER_USERNAME) if u not in passwords]
@@ -125,9 +138,17 @@ class Command(BaseCommand):
                 out(f"      browser:     {base}/api-auth/login/ then {base}/api/")
             if ADMIN_USERNAME in passwords:
                 out(f"  platform admin (staff)      username: {ADMIN_USERNAME}  password: {passwords[ADMIN_USERNAME]}")
-                out(f"      Django admin: {base}/admin/")
+                out(f"      Django admin: {base}/admin/ (the password and a code from the authenticator below)")
                 out(f"      admin API:   POST {base}/api/admin/auth/token/ and then /api/admin/..., each with header"
                     f" X-Admin-Key: {_admin_key_hint()}")
+            out("")
+        if admin_device is not None:
+            from adminpanel.management.commands.admin_otp import enrolment_lines
+
+            out(self.style.WARNING(f"Second factor of {ADMIN_USERNAME!r} for the Django admin (shown only now):"))
+            for line in enrolment_lines(admin_device):
+                out(line)
+            out(f"  lost it? `manage.py admin_otp enrol {ADMIN_USERNAME} --replace`")
             out("")
         if existing:
             out(f"seed_demo: the demo accounts exist ({', '.join(existing)}); their passwords were printed when they"

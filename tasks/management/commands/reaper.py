@@ -1,8 +1,9 @@
 """`manage.py reaper [--once]`: no task stays queued or running forever.
 
 Every REAPER_INTERVAL_SECONDS: running tasks whose heartbeat is older than TASK_LEASE_SECONDS end
-failed/worker_lost (cancelled if a stop had been asked), and queued tasks whose RQ job vanished
-for longer than TASK_REQUEUE_SECONDS are enqueued again. Several reapers may run at once.
+failed/worker_lost (cancelled if a stop had been asked), queued tasks whose RQ job vanished
+for longer than TASK_REQUEUE_SECONDS are enqueued again, and customers deleted more than
+CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep. Several reapers may run at once.
 """
 import logging
 import signal
@@ -47,3 +48,11 @@ class Command(BaseCommand):
                 logger.warning("reaper: ended %s lost task(s) %s, re-enqueued %s", len(lost), lost, orphans)
         except Exception:  # noqa: BLE001 - the reaper must outlive a database or Redis hiccup
             logger.exception("reaper sweep failed")
+        try:
+            from accounts.services import customer_purge_deleted
+
+            purged = customer_purge_deleted()
+            if purged:
+                logger.warning("reaper: purged %s task(s) of deleted customers", purged)
+        except Exception:  # noqa: BLE001 - a failed purge is retried at the next sweep
+            logger.exception("purge of deleted customers failed")
