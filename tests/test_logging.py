@@ -175,3 +175,18 @@ def test_plain_lines_carry_the_bound_context_and_redact(caplog):
     with pytest.raises(TypeError):
         with logctx.bind(task_name="x"):
             pass
+
+
+def test_runplatform_own_warnings_are_json_lines_in_json_mode(settings):
+    import io
+
+    from adminpanel.management.commands.runplatform import Command
+
+    settings.LOG_FORMAT = "json"
+    err = io.StringIO()
+    Command(stderr=err)._warn("WARNING: listening on 0.0.0.0\n  with the development secrets")
+
+    (line,) = err.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "WARNING" and record["logger"] == "runplatform"
+    assert record["message"] == "WARNING: listening on 0.0.0.0\n  with the development secrets"

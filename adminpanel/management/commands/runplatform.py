@@ -384,15 +384,15 @@ class Command(BaseCommand):
         host, port, workers = options["bind"], options["port"], options["workers"]
         warning = development_secrets_warning(host)
         if warning:
-            self.stderr.write(warning)
+            self._warn(warning)
         _check_port_free(host, port)
         try:
             pending = _unapplied_migrations()
         except DatabaseError as exc:  # the children retry: a database still starting is not fatal
-            self.stderr.write(f"warning: the database does not answer yet ({exc.__class__.__name__}: {exc})")
+            self._warn(f"warning: the database does not answer yet ({exc.__class__.__name__}: {exc})")
             pending = 0
         if pending:
-            self.stderr.write(f"warning: {pending} unapplied migration(s): run `manage.py migrate` first")
+            self._warn(f"warning: {pending} unapplied migration(s): run `manage.py migrate` first")
 
         manage = str(settings.BASE_DIR / "manage.py")
         env = dict(
@@ -443,6 +443,12 @@ class Command(BaseCommand):
         supervisor.say("stopping every process started")
         supervisor.shutdown(redis_child)
         supervisor.say("stopped")
+
+    def _warn(self, text: str) -> None:
+        if settings.LOG_FORMAT == "json":
+            self.stderr.write(_json_line("supervisor", text, "WARNING"))
+        else:
+            self.stderr.write(text)
 
     def _banner(self, supervisor: Supervisor, host: str, port: int, workers: int, embedded: bool) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
