@@ -500,7 +500,7 @@ def _user_mode_python() -> str:
         real = os.path.realpath(candidate)
         if all(os.stat(p).st_mode & 0o005 for p in [real] + [str(q) for q in Path(real).parents]):
             return candidate
-    pytest.skip("this host has no Python an unprivileged uid can run (the venv's lives under /root)")
+    host_lacks("a Python an unprivileged uid can run (the venv's lives under /root)")
 
 
 def test_user_namespace_mode_isolates_like_root_mode(root, marker):
