@@ -6,12 +6,18 @@ child's program is exec'd), then the child's exit and cleanup(). The child is a 
 does. Prints medians in ms and the cost over a plain subprocess.Popen of the same program.
 
     .venv/bin/python bench/bench_sandbox.py [--runs 20] [--agentchat]
+    .venv/bin/python bench/bench_sandbox.py --warm [--runs 20]
+
+--warm: a task's real start, `python -m agentchild` forked from a zygote in the full configuration,
+with and without the code runner (Sandbox(code_runner=...)): spawn() until the agent runs, then its
+end (the test closes the channel) and cleanup(), and the tree's peak memory.
 
 No Django, database or Redis needed. Rows the host cannot run (no root, no cgroup write access,
 no user namespaces) say so instead of a number.
 """
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.sandbox import AGENTCHILD_DIR, Sandbox, SandboxError, SandboxLimits, probe_capabilities  # noqa: E402
+from runtime.sandbox import AGENTCHILD_DIR, Sandbox, SandboxError, SandboxLimits, probe_capabilities, zygote  # noqa: E402
 
 CONFIGS = [
     # label, Sandbox options
@@ -65,6 +71,51 @@ def sandbox_once(argv: list[str], root: Path, options: dict, task_id: int) -> tu
     return spawned - started, time.perf_counter() - started
 
 
+def warm_once(root: Path, code_runner: bool, task_id: int) -> tuple[float, float, float]:
+    box = Sandbox(task_id=task_id, limits=SandboxLimits(memory_mb=512, cpu_seconds=30, max_processes=64), root=root,
+                  code_runner=code_runner)
+    ours, theirs = socket.socketpair()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(AGENTCHILD_DIR.parent), "AGENTCHILD_FD": str(theirs.fileno())}
+    started = time.perf_counter()
+    try:
+        box.spawn([sys.executable, "-m", "agentchild"], env=env, pass_fds=(theirs.fileno(),), warm=True)
+        spawned = time.perf_counter()
+        if not box.warm:
+            raise SandboxError("the zygote did not fork it (cold start)")
+        theirs.close()
+        ours.close()  # the agent reads EOF on its channel and ends its tree
+        box.wait(30)
+        peak = box.stats()["peak_memory_mb"]
+    finally:
+        theirs.close()
+        ours.close()
+        box.cleanup()
+    return spawned - started, time.perf_counter() - started, peak
+
+
+def warm_main(runs: int) -> None:
+    report = probe_capabilities()
+    print(f"host: {os.uname().release}, {os.cpu_count()} CPUs, sandbox level {report['level']} (mode {report['mode']}), "
+          f"{runs} runs, warm `python -m agentchild`")
+    zygote.start()
+    root = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
+    os.chmod(root, 0o711)
+    samples = {True: [], False: []}
+    try:
+        for run in range(runs):
+            for code_runner in (False, True):
+                samples[code_runner].append(warm_once(root, code_runner, run))
+    finally:
+        zygote.stop()
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+    print(f"{'configuration':<34} {'spawn ms':>9} {'start+exit ms':>14} {'peak MB':>8}")
+    for code_runner in (False, True):
+        rows = samples[code_runner]
+        label = "full, code runner" if code_runner else "full, no code runner"
+        print(f"{label:<34} {statistics.median(r[0] for r in rows) * 1000:>9.1f} "
+              f"{statistics.median(r[1] for r in rows) * 1000:>14.1f} {statistics.median(r[2] for r in rows):>8.1f}")
+
+
 def world_readable(path: str) -> bool:
     real = Path(os.path.realpath(path))
     return all(os.stat(p).st_mode & 0o005 == 0o005 for p in [real, *real.parents])
@@ -74,7 +125,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--agentchat", action="store_true", help="the child imports AutoGen AgentChat")
+    parser.add_argument("--warm", action="store_true", help="warm agentchild starts, with and without the code runner")
     args = parser.parse_args()
+    if args.warm:
+        warm_main(args.runs)
+        return
     report = probe_capabilities()
     print(f"host: {os.uname().release}, {os.cpu_count()} CPUs, euid {os.geteuid()}, sandbox level {report['level']} "
           f"(mode {report['mode']}), {args.runs} runs, child: {' '.join(program(args.agentchat)[1:])[:60]}")

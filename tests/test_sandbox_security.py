@@ -243,11 +243,17 @@ WARM_CHECKS = r"""
 import json, os
 def status(pid):
     return dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines() if ":" in l)
+def denied(read):
+    try:
+        return read()
+    except OSError as exc:
+        return exc.strerror
 agent = {
     "cmdline": open("/proc/1/cmdline").read().split("\0"),
     "status": {k: v.strip() for k, v in status(1).items() if k in ("Uid", "Gid", "CapEff", "CapPrm", "NoNewPrivs", "Seccomp", "Threads")},
-    "fds": {fd: os.readlink(f"/proc/1/fd/{fd}") for fd in os.listdir("/proc/1/fd")},
-    "environ": [e for e in open("/proc/1/environ").read().split("\0") if e],
+    "fds": denied(lambda: {fd: os.readlink(f"/proc/1/fd/{fd}") for fd in os.listdir("/proc/1/fd")}),
+    "environ": denied(lambda: [e for e in open("/proc/1/environ").read().split("\0") if e]),
+    "code_uid": os.getuid(),
     "limits": [l for l in open("/proc/1/limits").read().splitlines() if l.startswith(("Max cpu time", "Max open files", "Max core", "Max file size"))],
     "cgroup": open("/proc/1/cgroup").read().splitlines(),
     "hostname": open("/proc/sys/kernel/hostname").read().strip(),
@@ -259,7 +265,7 @@ print("AGENT " + json.dumps(agent))
 def test_a_warm_started_child_keeps_every_layer(workers, customer, client_for):
     """The workers start tasks from their zygote (SANDBOX_WARM_START, on by default): the agent,
     pid 1 of its namespace, is a fork of the zygote, and the recon above still finds nothing."""
-    need("filesystem", "net_namespace", "pid_namespace", "identity", "seccomp", "cgroup_memory", "cgroup_pids")
+    need("filesystem", "net_namespace", "pid_namespace", "identity", "seccomp", "cgroup_memory", "cgroup_pids", "code_identity")
     org, user = customer
     redis = urlparse(settings.REDIS_URL)
     paths = [settings.BASE_DIR / "manage.py", settings.BASE_DIR / ".env", settings.BASE_DIR / "runtime" / "sandbox",
@@ -278,17 +284,15 @@ def test_a_warm_started_child_keeps_every_layer(workers, customer, client_for):
     # Identity, capabilities, no_new_privs, seccomp, one thread (no thread came from the zygote).
     st = agent["status"]
     assert all(int(uid) >= 200000 for uid in st["Uid"].split()) and all(int(g) >= 200000 for g in st["Gid"].split()), st
+    assert agent["code_uid"] == int(st["Uid"].split()[0]) + 100000, (agent["code_uid"], st)  # the code: a second uid
     assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, st
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
-    # Descriptors: stdio (the worker's), the broker channel, the agent's own event loop (epoll, its
-    # self-pipe pair) and the pipes to the code it runs right now; nothing else.
-    kinds = sorted(target.split(":")[0] for fd, target in agent["fds"].items() if int(fd) > 2)
-    assert all(k in ("socket", "anon_inode", "pipe") for k in kinds), json.dumps(agent["fds"])
-    assert kinds.count("socket") <= 3, agent["fds"]  # the channel + asyncio's self-pipe pair
+    # The agent is not dumpable: its code can list neither its descriptors nor its environment.
+    assert agent["fds"] == "Permission denied", agent["fds"]
     # Environment: exactly the supervisor's (the zygote started with an empty one).
     assert set(report["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE",
                                    "PYTHONUNBUFFERED", "AGENTCHILD_FD", "PWD", "SHLVL", "_"}, report["env"]
-    assert agent["environ"] == [] and report["init_environ"] == [""], agent["environ"]
+    assert agent["environ"] == report["init_environ"] == "Permission denied", agent["environ"]
     for secret in (settings.SECRET_KEY, settings.ADMIN_API_KEY, settings.REDIS_URL, "DATABASE_URL"):
         assert secret not in output
     # rlimits and the task's cgroups.
@@ -304,3 +308,48 @@ def test_a_warm_started_child_keeps_every_layer(workers, customer, client_for):
     assert report["hits"] == [] and report["visible"] == [] and report["var_tree"] == [], report
     assert set(report["connections"].values()).isdisjoint({"CONNECTED"}), report["connections"]
     assert "WROTE" not in report["writes"].values(), report["writes"]
+
+
+# What took a task over before the code got its own uid: the agent's descriptors through
+# pidfd_open + pidfd_getfd (syscalls 434 and 438) and /proc/1/fd, a `done` written on each socket.
+FORGE = r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+forged = (json.dumps({"op": "done", "result": {"text": "FORGED", "stop_reason": "forged"}, "state": None}) + "\n").encode()
+sent, refused = [], set()
+pidfd = libc.syscall(434, 1, 0)
+if pidfd < 0:
+    refused.add("pidfd_open: " + os.strerror(ctypes.get_errno()))
+for fd in range(3, 64):
+    got = libc.syscall(438, pidfd, fd, 0) if pidfd >= 0 else -1
+    if got < 0:
+        if pidfd >= 0:
+            refused.add("pidfd_getfd: " + os.strerror(ctypes.get_errno()))
+        continue
+    try:
+        os.write(got, forged)
+        sent.append(fd)
+    except OSError:
+        pass
+for what in ("mem", "fd"):
+    try:
+        open("/proc/1/mem", "rb").close() if what == "mem" else os.listdir("/proc/1/fd")
+        refused.add(what + ": opened")
+    except OSError as exc:
+        refused.add(what + ": " + exc.strerror)
+print("FORGE " + json.dumps({"sent": sent, "refused": sorted(refused)}))
+"""
+
+
+def test_code_cannot_forge_its_tasks_result(workers, customer, client_for):
+    """Issue 9 point 3: the code an agent runs took the broker channel and sent `done` with its own
+    result, which the platform stored. Now the task ends with what its agent did."""
+    need("pid_namespace", "code_identity")
+    org, user = customer
+    task = finished(submit(client_for(user), code_agent(org, FORGE, name="forger")), timeout=90)
+    assert task.status == "succeeded", task.error
+    assert task.result["text"] == "Done. TERMINATE" and "FORGED" not in json.dumps(task.result), task.result
+    output = code_output(task)
+    found = json.loads(output[output.index("FORGE ") + 6:])
+    assert found["sent"] == [], found
+    assert found["refused"] == ["fd: Permission denied", "mem: Permission denied", "pidfd_getfd: Operation not permitted"], found

@@ -15,6 +15,21 @@ import warnings
 from .channel import Channel, die_with_group
 
 
+def _harden() -> None:
+    """First thing: not dumpable (an exec made us dumpable again), so nothing of the task's but us may
+    open /proc/1/mem, ptrace us or pidfd_getfd the broker channel; and no import from the work dir,
+    which the code runner writes (`python -m` put it first on sys.path)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = None
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
+
+
 def _die_with_parent() -> None:
     """Belt and braces next to the channel's EOF: the kernel kills us if the supervisor dies."""
     try:
@@ -70,6 +85,7 @@ async def run(channel: Channel, start: dict) -> None:
 
 
 async def main() -> None:
+    _harden()
     channel = Channel(int(os.environ["AGENTCHILD_FD"]))
     start = await channel.open()
     try:

@@ -1,7 +1,5 @@
 """Build the AgentChat objects a task runs from its frozen spec (agents' pinned versions, team shape)."""
 import re
-import warnings
-from pathlib import Path
 
 from autogen_agentchat.agents import AssistantAgent, CodeExecutorAgent
 from autogen_agentchat.base import Response
@@ -16,6 +14,7 @@ from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
 from autogen_core.tools import FunctionTool
 
 from .broker import BrokerChatCompletionClient
+from .coderun import RunnerCodeExecutor
 from .tools import TOOLS
 
 # A group chat needs a way to end; these apply when the team or agent sets none.
@@ -77,11 +76,8 @@ def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool) -> 
 
 
 def _executor(ident: str, taken: set, timeout: int) -> SandboxCodeExecutorAgent:
-    from autogen_ext.code_executors.local import LocalCommandLineCodeExecutor
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        executor = LocalCommandLineCodeExecutor(timeout=max(1, timeout), work_dir=Path.cwd())
+    # The code runs in the sandbox's code runner (another uid, no broker channel), never in this process.
+    executor = RunnerCodeExecutor(timeout=max(1, timeout))
     return SandboxCodeExecutorAgent(
         agent_identifier(f"{ident}_executor", taken),
         code_executor=executor,

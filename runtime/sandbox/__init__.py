@@ -1,7 +1,7 @@
 """The sandbox a task's child process runs in: every isolation layer the host allows, in one object.
 
 The supervisor (runtime/supervisor.py) uses only this interface:
-    box = Sandbox(task_id=..., limits=SandboxLimits(...), root=settings.SANDBOX_ROOT)
+    box = Sandbox(task_id=..., limits=SandboxLimits(...), root=settings.SANDBOX_ROOT, code_runner=bool)
     box.spawn(argv, env=minimal_env, pass_fds=(fd,))   # starts the child; box.pid, box.workdir
     box.poll() -> exit code or None;  box.wait(timeout)   (wait() runs check_limits() while it blocks)
     box.check_limits() -> "memory_limit" | "cpu_limit" | "timeout" | None   (kills the tree when over)
@@ -28,7 +28,10 @@ Layers (docs/security.md, "Sandbox", says what each stops and what an operator m
     filesystem   a read-only tmpfs root with /usr, /lib.., a few /etc files, the Python runtime,
                  the venv and runtime/agentchild; writable only the work dir and /tmp (capped tmpfs)
     rlimits      CORE 0, NOFILE, FSIZE, CPU, NPROC (per-task uid), AS (only without a memory cgroup)
-    seccomp      no_new_privs and a deny-list filter (mount, unshare, ptrace, bpf, io_uring, keyctl..)
+    seccomp      no_new_privs and a deny-list filter (mount, unshare, ptrace, pidfd_getfd, bpf, io_uring, keyctl..)
+    code_identity  (code_runner=True) the code runner (coderunner.py), forked before the uid drop: the
+                 code the agent runs gets a second uid (task uid + CODE_UID_OFFSET) and a process holding
+                 no broker channel; the agent is not dumpable. Its socket is AGENTCHILD_RUNNER_FD.
 launcher.py applies them in a fresh interpreter (never a fork of the worker), then execs the child;
 with warm=True (argv `python -m agentchild` only) it applies the same layers in a fork of the
 worker's zygote (zygote.py), which already imported AgentChat, and falls back to cold on any failure.
@@ -61,6 +64,8 @@ AGENTCHILD_DIR = Path(__file__).resolve().parent.parent / "agentchild"
 # Per-task uids for a root worker: UID_BASE + task_id % UID_RANGE (outside any system range).
 UID_BASE = int(os.environ.get("SANDBOX_UID_BASE", "200000"))
 UID_RANGE = 100000
+# The code an agent runs (the code runner) takes a second uid: the task's uid + CODE_UID_OFFSET.
+CODE_UID_OFFSET = UID_RANGE
 SPAWN_TIMEOUT = 30.0
 # The supervisor enforces the exact wall clock; check_limits() kills this much later, as a backstop.
 TIMEOUT_GRACE_SECONDS = 2.0
@@ -81,7 +86,7 @@ LEVEL_LAYERS = {
     "rlimits": ("rlimits",),
     "namespaces": ("identity", "pid_namespace", "net_namespace", "mount_namespace", "ipc_namespace", "uts_namespace", "filesystem"),
     "cgroups": ("cgroup_memory", "cgroup_pids", "cgroup_cpu"),
-    "full": ("no_new_privs", "seccomp"),
+    "full": ("no_new_privs", "seccomp", "code_identity"),
 }
 
 
@@ -114,10 +119,13 @@ class Sandbox:
         seccomp: bool | None = None,
         die_with_parent: bool = True,
         ro_paths: tuple = (),
+        code_runner: bool = True,
     ):
         """namespaces: "root" | "user" | "off"; cgroups, seccomp: True | False; None means what
         probe_capabilities() found works here. die_with_parent: the tree is killed if the thread
-        that called spawn() dies. ro_paths: more host paths the child may read (bound read-only)."""
+        that called spawn() dies. ro_paths: more host paths the child may read (bound read-only).
+        code_runner: start the code runner (coderunner.py) beside the child, under the code uid,
+        its socket in AGENTCHILD_RUNNER_FD; False when the task runs no code (it costs a fork)."""
         self.task_id = task_id
         self.limits = limits
         self.root = Path(root).resolve()  # the path is the same inside the view: no symlink in it
@@ -138,6 +146,14 @@ class Sandbox:
         self.uid = self.gid = UID_BASE + task_id % UID_RANGE if os.geteuid() == 0 else os.geteuid()
         if os.geteuid() != 0:
             self.gid = os.getegid()
+        self.code_runner = bool(code_runner)
+        # A second uid only where we may choose one: a root worker outside a user namespace (there, the
+        # namespace maps only the worker's uid and the code runs as the agent's, non-dumpable still).
+        self.code_uid = self.uid + CODE_UID_OFFSET if self.code_runner and os.geteuid() == 0 and namespaces != "user" else None
+        self.code_gid = self.gid + CODE_UID_OFFSET if self.code_uid is not None else None
+        # The work dir belongs to whoever writes it: the code.
+        self.workdir_uid = self.code_uid if self.code_uid is not None else self.uid
+        self.workdir_gid = self.code_gid if self.code_gid is not None else self.gid
         self.cgroup: cgroups.TaskCgroup | None = None
         self._started = 0.0
         self._limit_reason: str | None = None
@@ -254,8 +270,8 @@ class Sandbox:
         _reap_stale_workdirs(self.root)
         (self.root / ".mnt").mkdir(exist_ok=True, mode=0o755)
         self.workdir.mkdir(mode=0o700)
-        if os.geteuid() == 0 and self.mode in ("root", "user"):
-            os.chown(self.workdir, self.uid, self.gid)
+        if os.geteuid() == 0 and (self.mode in ("root", "user") or self.code_uid is not None):
+            os.chown(self.workdir, self.workdir_uid, self.workdir_gid)
         if self.use_cgroups:
             h = _hierarchies()
             self.cgroup = cgroups.TaskCgroup(h, self.task_id)
@@ -295,6 +311,9 @@ class Sandbox:
             "cgroup_procs": self.cgroup.procs_files() if self.cgroup else [],
             "uid": self.uid,
             "gid": self.gid,
+            "code_runner": self.code_runner,
+            "code_uid": self.code_uid,
+            "code_gid": self.code_gid,
             "hostname": "sandbox",
             "new_root": str((self.root / ".mnt").resolve()),
             "mounts": self._mounts() if self.mode != "off" else [],
@@ -342,8 +361,10 @@ class Sandbox:
         add("/etc/passwd", kind="file", content=(
             "root:x:0:0:root:/root:/usr/sbin/nologin\n"
             f"sandbox:x:{self.uid}:{self.gid}:sandbox:{workdir}:/bin/sh\n"
-            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"))
-        add("/etc/group", kind="file", content=f"root:x:0:\nsandbox:x:{self.gid}:\nnogroup:x:65534:\n")
+            + (f"code:x:{self.code_uid}:{self.code_gid}:code:{workdir}:/bin/sh\n" if self.code_uid is not None else "")
+            +             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"))
+        add("/etc/group", kind="file", content=f"root:x:0:\nsandbox:x:{self.gid}:\n"
+            + (f"code:x:{self.code_gid}:\n" if self.code_gid is not None else "") + "nogroup:x:65534:\n")
         add("/etc/hosts", kind="file", content="127.0.0.1 localhost sandbox\n::1 localhost\n")
         add("/etc/hostname", kind="file", content="sandbox\n")
         add("/etc/mtab", kind="symlink", target="../proc/self/mounts")
@@ -364,7 +385,7 @@ class Sandbox:
         add("/var/tmp", kind="symlink", target="/tmp")
         # The work dir is a tmpfs too: nothing the task writes reaches the host's disk, and what it
         # writes counts in its memory (the host directory stays the empty mount point).
-        add(workdir, kind="tmpfs", size_kb=self.limits.workdir_mb << 10, mode="0700", uid=self.uid, gid=self.gid)
+        add(workdir, kind="tmpfs", size_kb=self.limits.workdir_mb << 10, mode="0700", uid=self.workdir_uid, gid=self.workdir_gid)
         return [mounts[k] for k in sorted(mounts, key=lambda p: p.split("/"))]
 
     # -- watch ---------------------------------------------------------------------------------
@@ -683,8 +704,42 @@ try:
 except OSError:
     facts["system_writable"] = False
 facts["rlimits"] = {n: resource.getrlimit(getattr(resource, "RLIMIT_" + n))[0] for n in ("CORE", "NOFILE", "FSIZE", "CPU")}
+if os.environ.get("AGENTCHILD_RUNNER_FD"):
+    # Play the agent: not dumpable (agentchild's first act), holding a channel; ask the code runner to
+    # reach into us the way the escape did (its uid, /proc/PID/mem, pidfd_getfd of our fd 0).
+    import ctypes
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+    code = CODE_PROBE.replace("AGENT_PID", str(os.getpid()))
+    runner = socket.socket(fileno=int(os.environ["AGENTCHILD_RUNNER_FD"]))
+    runner.sendall(json.dumps({"op": "run", "blocks": [{"language": "python", "code": code}], "timeout": 10}).encode() + b"\n")
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = runner.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    try:
+        facts["code"] = json.loads(json.loads(reply)["output"].strip().splitlines()[-1])
+    except (ValueError, KeyError, IndexError):
+        facts["code"] = {"error": reply.decode(errors="replace")[-300:]}
 print(json.dumps(facts))
 """
+CODE_PROBE = r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+status = dict(l.split(":", 1) for l in open("/proc/AGENT_PID/status").read().splitlines() if ":" in l)
+found = {"uid": os.getuid(), "agent_uid": int(status["Uid"].split()[0])}
+try:
+    open("/proc/AGENT_PID/mem", "rb").close()
+    found["mem"] = "opened"
+except OSError as exc:
+    found["mem"] = exc.strerror
+pidfd = libc.syscall(434, AGENT_PID, 0)
+got = libc.syscall(438, pidfd, 0, 0) if pidfd >= 0 else -1
+found["getfd"] = "took a descriptor" if got >= 0 else os.strerror(ctypes.get_errno())
+print(json.dumps(found))
+"""
+PROBE_PROGRAM = PROBE_PROGRAM.replace("CODE_PROBE", repr(CODE_PROBE))
 
 
 def _attempt(root: Path, mode: str, use_cgroups: bool, use_seccomp: bool, marker: str, port: int) -> dict:
@@ -764,7 +819,7 @@ def _report(h: cgroups.Hierarchies, result: dict | None, chosen: dict, errors: d
         layers[name] = {"active": bool(active), "detail": detail}
 
     ran = result is not None
-    layer("environment", ran and set(facts.get("env", ["?"])) <= {"PATH", "LC_CTYPE"}, "the child gets only the environment the supervisor passes (never os.environ)")
+    layer("environment", ran and set(facts.get("env", ["?"])) <= {"PATH", "LC_CTYPE", "AGENTCHILD_RUNNER_FD"}, "the child gets only the environment the supervisor passes (never os.environ)")
     layer("process_group", ran, "own session and process group; file descriptors closed except the broker channel")
     layer("workdir", ran, "a fresh per-task work directory is the cwd, removed by cleanup()")
     rl = facts.get("rlimits", {})
@@ -810,6 +865,20 @@ def _report(h: cgroups.Hierarchies, result: dict | None, chosen: dict, errors: d
     sc_error = next((e for k, e in errors.items() if k.endswith("+seccomp")), "")
     layer("seccomp", ran and facts.get("seccomp"), "deny-list filter: mount, unshare, setns, namespace clone flags, ptrace, bpf, io_uring, keyctl, kexec, modules, perf..."
           if facts.get("seccomp") else (sc_error or "filter not installed"))
+    code = facts.get("code") or {}
+    code_ok = (ran and code.get("uid") not in (None, 0) and code.get("uid") != code.get("agent_uid")
+               and code.get("mem") not in (None, "opened") and code.get("getfd") not in (None, "took a descriptor"))
+    if code_ok:
+        code_detail = (f"code the agent runs is a second principal: its own uid (task uid + {CODE_UID_OFFSET}) in a runner holding "
+                       f"no broker channel; the agent is not dumpable (/proc/PID/mem: {code.get('mem')}; pidfd_getfd: {code.get('getfd')})")
+    elif not ran or not code:
+        code_detail = f"the code runner did not answer the probe: {code.get('error') or first_error or 'no sandbox ran'}"
+    elif code.get("uid") == code.get("agent_uid"):
+        code_detail = ("one uid only (a user namespace maps just the worker's): the code runs as the agent's uid, which is "
+                       f"still not dumpable and seccomp-guarded (/proc/PID/mem: {code.get('mem')}; pidfd_getfd: {code.get('getfd')})")
+    else:
+        code_detail = f"the code reached the agent (/proc/PID/mem: {code.get('mem')}; pidfd_getfd: {code.get('getfd')})"
+    layer("code_identity", code_ok, code_detail)
     layer("landlock", False, "not used: the mount namespace already hides everything outside the view")
     level = "none"
     for candidate in LEVELS[1:]:

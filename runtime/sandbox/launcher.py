@@ -31,6 +31,11 @@ import select
 import struct
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I left our own directory out
+import coderunner  # noqa: E402 - stdlib only; imported now, before the mount view hides this directory
+
+del sys.path[0]
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -370,8 +375,14 @@ def child(config: dict, entry=None) -> None:
         os.chdir(config["cwd"])
         for name, (soft, hard) in config.get("rlimits", {}).items():
             resource.setrlimit(getattr(resource, f"RLIMIT_{name}"), (soft, hard))
+        if config.get("code_runner"):
+            start_code_runner(config)
         if config["mode"] == "root":
             drop_to(config["uid"], config["gid"])
+        # Not dumpable: no same-uid process (the code, if it ever ran as this uid) may open its
+        # /proc/PID/mem, ptrace it or pidfd_getfd its descriptors. An exec resets it: agentchild
+        # sets it again first thing (a warm child never execs).
+        prctl(PR_SET_DUMPABLE, 0)
         if config.get("die_with_parent"):
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of credentials cleared it
         if config.get("no_new_privs"):
@@ -393,12 +404,69 @@ def child(config: dict, entry=None) -> None:
     entry(config)  # never returns
 
 
+# --- the code runner: the second principal ----------------------------------------------------
+
+
+def start_code_runner(config: dict) -> None:
+    """Fork the code runner (coderunner.py) while we still may change uid; hand its socket to the child.
+
+    The runner keeps only stdio and its end of a socketpair, takes the code uid where there is one
+    (a root worker), is not dumpable, dies with the agent, and gets no_new_privs and the same
+    seccomp filter. The child finds its end in AGENTCHILD_RUNNER_FD."""
+    import _socket
+
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM, 0)
+    ours_fd, theirs_fd = ours.detach(), theirs.detach()
+    agent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 127
+        try:
+            os.close(ours_fd)
+            for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+                if fd not in (0, 1, 2, theirs_fd):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            global status_fd
+            status_fd = -1
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+                signal.signal(sig, signal.SIG_DFL)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # errors, not deaths (as in any interpreter)
+                signal.signal(sig, signal.SIG_IGN)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            uid = config.get("code_uid")
+            if uid is not None and os.geteuid() == 0:
+                drop_to(uid, config.get("code_gid", uid))
+            prctl(PR_SET_DUMPABLE, 0)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != agent:
+                os._exit(70)  # the agent is already gone
+            if config.get("no_new_privs"):
+                prctl(PR_SET_NO_NEW_PRIVS, 1)
+            if config.get("seccomp"):
+                install_seccomp()
+            os.umask(0o077)
+            coderunner.serve(theirs_fd, config)
+            code = 0
+        except BaseException:  # noqa: BLE001 - the agent sees the runner's end close
+            code = 127
+        finally:
+            os._exit(code)
+    os.close(theirs_fd)
+    config["pass_fds"] = [*config.get("pass_fds", []), ours_fd]
+    config["env"] = {**config["env"], "AGENTCHILD_RUNNER_FD": str(ours_fd)}
+
+
 # --- seccomp: a deny-list filter ----------------------------------------------------------------
 
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 # name: (x86_64, aarch64). Calls a task never needs and that widen the kernel's attack surface.
 DENIED = {
     "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    # Reaching into another process of the task (the agent, from its code): descriptors, memory.
+    "pidfd_getfd": (438, 438), "kcmp": (312, 272), "process_madvise": (440, 440),
     "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
     "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431),
     "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442),

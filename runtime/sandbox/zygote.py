@@ -176,10 +176,9 @@ def _preload() -> None:
     import warnings  # noqa: F401
 
     import launcher  # noqa: F401
-    from autogen_ext.code_executors.local import LocalCommandLineCodeExecutor  # noqa: F401
-
     import agentchild.__main__  # noqa: F401
     import agentchild.build  # noqa: F401
+    import agentchild.coderun  # noqa: F401
     import agentchild.events  # noqa: F401
     sys.path.remove(str(HERE))
 
@@ -281,7 +280,6 @@ def _run_agentchild(config: dict) -> None:
         os.environ.clear()
         os.environ.update(config["env"])
         sys.argv = [str(AGENTCHILD_PARENT / "agentchild" / "__main__.py")]
-        sys.path.insert(0, config["cwd"])
         sys.dont_write_bytecode = True
         # The signal dispositions a fresh interpreter sets up.
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)

@@ -85,6 +85,8 @@ def child_env(box: Sandbox) -> dict:
 
 
 def start(root, code: str, *args, limits=None, pass_fds=(), python=None, **options) -> tuple[Sandbox, "tempfile._TemporaryFileWrapper"]:
+    # The programs here play the child that writes its work dir; the code runner's tests ask for one.
+    options.setdefault("code_runner", False)
     box = Sandbox(task_id=secrets.randbelow(10**6), limits=limits or SandboxLimits(memory_mb=128, cpu_seconds=10, timeout_seconds=30), root=root, **options)
     out = tempfile.TemporaryFile()
     box.spawn([python or sys.executable, "-c", code, *args], env=child_env(box), pass_fds=pass_fds, stdout=out, stderr=subprocess.STDOUT)
@@ -116,7 +118,7 @@ def test_probe_reports_every_layer_a_level_and_the_floor_check():
     assert REPORT["level"] in LEVELS
     for name in ("environment", "process_group", "workdir", "rlimits", "identity", "pid_namespace", "net_namespace",
                  "mount_namespace", "ipc_namespace", "uts_namespace", "filesystem", "cgroup_memory", "cgroup_pids",
-                 "cgroup_cpu", "no_new_privs", "seccomp"):
+                 "cgroup_cpu", "no_new_privs", "seccomp", "code_identity"):
         assert set(REPORT["layers"][name]) == {"active", "detail"}
         assert REPORT["layers"][name]["detail"]
     assert meets_min_level(REPORT, "none") and meets_min_level(REPORT, "process")
@@ -349,6 +351,128 @@ print(json.dumps(result))
     assert found["seccomp"] == "2" and found["nnp"] == "1"
     assert int(found["caps"], 16) == 0
     assert found["unshare_user"] == "Operation not permitted" and found["mount"] == "Operation not permitted"
+
+
+# -- two principals: the agent and the code it runs -----------------------------------------------
+
+# Plays the agent: not dumpable (agentchild's first act), holding the broker channel (argv[1]); sends
+# one code block to the code runner, prints the answer, then waits for the test to say "go".
+AGENT_LIKE = r"""
+import ctypes, json, os, socket, sys
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+channel = socket.socket(fileno=int(sys.argv[1]))
+runner = socket.socket(fileno=int(os.environ["AGENTCHILD_RUNNER_FD"]))
+runner.sendall(json.dumps({"op": "run", "blocks": [{"language": "python", "code": sys.argv[2]}], "timeout": 20}).encode() + b"\n")
+reply = b""
+while not reply.endswith(b"\n"):
+    chunk = runner.recv(1 << 16)
+    if not chunk:
+        break
+    reply += chunk
+answer = json.loads(reply)
+print(json.dumps({"agent_uid": os.getuid(), "exit_code": answer["exit_code"], "output": answer["output"]}), flush=True)
+channel.sendall(b"answered\n")
+channel.recv(10)
+"""
+
+# The code: everything the escape used to take the agent's broker channel, and a little more.
+REACH = r"""
+import ctypes, json, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+def err():
+    return os.strerror(ctypes.get_errno())
+runner = os.getppid()
+agent = int(dict(l.split(":", 1) for l in open(f"/proc/{runner}/status").read().splitlines() if ":" in l)["PPid"])
+found = {"uid": os.getuid(), "agent": agent, "fds": sorted(int(f) for f in os.listdir("/proc/self/fd"))}
+for what in ("mem", "environ"):
+    try:
+        open(f"/proc/{agent}/{what}", "rb").read(1)
+        found[what] = "READ"
+    except OSError as exc:
+        found[what] = exc.strerror
+for what in ("fd", "fd_runner"):
+    try:
+        found[what] = os.listdir(f"/proc/{agent if what == 'fd' else runner}/fd")
+    except OSError as exc:
+        found[what] = exc.strerror
+pidfd = libc.syscall(434, agent, 0)
+found["pidfd_open"] = "opened" if pidfd >= 0 else err()
+taken, refusal = [], "no pidfd"
+for fd in range(64):
+    if pidfd >= 0:
+        if libc.syscall(438, pidfd, fd, 0) >= 0:
+            taken.append(fd)
+        else:
+            refusal = err()
+found["pidfd_getfd"] = taken or refusal
+found["ptrace"] = "ATTACHED" if libc.ptrace(16, agent, None, None) == 0 else err()
+buf = ctypes.create_string_buffer(8)
+iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)
+remote = (ctypes.c_void_p * 2)(0x400000, 8)
+found["process_vm_readv"] = "READ" if libc.syscall(310, agent, iov, 1, remote, 1, 0) >= 0 else err()
+found["kcmp"] = "COMPARED" if libc.syscall(312, os.getpid(), agent, 0, 0, 0) >= 0 else err()
+try:
+    os.kill(agent, signal.SIGSTOP)
+    found["kill"] = "STOPPED"
+    os.kill(agent, signal.SIGCONT)
+except OSError as exc:
+    found["kill"] = exc.strerror
+print("ESCAPE " + json.dumps(found))
+"""
+
+
+def status_of(pid: int) -> dict:
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)}
+
+
+def test_the_code_an_agent_runs_cannot_reach_the_agent_or_its_channel(root, marker):
+    need("code_identity", "seccomp", "pid_namespace")
+    parent, child = socket.socketpair()
+    channel = child.fileno()
+    channel_inode = os.fstat(channel).st_ino
+    box, out = start(root, AGENT_LIKE, str(channel), REACH, marker, pass_fds=(channel,), code_runner=True)
+    try:
+        child.close()
+        parent.settimeout(30)
+        assert parent.recv(100) == b"answered\n"
+        # From outside (root): the runner runs under the code uid and holds stdio and its own socket, not the channel.
+        tree = psutil.Process(box.pid).children(recursive=True)
+        runners = [p for p in tree if p.uids().real == box.code_uid]
+        assert len(runners) == 1, [(p.pid, p.uids()) for p in tree]
+        fds = {int(fd): os.readlink(f"/proc/{runners[0].pid}/fd/{fd}") for fd in os.listdir(f"/proc/{runners[0].pid}/fd")}
+        assert sorted(fds)[:3] == [0, 1, 2] and len(fds) == 4 and fds[max(fds)].startswith("socket:"), fds
+        assert f"socket:[{channel_inode}]" not in fds.values(), fds
+        st = status_of(runners[0].pid)
+        assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2" and int(st["CapEff"], 16) == 0, st
+        parent.sendall(b"go")
+        assert box.wait(20) == 0
+    finally:
+        parent.close()
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+        out.close()
+        box.cleanup()
+    agent = facts(output)
+    assert agent["exit_code"] == 0, agent
+    found = json.loads(agent["output"][agent["output"].index("ESCAPE ") + 7:])
+    # A second identity; no descriptor but stdio (and the one listdir holds).
+    assert found["uid"] == box.code_uid and found["uid"] != agent["agent_uid"] != 0, (found, agent)
+    assert len(found["fds"]) == 4 and found["fds"][:3] == [0, 1, 2], found
+    # Nothing of the agent: memory, environment, descriptors, tracing, signals.
+    assert found["mem"] == found["environ"] == found["fd"] == "Permission denied", found
+    assert found["fd_runner"] == "Permission denied", found  # the runner is not dumpable either
+    assert found["pidfd_getfd"] == "Operation not permitted", found
+    assert found["ptrace"] == found["process_vm_readv"] == found["kcmp"] == found["kill"] == "Operation not permitted", found
+
+
+def test_without_a_code_runner_the_child_gets_no_runner_and_no_second_uid(root, marker):
+    code = "import json, os; print(json.dumps({'runner': os.environ.get('AGENTCHILD_RUNNER_FD'), 'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}))"
+    box, status, output = run(root, code, marker, code_runner=False)
+    assert status == 0, output
+    found = facts(output)
+    assert found["runner"] is None and box.code_uid is None
+    if REPORT["layers"]["pid_namespace"]["active"]:
+        assert found["pids"] == [1], found
 
 
 # -- limits ----------------------------------------------------------------------------------------
