@@ -261,6 +261,30 @@ def test_code_executing_agent_runs_the_code_in_its_work_dir(workers, customer, c
     assert task.result["text"] == "The answer is 42. TERMINATE"
 
 
+def test_only_a_task_that_runs_code_gets_a_code_runner(workers, customer, client_for):
+    """The code runner (a second process under a second uid for the code agents write) costs a fork:
+    a task whose agents have no code_execution goes without it."""
+    org, user = customer
+    client = client_for(user)
+    release = threading.Event()
+    with OpenAIStub([{"hold": release, "text": "Done. TERMINATE", "timeout": 60}] * 4) as stub:
+        model = ModelConfig.objects.create(customer=org, name="held", provider="openai", model="stub-model",
+                                           base_url=stub.base_url, model_info=MODEL_INFO)
+        plain = submit(client, agent=make_agent(org, model, name="plain").pk, input="Wait")["id"]
+        coder = submit(client, agent=make_agent(org, model, name="coder", code_execution=True).pk, input="Wait")["id"]
+        wait_for(lambda: len(stub.requests) >= 2, timeout=60, message="both tasks waiting on their model")
+        uids = {}
+        for task_id in (plain, coder):
+            tree = [psutil.Process(pid) for pid in tree_of(running_pid(task_id))]
+            uids[task_id] = sorted(p.uids().real for p in tree)
+        release.set()
+        for task_id in (plain, coder):
+            assert finished(task_id).status == "succeeded"
+    # The launcher (root) and the agent; with code, also the code runner under the code uid.
+    assert len(uids[plain]) == 2 and uids[plain][0] == 0, uids
+    assert len(uids[coder]) == 3 and uids[coder][2] == uids[coder][1] + 100000, uids
+
+
 def test_cancel_kills_the_whole_tree_quickly(workers, customer, client_for):
     org, user = customer
     agent = make_agent(org, replay_model(org, [SLEEPY_CODE]), code_execution=True)
