@@ -36,6 +36,7 @@ CONFIGS = [
     ("+ no_new_privs + seccomp", dict(namespaces="off", cgroups=False, seccomp=True)),
     ("+ cgroups (memory, pids, cpu)", dict(namespaces="off", cgroups=True, seccomp=True)),
     ("+ namespaces + fs view, root mode (full)", dict(namespaces="root", cgroups=True, seccomp=True)),
+    ("+ code runner (full, a task with code)", dict(namespaces="root", cgroups=True, seccomp=True, code_runner=True)),
     ("namespaces + fs view only, root mode", dict(namespaces="root", cgroups=False, seccomp=False)),
     ("namespaces + fs view, user-ns mode", dict(namespaces="user", cgroups=False, seccomp=True)),
 ]
@@ -58,6 +59,7 @@ def popen_once(argv: list[str], root: Path) -> tuple[float, float]:
 
 
 def sandbox_once(argv: list[str], root: Path, options: dict, task_id: int) -> tuple[float, float]:
+    options = {"code_runner": False, **options}
     box = Sandbox(task_id=task_id, limits=SandboxLimits(memory_mb=512, cpu_seconds=30, max_processes=64), root=root, **options)
     started = time.perf_counter()
     try:

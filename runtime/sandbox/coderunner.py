@@ -30,18 +30,18 @@ PYTHON_VARIANTS = ("python", "py")
 
 
 def serve(fd: int, config: dict) -> None:
-    """The runner's loop (privileges already dropped). Returns when the agent closes its end."""
-    import json
-    import socket
+    """The runner's loop (privileges already dropped). Returns when the agent closes its end.
 
-    sock = socket.socket(fileno=fd)
+    Imports nothing until the first request: a task whose agent never runs code pays only the fork."""
     env = {k: v for k, v in config["env"].items() if not k.startswith("AGENTCHILD_")}
     workdir = config["cwd"]
     pending = b""
     while True:
-        line, pending = _read_line(sock, pending)
+        line, pending = _read_line(fd, pending)
         if line is None:
             return
+        import json
+
         try:
             request = json.loads(line)
         except ValueError:
@@ -49,21 +49,23 @@ def serve(fd: int, config: dict) -> None:
         if not isinstance(request, dict) or request.get("op") != "run":
             continue  # a cancel that came after its run ended, or noise: nothing to answer
         try:
-            reply = _run(request, sock, workdir, env)
+            reply = _run(request, fd, workdir, env)
         except Exception as exc:  # noqa: BLE001 - the agent always gets an answer
             reply = {"exit_code": 1, "output": f"the code runner failed: {type(exc).__name__}: {exc}", "code_file": None}
+        data = (json.dumps(reply) + "\n").encode()
         try:
-            sock.sendall((json.dumps(reply) + "\n").encode())
+            while data:
+                data = data[os.write(fd, data):]
         except OSError:
             return
 
 
-def _read_line(sock, pending: bytes):
+def _read_line(fd: int, pending: bytes):
     while b"\n" not in pending:
         if len(pending) > REQUEST_LIMIT:
             return None, b""
         try:
-            chunk = sock.recv(1 << 16)
+            chunk = os.read(fd, 1 << 16)
         except InterruptedError:
             continue
         except OSError:
@@ -118,7 +120,7 @@ def _command(lang: str) -> str:
     return lang
 
 
-def _run(request: dict, sock, workdir: str, env: dict) -> dict:
+def _run(request: dict, fd: int, workdir: str, env: dict) -> dict:
     import hashlib
 
     timeout = max(1.0, float(request.get("timeout") or 60))
@@ -150,7 +152,7 @@ def _run(request: dict, sock, workdir: str, env: dict) -> dict:
                 exit_code = 1
                 output += "\n" + str(exc)
                 break
-            exit_code, text, ended = _execute(argv, workdir, env, timeout, sock)
+            exit_code, text, ended = _execute(argv, workdir, env, timeout, fd)
             output += text
             if ended or exit_code != 0:
                 break
@@ -163,7 +165,7 @@ def _run(request: dict, sock, workdir: str, env: dict) -> dict:
     return {"exit_code": exit_code, "output": output, "code_file": files[0] if files else None}
 
 
-def _execute(argv: list, workdir: str, env: dict, timeout: float, sock) -> tuple[int, str, bool]:
+def _execute(argv: list, workdir: str, env: dict, timeout: float, control: int) -> tuple[int, str, bool]:
     """Run one file: (exit code, stderr + stdout, whether a timeout or cancel ended the run)."""
     import selectors
     import signal
@@ -178,7 +180,7 @@ def _execute(argv: list, workdir: str, env: dict, timeout: float, sock) -> tuple
     sel = selectors.DefaultSelector()
     for stream in (proc.stdout, proc.stderr):
         sel.register(stream.fileno(), selectors.EVENT_READ)
-    sel.register(sock.fileno(), selectors.EVENT_READ)
+    sel.register(control, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
     stop = None
     try:
@@ -192,15 +194,15 @@ def _execute(argv: list, workdir: str, env: dict, timeout: float, sock) -> tuple
                     proc.wait(min(left, 0.05))
                 except subprocess.TimeoutExpired:
                     pass
-                if any(key.fd == sock.fileno() for key, _ in sel.select(0)):
-                    stop = _control(sock)
+                if any(key.fd == control for key, _ in sel.select(0)):
+                    stop = _control(control)
                     if stop:
                         break
                 continue
             for key, _ in sel.select(left):
                 fd = key.fd
-                if fd == sock.fileno():
-                    stop = _control(sock)
+                if fd == control:
+                    stop = _control(control)
                     if stop:
                         break
                     continue
@@ -231,10 +233,10 @@ def _execute(argv: list, workdir: str, env: dict, timeout: float, sock) -> tuple
     return proc.returncode or 0, text, False
 
 
-def _control(sock) -> tuple[str, int] | None:
+def _control(fd: int) -> tuple[str, int] | None:
     """The agent wrote during a run: a cancel (or its end closed): stop the run."""
     try:
-        data = sock.recv(4096, 0)
+        data = os.read(fd, 4096)
     except OSError:
         data = b""
     if not data or b'"cancel"' in data:
