@@ -465,6 +465,50 @@ def test_the_code_an_agent_runs_cannot_reach_the_agent_or_its_channel(root, mark
     assert found["ptrace"] == found["process_vm_readv"] == found["kcmp"] == found["kill"] == "Operation not permitted", found
 
 
+RUNS = r"""
+import json, os, socket, time
+runner = socket.socket(fileno=int(os.environ["AGENTCHILD_RUNNER_FD"]))
+reader = runner.makefile("rb")
+def ask(blocks, timeout=20, cancel_after=None):
+    runner.sendall(json.dumps({"op": "run", "blocks": blocks, "timeout": timeout}).encode() + b"\n")
+    if cancel_after:
+        time.sleep(cancel_after)
+        runner.sendall(b'{"op": "cancel"}\n')
+    return json.loads(reader.readline())
+py = lambda code: {"language": "python", "code": code}
+answers = [
+    ask([py("import os; print('cwd', os.getcwd(), 'files', os.listdir('.'))"), {"language": "sh", "code": "echo from sh >&2; exit 3"}, py("print('never')")]),
+    ask([py("import time; print('slow', flush=True); time.sleep(30)")], timeout=1),
+    ask([{"language": "cobol", "code": "DISPLAY 'x'."}]),
+    ask([py("# filename: ../outside.py\nprint('x')")]),
+    ask([py("# filename: kept.py\nopen('made-by-code', 'w').write('x'); print(__file__)")]),
+    ask([py("import time; time.sleep(30)")], cancel_after=0.5),
+    ask([py("import os; print(sorted(os.listdir('.')))")]),
+]
+print(json.dumps(answers))
+"""
+
+
+def test_the_code_runner_runs_blocks_like_autogens_local_executor(root, marker):
+    """Same languages, file names, output order and exit codes as LocalCommandLineCodeExecutor (124 on
+    timeout, 125 on cancel), in the work dir, its files removed after each run."""
+    started = time.monotonic()
+    box, status, output = run(root, RUNS, marker, code_runner=True, timeout=40)
+    assert status == 0, output
+    first, slow, cobol, outside, named, cancelled, left = (json.loads([l for l in output.splitlines() if l.startswith("[")][-1]))
+    assert first["exit_code"] == 3 and first["output"].startswith("cwd " + str(box.workdir)), first
+    assert first["output"].endswith("from sh\n") and "never" not in first["output"], first
+    assert first["code_file"].startswith(str(box.workdir) + "/tmp_code_") and first["code_file"].endswith(".py"), first
+    assert slow["exit_code"] == 124 and slow["output"] == "slow\n\nTimeout", slow
+    assert cobol == {"exit_code": 1, "output": "\nunknown language cobol", "code_file": None}, cobol
+    assert outside["exit_code"] == 1 and outside["output"] == "Filename is not in the workspace", outside
+    assert named["exit_code"] == 0 and named["output"] == f"{box.workdir}/kept.py\n", named
+    assert cancelled["exit_code"] == 125 and cancelled["output"].endswith("Cancelled"), cancelled
+    # The earlier runs' code files were removed; what the code wrote stays (and the running file itself).
+    assert left["output"].strip() == str(["made-by-code", os.path.basename(left["code_file"])]), left
+    assert time.monotonic() - started < 20
+
+
 def test_without_a_code_runner_the_child_gets_no_runner_and_no_second_uid(root, marker):
     code = "import json, os; print(json.dumps({'runner': os.environ.get('AGENTCHILD_RUNNER_FD'), 'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}))"
     box, status, output = run(root, code, marker, code_runner=False)
