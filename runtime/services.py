@@ -2,7 +2,7 @@
 import logging
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from . import control
@@ -155,7 +155,9 @@ def worker_host_seen(hostname: str, every_seconds: float = 15.0) -> None:
     _last_seen_written = time.monotonic()
     try:
         WorkerHost.objects.filter(hostname=hostname[:200]).update(last_seen=timezone.now())
-    except Exception:  # noqa: BLE001 - a missed refresh only makes the host look idle for a while
+    except DatabaseError:  # a missed refresh only makes the host look idle for a while
+        # (Only the database's errors: RQ's StopRequested, raised by SIGTERM's handler while this query
+        # waits, must reach the worker, or a stop is swallowed and the worker has to be killed.)
         logger.warning("WorkerHost refresh failed", exc_info=True)
     finally:
         connections.close_all()
