@@ -5,13 +5,14 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
 
 from .authentication import hash_api_key
-from .models import ApiKey, Customer, Membership
+from .models import ApiKey, Customer, CustomerNotice, CustomerStream, Membership
 
 
 @transaction.atomic
@@ -212,3 +213,58 @@ def token_logout(*, raw_refresh: str, scope: str, request=None) -> None:
     plane = "admin" if scope == "admin" else "auth"
     audit_record(actor=user or "anonymous", action=f"{plane}.logout", target=f"user:{getattr(user, 'username', '')}",
                  request=request)
+
+
+# Stream rows written per statement when a notice goes to every customer.
+NOTICE_BATCH = 500
+
+
+def customer_notice_publish(*, customer_id: int | None, payload: dict) -> dict[int, int]:
+    """Put a notice on a customer's `/ws/events/` stream (customer None: on every customer's) with the
+    stream's next seq, and push it live once stored. Returns {customer id: seq}.
+
+    Every sender of customer-level frames (task status changes, broadcasts, killswitch notices) goes
+    through here, so a client that reconnects with the last seq it saw gets what it missed. Call it once
+    the change it announces has committed (from transaction.on_commit): the streams' rows are locked for
+    this short transaction only, never across the caller's, and the live frame never announces a
+    change that could still roll back.
+    """
+    from autogen_platform import realtime
+
+    with transaction.atomic():
+        customers = Customer.objects.all() if customer_id is None else Customer.objects.filter(pk=customer_id)
+        if customer_id is None:
+            customers = customers.filter(deleted_at__isnull=True)
+        missing = [CustomerStream(customer_id=pk) for pk in customers.filter(stream__isnull=True).values_list("pk", flat=True)]
+        CustomerStream.objects.bulk_create(missing, ignore_conflicts=True, batch_size=NOTICE_BATCH)
+        # Locked in customer order: two broadcasts never deadlock, and a one-customer notice waits its turn.
+        locked = (CustomerStream.objects.select_for_update().filter(customer_id__in=customers.values("pk"))
+                  .order_by("customer_id").values_list("customer_id", "last_seq"))
+        seqs = {cid: last + 1 for cid, last in locked}
+        if not seqs:
+            return {}
+        CustomerStream.objects.bulk_update([CustomerStream(customer_id=c, last_seq=s) for c, s in seqs.items()],
+                                           ["last_seq"], batch_size=NOTICE_BATCH)
+        CustomerNotice.objects.bulk_create([CustomerNotice(customer_id=c, seq=s, payload=payload) for c, s in seqs.items()],
+                                           batch_size=NOTICE_BATCH)
+        if customer_id is None:
+            transaction.on_commit(lambda: realtime.send_customer(None, payload, seqs=seqs))
+        else:
+            transaction.on_commit(lambda: realtime.send_customer(customer_id, {**payload, "seq": seqs[customer_id]}))
+    return seqs
+
+
+def customer_notices_prune(*, keep: int | None = None, slack: int = 100) -> int:
+    """Delete each customer's notices older than its newest `keep` (CUSTOMER_STREAM_KEEP). A stream is
+    pruned once `slack` more have piled up, so each pass deletes a range through the (customer, seq) index
+    and the reaper's frequent passes cost one small query when there is nothing to do. Returns the rows deleted."""
+    keep = settings.CUSTOMER_STREAM_KEEP if keep is None else keep
+    deleted = 0
+    due = CustomerStream.objects.filter(last_seq__gt=F("pruned_through") + keep + slack).values_list("customer_id", "last_seq")
+    for customer_id, last_seq in due[:NOTICE_BATCH]:
+        upto = last_seq - keep
+        with transaction.atomic():
+            count, _ = CustomerNotice.objects.filter(customer_id=customer_id, seq__lte=upto).delete()
+            CustomerStream.objects.filter(customer_id=customer_id, pruned_through__lt=upto).update(pruned_through=upto)
+        deleted += count
+    return deleted

@@ -3,7 +3,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -141,8 +141,14 @@ def _starting(customer_id: int):
 
 
 def _announce_status(customer_id: int, task_id: int, status: str) -> None:
+    """After the change committed: live on the task's sockets, stored and live on the customer's stream."""
+    from accounts.services import customer_notice_publish
+
     realtime.send_task_status(task_id, status)
-    realtime.send_customer(customer_id, {"type": "task_status", "task": task_id, "status": status})
+    try:
+        customer_notice_publish(customer_id=customer_id, payload={"type": "task_status", "task": task_id, "status": status})
+    except DatabaseError:  # the task's change is committed; only its notice is lost
+        logger.warning("notice of task %s (%s) not stored", task_id, status, exc_info=True)
 
 
 def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:

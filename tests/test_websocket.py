@@ -181,28 +181,31 @@ async def test_two_customers_never_see_each_others_events(alice, bob):
     bob_task_ws = await connect(f"/ws/tasks/{bobs_task.pk}/?token={bob[2]}")
     alice_events = await connect(f"/ws/events/?token={alice[2]}")
     bob_events = await connect(f"/ws/events/?token={bob[2]}")
+    for ws in (alice_events, bob_events):
+        assert (await ws.receive_json_from(timeout=5))["type"] == "ready"
     for ws in (alice_task_ws, bob_task_ws):
         await ws.send_json_to({"after": 0})
         assert (await ws.receive_json_from(timeout=5))["type"] == "event"
         assert await ws.receive_json_from(timeout=5) == {"type": "status", "status": "queued"}
     # when only alice's task runs and writes, and the platform broadcasts to everyone
-    from autogen_platform import realtime
+    from accounts.services import customer_notice_publish
     from tasks.services import task_finish, task_mark_running
 
     await database_sync_to_async(task_mark_running)(task_id=alices_task.pk, worker="test")
     await database_sync_to_async(append_messages)(alices_task.pk, 2)
     await database_sync_to_async(task_finish)(task_id=alices_task.pk, status="succeeded", result={"text": "ok"})
-    await database_sync_to_async(realtime.send_customer)(None, {"type": "broadcast", "message": "maintenance", "level": "info"})
+    broadcast = {"type": "broadcast", "message": "maintenance", "level": "info"}
+    await database_sync_to_async(customer_notice_publish)(customer_id=None, payload=broadcast)
     # then alice sees her task's events and status changes; bob sees none of them, both see the broadcast
     frames, code = await frames_until_close(alice_task_ws)
     assert seqs(frames) == [2, 3, 4, 5] and code == 1000
     alice_stream = [await alice_events.receive_json_from(timeout=5) for _ in range(3)]
     assert alice_stream == [
-        {"type": "task_status", "task": alices_task.pk, "status": "running"},
-        {"type": "task_status", "task": alices_task.pk, "status": "succeeded"},
-        {"type": "broadcast", "message": "maintenance", "level": "info"},
+        {"type": "task_status", "task": alices_task.pk, "status": "running", "seq": 1},
+        {"type": "task_status", "task": alices_task.pk, "status": "succeeded", "seq": 2},
+        {**broadcast, "seq": 3},
     ]
-    assert await bob_events.receive_json_from(timeout=5) == {"type": "broadcast", "message": "maintenance", "level": "info"}
+    assert await bob_events.receive_json_from(timeout=5) == {**broadcast, "seq": 1}
     assert await bob_events.receive_nothing(timeout=0.3)
     assert await bob_task_ws.receive_nothing(timeout=0.3)
     for ws in (bob_task_ws, alice_events, bob_events):
@@ -210,13 +213,15 @@ async def test_two_customers_never_see_each_others_events(alice, bob):
 
 
 async def test_customer_stream_carries_only_that_customers_notices(alice, bob):
-    from autogen_platform import realtime
+    from accounts.services import customer_notice_publish
 
     alice_events = await connect(f"/ws/events/?token={alice[2]}")
     bob_events = await connect(f"/ws/events/?token={bob[2]}")
+    for ws in (alice_events, bob_events):
+        assert await ws.receive_json_from(timeout=5) == {"type": "ready", "seq": 0}
     notice = {"type": "killswitch", "engaged": True, "customer": alice[0].pk, "reason": "abuse"}
-    await database_sync_to_async(realtime.send_customer)(alice[0].pk, notice)
-    assert await alice_events.receive_json_from(timeout=5) == notice
+    await database_sync_to_async(customer_notice_publish)(customer_id=alice[0].pk, payload=notice)
+    assert await alice_events.receive_json_from(timeout=5) == {**notice, "seq": 1}
     assert await bob_events.receive_nothing(timeout=0.3)
     await alice_events.disconnect()
     await bob_events.disconnect()
