@@ -229,29 +229,56 @@ def customer_notice_publish(*, customer_id: int | None, payload: dict) -> dict[i
     this short transaction only, never across the caller's, and the live frame never announces a
     change that could still roll back.
     """
+    return customer_notices_publish(notices=[(customer_id, payload)])[0]
+
+
+def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[dict[int, int]]:
+    """Several notices, in this order, in one transaction (the task ends of a killswitch or of a worker's
+    batch): as customer_notice_publish, one {customer id: seq} per notice."""
+    from django.db.models import Q
+
     from autogen_platform import realtime
 
+    named = {cid for cid, _ in notices if cid is not None}
+    everyone = any(cid is None for cid, _ in notices)
+    in_scope = Q(pk__in=named) | Q(deleted_at__isnull=True) if everyone else Q(pk__in=named)
     with transaction.atomic():
-        customers = Customer.objects.all() if customer_id is None else Customer.objects.filter(pk=customer_id)
-        if customer_id is None:
-            customers = customers.filter(deleted_at__isnull=True)
-        missing = [CustomerStream(customer_id=pk) for pk in customers.filter(stream__isnull=True).values_list("pk", flat=True)]
-        CustomerStream.objects.bulk_create(missing, ignore_conflicts=True, batch_size=NOTICE_BATCH)
-        # Locked in customer order: two broadcasts never deadlock, and a one-customer notice waits its turn.
-        locked = (CustomerStream.objects.select_for_update().filter(customer_id__in=customers.values("pk"))
-                  .order_by("customer_id").values_list("customer_id", "last_seq"))
-        seqs = {cid: last + 1 for cid, last in locked}
-        if not seqs:
-            return {}
-        CustomerStream.objects.bulk_update([CustomerStream(customer_id=c, last_seq=s) for c, s in seqs.items()],
-                                           ["last_seq"], batch_size=NOTICE_BATCH)
-        CustomerNotice.objects.bulk_create([CustomerNotice(customer_id=c, seq=s, payload=payload) for c, s in seqs.items()],
+        missing = Customer.objects.filter(in_scope, stream__isnull=True).values_list("pk", flat=True)
+        CustomerStream.objects.bulk_create([CustomerStream(customer_id=pk) for pk in missing], ignore_conflicts=True,
                                            batch_size=NOTICE_BATCH)
-        if customer_id is None:
-            transaction.on_commit(lambda: realtime.send_customer(None, payload, seqs=seqs))
-        else:
-            transaction.on_commit(lambda: realtime.send_customer(customer_id, {**payload, "seq": seqs[customer_id]}))
-    return seqs
+        # Locked in customer order: two publishers never deadlock, and each one's seqs commit in order.
+        locked = (CustomerStream.objects.select_for_update(of=("self",))
+                  .filter(customer_id__in=Customer.objects.filter(in_scope).values("pk")).order_by("customer_id")
+                  .values_list("customer_id", "last_seq", "customer__deleted_at"))
+        last, live = {}, []
+        for cid, last_seq, deleted_at in locked:
+            last[cid] = last_seq
+            if deleted_at is None:
+                live.append(cid)
+        published, rows = [], []
+        for cid, payload in notices:
+            seqs = {}
+            for target in (live if cid is None else [cid] if cid in last else []):
+                last[target] += 1
+                seqs[target] = last[target]
+                rows.append(CustomerNotice(customer_id=target, seq=last[target], payload=payload))
+            published.append(seqs)
+        if not rows:
+            return published
+        bumped = {row.customer_id for row in rows}
+        CustomerStream.objects.bulk_update([CustomerStream(customer_id=c, last_seq=last[c]) for c in sorted(bumped)],
+                                           ["last_seq"], batch_size=NOTICE_BATCH)
+        CustomerNotice.objects.bulk_create(rows, batch_size=NOTICE_BATCH)
+
+        def send():
+            for (cid, payload), seqs in zip(notices, published):
+                if cid is None:
+                    realtime.send_customer(None, payload, seqs=seqs)
+                elif seqs:
+                    realtime.send_customer(cid, {**payload, "seq": seqs[cid]})
+
+        transaction.on_commit(send)
+    return published
 
 
 def customer_notices_prune(*, keep: int | None = None, slack: int = 100) -> int:

@@ -91,7 +91,7 @@ class DjangoTaskStore:
 
     def finish_many(self, ends: list[tuple[int, dict]]) -> list:
         results = []
-        with transaction.atomic():
+        with services.status_notices_batched(), transaction.atomic():
             for task_id, end in ends:
                 try:
                     results.append(services.task_finish(task_id=task_id, **end))  # a savepoint each

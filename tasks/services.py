@@ -1,5 +1,7 @@
 """Every write to tasks, threads and task events."""
 import logging
+import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -121,6 +123,8 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         return existing, False
     task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
+    # Announced before its job is enqueued: the customer's stream stores `queued` before a worker's `running`.
+    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     if _starting(customer.pk).exclude(pk=task.pk).count() >= customer.max_concurrent_tasks:
         # Its customer cannot start it now: it waits without a job (woken FIFO when a slot frees), so a
         # customer's backlog never stands in the queue in front of other customers' tasks.
@@ -129,7 +133,6 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
         # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
         transaction.on_commit(lambda: task_enqueue(task.pk), robust=True)
-    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     return task, True
 
 
@@ -140,15 +143,45 @@ def _starting(customer_id: int):
     )
 
 
+_batch = threading.local()
+
+
+@contextmanager
+def status_notices_batched():
+    """Inside it, the customers' notices of task status changes are stored together, in one transaction
+    when the block ends, instead of one each (a killswitch ending a thousand queued tasks)."""
+    outer = getattr(_batch, "notices", None)
+    if outer is not None:
+        yield
+        return
+    _batch.notices = []
+    try:
+        yield
+    finally:
+        notices, _batch.notices = _batch.notices, None
+        _publish_notices(notices)
+
+
+def _publish_notices(notices: list) -> None:
+    from accounts.services import customer_notices_publish
+
+    if not notices:
+        return
+    try:
+        customer_notices_publish(notices=notices)
+    except DatabaseError:  # the tasks' changes are committed; only their notices are lost
+        logger.warning("%s task status notice(s) not stored", len(notices), exc_info=True)
+
+
 def _announce_status(customer_id: int, task_id: int, status: str) -> None:
     """After the change committed: live on the task's sockets, stored and live on the customer's stream."""
-    from accounts.services import customer_notice_publish
-
     realtime.send_task_status(task_id, status)
-    try:
-        customer_notice_publish(customer_id=customer_id, payload={"type": "task_status", "task": task_id, "status": status})
-    except DatabaseError:  # the task's change is committed; only its notice is lost
-        logger.warning("notice of task %s (%s) not stored", task_id, status, exc_info=True)
+    notice = (customer_id, {"type": "task_status", "task": task_id, "status": status})
+    pending = getattr(_batch, "notices", None)
+    if pending is not None:
+        pending.append(notice)
+    else:
+        _publish_notices([notice])
 
 
 def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
@@ -425,7 +458,7 @@ def tasks_cancel_queued(*, customer_id: int | None, error: dict) -> list[int]:
     transaction each; their jobs leave the queue too. Returns the ids."""
     ended = []
     while True:
-        with transaction.atomic():
+        with status_notices_batched(), transaction.atomic():
             queued = Task.objects.filter(status=Task.Status.QUEUED)
             if customer_id is not None:
                 queued = queued.filter(customer_id=customer_id)

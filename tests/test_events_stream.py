@@ -244,3 +244,16 @@ async def test_a_token_that_expires_while_the_socket_is_open_closes_it_with_4401
     assert (await receive(task_ws))["type"] == "event"
     for ws in (events, task_ws):
         assert await close_code(ws) == 4401
+
+
+def test_a_killswitch_stores_the_notices_of_the_tasks_it_ends_in_order(make_customer, admin_api):
+    from accounts.models import CustomerNotice
+
+    customer, user = make_customer("acme")
+    tasks = [make_task(customer, user, status="queued") for _ in range(3)]
+    response = admin_api.post("/api/admin/killswitch/", {"engaged": True, "customer": customer.pk, "reason": "x"},
+                              format="json")
+    assert response.status_code == 200
+    stored = [(n.seq, n.payload["type"], n.payload.get("task"), n.payload.get("status"))
+              for n in CustomerNotice.objects.filter(customer=customer)]
+    assert stored == [(1, "killswitch", None, None)] + [(2 + i, "task_status", t.pk, "cancelled") for i, t in enumerate(tasks)]
