@@ -270,14 +270,14 @@ def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[
                                            ["last_seq"], batch_size=NOTICE_BATCH)
         CustomerNotice.objects.bulk_create(rows, batch_size=NOTICE_BATCH)
 
-        def send():
-            for (cid, payload), seqs in zip(notices, published):
-                if cid is None:
-                    realtime.send_customer(None, payload, seqs=seqs)
-                elif seqs:
-                    realtime.send_customer(cid, {**payload, "seq": seqs[cid]})
-
-        transaction.on_commit(send)
+        frames = []
+        for (cid, payload), seqs in zip(notices, published):
+            if cid is None:  # one frame for every customer, with each one's seq (msgpack maps want string keys)
+                group, message = realtime.customer_frame(None, payload)
+                frames.append((group, {**message, "seqs": {str(c): seq for c, seq in seqs.items()}}))
+            elif seqs:
+                frames.append(realtime.customer_frame(cid, {**payload, "seq": seqs[cid]}))
+        transaction.on_commit(lambda: realtime.send_many(frames))
     return published
 
 
