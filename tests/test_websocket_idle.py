@@ -1,7 +1,7 @@
 """Against a real daphne and the real Redis: quiet streams stay open. Before the platform's channel layer, the
 layer's blocking read (5 s) met redis-py's socket read timeout (5 s) and every quiet socket closed with 1011
 after ~6 s. Here both streams stay quiet for longer than every timeout on the way (the layer's 3 s block and
-10 s read timeout, daphne's protocol pings every second with a 3 s answer timeout, the streams' own 5 s
+10 s read timeout, daphne's protocol pings every second with a 5 s answer timeout, the streams' own 5 s
 database check), and then still deliver."""
 import json
 import time
@@ -20,7 +20,7 @@ QUIET_SECONDS = 12
 
 @pytest.fixture(scope="module")
 def pinging_daphne(django_db_setup, django_db_blocker):
-    server = Daphne(args=["--ping-interval", "1", "--ping-timeout", "3"]).start()
+    server = Daphne(args=["--ping-interval", "1", "--ping-timeout", "5"]).start()
     yield server
     server.stop()
 
