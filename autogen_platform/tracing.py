@@ -109,10 +109,16 @@ def _root_sampler():
     return NoOrphanClientSpans()
 
 
-def tracer():
-    from opentelemetry import trace
+_tracer = None
 
-    return trace.get_tracer(INSTRUMENTATION)
+
+def tracer():
+    global _tracer
+    if _tracer is None:
+        from opentelemetry import trace
+
+        _tracer = trace.get_tracer(INSTRUMENTATION)
+    return _tracer
 
 
 def traceparent_of(span) -> str:
@@ -129,7 +135,7 @@ def context_from(traceparent: str):
         return None
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})  # validates it, too
 
 
 def trace_id_of(traceparent: str) -> str | None:
