@@ -9,14 +9,16 @@ the broker makes (GenAI semantic conventions) and each agent turn and tool call.
 outside a request (a schedule, the CLI) starts its own trace at `task.create`. The task's API
 representation shows the trace id (`trace_id`), and so do its JSON log lines.
 
-Instrumented libraries: Django (server spans; probes and scrapes excluded), psycopg and Redis
-(client spans under a request or a task). httpx is not instrumented: the OpenAI client of this
+Instrumented libraries, in the web process: Django (server spans; probes and scrapes excluded),
+psycopg and Redis (client spans under a request). Not in the workers: their queries and Redis
+commands run on shared threads and loops outside any task's span (batched for many tasks), so
+they would only make orphan spans. httpx is not instrumented: the OpenAI client of this
 platform's openai package speaks httpx2, which opentelemetry-instrumentation-httpx does not patch;
 the broker's own model-call span stands for the provider call.
 
 Sampling: child spans follow their parent; a root span is kept unless it is a client span (a query
-or a Redis command outside any request or task: the worker's housekeeping, RQ's polling), which
-would make one trace per query and bury the tasks' traces.
+or a Redis command outside any request: a WebSocket consumer's, say), which would make one trace
+per query and bury the tasks' traces.
 
 The SDK reads its usual variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
 OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...); OTEL_SDK_DISABLED=true turns it off.
@@ -72,7 +74,10 @@ def setup(service: str | None = None) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _configured = True
-    _instrument_libraries()
+    if service == "web":
+        # Only there do queries and Redis commands run under a span (a request's); in a worker, a reaper or
+        # a command they would all be orphans, dropped by the sampler after costing their wrapping.
+        _instrument_libraries()
     from . import logctx
 
     logctx.trace_id_source = current_trace_id
