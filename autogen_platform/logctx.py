@@ -24,6 +24,8 @@ from contextlib import contextmanager
 
 FIELDS = ("request_id", "customer", "user", "task", "agent", "trace_id")
 _vars = {name: contextvars.ContextVar(f"log_{name}", default=None) for name in FIELDS}
+# Set by autogen_platform.tracing when tracing is on: the current span's trace id, for lines with none bound.
+trace_id_source = None
 
 
 @contextmanager
@@ -56,6 +58,8 @@ class ContextFilter(logging.Filter):
         for name, var in _vars.items():
             if getattr(record, name, None) is None:
                 setattr(record, name, var.get())
+        if record.trace_id is None and trace_id_source is not None:
+            record.trace_id = trace_id_source()
         # django.request logs after the middleware returned (outside its context): take the id from the request.
         request = getattr(record, "request", None)
         if record.request_id is None and request is not None:

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from autogen_core.models import CreateResult, LLMMessage
 from pydantic import TypeAdapter
 
+from .telemetry import ObservedClient
+
 _MESSAGES = TypeAdapter(list[LLMMessage])
 
 REPLAY_MODEL_INFO = {
@@ -167,8 +169,9 @@ class ModelBroker:
         self._keys: list[str | None] = []  # what close() gives back to the cache (also after a failure here)
         for mid, config in configs.items():
             try:
-                self.clients[mid], key = self.cache.acquire(config)
+                client, key = self.cache.acquire(config)
                 self._keys.append(key)
+                self.clients[mid] = ObservedClient(client, config)  # each call counted (and traced)
             except ModelFailed as exc:
                 self.error = exc
                 return

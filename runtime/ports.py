@@ -25,6 +25,8 @@ class TaskContext:
     models: dict[int, dict]  # model config id -> {id, name, provider, model, base_url, api_key, model_info, responses}
     budgets: dict[int, int]  # agent id -> max_tokens
     limits: dict = field(default_factory=dict)  # memory_mb, cpu_seconds, timeout_seconds, max_tokens
+    traceparent: str = ""  # W3C trace context of the request that created the task ("": tracing was off)
+    created_at: float | None = None  # unix time the task was queued
 
 
 class TaskStore(Protocol):

@@ -17,6 +17,7 @@ it) and leaves its process tree gone. A child that floods its channel, breaks th
 or goes over a limit ends alone, with a precise error; its neighbours never wait on it.
 """
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -33,7 +34,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
-from . import control
+from autogen_platform import logctx, metrics
+
+from . import control, telemetry
 from .broker import BudgetExceeded, ModelBroker, ModelFailed
 from .outcomes import REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
@@ -66,6 +69,9 @@ WRITE_ENDS_TOTAL = 200
 READ_BURST = 64
 # What the child's stdout/stderr keeps for the operator's log when it dies unexpectedly.
 STDERR_TAIL_BYTES = 4096
+# Ends the platform imposes on a running sandbox (counted as kills, by code, even when the kernel did it).
+KILL_CODES = {ErrorCode.MEMORY_LIMIT, ErrorCode.CPU_LIMIT, ErrorCode.TIMEOUT, ErrorCode.OUTPUT_LIMIT,
+              ErrorCode.TOKEN_BUDGET, ErrorCode.MODEL_ERROR}
 
 
 def _result(raw) -> dict:
@@ -140,6 +146,7 @@ class TaskRun:
         self.last_stats: dict = {}
         self.timeout_handle: asyncio.TimerHandle | None = None
         self.created = time.monotonic()
+        self.trace = telemetry.NO_TRACE
 
     @property
     def customer_id(self) -> int | None:
@@ -153,6 +160,7 @@ class TaskRun:
             logger.debug("task %s: %s at %.1f ms", self.task_id, phase, (time.monotonic() - self.created) * 1000)
 
     async def run(self) -> None:
+        logctx.set_fields(task=self.task_id)  # this run's asyncio task and the ones it starts
         try:
             try:
                 self.ctx = await self.rt.db(self.rt.store.load, self.task_id)
@@ -167,6 +175,8 @@ class TaskRun:
             if self.ctx is None:
                 logger.info("task %s is not running any more: nothing to supervise", self.task_id)
                 return
+            self.trace = telemetry.task_trace(self.ctx)
+            logctx.set_fields(customer=self.ctx.customer_id, agent=self.ctx.agent_id, trace_id=self.trace.trace_id)
             try:
                 outcome = await self._supervise()
             except Exception:  # noqa: BLE001 - a supervisor bug must still end the task
@@ -174,21 +184,35 @@ class TaskRun:
                 outcome = failed(ErrorCode.SANDBOX_ERROR, "The platform failed while supervising the task")
             finally:
                 self._kill_child()
-            await self._persist(outcome)
+            try:
+                await self._persist(outcome)
+            finally:
+                self.trace.end(outcome)
         finally:
             self._release()
 
-    def end(self, outcome: Outcome) -> None:
+    def end(self, outcome: Outcome, reason: str | None = None) -> None:
         """The first outcome wins: later ones (the child's report after a kill, say) are ignored."""
         if not self.outcome.done():
             self.ended_at = time.monotonic()
+            self._count_kill(outcome, reason)
             self.outcome.set_result(outcome)
 
     def stop(self, reason: str) -> None:
         """End the run now: its sandbox is killed here, not when the run's coroutine next gets the loop
         (a killswitch over 200 runs kills every tree first, then lets them unwind and record their end)."""
-        self.end(stop_outcome(reason))
+        self.end(stop_outcome(reason), reason)
         self._kill_child()
+
+    def _count_kill(self, outcome: Outcome, reason: str | None) -> None:
+        """A sandbox ended by the platform (a stop, a limit, a broken protocol), not by its own report or crash."""
+        if self.reported or self.box is None or self.box.pid is None:
+            return
+        code = (outcome.error or {}).get("code")
+        # a sandbox_error with the child still there is a broken protocol (a kill); with it gone, a crash
+        if reason or code in KILL_CODES or (code == ErrorCode.SANDBOX_ERROR and self.box.poll() is None):
+            metrics.kill(reason or code)
+            self.trace.kill(reason or code)
 
     async def _supervise(self) -> Outcome:
         ctx = self.ctx
@@ -210,6 +234,7 @@ class TaskRun:
         self.box = Sandbox(task_id=ctx.task_id, limits=limits, root=settings.SANDBOX_ROOT, code_runner=code)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
+        spawn_started, spawn_started_ns = time.monotonic(), time.time_ns()
         try:
             # A blocking build (cgroups, zygote fork, layers): on a spawn thread, never on the loop.
             await self.rt.in_spawn_thread(
@@ -223,12 +248,16 @@ class TaskRun:
             )
         except Exception as exc:  # noqa: BLE001 - whatever the sandbox refused, the task says so
             logger.exception("task %s: sandbox spawn failed", ctx.task_id)
+            self.trace.spawned(spawn_started_ns, None, error=str(exc))
             parent_sock.close()
             os.close(out_r)
             return failed(ErrorCode.SANDBOX_ERROR, f"The sandbox could not start: {exc}")
         finally:
             child_sock.close()
             os.close(out_w)
+        start = "warm" if self.box.warm else "cold"
+        metrics.sandbox_spawned(start, time.monotonic() - spawn_started)  # the wait for a spawn thread included
+        self.trace.spawned(spawn_started_ns, start)
         if self.outcome.done():  # stopped while its sandbox was being built
             os.close(out_r)
             parent_sock.close()
@@ -309,6 +338,8 @@ class TaskRun:
                 await self._exited(SANDBOX_EXIT_WAIT_SECONDS)
             self._sample_stats()
         self.mark("exited")
+        if self.spawned_at is not None:
+            metrics.sandbox_finished(self.cpu_seconds, self.peak_memory_mb * 2**20)
         self.rt.unpublish(self.task_id)
         await self.rt.events_drained(self)
         self.mark("events stored")
@@ -340,6 +371,12 @@ class TaskRun:
                 logger.warning("task %s: storing its end failed, retrying", self.task_id, exc_info=True)
                 await asyncio.sleep(1)
         self.mark("finished")
+        logger.info(
+            "task %s ended %s%s after %.2f s (%s start, %s+%s tokens, %.2f CPU s, %.0f MB)", self.task_id, outcome.status,
+            f" ({outcome.error['code']})" if outcome.error else "", usage["wall_seconds"],
+            ("warm" if self.box.warm else "cold") if self.box is not None and self.spawned_at else "no",
+            usage["prompt_tokens"], usage["completion_tokens"], usage["cpu_seconds"], usage["peak_memory_mb"],
+        )
         if boxed:
             try:
                 await self.rt.in_spawn_thread(self.box.cleanup)
@@ -449,7 +486,9 @@ class TaskRun:
             if self.events > settings.TASK_MAX_EVENTS:
                 raise OutputLimit(f"The task sent more than {settings.TASK_MAX_EVENTS} events; it was cut there")
             kind = message.get("type") if message.get("type") in CHILD_EVENT_TYPES else "log"
-            self.add_event(kind, str(message.get("source") or ""), _bounded(message.get("content")))
+            content = _bounded(message.get("content"))
+            self.add_event(kind, str(message.get("source") or ""), content)
+            self.trace.event(kind, str(message.get("source") or ""), content)
         elif op == "model":
             request_id = message.get("id")
             if not isinstance(request_id, int) or request_id in self.model_calls:
@@ -535,6 +574,7 @@ class TaskRun:
             await self.send({"op": "model_chunk", "id": request_id, "text": text})
 
         started = time.monotonic()
+        telemetry.MODEL_CALL_PARENT.set(self.trace.model_parent(caller))  # this call's own asyncio task
         self.mark("model call")
         try:
             result = await self.broker.call(request, on_chunk)
@@ -717,8 +757,9 @@ class Runtime:
             logger.warning("runtime background work failed: %r", future.exception())
 
     async def db(self, fn, *args, pool=None, **kwargs):
-        """Run an ORM call on one of the shared database threads (never on the loop)."""
-        return await self.loop.run_in_executor(pool or self._db_pool, _with_connection, fn, args, kwargs)
+        """Run an ORM call on one of the shared database threads (never on the loop), in the caller's log context."""
+        context = contextvars.copy_context()
+        return await self.loop.run_in_executor(pool or self._db_pool, context.run, _with_connection, fn, args, kwargs)
 
     async def in_spawn_thread(self, fn, *args, **kwargs):
         return await self.loop.run_in_executor(self._spawn_pool, lambda: fn(*args, **kwargs))

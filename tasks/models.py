@@ -68,6 +68,8 @@ class Task(models.Model):
     worker = models.CharField(max_length=200, blank=True, default="")
     pid = models.IntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # W3C traceparent of the `task.create` span when tracing is on: the worker continues that trace.
+    traceparent = models.CharField(max_length=55, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -99,6 +101,12 @@ class Task(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def trace_id(self) -> str | None:
+        """The id of the task's trace (OpenTelemetry), or None when tracing was off at its creation."""
+        parts = self.traceparent.split("-")
+        return parts[1] if len(parts) == 4 else None
 
 
 class TaskEvent(models.Model):

@@ -58,6 +58,8 @@ class DjangoTaskStore:
             models=models,
             budgets=budgets,
             limits=limits,
+            traceparent=task.traceparent,
+            created_at=task.created_at.timestamp(),
         )
 
     def attach(self, task_id: int, pid: int | None) -> None:

@@ -8,7 +8,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from adminpanel.services import audit_record, killswitch_scope_engaged
-from autogen_platform import metrics, realtime
+from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
 
 from .models import Task, TaskEvent, Thread
@@ -101,9 +101,11 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         raise NotFound("Thread not found")
     elif (thread.agent_id, thread.team_id) != (getattr(agent, "pk", None), getattr(team, "pk", None)):
         raise ValidationFailed(details={"thread": ["This thread belongs to another agent or team"]})
+    trace = tracing.task_creation()  # the task's trace: under this request's span, continued by the worker
     try:
         with transaction.atomic():
             task = Task.objects.create(
+                traceparent=trace.traceparent,
                 customer=customer,
                 created_by=actor if getattr(actor, "pk", None) else None,
                 agent=agent,
@@ -115,10 +117,12 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
                 spec=build_task_spec(agent=agent, team=team),
             )
     except IntegrityError:
+        trace.end(None)
         existing = Task.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
         if existing is None:
             raise
         return existing, False
+    trace.end(task.pk, customer.pk)
     task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
     # Announced before its job is enqueued: the customer's stream stores `queued` before a worker's `running`.

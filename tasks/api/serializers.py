@@ -51,11 +51,14 @@ class TaskSerializer(serializers.ModelSerializer):
     usage = UsageSerializer(read_only=True)
     result = serializers.JSONField(read_only=True, allow_null=True,
                                    help_text="What the run produced (final message and stop reason), or null.")
+    trace_id = serializers.CharField(read_only=True, allow_null=True,
+                                     help_text="The task's OpenTelemetry trace id (32 hex digits) when tracing was on "
+                                               "at its creation, else null.")
 
     class Meta:
         model = Task
         fields = ["id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
-                  "created_at", "started_at", "finished_at"]
+                  "created_at", "started_at", "finished_at", "trace_id"]
         read_only_fields = fields
 
 

@@ -10,7 +10,7 @@ from tests.api_support import assert_error, make_agent, make_task, make_team
 pytestmark = pytest.mark.django_db
 
 TASK_FIELDS = {"id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
-               "created_at", "started_at", "finished_at"}
+               "created_at", "started_at", "finished_at", "trace_id"}
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ def test_create_persists_a_queued_task_on_a_new_thread_and_enqueues_it(api, agen
     assert (body["status"], body["agent"], body["agent_version"], body["team"]) == ("queued", agent.pk, 1, None)
     assert body["error"] is None and body["usage"]["prompt_tokens"] == 0
     assert body["thread"] is not None
+    assert body["trace_id"] is None  # tracing is off here (no OTEL_EXPORTER_OTLP_ENDPOINT)
     job_ids = django_rq.get_queue("default").job_ids
     assert any(job_id.startswith(f"task-{body['id']}-") for job_id in job_ids)
     events = api.get(f"/api/tasks/{body['id']}/events/").json()["results"]
