@@ -13,6 +13,7 @@ ERRORS = {
     "415": "unsupported_media_type: the body must be JSON",
     "423": "killswitch_engaged",
     "429": "rate_limited (with Retry-After) or quota_exceeded",
+    "500": "internal_error: no stack trace; details.request_id identifies the request in the platform's logs",
 }
 
 
@@ -38,7 +39,7 @@ class AutoSchema(SpectacularAutoSchema):
         return responses
 
     def _error_codes(self, documented) -> list[str]:
-        codes = {"401"}
+        codes = {"401", "500"}
         has_body = self.method in ("POST", "PUT", "PATCH")
         view = self.view
         if getattr(view, "permission_classes", None):
