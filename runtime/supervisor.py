@@ -503,7 +503,8 @@ class TaskRun:
         started = time.monotonic()
         self.mark("model call")
         try:
-            result = await self.broker.call(request, on_chunk)
+            result = await self.broker.call(
+                request, on_chunk, on_waiting=lambda content: self.add_event("model_waiting", caller or "platform", content))
         except BudgetExceeded as exc:
             self.end(failed(ErrorCode.TOKEN_BUDGET, str(exc)))
             return
