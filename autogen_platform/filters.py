@@ -6,9 +6,13 @@ paginator's `page` / `page_size`, nor DRF's `format`: 400 validation_error namin
 value (`?status=nope`, `?agent=x`, `?ordering=colour`) is a validation_error on that filter too.
 drf-spectacular documents each FilterSet's parameters in the OpenAPI schema.
 """
+from datetime import timezone as dt_timezone
+
 import django_filters
 from django import forms
+from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.settings import api_settings
 
 from .errors import ValidationFailed
@@ -43,10 +47,34 @@ class FilterBackend(DjangoFilterBackend):
         return allowed
 
 
+@extend_schema_field({"type": "integer", "minimum": 1})
 class IdFilter(django_filters.NumberFilter):
-    """An object id: a whole number (`?agent=1.5` is refused, not rounded)."""
+    """An object id: a positive whole number (`?agent=1.5` or `?agent=0` is refused, not rounded); one past the
+    database's range is refused too instead of failing the query."""
 
     field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
+class _UtcDateTimeField(IsoDateTimeField):
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:  # any offset the parser takes (-16:26) as UTC, which the database takes too
+            return value.astimezone(dt_timezone.utc)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("Out of range", code="invalid") from None
+
+
+class MomentFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 date-time (with an offset, or UTC), compared in UTC."""
+
+    field_class = _UtcDateTimeField
 
 
 class OrderingFilter(django_filters.OrderingFilter):

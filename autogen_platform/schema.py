@@ -58,3 +58,12 @@ class AutoSchema(SpectacularAutoSchema):
 
     def _has_query_parameters(self) -> bool:
         return any(p.get("in") == "query" for p in self._get_parameters())
+
+
+def refuse_unknown_properties(result, generator, request, public):
+    """Postprocessing hook: request bodies say what the API does with a key they do not declare (it is
+    refused: autogen_platform.serializers), with `additionalProperties: false` on every request object."""
+    for name, component in (result.get("components") or {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object" and "properties" in component:
+            component.setdefault("additionalProperties", False)
+    return result

@@ -126,6 +126,11 @@ def test_task_filters_and_ordering(world, client_for):
     assert "ordering" in assert_error(api.get("/api/tasks/", {"ordering": "colour"}), 400, "validation_error")["details"]
     assert "status" in assert_error(api.get("/api/tasks/", {"status": "nope"}), 400, "validation_error")["details"]
     assert "agent" in assert_error(api.get("/api/tasks/", {"agent": "x"}), 400, "validation_error")["details"]
+    assert "agent" in assert_error(api.get("/api/tasks/", {"agent": 10**30}), 400, "validation_error")["details"]
+    # a date-time with any offset the parser takes is compared in UTC (the database takes no offset past 15:59)
+    assert api.get("/api/tasks/", {"created_before": "2020-06-19T02:16:17-16:26"}).json()["count"] == 0
+    assert "created_after" in assert_error(api.get("/api/tasks/", {"created_after": "0001-01-01T00:00:00+05:00"}),
+                                           400, "validation_error")["details"]
 
 
 def test_filters_and_ordering_are_in_the_schema(world, client_for):
@@ -144,3 +149,9 @@ def test_admin_lists_filter_and_refuse_unknown_parameters(world, admin_api):
     assert response.status_code == 200 and {a["customer"] for a in response.json()["results"]} == {world.customer.pk}
     assert "actr" in assert_error(admin_api.get("/api/admin/audit/", {"actr": "x"}), 400, "validation_error")["details"]
     assert admin_api.get("/api/admin/audit/", {"action": "model_config."}).json()["count"] >= 2
+
+
+def test_request_bodies_declare_that_unknown_keys_are_refused(world, client_for):
+    schemas = _schema(client_for(world.owner))["components"]["schemas"]
+    for name in ("AgentRequest", "PatchedAgentRequest", "TaskCreateRequest", "LimitsRequest", "ModelConfigRequest"):
+        assert schemas[name]["additionalProperties"] is False, name

@@ -45,14 +45,18 @@ class AdminTokenRefreshSerializer(StrictSerializer):
         return tokens.refresh_token_rotate(refresh)
 
 
+INT_MAX, BIGINT_MAX = 2**31 - 1, 2**63 - 1
+
+
 class QuotasSerializer(StrictSerializer):
-    max_agents = serializers.IntegerField(min_value=0, required=False)
-    max_concurrent_tasks = serializers.IntegerField(min_value=0, required=False)
-    max_tasks_per_day = serializers.IntegerField(min_value=0, required=False)
-    monthly_token_budget = serializers.IntegerField(min_value=0, required=False)
-    max_memory_mb = serializers.IntegerField(min_value=1, required=False)
-    max_cpu_seconds = serializers.IntegerField(min_value=1, required=False)
-    max_timeout_seconds = serializers.IntegerField(min_value=1, required=False)
+    # The columns' ranges: a larger number is a validation_error, not a database error.
+    max_agents = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    max_concurrent_tasks = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    max_tasks_per_day = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    monthly_token_budget = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX, required=False)
+    max_memory_mb = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
+    max_cpu_seconds = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
+    max_timeout_seconds = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
 
 
 class CustomerSerializer(serializers.ModelSerializer):
