@@ -66,7 +66,10 @@ def _when(value, field, *, end=False):
         moment = datetime(day.year, day.month, day.day) + (timedelta(days=1) if end else timedelta())
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, dt_timezone.utc)
-    return moment
+    try:  # in UTC: the database refuses offsets past 15:59 that the parser takes
+        return moment.astimezone(dt_timezone.utc)
+    except (OverflowError, ValueError):
+        raise ValidationFailed(details={field: ["Out of range"]}) from None
 
 
 def audit_list(*, actor=None, action=None, customer=None, since=None, until=None):

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 
-from accounts.crypto import encrypt
+from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
 from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
@@ -32,8 +32,12 @@ def _is_positive_int(value) -> bool:
 # Model configurations
 
 
-def model_config_errors(*, provider: str, model: str, base_url: str, model_info, responses) -> dict:
-    """Field -> messages for a model configuration that could not be run; empty when it is fine."""
+def model_config_errors(*, provider: str, model: str, base_url: str, model_info, responses,
+                        has_api_key: bool | None = None) -> dict:
+    """Field -> messages for a model configuration that could not be run; empty when it is fine.
+
+    Beyond the shape, what a run needs (runtime.services.model_config_problems): `model_info` for a model
+    AutoGen does not know, an API key for an endpoint that needs one (`has_api_key` None: not checked)."""
     errors = {}
     if provider not in ModelConfig.Provider.values:
         errors["provider"] = [f"Must be one of: {', '.join(ModelConfig.Provider.values)}"]
@@ -66,6 +70,11 @@ def model_config_errors(*, provider: str, model: str, base_url: str, model_info,
             errors["responses"] = ["The replay provider needs a non-empty list of strings"]
     elif responses and (not isinstance(responses, list) or not all(isinstance(r, str) for r in responses)):
         errors["responses"] = ["Must be a list of strings"]
+    if not errors:
+        from runtime.services import model_config_problems
+
+        errors.update(model_config_problems(provider=provider, model=model, base_url=base_url, model_info=model_info,
+                                            has_api_key=has_api_key))
     if "responses" not in errors and isinstance(responses, list):
         problems = text_limit_errors(responses, settings.MAX_REPLAY_RESPONSE_CHARS, "MAX_REPLAY_RESPONSE_CHARS")
         if len(responses) > settings.MAX_REPLAY_RESPONSES:
@@ -95,6 +104,7 @@ def _model_config_save(model_config: ModelConfig) -> None:
         base_url=model_config.base_url,
         model_info=model_config.model_info,
         responses=model_config.responses,
+        has_api_key=model_config.has_api_key,
     )
     if errors:
         raise ValidationFailed(details=errors)
@@ -155,6 +165,29 @@ def model_config_update(*, actor, model_config: ModelConfig, data: dict, request
     audit_record(actor=actor, action="model_config.update", target=f"model_config:{model_config.pk}",
                  customer=model_config.customer, request=request, details={"changed": changed})
     return model_config
+
+
+def model_config_runtime(model_config: ModelConfig) -> dict:
+    """What the runtime's model client is built from (the key decrypted; None when it cannot be)."""
+    try:
+        api_key = decrypt(model_config.api_key_encrypted)
+    except ValueError:
+        api_key = None
+    return {"id": model_config.pk, "name": model_config.name, "provider": model_config.provider,
+            "model": model_config.model, "base_url": model_config.base_url, "api_key": api_key,
+            "model_info": dict(model_config.model_info or {}), "responses": list(model_config.responses or [])}
+
+
+def model_config_test(*, actor, model_config: ModelConfig, request=None) -> dict:
+    """One real call to the configuration's endpoint through the runtime's model client:
+    {ok, latency_ms, error: {code, message} | null}. Not a transaction: it waits on the network."""
+    from runtime.services import model_config_test as runtime_test
+
+    outcome = runtime_test(model_config_runtime(model_config))
+    audit_record(actor=actor, action="model_config.test", target=f"model_config:{model_config.pk}",
+                 customer=model_config.customer, request=request,
+                 details={"ok": outcome["ok"], "error": (outcome["error"] or {}).get("code")})
+    return outcome
 
 
 @transaction.atomic

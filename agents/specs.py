@@ -211,6 +211,7 @@ def _model_from_spec(problems, path, item: dict, environ) -> dict:
     for key, messages in model_config_errors(
         provider=desired["provider"], model=desired["model"], base_url=desired["base_url"],
         model_info=desired["model_info"], responses=desired["responses"],
+        has_api_key=item.get("api_key_env") is not None,
     ).items():
         if key == "provider" and not desired["provider"]:
             continue  # already reported as required

@@ -13,6 +13,7 @@ ERRORS = {
     "415": "unsupported_media_type: the body must be JSON",
     "423": "killswitch_engaged",
     "429": "rate_limited (with Retry-After) or quota_exceeded",
+    "500": "internal_error: no stack trace; details.request_id identifies the request in the platform's logs",
 }
 
 
@@ -38,7 +39,7 @@ class AutoSchema(SpectacularAutoSchema):
         return responses
 
     def _error_codes(self, documented) -> list[str]:
-        codes = {"401"}
+        codes = {"401", "500"}
         has_body = self.method in ("POST", "PUT", "PATCH")
         view = self.view
         if getattr(view, "permission_classes", None):
@@ -57,3 +58,12 @@ class AutoSchema(SpectacularAutoSchema):
 
     def _has_query_parameters(self) -> bool:
         return any(p.get("in") == "query" for p in self._get_parameters())
+
+
+def refuse_unknown_properties(result, generator, request, public):
+    """Postprocessing hook: request bodies say what the API does with a key they do not declare (it is
+    refused: autogen_platform.serializers), with `additionalProperties: false` on every request object."""
+    for name, component in (result.get("components") or {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object" and "properties" in component:
+            component.setdefault("additionalProperties", False)
+    return result

@@ -1,7 +1,7 @@
 """Every URL: health and metrics, the Django admin, the schema and docs, the admin API, and one router for /api/."""
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import urls as accounts_urls
@@ -47,6 +47,7 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="api_docs/redoc.html"), name="redoc"),
     path("console/", console.console, name="console"),
     path("api/tasks/<int:pk>/stream/", streams.task_stream, name="task-stream"),
     path("api/admin/", include("adminpanel.api.urls")),

@@ -114,6 +114,8 @@ class Platform:
             PORT=str(self.port),
             PYTHONUNBUFFERED="1",
             MODEL_ENDPOINTS_ALLOW_PRIVATE="1",
+            # The scenarios hold model calls on purpose (a stub with minutes of latency): no per-call timeout.
+            MODEL_CALL_TIMEOUT_SECONDS="3600",
             LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
         )
         if args.postgres:

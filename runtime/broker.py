@@ -5,6 +5,7 @@ customer's real client (OpenAIChatCompletionClient, or ReplayChatCompletionClien
 is kept for the whole task), relays streamed chunks, counts tokens per agent and ends the task
 when an agent goes over its max_tokens, or when its customer's monthly token budget is used up.
 """
+import asyncio
 import ipaddress
 import json
 import socket
@@ -14,6 +15,7 @@ from autogen_core.models import CreateResult, LLMMessage
 from pydantic import TypeAdapter
 
 from .telemetry import ObservedClient
+from .model_check import describe_failure, endpoint_of
 
 _MESSAGES = TypeAdapter(list[LLMMessage])
 
@@ -32,7 +34,7 @@ ALLOWED_EXTRA_ARGS = {
 
 
 class ModelFailed(Exception):
-    """The provider failed: the task ends model_error with this message."""
+    """The provider failed: the task ends model_error with this message (naming the endpoint and the cause)."""
 
 
 class BudgetExceeded(Exception):
@@ -59,8 +61,9 @@ def endpoint_refusal(base_url: str) -> str | None:
     return None
 
 
-def build_client(config: dict):
-    """config: {id, name, provider, model, base_url, api_key (plain), model_info, responses}."""
+def build_client(config: dict, *, max_retries: int | None = None):
+    """config: {id, name, provider, model, base_url, api_key (plain), model_info, responses}.
+    max_retries: the OpenAI client's retries of a failed request (None: its default)."""
     if config["provider"] == "replay":
         from autogen_ext.models.replay import ReplayChatCompletionClient
 
@@ -79,6 +82,8 @@ def build_client(config: dict):
             kwargs["base_url"] = config["base_url"]
         if config.get("model_info"):
             kwargs["model_info"] = {**REPLAY_MODEL_INFO, "function_calling": True, **config["model_info"]}
+        if max_retries is not None:
+            kwargs["max_retries"] = max_retries
         return OpenAIChatCompletionClient(**kwargs)
     raise ModelFailed(f"Unknown model provider {config['provider']!r}")
 
@@ -133,6 +138,48 @@ class ClientCache:
             await _close(client)
 
 
+class _Waiting:
+    """Bounds each wait for the provider (MODEL_CALL_TIMEOUT_SECONDS) and reports a long one once."""
+
+    def __init__(self, on_waiting, content: dict):
+        from django.conf import settings
+
+        self.timeout = settings.MODEL_CALL_TIMEOUT_SECONDS
+        self.after = settings.MODEL_WAITING_SECONDS
+        self.on_waiting, self.content = on_waiting, content
+        self.reported = False
+        self.handle = None
+
+    async def bounded(self, awaitable):
+        if self.on_waiting is not None and not self.reported:
+            loop = asyncio.get_running_loop()
+            self.handle = loop.call_later(self.after, self._report)
+        try:
+            async with asyncio.timeout(self.timeout):  # one timer, no task per chunk (unlike wait_for)
+                return await awaitable
+        finally:
+            self.done()
+
+    def _report(self) -> None:
+        self.reported, self.handle = True, None
+        try:
+            self.on_waiting({**self.content, "waited_seconds": self.after, "timeout_seconds": self.timeout})
+        except Exception:  # noqa: BLE001 - a report must never break the call
+            pass
+
+    def done(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
+async def _aclose(stream) -> None:
+    try:
+        await stream.aclose()
+    except Exception:  # noqa: BLE001 - a stream cut short (a timeout) closes as best it can
+        pass
+
+
 async def _close(client) -> None:
     try:
         await client.close()
@@ -157,6 +204,7 @@ class ModelBroker:
         """
         self.providers = {mid: c["provider"] for mid, c in configs.items()}
         self.names = {mid: c.get("name", str(mid)) for mid, c in configs.items()}
+        self.endpoints = {mid: endpoint_of(c) for mid, c in configs.items()}
         self.cache = clients if clients is not None else ClientCache()
         self.budgets = budgets
         self.monthly_left = monthly_left
@@ -194,8 +242,12 @@ class ModelBroker:
             left.append(budget - self.used_by_agent.get(agent_id, 0))
         return min(left) if left else None
 
-    async def call(self, request: dict, on_chunk) -> CreateResult:
-        """Answer one request from the child; on_chunk(text) is awaited for each streamed chunk."""
+    async def call(self, request: dict, on_chunk, on_waiting=None) -> CreateResult:
+        """Answer one request from the child; on_chunk(text) is awaited for each streamed chunk.
+
+        Each wait for the provider (the answer, or the next streamed chunk) is bounded by
+        MODEL_CALL_TIMEOUT_SECONDS; on_waiting(content) is called once when a wait passes
+        MODEL_WAITING_SECONDS, so a stuck endpoint shows in the task's stream while it waits."""
         client = self.clients.get(request.get("model"))
         if client is None:
             raise ModelFailed(f"Model configuration {request.get('model')} is not available to this task")
@@ -218,25 +270,39 @@ class ModelBroker:
             if self.providers[request["model"]] == "openai":
                 requested = extra.get("max_tokens")
                 extra["max_tokens"] = min(int(requested), room) if isinstance(requested, int) and requested > 0 else room
+        waiting = _Waiting(on_waiting, {"model": self.names.get(request["model"], "model"),
+                                        "endpoint": self.endpoints.get(request["model"], "")})
         try:
             messages = _MESSAGES.validate_python(raw_messages)
             result = None
             if request.get("stream"):
                 if self.providers[request["model"]] == "openai":
                     kwargs["include_usage"] = True
-                async for item in client.create_stream(messages, **kwargs):
-                    if isinstance(item, str):
-                        await on_chunk(item)
-                    else:
-                        result = item
+                stream = client.create_stream(messages, **kwargs).__aiter__()
+                try:
+                    while True:
+                        try:
+                            item = await waiting.bounded(stream.__anext__())
+                        except StopAsyncIteration:
+                            break
+                        if isinstance(item, str):
+                            await on_chunk(item)
+                        else:
+                            result = item
+                finally:
+                    await _aclose(stream)
                 if result is None:
                     raise ModelFailed("The model's stream ended without a result")
             else:
-                result = await client.create(messages, **kwargs)
+                result = await waiting.bounded(client.create(messages, **kwargs))
         except ModelFailed:
             raise
-        except Exception as exc:  # noqa: BLE001 - the provider's message is what the customer needs
-            raise ModelFailed(f"{self.names.get(request['model'], 'model')}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - the endpoint and the cause are what the customer needs
+            failure = describe_failure(exc, timeout_seconds=waiting.timeout)
+            raise ModelFailed(failure.message(self.names.get(request["model"], "model"),
+                                              self.endpoints.get(request["model"], ""))) from exc
+        finally:
+            waiting.done()
         self._account(request.get("agent"), result)
         await self._check_monthly(before=False)
         return result

@@ -23,6 +23,26 @@ def sandbox_run(task_id: int) -> None:
     run_one(task_id)
 
 
+def model_config_problems(*, provider: str, model: str, base_url: str, model_info, has_api_key) -> dict:
+    """Field -> messages for what a run of this model configuration would miss (runtime.model_check)."""
+    from .model_check import config_problems
+
+    return config_problems(provider=provider, model=model, base_url=base_url, model_info=model_info,
+                           has_api_key=has_api_key)
+
+
+def model_config_test(config: dict) -> dict:
+    """One real call through the broker's client code, from this process (the web's), under the same rules
+    as a worker's (MODEL_ENDPOINTS_ALLOW_PRIVATE), bounded by MODEL_CALL_TIMEOUT_SECONDS (at most
+    MODEL_TEST_MAX_SECONDS): {ok, latency_ms, error: {code, message} | null}."""
+    from .model_check import model_test
+
+    return model_test(config, timeout_seconds=min(settings.MODEL_CALL_TIMEOUT_SECONDS, MODEL_TEST_MAX_SECONDS))
+
+
+MODEL_TEST_MAX_SECONDS = 30.0
+
+
 def sandbox_kill(task_id: int, reason: str) -> None:
     """Ask whichever worker runs the task to kill its sandbox tree now."""
     control.publish({"kind": "kill", "task": task_id, "reason": reason})

@@ -577,7 +577,8 @@ class TaskRun:
         telemetry.MODEL_CALL_PARENT.set(self.trace.model_parent(caller))  # this call's own asyncio task
         self.mark("model call")
         try:
-            result = await self.broker.call(request, on_chunk)
+            result = await self.broker.call(
+                request, on_chunk, on_waiting=lambda content: self.add_event("model_waiting", caller or "platform", content))
         except BudgetExceeded as exc:
             self.end(failed(ErrorCode.TOKEN_BUDGET, str(exc)))
             return

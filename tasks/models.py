@@ -119,6 +119,7 @@ class TaskEvent(models.Model):
         USAGE = "usage"
         ERROR = "error"
         LOG = "log"
+        MODEL_WAITING = "model_waiting"
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()

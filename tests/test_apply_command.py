@@ -24,6 +24,7 @@ models:
     model: llama3.1
     base_url: http://127.0.0.1:11434/v1
     api_key_env: SPECS_TEST_LLM_KEY
+    model_info: {vision: false, function_calling: true, json_output: false, family: unknown}
   - name: demo
     provider: replay
     responses: ["Hello. TERMINATE"]

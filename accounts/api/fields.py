@@ -1,6 +1,8 @@
 """Serializer pieces shared by the customer API: references to the caller's own objects."""
 from rest_framework import serializers
 
+from autogen_platform.serializers import Serializer as StrictSerializer  # noqa: F401 - nested objects refuse unknown keys too
+
 
 class CustomerPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
     """An id of one of the caller's own objects; another customer's id reads exactly like a missing one."""
@@ -13,19 +15,6 @@ class CustomerPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         if membership is None:
             return queryset.none()
         return queryset.filter(customer_id=membership.customer_id)
-
-
-class StrictSerializer(serializers.Serializer):
-    """A nested object that refuses keys it does not declare (instead of silently dropping them)."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {key: [f"Unknown key; allowed: {', '.join(self.fields)}"] for key in unknown}
-                )
-        return super().to_internal_value(data)
 
 
 class StringField(serializers.CharField):

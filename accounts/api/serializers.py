@@ -6,9 +6,11 @@ from accounts import signin, tokens
 from accounts.authentication import CUSTOMER_SCOPE
 from accounts.models import ApiKey, Customer
 from adminpanel.models import Notification
+from autogen_platform import serializers as strict
+from autogen_platform.serializers import RefuseUnknownFieldsMixin
 
 
-class CustomerTokenObtainSerializer(TokenObtainSerializer):
+class CustomerTokenObtainSerializer(RefuseUnknownFieldsMixin, TokenObtainSerializer):
     """Username and password of a customer's user -> an access and a refresh token scoped `customer`.
 
     Wrong passwords and lockouts are counted and audited by accounts.signin (authenticate() signals them)."""
@@ -26,7 +28,7 @@ class CustomerTokenObtainSerializer(TokenObtainSerializer):
         return tokens.token_pair(self.user, CUSTOMER_SCOPE)
 
 
-class CustomerTokenRefreshSerializer(serializers.Serializer):
+class CustomerTokenRefreshSerializer(strict.Serializer):
     """A customer refresh token -> a new access token and a new refresh token (the one sent is used up)."""
 
     refresh = serializers.CharField()
@@ -40,7 +42,7 @@ class CustomerTokenRefreshSerializer(serializers.Serializer):
         return tokens.refresh_token_rotate(refresh)
 
 
-class LogoutSerializer(serializers.Serializer):
+class LogoutSerializer(strict.Serializer):
     refresh = serializers.CharField(write_only=True, help_text="The refresh token to end; refused from then on.")
 
 
@@ -69,7 +71,7 @@ class MeSerializer(serializers.Serializer):
     customer = MeCustomerSerializer()
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(strict.ModelSerializer):
     class Meta:
         model = ApiKey
         fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]

@@ -7,10 +7,12 @@ from accounts.authentication import ADMIN_SCOPE
 from accounts.models import Customer
 from adminpanel.authentication import admin_token_pair
 from adminpanel.models import AuditLog, Notification
+from autogen_platform.serializers import Serializer as StrictSerializer
+from autogen_platform.serializers import RefuseUnknownFieldsMixin
 from agents.models import Agent
 
 
-class AdminTokenObtainSerializer(TokenObtainSerializer):
+class AdminTokenObtainSerializer(RefuseUnknownFieldsMixin, TokenObtainSerializer):
     """Username and password of an active staff user -> an access and a refresh token scoped `admin`.
 
     Wrong passwords and lockouts are counted and audited by accounts.signin (authenticate() signals them)."""
@@ -29,7 +31,7 @@ class AdminTokenObtainSerializer(TokenObtainSerializer):
         return admin_token_pair(self.user)
 
 
-class AdminTokenRefreshSerializer(serializers.Serializer):
+class AdminTokenRefreshSerializer(StrictSerializer):
     """An admin refresh token -> a new access token and a new refresh token (the one sent is used up)."""
 
     refresh = serializers.CharField()
@@ -43,25 +45,18 @@ class AdminTokenRefreshSerializer(serializers.Serializer):
         return tokens.refresh_token_rotate(refresh)
 
 
-class StrictSerializer(serializers.Serializer):
-    """Refuses keys it does not declare instead of silently dropping them."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({k: [f"Unknown key; allowed: {', '.join(self.fields)}"] for k in unknown})
-        return super().to_internal_value(data)
+INT_MAX, BIGINT_MAX = 2**31 - 1, 2**63 - 1
 
 
 class QuotasSerializer(StrictSerializer):
-    max_agents = serializers.IntegerField(min_value=0, required=False)
-    max_concurrent_tasks = serializers.IntegerField(min_value=0, required=False)
-    max_tasks_per_day = serializers.IntegerField(min_value=0, required=False)
-    monthly_token_budget = serializers.IntegerField(min_value=0, required=False)
-    max_memory_mb = serializers.IntegerField(min_value=1, required=False)
-    max_cpu_seconds = serializers.IntegerField(min_value=1, required=False)
-    max_timeout_seconds = serializers.IntegerField(min_value=1, required=False)
+    # The columns' ranges: a larger number is a validation_error, not a database error.
+    max_agents = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    max_concurrent_tasks = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    max_tasks_per_day = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    monthly_token_budget = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX, required=False)
+    max_memory_mb = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
+    max_cpu_seconds = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
+    max_timeout_seconds = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
 
 
 class CustomerSerializer(serializers.ModelSerializer):

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer, StringField
 from agents.models import Agent, AgentVersion, ModelConfig
+from autogen_platform import serializers as strict
 from runtime.tools import tool_names
 
 
@@ -32,7 +33,7 @@ class ModelInfoSerializer(PassThroughMixin, StrictSerializer):
         return dict(instance) if instance else None
 
 
-class ModelConfigSerializer(serializers.ModelSerializer):
+class ModelConfigSerializer(strict.ModelSerializer):
     api_key = serializers.CharField(
         write_only=True, required=False, allow_blank=True, allow_null=True, max_length=2000, trim_whitespace=True,
         style={"input_type": "password"},
@@ -62,6 +63,22 @@ class ModelConfigSerializer(serializers.ModelSerializer):
         }
 
 
+class ModelTestErrorSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=["connection_refused", "dns_error", "tls_error", "timeout", "http_error", "connection_error",
+                 "configuration_error", "model_error"],
+        help_text="The cause: connection_refused, dns_error, tls_error, timeout, http_error (the provider's "
+                  "status and message), connection_error, configuration_error (e.g. a private address the "
+                  "platform does not call, a key that cannot be decrypted), model_error (anything else).")
+    message = serializers.CharField(help_text="Names the model configuration, the endpoint and the cause.")
+
+
+class ModelTestSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="The endpoint answered a one-message chat completion.")
+    latency_ms = serializers.FloatField(help_text="How long the call took, in milliseconds (failed ones too).")
+    error = ModelTestErrorSerializer(allow_null=True, help_text="Why the call failed, or null.")
+
+
 class LimitsSerializer(PassThroughMixin, StrictSerializer):
     memory_mb = serializers.IntegerField(min_value=1, required=False)
     cpu_seconds = serializers.IntegerField(min_value=1, required=False)
@@ -69,7 +86,7 @@ class LimitsSerializer(PassThroughMixin, StrictSerializer):
     max_tokens = serializers.IntegerField(min_value=1, required=False)
 
 
-class AgentSerializer(serializers.ModelSerializer):
+class AgentSerializer(strict.ModelSerializer):
     model = CustomerPrimaryKeyRelatedField(queryset=ModelConfig.objects.all(),
                                            help_text="Id of one of the customer's model configurations.")
     tools = serializers.ListField(child=serializers.ChoiceField(choices=tool_names()), required=False,
@@ -109,7 +126,7 @@ class AgentVersionSerializer(serializers.ModelSerializer):
         fields = ["version", "snapshot", "created_at", "created_by"]
 
 
-class RollbackSerializer(serializers.Serializer):
+class RollbackSerializer(strict.Serializer):
     version = serializers.IntegerField(min_value=1, help_text="The version whose behaviour to apply again.")
 
 

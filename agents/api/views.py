@@ -10,10 +10,12 @@ from agents import selectors, services
 from agents.models import Agent, ModelConfig
 from runtime.tools import tool_catalog
 
+from .filters import AgentFilter, ModelConfigFilter
 from .serializers import (
     AgentSerializer,
     AgentVersionSerializer,
     ModelConfigSerializer,
+    ModelTestSerializer,
     ProcessSerializer,
     RollbackSerializer,
     ToolSerializer,
@@ -31,6 +33,7 @@ CONFLICT = OpenApiResponse(description="conflict: the name is taken, or the obje
 class ModelConfigViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelViewSet):
     serializer_class = ModelConfigSerializer
     schema_model = ModelConfig
+    filterset_class = ModelConfigFilter
 
     def scoped_queryset(self):
         return selectors.model_config_list_for_user(self.request.user)
@@ -49,6 +52,18 @@ class ModelConfigViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.Mo
     def service_delete(self, instance):
         services.model_config_delete(actor=self.request.user, model_config=instance, request=self.request)
 
+    @extend_schema(
+        summary="Test the configuration: one real call to its endpoint, its latency and the exact error",
+        description="Sends a one-message chat completion through the same client code and rules a task's model "
+                    "calls use (no call to a private address where MODEL_ENDPOINTS_ALLOW_PRIVATE is off), bounded "
+                    "by MODEL_CALL_TIMEOUT_SECONDS (at most 30 s). A failed call is still 200, with ok false. The "
+                    "few tokens it uses are not counted.",
+        request=None, responses=ModelTestSerializer,
+    )
+    @action(detail=True, methods=["post"], url_path="test")
+    def test_connection(self, request, pk=None):
+        return Response(services.model_config_test(actor=request.user, model_config=self.get_object(), request=request))
+
 
 @extend_schema_view(
     create=extend_schema(summary="Create an agent (version 1)", responses={
@@ -65,6 +80,7 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
 
     serializer_class = AgentSerializer
     schema_model = Agent
+    filterset_class = AgentFilter
 
     def scoped_queryset(self):
         return selectors.agent_list_for_user(self.request.user)
@@ -83,9 +99,9 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
         services.agent_delete(actor=self.request.user, agent=instance, request=self.request)
 
     @extend_schema(summary="The agent's versions, newest first", responses=AgentVersionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filterset_class=None)
     def versions(self, request, pk=None):
-        page = self.paginate_queryset(selectors.agent_version_list(self.get_object()))
+        page = self.paginate_queryset(self.filter_queryset(selectors.agent_version_list(self.get_object())))
         return self.get_paginated_response(AgentVersionSerializer(page, many=True).data)
 
     @extend_schema(
@@ -126,7 +142,7 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
         return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
 
     @extend_schema(summary="The sandboxes running for the agent now", responses=ProcessSerializer(many=True))
-    @action(detail=True, methods=["get"], pagination_class=None)
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def processes(self, request, pk=None):
         return Response(selectors.agent_processes(self.get_object()))
 

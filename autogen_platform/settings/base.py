@@ -78,6 +78,9 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "axes",
     "drf_spectacular",
+    # Swagger UI's and Redoc's files, served by the platform itself (/api/docs/ works with no internet).
+    "drf_spectacular_sidecar",
+    "django_filters",
     # Before channels: its `runworker` command must be the platform's task worker, not Channels'.
     "runtime",
     "channels",
@@ -217,6 +220,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsCustomerMember"],
     "DEFAULT_PAGINATION_CLASS": "autogen_platform.pagination.Pagination",
+    # Lists filter and order with django-filter; an unknown query parameter is a 400 naming it.
+    "DEFAULT_FILTER_BACKENDS": ["autogen_platform.filters.FilterBackend"],
     # JSON bodies only: a form cannot carry nested objects (quotas, limits) and would drop them silently.
     "DEFAULT_PARSER_CLASSES": ["autogen_platform.parsers.JSONParser"],
     "PAGE_SIZE": 50,
@@ -268,6 +273,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "autogen_platform.schema.refuse_unknown_properties"],
+    # Swagger UI and Redoc from drf-spectacular-sidecar's files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No validator badge: Swagger UI would load it from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": True, "displayOperationId": True,
+                            "validatorUrl": None},
     # Several models have a `status`: name each choice set after its model.
     "ENUM_NAME_OVERRIDES": {
         "AgentStatusEnum": "agents.models.Agent.Status",
@@ -319,6 +333,11 @@ REAPER_INTERVAL_SECONDS = env("REAPER_INTERVAL_SECONDS", 2, float)
 # Whether model calls (made by workers, on the customers' behalf) may go to loopback, private or
 # link-local addresses, e.g. a local Ollama. Production (settings.prod) defaults to no.
 MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", True, bool)
+# The longest a model call waits for the provider (its answer, or each next streamed chunk): past it the
+# task ends model_error naming the endpoint. A wait longer than MODEL_WAITING_SECONDS shows in the task's
+# stream as a `model_waiting` event. POST /api/models/{id}/test/ is bounded by the same timeout.
+MODEL_CALL_TIMEOUT_SECONDS = env("MODEL_CALL_TIMEOUT_SECONDS", 120, float)
+MODEL_WAITING_SECONDS = env("MODEL_WAITING_SECONDS", 5, float)
 SANDBOX_ROOT = Path(env("SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
 SANDBOX_MIN_LEVEL = env("SANDBOX_MIN_LEVEL", "none")
 # Warm start: each worker keeps a zygote that imported AgentChat and forks one single-use child per

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent
+from autogen_platform import serializers as strict
 from tasks.models import Task, TaskEvent, Thread
 from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from teams.models import Team
@@ -12,7 +13,7 @@ from teams.models import Team
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cpu_seconds", "peak_memory_mb", "wall_seconds")
 
 
-class TaskCreateSerializer(serializers.Serializer):
+class TaskCreateSerializer(strict.Serializer):
     agent = CustomerPrimaryKeyRelatedField(queryset=Agent.objects.all(), required=False, allow_null=True,
                                            help_text="Agent id; give exactly one of agent and team.")
     team = CustomerPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True,
@@ -46,11 +47,18 @@ class UsageSerializer(serializers.Serializer):
         return {**{key: 0 for key in USAGE_KEYS}, **(instance or {})}
 
 
+class TaskResultSerializer(PassThroughMixin, serializers.Serializer):
+    text = serializers.CharField(help_text="The final message's text.")
+    stop_reason = serializers.CharField(help_text="Why the run stopped, e.g. the termination condition met, "
+                                                  "or `completed`.")
+
+
 class TaskSerializer(serializers.ModelSerializer):
     error = TaskErrorSerializer(allow_null=True, read_only=True, help_text="Why the task did not succeed, or null.")
     usage = UsageSerializer(read_only=True)
-    result = serializers.JSONField(read_only=True, allow_null=True,
-                                   help_text="What the run produced (final message and stop reason), or null.")
+    result = TaskResultSerializer(read_only=True, allow_null=True,
+                                  help_text="What the run produced (final message and stop reason); null until "
+                                            "the task succeeds.")
     trace_id = serializers.CharField(read_only=True, allow_null=True,
                                      help_text="The task's OpenTelemetry trace id (32 hex digits) when tracing was on "
                                                "at its creation, else null.")
@@ -60,12 +68,6 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = ["id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
                   "created_at", "started_at", "finished_at", "trace_id"]
         read_only_fields = fields
-
-
-class TaskListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Task.Status.choices, required=False)
-    agent = serializers.IntegerField(min_value=1, required=False)
-    team = serializers.IntegerField(min_value=1, required=False)
 
 
 class EventsQuerySerializer(serializers.Serializer):

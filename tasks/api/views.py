@@ -11,12 +11,12 @@ from autogen_platform.errors import ValidationFailed
 from tasks import selectors, services
 from tasks.models import Task, Thread
 
+from .filters import TaskFilter, ThreadFilter
 from .serializers import (
     EventsQuerySerializer,
     TaskCreateSerializer,
     TaskEventListSerializer,
     TaskEventSerializer,
-    TaskListQuerySerializer,
     TaskSerializer,
     ThreadSerializer,
 )
@@ -28,13 +28,14 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="The customer's tasks, newest first", parameters=[TaskListQuerySerializer]),
+    list=extend_schema(summary="The customer's tasks, newest first (filters and ordering below)"),
     retrieve=extend_schema(summary="One task"),
 )
 @extend_schema(tags=["tasks"])
 class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = TaskSerializer
     schema_model = Task
+    filterset_class = TaskFilter
 
     def get_serializer_class(self):
         if self.action == "create":
@@ -42,11 +43,7 @@ class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.Retriev
         return TaskSerializer
 
     def scoped_queryset(self):
-        # An empty parameter (?status=) means no filter.
-        params = {k: v for k, v in self.request.query_params.items() if k in ("status", "agent", "team") and v != ""}
-        filters = TaskListQuerySerializer(data=params)
-        filters.is_valid(raise_exception=True)
-        return selectors.task_list_for_user(self.request.user, **filters.validated_data)
+        return selectors.task_list_for_user(self.request.user)
 
     def get_scoped_object(self, pk):
         return selectors.task_get_for_user(user=self.request.user, pk=pk)
@@ -74,7 +71,7 @@ class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.Retriev
 
     @extend_schema(summary="The task's events with seq > after, ascending", parameters=[EventsQuerySerializer],
                    responses=TaskEventListSerializer)
-    @action(detail=True, methods=["get"], pagination_class=None)
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request, pk=None):
         task = self.get_object()
         query = EventsQuerySerializer(data=request.query_params)
@@ -99,6 +96,7 @@ class ThreadViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.Retri
                     viewsets.GenericViewSet):
     serializer_class = ThreadSerializer
     schema_model = Thread
+    filterset_class = ThreadFilter
 
     def scoped_queryset(self):
         return selectors.thread_list_for_user(self.request.user).prefetch_related("tasks")

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent, ModelConfig
+from autogen_platform import serializers as strict
 from teams.models import Team
 
 
@@ -16,7 +17,7 @@ class TerminationSerializer(PassThroughMixin, StrictSerializer):
     max_tokens = serializers.IntegerField(min_value=1, required=False)
 
 
-class TeamSerializer(serializers.ModelSerializer):
+class TeamSerializer(strict.ModelSerializer):
     members = CustomerPrimaryKeyRelatedField(
         many=True, queryset=Agent.objects.all(), help_text="Agent ids in speaking order (round robin)."
     )

@@ -7,6 +7,7 @@ from accounts.selectors import customer_for_user
 from teams import selectors, services
 from teams.models import Team
 
+from .filters import TeamFilter
 from .serializers import TeamSerializer
 
 CONFLICT = OpenApiResponse(description="conflict: the name is taken, or the team has active tasks")
@@ -24,6 +25,7 @@ class TeamViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelView
 
     serializer_class = TeamSerializer
     schema_model = Team
+    filterset_class = TeamFilter
 
     def scoped_queryset(self):
         return selectors.team_list_for_user(self.request.user)

@@ -1,0 +1,51 @@
+"""The serializer bases of every API body: a key a serializer does not declare is refused, not dropped.
+
+`{"system_mesage": ...}` used to create an agent with an empty system message. Every serializer that
+reads a request body (top level or nested) derives from `Serializer` or `ModelSerializer` here (or
+mixes in `RefuseUnknownFieldsMixin`), so a typo is a 400 validation_error naming the key.
+tests/test_unknown_fields.py sends an unknown key to every operation of the OpenAPI schema that takes a
+body, so a serializer that forgets the base is caught.
+
+Read-only fields (id, status, created_at...) are known keys: a body read from GET and sent back is
+accepted, and they are ignored, as the schema says.
+"""
+from collections.abc import Mapping
+
+from rest_framework import serializers
+
+
+def unknown_field_errors(data, known) -> dict:
+    """{key: [message]} for the keys of `data` that are not in `known` (empty when all are known)."""
+    if not isinstance(data, Mapping):
+        return {}
+    unknown = sorted(str(key) for key in data if key not in known)
+    if not unknown:
+        return {}
+    allowed = ", ".join(sorted(known)) or "none"
+    return {key: [f"Unknown field; allowed: {allowed}"] for key in unknown}
+
+
+class RefuseUnknownFieldsMixin:
+    """A body key that is not one of the serializer's fields is a validation error on that key."""
+
+    def to_internal_value(self, data):
+        unknown = unknown_field_errors(data, set(self.fields))
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            # Report the unknown keys together with the other fields' errors.
+            if unknown and isinstance(exc.detail, dict):
+                exc.detail.update({key: [serializers.ErrorDetail(m, code="unknown_field") for m in messages]
+                                   for key, messages in unknown.items()})
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown, code="unknown_field")
+        return value
+
+
+class Serializer(RefuseUnknownFieldsMixin, serializers.Serializer):
+    pass
+
+
+class ModelSerializer(RefuseUnknownFieldsMixin, serializers.ModelSerializer):
+    pass
