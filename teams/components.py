@@ -46,16 +46,18 @@ def _condition_component(key: str, value, idents: dict) -> dict:
         return max_messages_condition(value)
     if key == "text_mention":
         return text_mention_condition(value)
-    simple = {
-        "timeout_seconds": ("TimeoutTermination", {"timeout_seconds": float(value) if key == "timeout_seconds" else 0}),
-        "max_tokens": ("TokenUsageTermination", {"max_total_token": value}),
-        "handoff": ("HandoffTermination", {"target": idents.get(value, value)}),
-        "source_match": ("SourceMatchTermination", {"sources": [idents.get(v, v) for v in value or []]}
-                         if key == "source_match" else {}),
-        "stop_message": ("StopMessageTermination", {}),
-        "function_call": ("FunctionCallTermination", {"function_name": value}),
-    }
-    label, config = simple[key]
+    if key == "timeout_seconds":
+        label, config = "TimeoutTermination", {"timeout_seconds": float(value)}
+    elif key == "max_tokens":
+        label, config = "TokenUsageTermination", {"max_total_token": value}
+    elif key == "handoff":
+        label, config = "HandoffTermination", {"target": idents.get(value, value)}
+    elif key == "source_match":
+        label, config = "SourceMatchTermination", {"sources": [idents.get(v, v) for v in value]}
+    elif key == "stop_message":
+        label, config = "StopMessageTermination", {}
+    else:
+        label, config = "FunctionCallTermination", {"function_name": value}
     return component(CONDITIONS + label, "termination", config, label=label)
 
 
