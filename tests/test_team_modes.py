@@ -173,3 +173,25 @@ def test_a_team_built_in_autogen_imports_runs_and_exports_back(workers, customer
     exported = client.get(f"/api/teams/{team_id}/component/").json()
     assert exported["provider"] == "autogen_agentchat.teams.Swarm"
     assert [p["config"]["name"] for p in exported["config"]["participants"]] == ["drafter", "reviewer"]
+
+
+def test_a_swarm_that_handed_off_to_the_user_resumes_with_the_agent_that_asked(workers, customer, client_for):
+    org, user = customer
+    client = client_for(user)
+    replies = [{"tool_calls": [{"name": "transfer_to_critic", "arguments": {}}]},
+               {"tool_calls": [{"name": "transfer_to_user", "arguments": {}}]},
+               "Thanks, noted. DONE"]
+    with OpenAIStub(replies) as stub:
+        model = stub_model(org, stub)
+        writer, critic = make_agent(org, model, "writer"), make_agent(org, model, "critic")
+        team = make_team(client, [writer, critic], mode="swarm",
+                         termination={"any": [{"handoff": "user"}, {"text_mention": "DONE"}]})
+        first = finished(submit(client, team=team["id"], input="Write, then ask me")["id"])
+        second = finished(submit(client, team=team["id"], input="Yes, go ahead", thread=first.thread_id)["id"])
+    assert first.status == "succeeded", first.error
+    assert second.status == "succeeded", second.error
+    # The answer went back to the critic, who had asked; its request carried the whole conversation.
+    assert [(m["source"], m["content"]["message_type"]) for m in messages(second.pk)] == [
+        ("user", "HandoffMessage"), ("critic", "TextMessage")]
+    assert second.result["text"] == "Thanks, noted. DONE"
+    assert stub.requests[2]["body"]["messages"][-1]["content"] == "Yes, go ahead"
