@@ -74,9 +74,6 @@ def termination_component(conf: dict, idents: dict) -> dict:
 def team_export(team: Team) -> dict:
     """GET /api/teams/{id}/component/: the team as AgentChat's class of its mode, members in order (a member
     with code_execution followed by its CodeExecutorAgent), model keys removed."""
-    from autogen_agentchat.teams._group_chat._magentic_one._prompts import ORCHESTRATOR_FINAL_ANSWER_PROMPT
-    from autogen_agentchat.teams._group_chat._selector_group_chat import SelectorGroupChat
-
     from .conditions import handoff_targets
 
     members = [m.agent for m in team.members.select_related("agent__model").order_by("position")]
@@ -99,6 +96,9 @@ def team_export(team: Team) -> dict:
               "participants": participants,
               "termination_condition": termination_component(team.termination or {"max_messages": 10}, idents)}
     if team.mode == Team.Mode.SELECTOR:
+        # AgentChat's default prompts are part of the config it dumps (imported here only, for these modes).
+        from autogen_agentchat.teams import SelectorGroupChat
+
         from agents.components import model_component
 
         defaults = SelectorGroupChat.__init__.__kwdefaults__
@@ -106,6 +106,8 @@ def team_export(team: Team) -> dict:
                       allow_repeated_speaker=False, max_selector_attempts=3, emit_team_events=False,
                       model_client_streaming=False)
     elif team.mode == Team.Mode.MAGENTIC_ONE:
+        from autogen_agentchat.teams._group_chat._magentic_one._prompts import ORCHESTRATOR_FINAL_ANSWER_PROMPT
+
         from agents.components import model_component
 
         config.update(model_client=model_component(team.orchestrator_model), max_turns=20, max_stalls=3,
@@ -248,6 +250,9 @@ def _read_team(problems: Problems, path: str, data) -> dict | None:
         return None
     idents = [p.get("config", {}).get("name") if isinstance(p, dict) and isinstance(p.get("config"), dict) else None
               for p in participants]
+    for i, ident in enumerate(idents):
+        if ident is not None and ident in idents[:i]:
+            problems.add(f"{cpath}.participants[{i}].config.name", f"{ident!r} is the name of an earlier participant")
     allowed = (set(filter(None, idents)) | targets) if mode == Team.Mode.SWARM else targets
     agents = []
     for i, participant in enumerate(participants):

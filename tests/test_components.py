@@ -253,3 +253,36 @@ def test_another_customers_team_has_no_component(api, make_customer):
 
     assert_error(api.get(f"/api/teams/{team.pk}/component/"), 404, "not_found")
     assert_error(api.get(f"/api/agents/{team.members.first().agent_id}/component/"), 404, "not_found")
+
+
+def test_selector_and_code_running_teams_export_and_run_in_autogen(api, customer, tmp_path):
+    model = openai_model(customer)
+    coder = make_agent(customer, model=model, name="coder", code_execution=True)
+    reviewer = make_agent(customer, model=model, name="reviewer")
+    pair = make_team(customer, [coder, reviewer], name="pair", termination={"max_messages": 4})
+    panel = make_team(customer, [coder, reviewer], name="panel", mode="selector",
+                      selector_model=make_model(customer, name="picker"), termination={"text_mention": "DONE"})
+    pair_doc = api.get(f"/api/teams/{pair.pk}/component/").json()
+    panel_doc = api.get(f"/api/teams/{panel.pk}/component/").json()
+    assert [p["provider"].rsplit(".", 1)[1] for p in pair_doc["config"]["participants"]] == [
+        "AssistantAgent", "CodeExecutorAgent", "AssistantAgent"]
+
+    done = subprocess.run([sys.executable, "-c", LOADER], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          input=json.dumps([
+                              {"task": "Compute", "component": with_replay(pair_doc, {
+                                  "coder": ["```python\nprint(6 * 7)\n```"], "reviewer": ["Right."]})},
+                              {"task": "Compute", "component": with_replay(panel_doc, {
+                                  "coder": ["Here: 42."], "reviewer": ["Checked. DONE"]},
+                                  team_model=["coder", "reviewer"])}]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    pair_run, panel_run = json.loads(done.stdout)
+    assert [m[0] for m in pair_run["messages"] if m[1] == "TextMessage"] == ["user", "coder", "coder_executor",
+                                                                             "reviewer"]
+    assert any(m[0] == "coder_executor" and m[2].strip() == "42" for m in pair_run["messages"])
+    assert [m[0] for m in panel_run["messages"] if m[1] == "TextMessage"] == ["user", "coder", "reviewer"]
+    assert "DONE" in panel_run["stop_reason"]
+    # and a team read back refuses two participants of one name, by path
+    panel_doc["config"]["participants"][1]["config"]["name"] = "coder"
+    error = assert_error(api.post("/api/teams/import/", {"component": panel_doc}, format="json"), 400,
+                         "validation_error")
+    assert "component.config.participants[1].config.name" in error["details"], error
