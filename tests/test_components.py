@@ -286,3 +286,21 @@ def test_selector_and_code_running_teams_export_and_run_in_autogen(api, customer
     error = assert_error(api.post("/api/teams/import/", {"component": panel_doc}, format="json"), 400,
                          "validation_error")
     assert "component.config.participants[1].config.name" in error["details"], error
+
+
+def test_code_execution_travels_through_export_and_import(api, customer):
+    coder = make_agent(customer, name="coder", code_execution=True)
+    pair = make_team(customer, [coder, make_agent(customer, name="reviewer")], name="pair")
+    team_doc = api.get(f"/api/teams/{pair.pk}/component/").json()
+    agent_doc = api.get(f"/api/agents/{coder.pk}/component/").json()
+
+    team_import = api.post("/api/teams/import/", {"component": team_doc}, format="json")
+    as_agent = api.post("/api/agents/import/", {"component": agent_doc}, format="json")
+
+    assert team_import.status_code == 201, team_import.content
+    coder_copy, reviewer_copy = (Agent.objects.get(name=n) for n in ("coder-2", "reviewer-2"))
+    assert coder_copy.code_execution and not reviewer_copy.code_execution
+    assert Team.objects.get(name="pair-2").member_ids() == [coder_copy.pk, reviewer_copy.pk]
+    # The agent alone exports as AgentChat's pair (a team): the agents import says where it belongs.
+    error = assert_error(as_agent, 400, "validation_error")
+    assert error["details"] == {"component.component_type": ["a team: import it with POST /api/teams/import/"]}
