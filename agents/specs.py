@@ -39,11 +39,11 @@ SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"))
 TOP_KEYS = ("customer", "models", "agents", "teams")
 MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses")
 AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits")
-TEAM_KEYS = ("name", "mode", "members", "selector_model", "termination")
+TEAM_KEYS = ("name", "mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
 # The fields a plan compares, in the order an `update` line names them.
 MODEL_FIELDS = ("provider", "model", "base_url", "model_info", "responses", "api_key")
 AGENT_FIELDS = ("description", "model", "system_message", "tools", "code_execution", "limits")
-TEAM_FIELDS = ("mode", "members", "selector_model", "termination")
+TEAM_FIELDS = ("mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_INFO_ORDER = ("vision", "function_calling", "json_output", "family", "structured_output", "multiple_system_messages")
 MAX_LENGTHS = {"name": 100, "model": 200, "base_url": 500}
@@ -257,14 +257,29 @@ def _team_from_spec(problems, path, item: dict) -> dict:
     for i, name in enumerate(members):
         if name in members[:i]:
             problems.add(f"{path}.members[{i}]", f"agent {name!r} is listed twice")
-    selector_model = item.get("selector_model")
-    if selector_model is not None:
-        selector_model = _string(problems, f"{path}.selector_model", selector_model, required=True) or None
+    models = {}
+    for field in ("selector_model", "orchestrator_model"):
+        value = item.get(field)
+        if value is not None:
+            value = _string(problems, f"{path}.{field}", value, required=True) or None
+        models[field] = value
     termination = _mapping(problems, f"{path}.termination", item.get("termination"))
+    graph = _mapping(problems, f"{path}.graph", item.get("graph"))
+    edges = graph.get("edges") if isinstance(graph, dict) else None
+    if edges is not None and not isinstance(edges, list):
+        problems.add(f"{path}.graph.edges", f"must be a list, not {_type_name(edges)}")
+    for i, edge in enumerate(edges if isinstance(edges, list) else []):
+        if not isinstance(edge, dict):
+            problems.add(f"{path}.graph.edges[{i}]", f"must be a mapping, not {_type_name(edge)}")
+            continue
+        for end in ("source", "target"):
+            if not isinstance(edge.get(end), str) or edge[end] not in members:
+                problems.add(f"{path}.graph.edges[{i}].{end}", "must name a member of the team")
     return {
         "mode": _string(problems, f"{path}.mode", item.get("mode")) or Team.Mode.ROUND_ROBIN,
         "members": members,
-        "selector_model": selector_model,
+        **models,
+        "graph": {"edges": [dict(e) for e in edges]} if isinstance(edges, list) and edges else {},
         # The team service stores this default for a team given no termination condition.
         "termination": dict(termination) if termination else dict(DEFAULT_TERMINATION),
     }
@@ -397,9 +412,14 @@ def _agent_values(agent: Agent) -> dict:
 
 
 def _team_values(team: Team) -> dict:
+    names = {m.agent_id: m.agent.name for m in team.members.all()}
+    edges = [{**e, "source": names.get(e["source"], e["source"]), "target": names.get(e["target"], e["target"])}
+             for e in (team.graph or {}).get("edges", [])]
     return {"mode": team.mode, "members": [m.agent.name for m in team.members.all()],
             "selector_model": team.selector_model.name if team.selector_model_id else None,
-            "termination": team.termination}
+            "orchestrator_model": team.orchestrator_model.name if team.orchestrator_model_id else None,
+            "termination": team.termination,
+            "graph": {"edges": edges} if edges else {}}
 
 
 CURRENT_VALUES = {"model": _model_values, "agent": _agent_values, "team": _team_values}
@@ -415,7 +435,8 @@ def _changed_fields(desired: _Desired, current, current_values: dict, names) -> 
 
 
 def _existing(customer: Customer) -> dict[str, dict]:
-    teams = Team.objects.filter(customer=customer).select_related("selector_model").prefetch_related("members__agent")
+    teams = (Team.objects.filter(customer=customer).select_related("selector_model", "orchestrator_model")
+             .prefetch_related("members__agent"))
     return {
         "model": {m.name: m for m in ModelConfig.objects.filter(customer=customer)},
         "agent": {a.name: a for a in Agent.objects.filter(customer=customer).select_related("model")},
@@ -438,9 +459,10 @@ def _check_references(objects, existing, *, prune: bool) -> None:
         for i, member in enumerate(desired.values["members"]):
             if member not in known["agent"]:
                 problems.add(f"{desired.path}.members[{i}]", f"unknown agent {member!r}{hint}")
-        selector = desired.values["selector_model"]
-        if selector and selector not in known["model"]:
-            problems.add(f"{desired.path}.selector_model", f"unknown model {selector!r}{hint}")
+        for field in ("selector_model", "orchestrator_model"):
+            model = desired.values[field]
+            if model and model not in known["model"]:
+                problems.add(f"{desired.path}.{field}", f"unknown model {model!r}{hint}")
     problems.raise_if_any()
 
 
@@ -536,7 +558,10 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
     for item in by_kind["team"]:
         desired = item.desired.values
         values = {**desired, "members": [agents[name] for name in desired["members"]],
-                  "selector_model": models[desired["selector_model"]] if desired["selector_model"] else None}
+                  "selector_model": models[desired["selector_model"]] if desired["selector_model"] else None,
+                  "orchestrator_model": models[desired["orchestrator_model"]] if desired["orchestrator_model"] else None,
+                  "graph": {"edges": [{**e, "source": agents[e["source"]].pk, "target": agents[e["target"]].pk}
+                                      for e in desired["graph"].get("edges", [])]} if desired["graph"] else {}}
         with _at(item.desired.path):
             if item.action == "create":
                 team_create(actor=actor, customer=customer, name=item.name, request=request, **values)
@@ -639,9 +664,12 @@ def spec_export(customer: Customer) -> dict:
     for team in sorted(existing["team"].values(), key=lambda t: t.name):
         current = _team_values(team)
         item = {"name": team.name, "mode": team.mode, "members": current["members"]}
-        if current["selector_model"]:
-            item["selector_model"] = current["selector_model"]
+        for field in ("selector_model", "orchestrator_model"):
+            if current[field]:
+                item[field] = current[field]
         item["termination"] = dict(team.termination)
+        if current["graph"]:
+            item["graph"] = current["graph"]
         teams.append(item)
     return {"customer": customer.name, "models": models, "agents": agents, "teams": teams}
 

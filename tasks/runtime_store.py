@@ -30,8 +30,8 @@ class DjangoTaskStore:
         spec = task.spec or {}
         agents = spec.get("agents") or []
         model_ids = {a["model"] for a in agents}
-        if spec.get("kind") == "team" and spec["team"].get("selector_model"):
-            model_ids.add(spec["team"]["selector_model"])
+        if spec.get("kind") == "team":
+            model_ids.update(spec["team"][f] for f in ("selector_model", "orchestrator_model") if spec["team"].get(f))
         models = {}
         for config in ModelConfig.objects.filter(pk__in=model_ids, customer_id=task.customer_id):
             models[config.pk] = {

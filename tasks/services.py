@@ -54,7 +54,9 @@ def build_task_spec(*, agent=None, team=None) -> dict:
             "name": team.name,
             "mode": team.mode,
             "selector_model": team.selector_model_id,
+            "orchestrator_model": team.orchestrator_model_id,
             "termination": dict(team.termination),
+            "graph": dict(team.graph or {}),
         },
         "agents": [_agent_entry(a) for a in members],
     }

@@ -16,10 +16,11 @@ class TeamMemberInline(ViewOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Team)
 class TeamAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "customer", "mode", "member_count", "selector_model", "updated_at"]
+    list_display = ["name", "customer", "mode", "member_count", "selector_model", "orchestrator_model", "updated_at"]
     list_filter = ["mode", "customer"]
     search_fields = ["name", "customer__name", "agents__name"]
-    fields = ["name", "customer", "mode", "selector_model", "termination", "created_at", "updated_at"]
+    fields = ["name", "customer", "mode", "selector_model", "orchestrator_model", "termination", "graph", "created_at",
+              "updated_at"]
     readonly_fields = fields
     inlines = [TeamMemberInline]
 

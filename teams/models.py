@@ -1,4 +1,4 @@
-"""Teams of agents: ordered members, a group-chat mode and termination conditions."""
+"""Teams of agents: ordered members, a group-chat mode (AgentChat's team classes) and termination conditions."""
 from django.db import models
 from django.db.models import Q
 
@@ -10,6 +10,9 @@ class Team(models.Model):
     class Mode(models.TextChoices):
         ROUND_ROBIN = "round_robin"
         SELECTOR = "selector"
+        SWARM = "swarm"
+        GRAPH = "graph"
+        MAGENTIC_ONE = "magentic_one"
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="teams")
     name = models.CharField(max_length=100)
@@ -17,8 +20,13 @@ class Team(models.Model):
     selector_model = models.ForeignKey(
         ModelConfig, null=True, blank=True, on_delete=models.PROTECT, related_name="selector_teams"
     )
-    # {max_messages, text_mention, timeout_seconds, max_tokens}
+    orchestrator_model = models.ForeignKey(
+        ModelConfig, null=True, blank=True, on_delete=models.PROTECT, related_name="orchestrator_teams"
+    )
+    # Conditions (any of which ends the run), or {"any": [...]} / {"all": [...]}: see teams.conditions.
     termination = models.JSONField(default=dict, blank=True)
+    # Graph mode: {"edges": [{"source": agent id, "target": agent id, "condition": text, "activation": all|any}]}.
+    graph = models.JSONField(default=dict, blank=True)
     agents = models.ManyToManyField(Agent, through="TeamMember", related_name="teams")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -27,9 +35,15 @@ class Team(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["customer", "name"], name="team_name_unique_per_customer"),
-            models.CheckConstraint(condition=Q(mode__in=["round_robin", "selector"]), name="team_mode_valid"),
             models.CheckConstraint(
-                condition=Q(mode="round_robin") | Q(selector_model__isnull=False), name="team_selector_has_model"
+                condition=Q(mode__in=["round_robin", "selector", "swarm", "graph", "magentic_one"]), name="team_mode_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(mode="selector") | Q(selector_model__isnull=False), name="team_selector_has_model"
+            ),
+            models.CheckConstraint(
+                condition=~Q(mode="magentic_one") | Q(orchestrator_model__isnull=False),
+                name="team_magentic_one_has_model",
             ),
         ]
 

@@ -1,4 +1,4 @@
-"""Every write to teams: members (ordered), mode, selector model, termination; audit rows."""
+"""Every write to teams: members (ordered), mode and the model it needs, termination, graph; audit rows."""
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
@@ -7,39 +7,35 @@ from adminpanel.services import audit_record
 from agents.models import Agent, ModelConfig
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 
+from . import conditions
 from .models import Team, TeamMember
 
-TERMINATION_INT_KEYS = ("max_messages", "timeout_seconds", "max_tokens")
-TERMINATION_KEYS = ("max_messages", "text_mention", "timeout_seconds", "max_tokens")
 # A team given no termination condition stops after this many messages, so it always ends.
 DEFAULT_TERMINATION = {"max_messages": 10}
+# mode -> the model configuration field it needs (the others must stay empty).
+MODE_MODELS = {Team.Mode.SELECTOR: "selector_model", Team.Mode.MAGENTIC_ONE: "orchestrator_model"}
+MODEL_FIELDS = ("selector_model", "orchestrator_model")
 
 
 def _id(obj):
     return getattr(obj, "pk", obj)
 
 
-def _termination_clean(termination, customer: Customer) -> dict:
+def _timeouts(termination) -> list[int]:
+    return [v for _, key, v in conditions.termination_walk(termination) if key == "timeout_seconds"]
+
+
+def _termination_clean(termination, customer: Customer, member_names: list[str]) -> dict:
     if termination is None:
         termination = {}
-    if not isinstance(termination, dict):
-        raise ValidationFailed(details={"termination": ["Must be an object"]})
-    problems = [f"{k}: unknown condition; allowed: {', '.join(TERMINATION_KEYS)}" for k in termination
-                if k not in TERMINATION_KEYS]
-    for key in TERMINATION_INT_KEYS:
-        value = termination.get(key)
-        if key in termination and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            problems.append(f"{key}: must be a positive integer")
-    if "text_mention" in termination:
-        value = termination["text_mention"]
-        if not isinstance(value, str) or not value.strip():
-            problems.append("text_mention: must be a non-empty string")
-        elif len(value) > settings.MAX_TEXT_MENTION_CHARS:
-            problems.append(f"text_mention: at most {settings.MAX_TEXT_MENTION_CHARS} characters (MAX_TEXT_MENTION_CHARS)")
+    problems = conditions.termination_problems(termination, text_limit=settings.MAX_TEXT_MENTION_CHARS)
+    if not problems:
+        problems = conditions.termination_member_problems(termination, member_names)
     if problems:
         raise ValidationFailed(details={"termination": problems})
-    timeout = termination.get("timeout_seconds")
-    if timeout is not None and timeout > customer.max_timeout_seconds:
+    over = [t for t in _timeouts(termination) if t > customer.max_timeout_seconds]
+    if over:
+        timeout = max(over)
         raise QuotaExceeded(
             f"termination.timeout_seconds {timeout} is above the customer's quota of {customer.max_timeout_seconds}",
             details={"termination": {"timeout_seconds": {"requested": timeout, "quota": customer.max_timeout_seconds}}},
@@ -60,18 +56,55 @@ def _members_clean(members, customer: Customer) -> list[int]:
     return ids
 
 
-def _selector_model_clean(team: Team, customer: Customer, given: bool) -> None:
+def _mode_models_clean(team: Team, customer: Customer, given: set) -> None:
+    """The model a mode needs (selector: selector_model, magentic_one: orchestrator_model) is one of the
+    customer's; a model field the mode does not use is refused when given, else cleared."""
     if team.mode not in Team.Mode.values:
         raise ValidationFailed(details={"mode": [f"Must be one of: {', '.join(Team.Mode.values)}"]})
-    if team.mode == Team.Mode.SELECTOR:
-        if team.selector_model_id is None:
-            raise ValidationFailed(details={"selector_model": ["Required in selector mode"]})
-        if not ModelConfig.objects.filter(pk=team.selector_model_id, customer=customer).exists():
-            raise ValidationFailed(details={"selector_model": ["Unknown model configuration"]})
-    elif team.selector_model_id is not None:
-        if given:
-            raise ValidationFailed(details={"selector_model": ["Only used in selector mode"]})
-        team.selector_model_id = None
+    needed = MODE_MODELS.get(team.mode)
+    for field in MODEL_FIELDS:
+        value = getattr(team, f"{field}_id")
+        if field == needed:
+            if value is None:
+                raise ValidationFailed(details={field: [f"Required in {team.mode} mode"]})
+            if not ModelConfig.objects.filter(pk=value, customer=customer).exists():
+                raise ValidationFailed(details={field: ["Unknown model configuration"]})
+        elif value is not None:
+            if field in given:
+                used_in = [m for m, f in MODE_MODELS.items() if f == field][0]
+                raise ValidationFailed(details={field: [f"Only used in {used_in} mode"]})
+            setattr(team, f"{field}_id", None)
+
+
+def _graph_clean(team: Team, member_ids: list[int], given: bool) -> None:
+    graph = team.graph or {}
+    if team.mode != Team.Mode.GRAPH:
+        if given and graph:
+            raise ValidationFailed(details={"graph": ["Only used in graph mode"]})
+        team.graph = {}
+        return
+    problems = conditions.graph_problems(graph, member_ids, text_limit=settings.MAX_TEXT_MENTION_CHARS)
+    if problems:
+        raise ValidationFailed(details={"graph": problems})
+    team.graph = {"edges": [dict(e) for e in graph.get("edges", [])]}
+
+
+def _member_names(member_ids: list[int]) -> list[str]:
+    return list(Agent.objects.filter(pk__in=member_ids).values_list("name", flat=True))
+
+
+def _mode_members_clean(team: Team, member_ids: list[int]) -> None:
+    """What a mode asks of its members: swarm and graph teams run no code (their routing has no place for
+    a code executor); a swarm starts with someone to hand off to."""
+    if team.mode in (Team.Mode.SWARM, Team.Mode.GRAPH):
+        coders = list(Agent.objects.filter(pk__in=member_ids, code_execution=True).values_list("pk", flat=True))
+        if coders:
+            raise ValidationFailed(details={"members": [
+                f"members[{member_ids.index(pk)}]: agent {pk} has code_execution on, which {team.mode} teams do not run"
+                for pk in coders]})
+    if team.mode == Team.Mode.SWARM and len(member_ids) < 2 and not conditions.handoff_targets(team.termination):
+        raise ValidationFailed(details={"members": [
+            "A swarm needs two members to hand off between (or a handoff condition in termination)"]})
 
 
 def _team_save(team: Team, members: list[int] | None) -> None:
@@ -91,12 +124,18 @@ def _team_save(team: Team, members: list[int] | None) -> None:
 
 @transaction.atomic
 def team_create(*, actor, customer: Customer, name: str, members, mode: str = Team.Mode.ROUND_ROBIN,
-                selector_model=None, termination: dict | None = None, request=None) -> Team:
-    """`members`: agents (or ids) in speaking order. No termination condition means max_messages 10."""
-    team = Team(customer=customer, name=name, mode=mode, selector_model_id=_id(selector_model))
-    _selector_model_clean(team, customer, given=selector_model is not None)
+                selector_model=None, orchestrator_model=None, termination: dict | None = None,
+                graph: dict | None = None, request=None) -> Team:
+    """`members`: agents (or ids) in speaking order (a graph's entry is the first). No termination
+    condition means max_messages 10."""
+    team = Team(customer=customer, name=name, mode=mode, selector_model_id=_id(selector_model),
+                orchestrator_model_id=_id(orchestrator_model), graph=graph or {})
+    _mode_models_clean(team, customer, given={f for f, v in (("selector_model", selector_model),
+                                                             ("orchestrator_model", orchestrator_model)) if v is not None})
     member_ids = _members_clean(members, customer)
-    team.termination = _termination_clean(termination, customer)
+    team.termination = _termination_clean(termination, customer, _member_names(member_ids))
+    _graph_clean(team, member_ids, given=graph is not None)
+    _mode_members_clean(team, member_ids)
     _team_save(team, member_ids)
     audit_record(actor=actor, action="team.create", target=f"team:{team.pk}", customer=customer, request=request,
                  details={"name": team.name, "members": member_ids, "mode": team.mode})
@@ -107,17 +146,24 @@ def team_create(*, actor, customer: Customer, name: str, members, mode: str = Te
 def team_update(*, actor, team: Team, data: dict, request=None) -> Team:
     team = Team.objects.select_for_update(of=("self",)).select_related("customer").get(pk=team.pk)
     customer = team.customer
-    changed = [f for f in ("name", "mode", "selector_model", "termination", "members") if f in data]
+    changed = [f for f in ("name", "mode", *MODEL_FIELDS, "termination", "graph", "members") if f in data]
     if "name" in data:
         team.name = data["name"]
     if "mode" in data:
         team.mode = data["mode"]
-    if "selector_model" in data:
-        team.selector_model_id = _id(data["selector_model"])
-    _selector_model_clean(team, customer, given=data.get("selector_model") is not None)
-    if "termination" in data:
-        team.termination = _termination_clean(data["termination"], customer)
+    for field in MODEL_FIELDS:
+        if field in data:
+            setattr(team, f"{field}_id", _id(data[field]))
+    _mode_models_clean(team, customer, given={f for f in MODEL_FIELDS if data.get(f) is not None})
     member_ids = _members_clean(data["members"], customer) if "members" in data else None
+    final_members = member_ids if member_ids is not None else team.member_ids()
+    # Conditions and graph are checked against the members the team has after this change.
+    termination = data["termination"] if "termination" in data else team.termination
+    team.termination = _termination_clean(termination, customer, _member_names(final_members))
+    if "graph" in data:
+        team.graph = data["graph"] or {}
+    _graph_clean(team, final_members, given=data.get("graph") is not None)
+    _mode_members_clean(team, final_members)
     _team_save(team, member_ids)
     audit_record(actor=actor, action="team.update", target=f"team:{team.pk}", customer=customer, request=request,
                  details={"changed": changed})

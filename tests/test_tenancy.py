@@ -51,6 +51,8 @@ def detail_cases(a, b):
         ("team-detail", "put", f"/api/teams/{ids['team']}/", team_body),
         ("team-detail", "patch", f"/api/teams/{ids['team']}/", {"name": "renamed"}),
         ("team-detail", "delete", f"/api/teams/{ids['team']}/", None),
+        ("agent-component", "get", f"/api/agents/{ids['agent']}/component/", None),
+        ("team-component", "get", f"/api/teams/{ids['team']}/component/", None),
         ("task-detail", "get", f"/api/tasks/{ids['task']}/", None),
         ("task-events", "get", f"/api/tasks/{ids['task']}/events/", None),
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
@@ -96,9 +98,23 @@ def reference_cases(a, b):
     ]
 
 
+def _agent_component(name: str) -> dict:
+    model = {"provider": "autogen_ext.models.replay.ReplayChatCompletionClient", "component_type": "model",
+             "config": {"chat_completions": ["x"]}}
+    return {"provider": "autogen_agentchat.agents.AssistantAgent", "component_type": "agent",
+            "config": {"name": name, "model_client": model, "description": "imported"}}
+
+
+def _team_component(name: str) -> dict:
+    return {"provider": "autogen_agentchat.teams.RoundRobinGroupChat", "component_type": "team",
+            "config": {"name": name, "participants": [_agent_component(f"{name}-member")]}}
+
+
 def own_create_cases(a):
     """Creates without references: they make A's objects, never B's."""
     return [
+        ("agent-import-component", "post", "/api/agents/import/", {"component": _agent_component("imported")}),
+        ("team-import-component", "post", "/api/teams/import/", {"component": _team_component("imported")}),
         ("api-key-list", "post", "/api/api-keys/", {"name": "new"}),
         ("model-config-list", "post", "/api/models/", {"name": "new", "provider": "replay", "responses": ["x"]}),
         ("agent-list", "post", "/api/agents/", {"name": "new", "model": a.model.pk}),
@@ -131,6 +147,8 @@ def viewer_write_cases(a):
         ("team-detail", "put", f"/api/teams/{ids['team']}/", {"name": "v", "members": [ids["agent"]]}),
         ("team-detail", "patch", f"/api/teams/{ids['team']}/", {"name": "v"}),
         ("team-detail", "delete", f"/api/teams/{ids['team']}/", None),
+        ("agent-import-component", "post", "/api/agents/import/", {"component": _agent_component("v")}),
+        ("team-import-component", "post", "/api/teams/import/", {"component": _team_component("v")}),
         ("task-list", "post", "/api/tasks/", {"agent": ids["agent"], "input": "hi"}),
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
     ]
@@ -144,7 +162,8 @@ def viewer_read_cases(a):
         ("/api/tasks/", ids["task"]), ("/api/threads/", ids["thread"]), ("/api/tools/", None),
         (f"/api/agents/{ids['agent']}/versions/", None), (f"/api/agents/{ids['agent']}/processes/", None),
         (f"/api/tasks/{ids['task']}/events/", None), (f"/api/models/{ids['model']}/", None),
-        (f"/api/threads/{ids['thread']}/", None),
+        (f"/api/threads/{ids['thread']}/", None), (f"/api/agents/{ids['agent']}/component/", None),
+        (f"/api/teams/{ids['team']}/component/", None),
     ]
 
 
@@ -229,6 +248,7 @@ def test_creations_belong_to_the_callers_customer(tenants, client_for):
     assert ModelConfig.objects.get(name="new").customer == a.customer
     assert Agent.objects.get(name="new").customer == a.customer
     assert Team.objects.get(name="new").customer == a.customer
+    assert Agent.objects.get(name="imported").customer == Team.objects.get(name="imported").customer == a.customer
     assert a.customer.api_keys.filter(name="new").exists()
     assert Task.objects.filter(customer=a.customer).count() == 3
 

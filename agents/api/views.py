@@ -11,6 +11,7 @@ from agents.models import Agent, ModelConfig
 from runtime.tools import tool_catalog
 
 from .filters import AgentFilter, ModelConfigFilter
+from .component_serializers import ComponentImportResultSerializer, ComponentImportSerializer, ComponentSerializer
 from .serializers import (
     AgentSerializer,
     AgentVersionSerializer,
@@ -140,6 +141,33 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
     def restart(self, request, pk=None):
         agent = services.agent_restart(actor=request.user, agent=self.get_object(), request=request)
         return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        summary="The agent as AutoGen AgentChat component JSON (load it with load_component)",
+        description="An AssistantAgent (an agent with code_execution: a RoundRobinGroupChat of it and a "
+                    "CodeExecutorAgent, as the platform runs it); model keys are never included.",
+        responses=ComponentSerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def component(self, request, pk=None):
+        from agents.components import agent_export
+
+        return Response(agent_export(self.get_object()))
+
+    @extend_schema(
+        summary="Create agents from AutoGen component JSON or an AutoGen Studio gallery file",
+        description="The JSON is read as data (never loaded or imported): supported providers and fields only; "
+                    "anything else is refused with validation_error, details naming its path.",
+        request=ComponentImportSerializer,
+        responses={201: ComponentImportResultSerializer, 429: OpenApiResponse(description="quota_exceeded")},
+    )
+    @action(detail=False, methods=["post"], url_path="import")
+    def import_component(self, request):
+        from agents.components import agents_import
+
+        result = agents_import(actor=request.user, customer=customer_for_user(request.user), data=request.data,
+                               request=request)
+        return Response(result, status=201)
 
     @extend_schema(summary="The sandboxes running for the agent now", responses=ProcessSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])

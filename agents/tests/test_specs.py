@@ -416,3 +416,61 @@ def test_get_export_is_yaml_by_default_and_json_on_request(acme, api):
 
 def test_export_errors_keep_the_json_envelope(anon_client):
     assert_error(anon_client.get("/api/export/"), 401, "not_authenticated")
+
+
+TEAM_MODES_SPEC = SPEC + """  - name: pipeline
+    mode: graph
+    members: [writer, critic]
+    graph:
+      edges:
+        - {source: writer, target: critic, condition: READY}
+    termination: {any: [{source_match: [critic]}, {all: [{text_mention: DONE}, {max_messages: 4}]}]}
+  - name: office
+    mode: magentic_one
+    orchestrator_model: demo
+    members: [critic, writer]
+  - name: relay
+    mode: swarm
+    members: [writer, critic]
+    termination: {handoff: user}
+"""
+
+
+def test_team_modes_apply_export_and_apply_back_as_no_changes(acme):
+    customer, _ = acme
+
+    apply(customer, TEAM_MODES_SPEC)
+
+    writer, critic = (Agent.objects.get(customer=customer, name=n) for n in ("writer", "critic"))
+    pipeline = Team.objects.get(customer=customer, name="pipeline")
+    assert pipeline.graph == {"edges": [{"source": writer.pk, "target": critic.pk, "condition": "READY"}]}
+    assert pipeline.termination == {"any": [{"source_match": ["critic"]},
+                                            {"all": [{"text_mention": "DONE"}, {"max_messages": 4}]}]}
+    assert Team.objects.get(customer=customer, name="office").orchestrator_model.name == "demo"
+    exported = specs.spec_dump_yaml(specs.spec_export(customer))
+    data = {t["name"]: t for t in yaml.safe_load(exported)["teams"]}
+    assert data["pipeline"]["graph"] == {"edges": [{"source": "writer", "target": "critic", "condition": "READY"}]}
+    assert data["office"]["orchestrator_model"] == "demo"
+    result = apply(customer, exported, environ={"LOCAL_LLM_API_KEY": "sk-local-123"}, prune=True)
+    assert result.summary_line() == "no changes", result.lines()
+    changed = apply(customer, exported.replace("condition: READY", "condition: GO"),
+                    environ={"LOCAL_LLM_API_KEY": "sk-local-123"})
+    assert "update team pipeline (graph)" in changed.lines()
+
+
+@pytest.mark.parametrize("team, path, message", [
+    ("  - {name: g, mode: graph, members: [writer, critic], graph: {edges: [{source: writer, target: ghost}]}}",
+     "teams[1].graph.edges[0].target", "must name a member of the team"),
+    ("  - {name: m, mode: magentic_one, members: [writer], orchestrator_model: nowhere}",
+     "teams[1].orchestrator_model", "unknown model 'nowhere'"),
+    ("  - {name: t, members: [writer], termination: {any: [{max_messages: 0}]}}",
+     "teams[1].termination", "any[0].max_messages: must be a positive integer"),
+])
+def test_team_mode_mistakes_name_their_spec_path(acme, team, path, message):
+    customer, _ = acme
+
+    with pytest.raises(ValidationFailed) as caught:
+        apply(customer, SPEC + team + "\n")
+
+    assert message in caught.value.details[path][0], caught.value.details
+    assert counts(customer) == (0, 0, 0, 0)

@@ -50,6 +50,21 @@ def _final_text(result) -> str:
     return ""
 
 
+def _swarm_resume(state: dict, text: str, shape: str):
+    """A swarm that ended handing off outside the team (to "user") resumes with the person's answer
+    handed back to the agent that asked, as AgentChat requires (a HandoffMessage to a member)."""
+    from autogen_agentchat.messages import HandoffMessage
+
+    members = shape.split(":", 2)[2].split(",")
+    thread = (state.get("agent_states") or {}).get("SwarmGroupChatManager", {}).get("message_thread") or []
+    for message in reversed(thread):
+        if message.get("type") == "HandoffMessage":
+            if message.get("target") not in members and message.get("source") in members:
+                return [HandoffMessage(source="user", target=message["source"], content=text)]
+            break
+    return text
+
+
 async def run(channel: Channel, start: dict) -> None:
     from autogen_agentchat.base import TaskResult
 
@@ -68,7 +83,10 @@ async def run(channel: Channel, start: dict) -> None:
             )
     mapper = EventMapper(names)
     result = None
-    async for item in runnable.run_stream(task=start["input"]):
+    task = start["input"]
+    if saved and saved.get("shape") == shape and shape.startswith("team:swarm:"):
+        task = _swarm_resume(saved["state"], task, shape)
+    async for item in runnable.run_stream(task=task):
         if isinstance(item, TaskResult):
             result = item
             continue

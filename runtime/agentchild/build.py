@@ -1,39 +1,40 @@
 """Build the AgentChat objects a task runs from its frozen spec (agents' pinned versions, team shape)."""
 import re
+import warnings
+from functools import reduce
+from pathlib import Path
 
 from autogen_agentchat.agents import AssistantAgent, CodeExecutorAgent
-from autogen_agentchat.base import Response
+from autogen_agentchat.base import AndTerminationCondition, OrTerminationCondition, Response
 from autogen_agentchat.conditions import (
+    FunctionCallTermination,
+    HandoffTermination,
     MaxMessageTermination,
+    SourceMatchTermination,
+    StopMessageTermination,
     TextMentionTermination,
     TimeoutTermination,
     TokenUsageTermination,
 )
 from autogen_agentchat.messages import CodeExecutionEvent, CodeGenerationEvent, TextMessage
-from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_agentchat.teams import (
+    DiGraphBuilder,
+    GraphFlow,
+    MagenticOneGroupChat,
+    RoundRobinGroupChat,
+    SelectorGroupChat,
+    Swarm,
+)
 from autogen_core.tools import FunctionTool
 
 from .broker import BrokerChatCompletionClient
 from .coderun import RunnerCodeExecutor
+from .names import agent_identifier
 from .tools import TOOLS
 
 # A group chat needs a way to end; these apply when the team or agent sets none.
 DEFAULT_MAX_MESSAGES = 20
 CODE_LOOP_MAX_MESSAGES = 12
-
-
-def agent_identifier(name: str, taken: set) -> str:
-    """AgentChat names must be identifiers and unique; platform names may hold dashes or spaces."""
-    ident = re.sub(r"\W", "_", name).strip("_") or "agent"
-    if ident[0].isdigit():
-        ident = f"agent_{ident}"
-    if ident == "user":
-        ident = "user_agent"
-    base, n = ident, 2
-    while ident in taken:
-        ident, n = f"{base}_{n}", n + 1
-    taken.add(ident)
-    return ident
 
 
 class SandboxCodeExecutorAgent(CodeExecutorAgent):
@@ -57,7 +58,7 @@ def _tools(names: list[str]) -> list[FunctionTool]:
     ]
 
 
-def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool) -> AssistantAgent:
+def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, handoffs=()) -> AssistantAgent:
     client = BrokerChatCompletionClient(
         channel, caller=ident, agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
     )
@@ -65,6 +66,8 @@ def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool) -> 
     kwargs = {}
     if tools:
         kwargs.update(tools=tools, reflect_on_tool_use=True, max_tool_iterations=5)
+    if handoffs:
+        kwargs["handoffs"] = list(handoffs)
     return AssistantAgent(
         ident,
         model_client=client,
@@ -85,22 +88,54 @@ def _executor(ident: str, taken: set, timeout: int) -> SandboxCodeExecutorAgent:
     )
 
 
-def _termination(conf: dict):
-    parts = []
-    if conf.get("max_messages"):
-        parts.append(MaxMessageTermination(int(conf["max_messages"])))
-    if conf.get("text_mention"):
-        parts.append(TextMentionTermination(str(conf["text_mention"])))
-    if conf.get("timeout_seconds"):
-        parts.append(TimeoutTermination(float(conf["timeout_seconds"])))
-    if conf.get("max_tokens"):
-        parts.append(TokenUsageTermination(max_total_token=int(conf["max_tokens"])))
-    if not parts:
-        parts.append(MaxMessageTermination(DEFAULT_MAX_MESSAGES))
-    condition = parts[0]
-    for part in parts[1:]:
-        condition = condition | part
-    return condition
+def _condition_part(key: str, value, idents: dict):
+    if key == "max_messages":
+        return MaxMessageTermination(int(value))
+    if key == "text_mention":
+        return TextMentionTermination(str(value))
+    if key == "timeout_seconds":
+        return TimeoutTermination(float(value))
+    if key == "max_tokens":
+        return TokenUsageTermination(max_total_token=int(value))
+    if key == "handoff":
+        return HandoffTermination(target=idents.get(value, value))
+    if key == "source_match":
+        return SourceMatchTermination([idents.get(v, v) for v in value])
+    if key == "stop_message":
+        return StopMessageTermination()
+    if key == "function_call":
+        return FunctionCallTermination(function_name=str(value))
+    raise ValueError(f"unknown termination condition {key!r}")
+
+
+def _condition(conf: dict, idents: dict):
+    """A termination object (teams.conditions) -> AgentChat's condition: a mapping's conditions are
+    alternatives (or), {"any": [...]} is or, {"all": [...]} is and."""
+    if "any" in conf:
+        return reduce(lambda a, b: a | b, [_condition(c, idents) for c in conf["any"]])
+    if "all" in conf:
+        parts = [_condition(c, idents) for c in conf["all"]]
+        return parts[0] if len(parts) == 1 else AndTerminationCondition(*parts)
+    parts = [_condition_part(k, v, idents) for k, v in conf.items()]
+    return parts[0] if len(parts) == 1 else OrTerminationCondition(*parts)
+
+
+def _termination(conf: dict, idents: dict | None = None):
+    if not conf:
+        return MaxMessageTermination(DEFAULT_MAX_MESSAGES)
+    return _condition(conf, idents or {})
+
+
+def handoff_targets(conf) -> list[str]:
+    targets = []
+    if isinstance(conf, dict):
+        for key, value in conf.items():
+            if key in ("any", "all"):
+                for item in value:
+                    targets += [t for t in handoff_targets(item) if t not in targets]
+            elif key == "handoff" and value not in targets:
+                targets.append(value)
+    return targets
 
 
 def build(spec: dict, channel, models: dict, stream: bool = True):
@@ -125,25 +160,57 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
         return team, "agent+code", names
 
     team_spec = spec["team"]
-    participants = []
+    mode = team_spec["mode"]
+    conf = team_spec.get("termination") or {}
     for entry in entries:
-        ident = agent_identifier(entry["name"], taken)
-        names[ident] = entry["name"]
-        participants.append(_assistant(entry, ident, channel, models, stream))
+        names[agent_identifier(entry["name"], taken)] = entry["name"]
+    idents = {name: ident for ident, name in names.items()}
+    # A handoff condition names a member or an outside target such as "user": every agent can hand off to it.
+    external = [idents.get(t, t) for t in handoff_targets(conf) if t not in idents]
+    if mode in ("swarm", "graph"):
+        running_code = [e["name"] for e in entries if e.get("code_execution")]
+        if running_code:
+            raise ValueError(f"{mode} teams do not run code: {', '.join(running_code)} has code_execution on")
+    participants = []
+    by_id = {}
+    for entry in entries:
+        ident = idents[entry["name"]]
+        handoffs = list(external)
+        if mode == "swarm":
+            handoffs = [idents[e["name"]] for e in entries if e is not entry] + handoffs
+        agent = _assistant(entry, ident, channel, models, stream, handoffs=handoffs)
+        by_id[entry.get("id")] = agent
+        participants.append(agent)
         if entry.get("code_execution"):
             timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
             participants.append(_executor(ident, taken, timeout))
-    termination = _termination(team_spec.get("termination") or {})
-    shape = "team:" + team_spec["mode"] + ":" + ",".join(p.name for p in participants)
-    if team_spec["mode"] == "selector":
-        selector = BrokerChatCompletionClient(
-            channel,
-            caller="selector",
-            agent=None,
-            model=team_spec["selector_model"],
-            model_info=models[str(team_spec["selector_model"])],
+    termination = _termination(conf, idents)
+    shape = "team:" + mode + ":" + ",".join(p.name for p in participants)
+
+    def client(field: str, caller: str):
+        return BrokerChatCompletionClient(
+            channel, caller=caller, agent=None, model=team_spec[field], model_info=models[str(team_spec[field])]
         )
-        team = SelectorGroupChat(participants, model_client=selector, termination_condition=termination)
+
+    if mode == "selector":
+        team = SelectorGroupChat(participants, model_client=client("selector_model", "selector"),
+                                 termination_condition=termination)
+    elif mode == "swarm":
+        team = Swarm(participants, termination_condition=termination)
+    elif mode == "graph":
+        builder = DiGraphBuilder()
+        for agent in participants:
+            builder.add_node(agent)
+        for edge in (team_spec.get("graph") or {}).get("edges", []):
+            builder.add_edge(
+                by_id[edge["source"]], by_id[edge["target"]], condition=edge.get("condition"),
+                activation_group=edge.get("activation_group"), activation_condition=edge.get("activation") or "all",
+            )
+        builder.set_entry_point(participants[0])
+        team = GraphFlow(builder.get_participants(), graph=builder.build(), termination_condition=termination)
+    elif mode == "magentic_one":
+        team = MagenticOneGroupChat(participants, model_client=client("orchestrator_model", "orchestrator"),
+                                    termination_condition=termination)
     else:
         team = RoundRobinGroupChat(participants, termination_condition=termination)
     return team, shape, names

@@ -1,9 +1,16 @@
 """Teams CRUD: thin views over teams.selectors and teams.services."""
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from accounts.api.mixins import CustomerScopedViewMixin, ServiceWriteMixin
 from accounts.selectors import customer_for_user
+from agents.api.component_serializers import (
+    ComponentImportResultSerializer,
+    ComponentImportSerializer,
+    ComponentSerializer,
+)
 from teams import selectors, services
 from teams.models import Team
 
@@ -42,3 +49,30 @@ class TeamViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelView
 
     def service_delete(self, instance):
         services.team_delete(actor=self.request.user, team=instance, request=self.request)
+
+    @extend_schema(
+        summary="The team as AutoGen AgentChat component JSON (load it with load_component)",
+        description="AgentChat's team class of the mode (RoundRobinGroupChat, SelectorGroupChat, Swarm, GraphFlow, "
+                    "MagenticOneGroupChat) with the members' pinned behaviour; model keys are never included.",
+        responses=ComponentSerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def component(self, request, pk=None):
+        from teams.components import team_export
+
+        return Response(team_export(self.get_object()))
+
+    @extend_schema(
+        summary="Create a team (with its agents and models) from AutoGen component JSON or a gallery file",
+        description="The JSON is read as data (never loaded or imported): supported providers and fields only; "
+                    "anything else is refused with validation_error, details naming its path.",
+        request=ComponentImportSerializer,
+        responses={201: ComponentImportResultSerializer, 429: OpenApiResponse(description="quota_exceeded")},
+    )
+    @action(detail=False, methods=["post"], url_path="import")
+    def import_component(self, request):
+        from teams.components import teams_import
+
+        result = teams_import(actor=request.user, customer=customer_for_user(request.user), data=request.data,
+                              request=request)
+        return Response(result, status=201)

@@ -64,7 +64,7 @@ def test_selector_mode_needs_one_of_the_customers_models(owner, api, agents, mak
     ({"termination": {"text_mention": ""}}, "termination"),
     ({"termination": {"forever": True}}, "termination"),
     ({"termination": {"timeout_seconds": "soon"}}, "termination"),
-    ({"mode": "swarm"}, "mode"),
+    ({"mode": "hierarchy"}, "mode"),
 ])
 def test_invalid_teams_are_refused_with_field_details(api, agents, make_customer, payload, field):
     if payload.get("members") == "dup":
