@@ -66,6 +66,11 @@ class Task(models.Model):
     # Bumped each time the task's job is enqueued again (a slot freed, a lost job): job ids stay unique.
     requeues = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, default="")
+    # Integrations: the webhook this task alone reports to, and the schedule that started it.
+    webhook = models.ForeignKey("integrations.Webhook", null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    schedule = models.ForeignKey("integrations.Schedule", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="tasks")
     pid = models.IntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

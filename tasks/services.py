@@ -71,8 +71,12 @@ def _agent_entry(agent) -> dict:
 
 
 @transaction.atomic
-def task_create(*, actor, customer, input: str, agent=None, team=None, thread=None, idempotency_key=None, request=None):
-    """Persist a queued task and enqueue it on commit. Returns (task, created)."""
+def task_create(*, actor, customer, input: str, agent=None, team=None, thread=None, idempotency_key=None, request=None,
+                webhook=None, schedule=None):
+    """Persist a queued task and enqueue it on commit. Returns (task, created).
+
+    webhook: one of the customer's webhooks that is told of this task's end whatever its events list;
+    schedule: the schedule firing it (integrations.services.schedules_fire_due)."""
     if idempotency_key:
         existing = Task.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -101,6 +105,8 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         raise NotFound("Thread not found")
     elif (thread.agent_id, thread.team_id) != (getattr(agent, "pk", None), getattr(team, "pk", None)):
         raise ValidationFailed(details={"thread": ["This thread belongs to another agent or team"]})
+    if webhook is not None and webhook.customer_id != customer.pk:
+        raise ValidationFailed(details={"webhook": ["Unknown webhook"]})
     try:
         with transaction.atomic():
             task = Task.objects.create(
@@ -113,6 +119,8 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
                 input=input,
                 idempotency_key=idempotency_key or None,
                 spec=build_task_spec(agent=agent, team=team),
+                webhook=webhook,
+                schedule=schedule,
             )
     except IntegrityError:
         existing = Task.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
@@ -405,6 +413,11 @@ def task_finish(*, task_id: int, status: str, result=None, error=None, usage=Non
         events.append({"type": TaskEvent.Type.STATUS, "content": {"status": status}})
         task_events_append(task_id=task_id, events=events)
         transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, status))
+        # Every way a task ends comes through here: its webhooks' deliveries are written in this
+        # transaction and sent by the delivery workers once it commits.
+        from integrations.services import webhooks_task_event
+
+        webhooks_task_event(task=task, event=f"task.{status}")
         duration = (now - task.started_at).total_seconds() if task.started_at else None
         transaction.on_commit(lambda: metrics.task_finished(status, (error or {}).get("code"), duration))
     return True

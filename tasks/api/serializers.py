@@ -5,6 +5,7 @@ from rest_framework import serializers
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent
+from integrations.models import Webhook
 from tasks.models import Task, TaskEvent, Thread
 from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from teams.models import Team
@@ -22,6 +23,10 @@ class TaskCreateSerializer(serializers.Serializer):
     thread = CustomerPrimaryKeyRelatedField(
         queryset=Thread.objects.all(), required=False, allow_null=True,
         help_text="Continue this earlier conversation (same agent or team); omit to start a new thread.",
+    )
+    webhook = CustomerPrimaryKeyRelatedField(
+        queryset=Webhook.objects.all(), required=False, allow_null=True,
+        help_text="A webhook id (GET /api/webhooks/) told when this task ends, whatever events it lists.",
     )
 
     def validate(self, attrs):
@@ -55,7 +60,7 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = ["id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
-                  "created_at", "started_at", "finished_at"]
+                  "schedule", "webhook", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
 
