@@ -28,6 +28,12 @@ class TaskCreateSerializer(serializers.Serializer):
         queryset=Webhook.objects.all(), required=False, allow_null=True,
         help_text="A webhook id (GET /api/webhooks/) told when this task ends, whatever events it lists.",
     )
+    multitask_strategy = serializers.ChoiceField(
+        choices=["reject", "enqueue", "interrupt", "rollback"], default="enqueue",
+        help_text="On a thread with an unfinished task: reject (409 conflict), enqueue (wait for it), interrupt "
+                  "(stop it: it ends cancelled; this task continues from the thread's saved state) or rollback "
+                  "(stop it and delete it with its events).",
+    )
 
     def validate(self, attrs):
         if (attrs.get("agent") is None) == (attrs.get("team") is None):
