@@ -305,6 +305,12 @@ def deliveries_sweep() -> list[int]:
             deliveries_enqueue(taken)
         except Exception:  # noqa: BLE001 - they stay queued; enqueued again after QUEUED_LOST_SECONDS
             logger.warning("could not enqueue %s webhook deliveries", len(taken), exc_info=True)
+    # the record of finished deliveries is kept WEBHOOK_DELIVERY_RETENTION_DAYS, then purged a batch per sweep
+    old = WebhookDelivery.objects.filter(
+        status__in=[Status.SUCCEEDED, Status.FAILED],
+        created_at__lt=now - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS),
+    ).values_list("pk", flat=True)[:SWEEP_BATCH]
+    WebhookDelivery.objects.filter(pk__in=list(old)).delete()
     return taken
 
 

@@ -326,6 +326,8 @@ WEBHOOK_RETRY_MAX_SECONDS = env("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600.0, float)
 # holds at most one of them at a time, so a slow endpoint never stalls the others).
 WEBHOOK_WORKERS = env("WEBHOOK_WORKERS", 2, int)
 WEBHOOKS_MAX_PER_CUSTOMER = env("WEBHOOKS_MAX_PER_CUSTOMER", 20, int)
+# Finished deliveries stay listed this long, then the reaper deletes them.
+WEBHOOK_DELIVERY_RETENTION_DAYS = env("WEBHOOK_DELIVERY_RETENTION_DAYS", 30, int)
 SCHEDULES_MAX_PER_CUSTOMER = env("SCHEDULES_MAX_PER_CUSTOMER", 100, int)
 # The shortest interval (and the closest cron firings are a minute apart anyway).
 SCHEDULE_MIN_INTERVAL_SECONDS = env("SCHEDULE_MIN_INTERVAL_SECONDS", 60, int)
