@@ -131,31 +131,49 @@ def webhook_secret(webhook: Webhook) -> str:
 
 
 def webhooks_task_event(*, task, event: str) -> list[int]:
-    """Inside the transaction that moved `task` to `event`'s status: one delivery per endpoint that wants it
-    (its events list it, or the task named it), sent once the transaction commits."""
-    hooks = [
-        w for w in Webhook.objects.filter(customer_id=task.customer_id, enabled=True)
-        if event in (w.events or []) or w.pk == task.webhook_id
+    """One task's event (e.g. task.input_required): see webhooks_tasks_ended."""
+    return webhooks_tasks_ended([(task.pk, task.customer_id, event)], customers={task.customer_id},
+                                task_webhooks={task.pk: task.webhook_id})
+
+
+def webhooks_tasks_ended(ends: list[tuple[int, int, str]], *, customers: set, task_webhooks: dict) -> list[int]:
+    """Inside the transaction that moved tasks to their events' statuses ((task id, customer id, event)):
+    one delivery per endpoint that wants each event (its events list it, or the task named it), sent once
+    the transaction commits. One query when none of the customers has a webhook."""
+    if not ends:
+        return []
+    hooks: dict[int, list[Webhook]] = {}
+    for webhook in Webhook.objects.filter(customer_id__in=customers, enabled=True):
+        hooks.setdefault(webhook.customer_id, []).append(webhook)
+    wanted = [
+        (task_id, event, [w for w in hooks.get(customer_id, ()) if event in (w.events or []) or w.pk == task_webhooks.get(task_id)])
+        for task_id, customer_id, event in ends
     ]
-    if not hooks:
+    wanted = [(task_id, event, targets) for task_id, event, targets in wanted if targets]
+    if not wanted:
         return []
     from tasks.api.serializers import TaskSerializer
+    from tasks.models import Task
 
+    tasks = {t.pk: t for t in Task.objects.filter(pk__in=[task_id for task_id, _, _ in wanted])}
     now = timezone.now()
-    payload = {
-        "type": event,
-        "timestamp": now.isoformat().replace("+00:00", "Z"),
-        "data": json.loads(json.dumps(TaskSerializer(task).data, default=str)),
-    }
-    rows = WebhookDelivery.objects.bulk_create([
-        WebhookDelivery(webhook=w, customer_id=task.customer_id, task_id=task.pk, event=event,
-                        message_id=f"msg_{uuid.uuid4().hex}", payload=payload, status=Status.QUEUED,
-                        next_attempt_at=now, queued_at=now)
-        for w in hooks
-    ])
-    ids = [row.pk for row in rows]
+    rows = []
+    for task_id, event, targets in wanted:
+        task = tasks.get(task_id)
+        if task is None:
+            continue
+        payload = {
+            "type": event,
+            "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "data": json.loads(json.dumps(TaskSerializer(task).data, default=str)),
+        }
+        rows += [WebhookDelivery(webhook=w, customer_id=task.customer_id, task_id=task_id, event=event,
+                                 message_id=f"msg_{uuid.uuid4().hex}", payload=payload, status=Status.QUEUED,
+                                 next_attempt_at=now, queued_at=now) for w in targets]
+    created = WebhookDelivery.objects.bulk_create(rows)
+    ids = [row.pk for row in created]
     if None in ids:  # a backend without RETURNING on bulk_create
-        ids = list(WebhookDelivery.objects.filter(task_id=task.pk, event=event, queued_at=now).values_list("pk", flat=True))
+        ids = list(WebhookDelivery.objects.filter(message_id__in=[r.message_id for r in rows]).values_list("pk", flat=True))
     transaction.on_commit(lambda: deliveries_enqueue(ids), robust=True)
     return ids
 

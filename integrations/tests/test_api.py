@@ -5,7 +5,7 @@ import threading
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from adminpanel.models import AuditLog
@@ -164,7 +164,7 @@ def test_two_schedulers_racing_fire_a_due_schedule_once(org_user, client_for):
             try:
                 fired.extend(schedules_fire_due())
             finally:
-                close_old_connections()
+                connection.close()  # this thread's own connection
 
         threads = [threading.Thread(target=scheduler) for _ in range(4)]
         for t in threads:
