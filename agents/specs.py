@@ -6,7 +6,7 @@ unchanged / delete with prune) against what the customer has, carrying the plan 
 services in one transaction (a failing spec changes nothing), and the export that applies back as
 `no changes`. Objects are matched by name; references (an agent's model, a team's members and
 selector model) are names. Provider keys never stand in a spec: `api_key_env` names an environment
-variable of the applying side.
+variable of the applying side. The webhooks and schedules sections are integrations.specs.
 """
 import json
 import re
@@ -21,6 +21,7 @@ from accounts.crypto import decrypt
 from accounts.models import Customer
 from adminpanel.services import audit_record
 from autogen_platform.errors import ApplicationError, ValidationFailed
+from integrations import specs as integration_specs
 from teams.models import Team
 from teams.services import DEFAULT_TERMINATION, team_create, team_delete, team_update
 
@@ -35,8 +36,9 @@ from .services import (
     model_config_update,
 )
 
-SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"))
-TOP_KEYS = ("customer", "models", "agents", "teams")
+SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"), ("webhooks", "webhook"),
+            ("schedules", "schedule"))
+TOP_KEYS = ("customer", "models", "agents", "teams", "webhooks", "schedules")
 MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses")
 AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits")
 TEAM_KEYS = ("name", "mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
@@ -312,7 +314,10 @@ def _spec_read(spec, *, customer: Customer, environ) -> dict[str, list[_Desired]
         problems.add("customer", f"the spec is for customer {named!r}, not {customer.name!r}")
     readers = {"model": lambda p, i: _model_from_spec(problems, p, i, environ),
                "agent": lambda p, i: _agent_from_spec(problems, p, i),
-               "team": lambda p, i: _team_from_spec(problems, p, i)}
+               "team": lambda p, i: _team_from_spec(problems, p, i),
+               "webhook": lambda p, i: integration_specs.webhook_from_spec(
+                   problems, p, i, environ, keep=KEEP_KEY, env_name=ENV_NAME, string=_string, string_list=_string_list),
+               "schedule": lambda p, i: integration_specs.schedule_from_spec(problems, p, i, string=_string)}
     objects = {}
     for section, kind in SECTIONS:
         items = spec.get(section)
@@ -331,7 +336,9 @@ def _spec_read(spec, *, customer: Customer, environ) -> dict[str, list[_Desired]
             if not isinstance(item, dict):
                 problems.add(path, f"must be a mapping, not {_type_name(item)}")
                 continue
-            name = _string(problems, f"{path}.name", item.get("name"), required=True, max_length=MAX_LENGTHS["name"])
+            # webhooks are matched by url, everything else by name
+            key, limit = ("url", 2000) if kind == "webhook" else ("name", MAX_LENGTHS["name"])
+            name = _string(problems, f"{path}.{key}", item.get(key), required=True, max_length=limit)
             if name in seen:
                 problems.add(f"{path}.name", f"{name!r} is already defined at {seen[name]}")
             seen.setdefault(name, path)
@@ -422,7 +429,8 @@ def _team_values(team: Team) -> dict:
             "graph": {"edges": edges} if edges else {}}
 
 
-CURRENT_VALUES = {"model": _model_values, "agent": _agent_values, "team": _team_values}
+CURRENT_VALUES = {"model": _model_values, "agent": _agent_values, "team": _team_values,
+                  "webhook": integration_specs.webhook_values, "schedule": integration_specs.schedule_values}
 
 
 def _changed_fields(desired: _Desired, current, current_values: dict, names) -> list[str]:
@@ -431,6 +439,8 @@ def _changed_fields(desired: _Desired, current, current_values: dict, names) -> 
         key = desired.values["api_key"]
         if key is not KEEP_KEY and (_stored_key(current) or "") != (key or ""):
             changed.append("api_key")
+    if desired.kind == "webhook" and integration_specs.secret_changed(current, desired.values["secret"], KEEP_KEY):
+        changed.append("secret")
     return changed
 
 
@@ -441,6 +451,7 @@ def _existing(customer: Customer) -> dict[str, dict]:
         "model": {m.name: m for m in ModelConfig.objects.filter(customer=customer)},
         "agent": {a.name: a for a in Agent.objects.filter(customer=customer).select_related("model")},
         "team": {t.name: t for t in teams},
+        **integration_specs.existing(customer),
     }
 
 
@@ -463,12 +474,15 @@ def _check_references(objects, existing, *, prune: bool) -> None:
             model = desired.values[field]
             if model and model not in known["model"]:
                 problems.add(f"{desired.path}.{field}", f"unknown model {model!r}{hint}")
+    known_teams = {d.name for d in objects["team"]} | (set() if prune else set(existing["team"]))
+    integration_specs.check_references(problems, objects, known["agent"], known_teams, hint)
     problems.raise_if_any()
 
 
 def _plan(objects, existing, *, prune: bool) -> list[PlanItem]:
     plan = []
-    compared = {"model": MODEL_FIELDS, "agent": AGENT_FIELDS, "team": TEAM_FIELDS}
+    compared = {"model": MODEL_FIELDS, "agent": AGENT_FIELDS, "team": TEAM_FIELDS,
+                "webhook": integration_specs.WEBHOOK_FIELDS, "schedule": integration_specs.SCHEDULE_FIELDS}
     for _, kind in SECTIONS:
         for desired in objects[kind]:
             current = existing[kind].get(desired.name)
@@ -569,7 +583,10 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
                 team_update(actor=actor, team=item.current, data={f: values[f] for f in item.fields},
                             request=request)
 
-    deleters = {"team": lambda obj: team_delete(actor=actor, team=obj, request=request),
+    integration_specs.carry_out(plan, actor=actor, customer=customer, request=request, keep=KEEP_KEY, at=_at,
+                                warnings=warnings)
+    deleters = {**integration_specs.deleters(actor=actor, request=request),
+                "team": lambda obj: team_delete(actor=actor, team=obj, request=request),
                 "agent": lambda obj: agent_delete(actor=actor, agent=obj, request=request),
                 "model": lambda obj: model_config_delete(actor=actor, model_config=obj, request=request)}
     for item in plan:
@@ -671,7 +688,8 @@ def spec_export(customer: Customer) -> dict:
         if current["graph"]:
             item["graph"] = current["graph"]
         teams.append(item)
-    return {"customer": customer.name, "models": models, "agents": agents, "teams": teams}
+    return {"customer": customer.name, "models": models, "agents": agents, "teams": teams,
+            **integration_specs.export(customer)}
 
 
 class _SpecDumper(yaml.SafeDumper):
@@ -704,6 +722,7 @@ _SpecDumper.add_representer(list, _represent_list)
 _SpecDumper.add_representer(_Inline, _represent_inline)
 
 KEY_COMMENT = "  # the key is not exported: set this variable to it before applying"
+SECRET_COMMENT = "  # the signing secret is not exported: set this variable to it (whsec_...) before applying"
 INLINE_KEYS = ("model_info", "limits", "termination")
 
 
@@ -712,7 +731,8 @@ def spec_dump_yaml(spec: dict) -> str:
                       for item in value] if isinstance(value, list) else value
             for section, value in spec.items()}
     text = yaml.dump(spec, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=120)
-    lines = [line + KEY_COMMENT if re.match(r"^\s+api_key_env: [A-Z0-9_]+$", line) else line
+    lines = [line + KEY_COMMENT if re.match(r"^\s+api_key_env: [A-Z0-9_]+$", line) else
+             line + SECRET_COMMENT if re.match(r"^\s+secret_env: [A-Z0-9_]+$", line) else line
              for line in text.splitlines()]
     name = str(spec.get("customer"))
     if not name.isprintable():  # a comment cannot escape: control characters or line breaks would break the file

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from accounts.api import urls as accounts_urls
 from agents.api import spec_views
 from agents.api import urls as agents_urls
+from integrations.api import urls as integrations_urls
 from tasks import console, streams
 from tasks.api import urls as tasks_urls
 from teams.api import urls as teams_urls
@@ -18,7 +19,7 @@ handler403 = "autogen_platform.middleware.handler403"
 handler404 = "autogen_platform.middleware.handler404"
 handler500 = "autogen_platform.middleware.handler500"
 
-API_APPS = (accounts_urls, agents_urls, teams_urls, tasks_urls)
+API_APPS = (accounts_urls, agents_urls, teams_urls, tasks_urls, integrations_urls)
 
 
 class ApiRouter(DefaultRouter):

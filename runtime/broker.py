@@ -48,17 +48,29 @@ def endpoint_refusal(base_url: str) -> str | None:
 
     if settings.MODEL_ENDPOINTS_ALLOW_PRIVATE or not base_url:
         return None
-    parts = urlsplit(base_url)
+    return public_addresses(base_url)[0]
+
+
+def public_addresses(url: str, *, allow_private: bool = False) -> tuple[str | None, list[str]]:
+    """(why the platform must not call this http(s) URL or None, the addresses its host resolves to).
+
+    Shared by model endpoints and webhook deliveries: every address the name resolves to must be
+    public (unless allow_private), and a caller that connects to one of the returned addresses itself
+    cannot be turned to a private one by a second, different DNS answer."""
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"base_url {base_url!r} is not an http(s) URL"
+        return f"{url!r} is not an http(s) URL", []
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
-    except OSError as exc:
-        return f"cannot resolve {parts.hostname}: {exc}"
-    for address in sorted(addresses):
-        if not ipaddress.ip_address(address.split("%")[0]).is_global:
-            return f"{parts.hostname} resolves to {address}, a non-public address this platform does not call"
-    return None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        return f"cannot resolve {parts.hostname}: {exc}", []
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not allow_private:
+        for address in sorted(addresses):
+            if not ipaddress.ip_address(address.split("%")[0]).is_global:
+                return f"{parts.hostname} resolves to {address}, a non-public address this platform does not call", []
+    return None, addresses
 
 
 def build_client(config: dict, *, max_retries: int | None = None):

@@ -63,9 +63,17 @@ class Task(models.Model):
     # Set while the task waits `queued` for one of its customer's max_concurrent_tasks slots (no job
     # in the queue then: a finishing task of the customer, or the reaper, enqueues it again).
     waiting_since = models.DateTimeField(null=True, blank=True)
+    # Set while the task waits `queued` for the unfinished task before it on its thread (no job then: the
+    # thread's running task, when it ends, enqueues the oldest such task; a thread's tasks never overlap).
+    waits_for_thread = models.BooleanField(default=False)
     # Bumped each time the task's job is enqueued again (a slot freed, a lost job): job ids stay unique.
     requeues = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, default="")
+    # Integrations: the webhook this task alone reports to, and the schedule that started it.
+    webhook = models.ForeignKey("integrations.Webhook", null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    schedule = models.ForeignKey("integrations.Schedule", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="tasks")
     pid = models.IntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # W3C traceparent of the `task.create` span when tracing is on: the worker continues that trace.

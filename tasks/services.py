@@ -16,6 +16,8 @@ from .models import Task, TaskEvent, Thread
 logger = logging.getLogger(__name__)
 
 ACTIVE = (Task.Status.QUEUED, Task.Status.RUNNING)
+# What POST /api/tasks/ does on a thread that has an unfinished task.
+MULTITASK_STRATEGIES = ("reject", "enqueue", "interrupt", "rollback")
 
 
 def task_job_id(task_id: int, attempts: int, requeues: int) -> str:
@@ -73,8 +75,17 @@ def _agent_entry(agent) -> dict:
 
 
 @transaction.atomic
-def task_create(*, actor, customer, input: str, agent=None, team=None, thread=None, idempotency_key=None, request=None):
-    """Persist a queued task and enqueue it on commit. Returns (task, created)."""
+def task_create(*, actor, customer, input: str, agent=None, team=None, thread=None, idempotency_key=None, request=None,
+                webhook=None, schedule=None, multitask_strategy: str = "enqueue"):
+    """Persist a queued task and enqueue it on commit. Returns (task, created).
+
+    On a thread with an unfinished task, multitask_strategy says what happens: `reject` (409),
+    `enqueue` (the task waits for the thread: it starts when the tasks before it ended), `interrupt`
+    (those tasks are stopped, ending `cancelled`, and this one starts from the thread's saved state)
+    or `rollback` (as interrupt, and the stopped tasks are deleted with their events).
+
+    webhook: one of the customer's webhooks that is told of this task's end whatever its events list;
+    schedule: the schedule firing it (integrations.services.schedules_fire_due)."""
     if idempotency_key:
         existing = Task.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -97,12 +108,18 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
     from accounts.services import quota_check_task_create
 
     quota_check_task_create(customer)
-    if thread is None:
+    new_thread = thread is None
+    if new_thread:
         thread = Thread.objects.create(customer=customer, agent=agent, team=team)
     elif thread.customer_id != customer.pk:
         raise NotFound("Thread not found")
     elif (thread.agent_id, thread.team_id) != (getattr(agent, "pk", None), getattr(team, "pk", None)):
         raise ValidationFailed(details={"thread": ["This thread belongs to another agent or team"]})
+    if webhook is not None and webhook.customer_id != customer.pk:
+        raise ValidationFailed(details={"webhook": ["Unknown webhook"]})
+    if multitask_strategy not in MULTITASK_STRATEGIES:
+        raise ValidationFailed(details={"multitask_strategy": [f"One of: {', '.join(MULTITASK_STRATEGIES)}"]})
+    busy = False if new_thread else _thread_busy(thread, multitask_strategy, actor=actor, request=request)
     trace = tracing.task_creation()  # the task's trace: under this request's span, continued by the worker
     try:
         with transaction.atomic():
@@ -117,6 +134,9 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
                 input=input,
                 idempotency_key=idempotency_key or None,
                 spec=build_task_spec(agent=agent, team=team),
+                webhook=webhook,
+                schedule=schedule,
+                waits_for_thread=busy,
             )
     except IntegrityError:
         trace.end(None)
@@ -129,7 +149,9 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
     # Announced before its job is enqueued: the customer's stream stores `queued` before a worker's `running`.
     transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
-    if _starting(customer.pk).exclude(pk=task.pk).count() >= customer.max_concurrent_tasks:
+    if busy:
+        pass  # no job: the thread's running task, when it ends, starts it (_thread_start_next)
+    elif _starting(customer.pk).exclude(pk=task.pk).count() >= customer.max_concurrent_tasks:
         # Its customer cannot start it now: it waits without a job (woken FIFO when a slot frees), so a
         # customer's backlog never stands in the queue in front of other customers' tasks.
         Task.objects.filter(pk=task.pk).update(waiting_since=timezone.now())
@@ -143,8 +165,58 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
 def _starting(customer_id: int):
     """The customer's tasks that run or have a job on the way to a worker."""
     return Task.objects.filter(customer_id=customer_id).filter(
-        Q(status=Task.Status.RUNNING) | Q(status=Task.Status.QUEUED, waiting_since__isnull=True)
+        Q(status=Task.Status.RUNNING) | Q(status=Task.Status.QUEUED, waiting_since__isnull=True, waits_for_thread=False)
     )
+
+
+def _thread_busy(thread: Thread, strategy: str, *, actor, request) -> bool:
+    """Apply the multitask strategy to the thread's unfinished tasks; True when the new task must wait for them.
+
+    The thread's row is locked, so two tasks submitted to one thread at once are ordered."""
+    Thread.objects.select_for_update().filter(pk=thread.pk).first()
+    unfinished = list(Task.objects.filter(thread=thread, status__in=ACTIVE).order_by("created_at", "pk"))
+    if not unfinished:
+        return False
+    if strategy == "reject":
+        raise Conflict("The thread has an unfinished task (multitask_strategy: reject)",
+                       details={"thread": thread.pk, "tasks": [t.pk for t in unfinished]})
+    if strategy == "enqueue":
+        return True
+    rollback = strategy == "rollback"
+    for task in unfinished:
+        audit_record(actor=actor, action=f"task.{strategy}", target=f"task:{task.pk}", customer=task.customer,
+                     request=request)
+        if task.status == Task.Status.RUNNING:
+            # it ends `cancelled` as soon as its worker has killed it (and, for a rollback, is deleted then)
+            task_request_stop(task=task, reason=strategy)
+        elif rollback:
+            task.delete()
+        else:
+            task_finish(task_id=task.pk, status=Task.Status.CANCELLED,
+                        error={"code": "cancelled", "message": "Interrupted by a newer task on its thread"})
+    return any(t.status == Task.Status.RUNNING for t in unfinished)
+
+
+def _thread_start_next(thread_id: int) -> int | None:
+    """Once the thread has no task running or on its way, start its oldest task waiting for it."""
+    if Task.objects.filter(thread_id=thread_id, status__in=ACTIVE, waits_for_thread=False).exists():
+        return None
+    for task_id, customer_id in (
+        Task.objects.filter(thread_id=thread_id, status=Task.Status.QUEUED, waits_for_thread=True)
+        .order_by("created_at", "pk").values_list("pk", "customer_id")
+    ):
+        if not Task.objects.filter(pk=task_id, status=Task.Status.QUEUED, waits_for_thread=True).update(
+                waits_for_thread=False, requeues=F("requeues") + 1):
+            continue
+        from accounts.models import Customer
+
+        limit = Customer.objects.filter(pk=customer_id).values_list("max_concurrent_tasks", flat=True).first() or 0
+        if _starting(customer_id).exclude(pk=task_id).count() >= limit:
+            Task.objects.filter(pk=task_id).update(waiting_since=timezone.now())
+        else:
+            transaction.on_commit(lambda: task_enqueue(task_id), robust=True)
+        return task_id
+    return None
 
 
 def _announce_status(customer_id: int, task_id: int, status: str) -> None:
@@ -297,7 +369,8 @@ def task_start(*, task_id: int, worker: str) -> bool:
 def _slot_holders(customer_id: int):
     """The customer's tasks that hold or are about to take a slot: running, or woken and not yet started."""
     return Task.objects.filter(customer_id=customer_id).filter(
-        Q(status=Task.Status.RUNNING) | Q(status=Task.Status.QUEUED, waiting_since__isnull=True, requeues__gt=0)
+        Q(status=Task.Status.RUNNING)
+        | Q(status=Task.Status.QUEUED, waiting_since__isnull=True, waits_for_thread=False, requeues__gt=0)
     )
 
 
@@ -318,6 +391,12 @@ def task_claim_slot(*, task_id: int, worker: str) -> bool:
         if customer is None:
             return False
         mine = Task.objects.filter(customer_id=customer.pk)
+        thread_id = Task.objects.filter(pk=task_id).values_list("thread_id", flat=True).first()
+        if mine.filter(thread_id=thread_id, status=Task.Status.RUNNING).exists():
+            # a thread's tasks never run at the same time: it waits for the running one, which starts it
+            Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(waits_for_thread=True, waiting_since=None)
+            logger.info("task %s waits for its thread's running task", task_id)
+            return False
         running = mine.filter(status=Task.Status.RUNNING).count()
         ahead = (
             mine.filter(status=Task.Status.QUEUED, waiting_since__isnull=False)
@@ -444,9 +523,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             for t in Task.objects.select_for_update()
             .filter(pk__in=[task_id for task_id, _ in ends])
             .order_by("pk")
-            .only("pk", "status", "customer_id", "thread_id", "started_at")
+            .only("pk", "status", "customer_id", "thread_id", "started_at", "cancel_requested", "webhook_id")
         }
-        results, changed, kept, events, freed, finished = [], [], [], {}, set(), []
+        results, changed, kept, events, freed, finished, forgotten = [], [], [], {}, set(), [], []
         for task_id, end in ends:
             task = rows.get(task_id)
             if task is None or task.is_finished:
@@ -462,7 +541,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
                 changed.append(task)
             else:  # what it used so far stays
                 kept.append(task)
-            if end.get("thread_state") is not None:
+            if task.cancel_requested == "rollback":
+                forgotten.append(task_id)  # multitask_strategy rollback: deleted below, its state not kept
+            elif end.get("thread_state") is not None:
                 Thread.objects.filter(pk=task.thread_id).update(state=end["thread_state"], updated_at=now)
             closing = []
             if usage:
@@ -478,6 +559,19 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
         _update_each(kept, [f for f in FINISH_FIELDS if f not in ("usage", "tokens_used")])
         if events:
             task_events_append_many(batches=events, announce=True)
+            if forgotten:
+                Task.objects.filter(pk__in=forgotten).delete()  # with its events
+            # Every way a task ends comes through here: the webhook deliveries of these ends are written in
+            # this transaction and sent by the delivery workers once it commits.
+            from integrations.services import webhooks_tasks_ended
+
+            webhooks_tasks_ended([(t, c, f"task.{s}") for c, t, s, _, _ in finished if t not in forgotten],
+                                 customers={c for c, *_ in finished}, task_webhooks={t: r.webhook_id for t, r in rows.items()})
+            # the next task waiting for each of these threads may start now
+            threads = {rows[t].thread_id for _, t, *_ in finished}
+            for thread_id in (Task.objects.filter(thread_id__in=threads, status=Task.Status.QUEUED, waits_for_thread=True)
+                              .values_list("thread_id", flat=True).distinct().order_by()):
+                _thread_start_next(thread_id)
             for customer_id in freed:  # the reaper retries a lost wake-up
                 transaction.on_commit(lambda c=customer_id: task_wake_waiting(customer_id=c), robust=True)
             transaction.on_commit(lambda: _announce_statuses([(c, t, s) for c, t, s, _, _ in finished]))
@@ -619,10 +713,17 @@ def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
         .values_list("customer_id", flat=True).distinct().order_by()
     ):
         task_wake_waiting(customer_id=customer_id)
+    # tasks waiting for their thread: start the next one of any thread where none runs (a lost hand-over)
+    for thread_id in (
+        Task.objects.filter(status=Task.Status.QUEUED, waits_for_thread=True)
+        .values_list("thread_id", flat=True).distinct().order_by()
+    ):
+        with transaction.atomic():
+            _thread_start_next(thread_id)
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    queued = Task.objects.filter(status=Task.Status.QUEUED, waiting_since__isnull=True, created_at__lt=cutoff).values_list(
-        "pk", "attempts", "requeues"
-    )
+    queued = Task.objects.filter(
+        status=Task.Status.QUEUED, waiting_since__isnull=True, waits_for_thread=False, created_at__lt=cutoff
+    ).values_list("pk", "attempts", "requeues")
     connection = django_rq.get_connection("default")
     live = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
     requeued = []
@@ -639,7 +740,8 @@ def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
             pass
         # a new job id, and only if nothing took or woke the task meanwhile
         if not Task.objects.filter(pk=task_id, status=Task.Status.QUEUED, waiting_since__isnull=True,
-                                   attempts=attempts, requeues=requeues).update(requeues=F("requeues") + 1):
+                                   waits_for_thread=False, attempts=attempts,
+                                   requeues=requeues).update(requeues=F("requeues") + 1):
             continue
         task_enqueue(task_id, task_job_id(task_id, attempts, requeues + 1))
         logger.warning("re-enqueued orphaned task %s", task_id)

@@ -85,11 +85,20 @@ def make_tenant(make_customer, name: str) -> Tenant:
     running_task.refresh_from_db()
     key, _raw = api_key_create(actor=owner, name=f"{name}-key")
     notification = Notification.objects.create(customer=customer, message=f"for {name} only")
+    from integrations.models import WebhookDelivery
+    from integrations.services import schedule_create, webhook_create
+
+    webhook, _secret = webhook_create(actor=owner, customer=customer, url=f"https://{name}.example/hooks")
+    delivery = WebhookDelivery.objects.create(webhook=webhook, customer=customer, task=task, event="task.succeeded",
+                                              message_id=f"msg_{name}", payload={}, status="failed")
+    schedule = schedule_create(actor=owner, customer=customer, name=f"{name}-nightly", cron="0 3 * * *",
+                               agent=agent, input="Nightly")
     tenant = Tenant(customer, owner, viewer, model, selector_model, agent, other_agent, team, task, running_task,
                     task.thread, key, notification)
     tenant.ids = {
         "model": model.pk, "selector_model": selector_model.pk, "agent": agent.pk, "other_agent": other_agent.pk,
         "team": team.pk, "task": task.pk, "running_task": running_task.pk, "thread": task.thread_id,
-        "api_key": key.pk, "notification": notification.pk,
+        "api_key": key.pk, "notification": notification.pk, "webhook": webhook.pk, "delivery": delivery.pk,
+        "schedule": schedule.pk,
     }
     return tenant

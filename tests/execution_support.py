@@ -77,8 +77,12 @@ class Processes:
         self.rq_names[name] = f"{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}-{self.starts}"
         return self._start(name, ["runworker", "--name", self.rq_names[name]])
 
-    def start_reaper(self) -> subprocess.Popen:
-        return self._start("reaper", ["reaper"])
+    def start_reaper(self, name: str = "reaper") -> subprocess.Popen:
+        return self._start(name, ["reaper"])
+
+    def start_webhooks(self, name: str = "webhooks") -> subprocess.Popen:
+        """A webhook delivery worker (`manage.py runwebhooks`)."""
+        return self._start(name, ["runwebhooks", "--name", f"{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}"])
 
     def worker_for(self, task_worker: str) -> tuple[str, subprocess.Popen]:
         """The (name, process) of the worker whose RQ name is in Task.worker."""
@@ -121,7 +125,7 @@ def pid_gone(pid: int) -> bool:
 
 
 @contextmanager
-def running(*workers: str, reaper: bool = False, **env):
+def running(*workers: str, reaper: bool = False, webhooks: int = 0, **env):
     """Worker processes (and a reaper) pointed at this test session's database, stopped afterwards.
     Name workers uniquely per module: RQ keeps a SIGKILLed worker's name registered for a while."""
     from django.db import connection
@@ -131,6 +135,8 @@ def running(*workers: str, reaper: bool = False, **env):
         procs.start_worker(name)
     if reaper:
         procs.start_reaper()
+    for n in range(webhooks):
+        procs.start_webhooks(f"webhooks-{n + 1}")
     try:
         yield procs
     finally:

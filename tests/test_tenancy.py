@@ -58,6 +58,21 @@ def detail_cases(a, b):
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
         ("task-cancel", "post", f"/api/tasks/{ids['running_task']}/cancel/", None),
         ("thread-detail", "get", f"/api/threads/{ids['thread']}/", None),
+        ("webhook-detail", "get", f"/api/webhooks/{ids['webhook']}/", None),
+        ("webhook-detail", "put", f"/api/webhooks/{ids['webhook']}/", {"url": "https://a.example/h"}),
+        ("webhook-detail", "patch", f"/api/webhooks/{ids['webhook']}/", {"enabled": False}),
+        ("webhook-detail", "delete", f"/api/webhooks/{ids['webhook']}/", None),
+        ("webhook-rotate-secret", "post", f"/api/webhooks/{ids['webhook']}/rotate-secret/", None),
+        ("webhook-deliveries", "get", f"/api/webhooks/{ids['webhook']}/deliveries/", None),
+        ("webhook-delivery", "get", f"/api/webhooks/{ids['webhook']}/deliveries/{ids['delivery']}/", None),
+        ("webhook-resend", "post", f"/api/webhooks/{ids['webhook']}/deliveries/{ids['delivery']}/resend/", None),
+        ("schedule-detail", "get", f"/api/schedules/{ids['schedule']}/", None),
+        ("schedule-detail", "put", f"/api/schedules/{ids['schedule']}/",
+         {"name": "x", "cron": "* * * * *", "agent": a.agent.pk, "input": "x"}),
+        ("schedule-detail", "patch", f"/api/schedules/{ids['schedule']}/", {"input": "pwned"}),
+        ("schedule-detail", "delete", f"/api/schedules/{ids['schedule']}/", None),
+        ("schedule-pause", "post", f"/api/schedules/{ids['schedule']}/pause/", None),
+        ("schedule-resume", "post", f"/api/schedules/{ids['schedule']}/resume/", None),
     ]
 
 
@@ -74,6 +89,8 @@ def list_cases(b):
         ("task-list", f"/api/tasks/?agent={ids['agent']}", {ids["task"]}),
         ("task-list", f"/api/tasks/?team={ids['team']}", set()),
         ("thread-list", "/api/threads/", {ids["thread"]}),
+        ("webhook-list", "/api/webhooks/", {ids["webhook"]}),
+        ("schedule-list", "/api/schedules/", {ids["schedule"]}),
     ]
 
 
@@ -95,6 +112,14 @@ def reference_cases(a, b):
         ("task-list", "post", "/api/tasks/", {"team": ids["team"], "input": "hi"}, "team"),
         ("task-list", "post", "/api/tasks/", {"agent": a.agent.pk, "input": "hi", "thread": ids["thread"]},
          "thread"),
+        ("task-list", "post", "/api/tasks/", {"agent": a.agent.pk, "input": "hi", "webhook": ids["webhook"]},
+         "webhook"),
+        ("schedule-list", "post", "/api/schedules/", {"name": "spy", "cron": "* * * * *", "agent": ids["agent"],
+                                                      "input": "x"}, "agent"),
+        ("schedule-list", "post", "/api/schedules/", {"name": "spy", "cron": "* * * * *", "agent": a.agent.pk,
+                                                      "input": "x", "thread": ids["thread"]}, "thread"),
+        ("schedule-detail", "patch", f"/api/schedules/{a.ids['schedule']}/", {"team": ids["team"], "agent": None},
+         "team"),
     ]
 
 
@@ -120,6 +145,9 @@ def own_create_cases(a):
         ("agent-list", "post", "/api/agents/", {"name": "new", "model": a.model.pk}),
         ("team-list", "post", "/api/teams/", {"name": "new", "members": [a.agent.pk]}),
         ("task-list", "post", "/api/tasks/", {"agent": a.agent.pk, "input": "hi"}),
+        ("webhook-list", "post", "/api/webhooks/", {"url": "https://new.example/h"}),
+        ("schedule-list", "post", "/api/schedules/", {"name": "new", "cron": "* * * * *", "agent": a.agent.pk,
+                                                      "input": "x"}),
     ]
 
 
@@ -151,6 +179,20 @@ def viewer_write_cases(a):
         ("team-import-component", "post", "/api/teams/import/", {"component": _team_component("v")}),
         ("task-list", "post", "/api/tasks/", {"agent": ids["agent"], "input": "hi"}),
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
+        ("webhook-list", "post", "/api/webhooks/", {"url": "https://v.example/h"}),
+        ("webhook-detail", "patch", f"/api/webhooks/{ids['webhook']}/", {"enabled": False}),
+        ("webhook-detail", "put", f"/api/webhooks/{ids['webhook']}/", {"url": "https://v.example/h"}),
+        ("webhook-detail", "delete", f"/api/webhooks/{ids['webhook']}/", None),
+        ("webhook-rotate-secret", "post", f"/api/webhooks/{ids['webhook']}/rotate-secret/", None),
+        ("webhook-resend", "post", f"/api/webhooks/{ids['webhook']}/deliveries/{ids['delivery']}/resend/", None),
+        ("schedule-list", "post", "/api/schedules/", {"name": "v", "cron": "* * * * *", "agent": ids["agent"],
+                                                      "input": "x"}),
+        ("schedule-detail", "put", f"/api/schedules/{ids['schedule']}/",
+         {"name": "v", "cron": "* * * * *", "agent": ids["agent"], "input": "x"}),
+        ("schedule-detail", "patch", f"/api/schedules/{ids['schedule']}/", {"input": "v"}),
+        ("schedule-detail", "delete", f"/api/schedules/{ids['schedule']}/", None),
+        ("schedule-pause", "post", f"/api/schedules/{ids['schedule']}/pause/", None),
+        ("schedule-resume", "post", f"/api/schedules/{ids['schedule']}/resume/", None),
     ]
 
 
@@ -164,6 +206,8 @@ def viewer_read_cases(a):
         (f"/api/tasks/{ids['task']}/events/", None), (f"/api/models/{ids['model']}/", None),
         (f"/api/threads/{ids['thread']}/", None), (f"/api/agents/{ids['agent']}/component/", None),
         (f"/api/teams/{ids['team']}/component/", None),
+        (f"/api/threads/{ids['thread']}/", None), ("/api/webhooks/", ids["webhook"]),
+        ("/api/schedules/", ids["schedule"]), (f"/api/webhooks/{ids['webhook']}/deliveries/", ids["delivery"]),
     ]
 
 
@@ -179,6 +223,10 @@ def snapshot(tenant) -> dict:
         "tasks": sorted(Task.objects.filter(customer=c).values_list("pk", "status", "cancel_requested", "thread_id")),
         "threads": Thread.objects.filter(customer=c).count(),
         "keys": sorted(tenant.customer.api_keys.values_list("pk", "revoked_at")),
+        "webhooks": sorted(c.webhooks.values_list("pk", "url", "enabled", "secret_encrypted", "updated_at")),
+        "deliveries": c.webhook_deliveries.count(),
+        "schedules": sorted(c.schedules.values_list("pk", "name", "input", "enabled", "agent_id", "team_id",
+                                                    "thread_id", "updated_at")),
     }
 
 

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "teams",
     "tasks",
     "adminpanel",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -169,6 +170,8 @@ CACHES = {
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+    # webhook deliveries: their own queue and workers (`manage.py runwebhooks`), never the tasks'
+    "webhooks": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 120},
 }
 # How long a web request waits for Redis (connect, and each reply) before it gives up on a side effect
 # (enqueueing a job, a live announcement): the database is the record, the reaper enqueues what was missed.
@@ -338,6 +341,27 @@ MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", True, bool)
 # stream as a `model_waiting` event. POST /api/models/{id}/test/ is bounded by the same timeout.
 MODEL_CALL_TIMEOUT_SECONDS = env("MODEL_CALL_TIMEOUT_SECONDS", 120, float)
 MODEL_WAITING_SECONDS = env("MODEL_WAITING_SECONDS", 5, float)
+
+# -- Integrations: webhooks and schedules (docs/operations.md, "Webhooks and schedules") --------------
+# Whether webhook deliveries may go to loopback, private or link-local addresses (like model endpoints).
+WEBHOOKS_ALLOW_PRIVATE = env("WEBHOOKS_ALLOW_PRIVATE", MODEL_ENDPOINTS_ALLOW_PRIVATE, bool)
+# One delivery attempt (connect, send, answer) ends after this long; the endpoint then counts as failed.
+WEBHOOK_TIMEOUT_SECONDS = env("WEBHOOK_TIMEOUT_SECONDS", 5.0, float)
+# Attempts of one delivery before it is given up; attempt n+1 waits BASE * 4**(n-1) s (capped at MAX).
+WEBHOOK_MAX_ATTEMPTS = env("WEBHOOK_MAX_ATTEMPTS", 8, int)
+WEBHOOK_RETRY_BASE_SECONDS = env("WEBHOOK_RETRY_BASE_SECONDS", 5.0, float)
+WEBHOOK_RETRY_MAX_SECONDS = env("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600.0, float)
+# Delivery worker processes `runplatform` starts (each sends one delivery at a time; one endpoint
+# holds at most one of them at a time, so a slow endpoint never stalls the others).
+WEBHOOK_WORKERS = env("WEBHOOK_WORKERS", 2, int)
+WEBHOOKS_MAX_PER_CUSTOMER = env("WEBHOOKS_MAX_PER_CUSTOMER", 20, int)
+# Finished deliveries stay listed this long, then the reaper deletes them.
+WEBHOOK_DELIVERY_RETENTION_DAYS = env("WEBHOOK_DELIVERY_RETENTION_DAYS", 30, int)
+SCHEDULES_MAX_PER_CUSTOMER = env("SCHEDULES_MAX_PER_CUSTOMER", 100, int)
+# The shortest interval (and the closest cron firings are a minute apart anyway).
+SCHEDULE_MIN_INTERVAL_SECONDS = env("SCHEDULE_MIN_INTERVAL_SECONDS", 60, int)
+# -------------------------------------------------------------------------------------------------------
+
 SANDBOX_ROOT = Path(env("SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
 SANDBOX_MIN_LEVEL = env("SANDBOX_MIN_LEVEL", "none")
 # Warm start: each worker keeps a zygote that imported AgentChat and forks one single-use child per

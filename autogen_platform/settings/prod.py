@@ -32,3 +32,5 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env("SECURE_HSTS_INCLUDE_SUBDOMAINS", False, bo
 
 # Customers' model endpoints must be public addresses unless the operator says otherwise.
 MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", False, bool)
+# Webhook deliveries likewise.
+WEBHOOKS_ALLOW_PRIVATE = env("WEBHOOKS_ALLOW_PRIVATE", MODEL_ENDPOINTS_ALLOW_PRIVATE, bool)

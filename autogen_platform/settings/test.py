@@ -12,7 +12,8 @@ if "sqlite" in DATABASES["default"]["ENGINE"]:
 if REDIS_EMBEDDED:
     EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis-test" / "redis.sock"
     REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
-RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
+RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+             "webhooks": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 120}}
 CHANNEL_LAYERS = {"default": {"BACKEND": "autogen_platform.realtime.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_NAMESPACE}:asgi-test"}}}
 # Tests clear the cache between tests; a Redis cache's clear() would flush the queues' database too.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

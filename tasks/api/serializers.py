@@ -6,6 +6,7 @@ from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent
 from autogen_platform import serializers as strict
+from integrations.models import Webhook
 from tasks.models import Task, TaskEvent, Thread
 from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from teams.models import Team
@@ -23,6 +24,16 @@ class TaskCreateSerializer(strict.Serializer):
     thread = CustomerPrimaryKeyRelatedField(
         queryset=Thread.objects.all(), required=False, allow_null=True,
         help_text="Continue this earlier conversation (same agent or team); omit to start a new thread.",
+    )
+    webhook = CustomerPrimaryKeyRelatedField(
+        queryset=Webhook.objects.all(), required=False, allow_null=True,
+        help_text="A webhook id (GET /api/webhooks/) told when this task ends, whatever events it lists.",
+    )
+    multitask_strategy = serializers.ChoiceField(
+        choices=["reject", "enqueue", "interrupt", "rollback"], default="enqueue",
+        help_text="On a thread with an unfinished task: reject (409 conflict), enqueue (wait for it), interrupt "
+                  "(stop it: it ends cancelled; this task continues from the thread's saved state) or rollback "
+                  "(stop it and delete it with its events).",
     )
 
     def validate(self, attrs):
@@ -66,7 +77,7 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = ["id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
-                  "created_at", "started_at", "finished_at", "trace_id"]
+                  "schedule", "webhook", "created_at", "started_at", "finished_at", "trace_id"]
         read_only_fields = fields
 
 

@@ -10,6 +10,7 @@ from tests.api_support import assert_error, make_agent, make_task, make_team
 pytestmark = pytest.mark.django_db
 
 TASK_FIELDS = {"id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
+               "schedule", "webhook",
                "created_at", "started_at", "finished_at", "trace_id"}
 
 

@@ -1,7 +1,8 @@
 """`manage.py runplatform`: one foreground supervisor for everything `make run` starts.
 
 It owns the embedded Redis (when REDIS_URL is unset), the ASGI server (daphne: HTTP and WebSocket),
-settings.WORKERS task workers (`manage.py runworker`) and one reaper (`manage.py reaper`). Each child
+settings.WORKERS task workers (`manage.py runworker`), settings.WEBHOOK_WORKERS webhook delivery workers
+(`manage.py runwebhooks`) and one reaper (`manage.py reaper`, which also fires schedules). Each child
 runs in its own process group, is told by the kernel to stop if the supervisor dies
 (PR_SET_PDEATHSIG), has its output prefixed and forwarded, and is restarted with backoff when it
 dies unexpectedly. SIGINT or SIGTERM stops every process it started (TERM, then KILL after a grace
@@ -436,6 +437,8 @@ class Command(BaseCommand):
                 supervisor.add(name, _spawn([*daphne, "--fd", str(fd), app], env, pass_fds=(fd,)))
         for n in range(1, workers + 1):
             supervisor.add(f"worker-{n}", _spawn([sys.executable, manage, "runworker"], env))
+        for n in range(1, settings.WEBHOOK_WORKERS + 1):
+            supervisor.add(f"webhooks-{n}", _spawn([sys.executable, manage, "runwebhooks"], env))
         supervisor.add("reaper", _spawn([sys.executable, manage, "reaper"], env))
 
         try:

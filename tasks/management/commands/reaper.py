@@ -4,7 +4,10 @@ Every REAPER_INTERVAL_SECONDS: running tasks whose heartbeat is older than TASK_
 failed/worker_lost (cancelled if a stop had been asked), queued tasks whose RQ job vanished
 for longer than TASK_REQUEUE_SECONDS are enqueued again, and customers deleted more than
 CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep, and the customers' stream notices
-beyond the newest CUSTOMER_STREAM_KEEP are pruned. Several reapers may run at once.
+beyond the newest CUSTOMER_STREAM_KEEP are pruned. It is also the platform's scheduler: due schedules
+fire (integrations.services.schedules_fire_due: a database lease, so each firing happens once whichever
+reapers run) and webhook deliveries due for a retry, or whose job or worker was lost, go back on the
+`webhooks` queue. Several reapers may run at once.
 """
 import logging
 import signal
@@ -49,6 +52,15 @@ class Command(BaseCommand):
                 logger.warning("reaper: ended %s lost task(s) %s, re-enqueued %s", len(lost), lost, orphans)
         except Exception:  # noqa: BLE001 - the reaper must outlive a database or Redis hiccup
             logger.exception("reaper sweep failed")
+        try:
+            from integrations.services import deliveries_sweep, schedules_fire_due
+
+            fired = schedules_fire_due()
+            if fired:
+                logger.info("scheduler: started task(s) %s", fired)
+            deliveries_sweep()
+        except Exception:  # noqa: BLE001 - retried at the next sweep
+            logger.exception("scheduler or webhook sweep failed")
         try:
             from accounts.services import customer_purge_deleted
 
