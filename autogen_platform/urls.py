@@ -7,7 +7,8 @@ from rest_framework.routers import DefaultRouter
 from accounts.api import urls as accounts_urls
 from agents.api import spec_views
 from agents.api import urls as agents_urls
-from tasks import console, streams
+from studio import views as studio_views
+from tasks import streams
 from tasks.api import urls as tasks_urls
 from teams.api import urls as teams_urls
 
@@ -47,7 +48,8 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("console/", console.console, name="console"),
+    path("studio/", include("studio.urls")),
+    path("console/", studio_views.console_redirect, name="console"),
     path("api/tasks/<int:pk>/stream/", streams.task_stream, name="task-stream"),
     path("api/admin/", include("adminpanel.api.urls")),
     *[path("api/", include(app.urlpatterns)) for app in API_APPS if app.urlpatterns],

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "teams",
     "tasks",
     "adminpanel",
+    "studio",
 ]
 
 MIDDLEWARE = [
