@@ -168,6 +168,8 @@ def _run_context(request, task):
     return {
         "task": task,
         "turns": turns,
+        # The run's input is the first message of its transcript; shown from the task until that event exists.
+        "input_shown": any(t.kind == "message" and t.source == "user" for t in turns),
         "last_seq": events[-1].seq if events else 0,
         "shown": shown_seqs(turns),
         "error": error,

@@ -126,6 +126,7 @@ def test_an_owner_builds_a_team_runs_it_live_continues_it_and_finds_its_cost(dap
     release = threading.Event()
     replies = [
         {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+        "The calculator says 6 x 7 = 42.",  # calc reflects on its tool's result
         {"hold": release, "text": "**Checked**: 6 x 7 = 42. TERMINATE", "timeout": 60},
         "Also, 7 x 6 = 42.",
         "Agreed. TERMINATE",
@@ -179,20 +180,22 @@ def test_an_owner_builds_a_team_runs_it_live_continues_it_and_finds_its_cost(dap
         first = start_run(page, daphne_server, f"team:{team.pk}", "What is 6 times 7?")
         # then its tool call and result appear live, folded under calc's message, while it runs
         page.wait_for_selector("#transcript .step-tool_result", state="attached")
-        wait_for(lambda: len(stub.requests) >= 2, message="the critic's held model request")
+        wait_for(lambda: len(stub.requests) >= 3, message="the critic's held model request")
         assert page.inner_text("#task-status") == "running"
         page.wait_for_selector("#connection.live")
-        page.click("#transcript .turn-message .steps summary")
-        assert "calls calculator" in page.inner_text("#transcript .turn-message")
+        page.click("#transcript .steps summary")
+        assert "calls calculator" in page.inner_text("#transcript .steps")
         assert "42" in page.inner_text("#transcript .step-tool_result")
         shot(page, "07-run-live")
         release.set()
         page.wait_for_selector("#outcome")
         assert page.inner_text("#task-status") == "succeeded"
+        # the tool call and its result are folded under calc's message
+        assert "calls calculator" in page.inner_text("#transcript .turn-message:has(.steps) .steps summary")
         # the critic's markdown is rendered; both members spoke; usage and cost are shown
         assert page.inner_text("#transcript .turn-message .md strong") == "Checked"
         sources = page.eval_on_selector_all("#transcript .turn-message .source", "els => els.map(e => e.textContent)")
-        assert sources == ["calc", "critic"]
+        assert sources == ["user", "calc", "critic"]
         assert page.locator("#usage tr[data-key='prompt_tokens']").count() == 1
         assert page.inner_text("#run-cost") not in ("", "no price set on the model")
         assert shown_seqs(page) == stored_seqs(first)
@@ -255,7 +258,7 @@ def test_a_run_page_resumes_after_a_server_restart_and_a_run_is_cancelled(daphne
         assert shown_seqs(page) == stored_seqs(task_id)
         assert page.inner_text("#task-status") == "succeeded"
         assert page.inner_text("#result") == "Confirmed: 42. TERMINATE"
-        page.click("#transcript .steps summary")
+        page.click("#transcript .steps:has(.step-code_execution) summary")
         assert "[exit 0]" in page.inner_text("#transcript .step-code_execution")
 
         # and a second run is cancelled from its page

@@ -141,6 +141,9 @@ def test_runs_history_filters_pages_and_hides_other_customers_runs(make_customer
     assert "question 0" in failed and "model_error" in failed and "1 run" in failed
     assert "No runs match" in text(client.get("/studio/runs/?since=2000-01-01&until=2000-01-02"))
     assert client.get(f"/studio/runs/{foreign.pk}/").status_code == 404
+    # the home page lists the latest runs with their agent
+    home = text(client.get("/studio/"))
+    assert "question 26" in home and "a1" in home and "Start a run" in home
 
 
 def test_the_run_page_is_a_transcript_with_folded_steps_safe_markdown_time_tokens_and_cost(make_customer):
