@@ -25,6 +25,7 @@ from teams import selectors as team_selectors
 from teams import services as team_services
 
 from . import forms, selectors
+from .markdown import render_markdown
 from .transcript import ERROR_EXPLANATIONS, build_transcript, shown_seqs
 
 RUNS_PER_PAGE = 25
@@ -175,7 +176,9 @@ def _run_context(request, task):
         "error": error,
         "error_explanation": ERROR_EXPLANATIONS.get((error or {}).get("code", "")),
         "stop_reason": (task.result or {}).get("stop_reason") if isinstance(task.result, dict) else None,
-        "result_text": (task.result or {}).get("text") if isinstance(task.result, dict) else None,
+        "result_text": render_markdown(task.result["text"]) if isinstance(task.result, dict)
+        and isinstance(task.result.get("text"), str) and task.result["text"] else None,
+        "thread_runs": selectors.thread_runs(task),
         "cost": selectors.task_cost(task) if task.is_finished else None,
         "usage_rows": [(k.replace("_", " "), k, v) for k, v in (task.usage or {}).items()],
     }
@@ -185,7 +188,6 @@ def _run_context(request, task):
 def run_detail(request, pk):
     task = task_selectors.task_get_for_user(user=request.user, pk=pk)
     context = _context(request, "runs", **_run_context(request, task))
-    context["thread_runs"] = selectors.thread_runs(task)
     context["continue_form"] = forms.ContinueForm()
     context["target_name"] = task.agent.name if task.agent else task.team.name if task.team else "(deleted)"
     return render(request, "studio/run.html", context)
@@ -225,7 +227,7 @@ def run_continue(request, pk):
         except ApplicationError as exc:
             forms.apply_service_error(form, exc)
     context = _context(request, "runs", **_run_context(request, task))
-    context.update(thread_runs=selectors.thread_runs(task), continue_form=form,
+    context.update(continue_form=form,
                    target_name=task.agent.name if task.agent else task.team.name if task.team else "(deleted)")
     return render(request, "studio/run.html", context, status=400)
 

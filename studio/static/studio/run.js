@@ -39,6 +39,8 @@
         const open = [...live.querySelectorAll("details[open]")].map((d) => d.closest("[data-seq]")?.dataset.seq);
         live.innerHTML = await response.text();
         for (const seq of open) live.querySelector(`[data-seq="${seq}"] details`)?.setAttribute("open", "");
+        const threadRuns = document.getElementById("thread-runs-next");
+        if (threadRuns) document.getElementById("thread-runs").replaceWith(threadRuns.content.cloneNode(true));
         if (window.htmx) window.htmx.process(live);
         document.getElementById("transcript").lastElementChild?.scrollIntoView({ block: "nearest" });
       } catch (e) {
