@@ -225,14 +225,17 @@ def _quiet_commit_hooks(quiet):
     """While the transaction commits, drop the errors of its on-commit hooks when quiet() says they are expected."""
     import logging
 
-    hooks_logger = logging.getLogger("django.db.backends.base")
+    # the on-commit hooks' own errors (the enqueue) and the live announcements' warnings
+    loggers = [logging.getLogger(name) for name in ("django.db.backends.base", "autogen_platform.realtime")]
     dropped = logging.Filter()
     dropped.filter = lambda record: not quiet()
-    hooks_logger.addFilter(dropped)
+    for hooks_logger in loggers:
+        hooks_logger.addFilter(dropped)
     try:
         yield
     finally:
-        hooks_logger.removeFilter(dropped)
+        for hooks_logger in loggers:
+            hooks_logger.removeFilter(dropped)
 
 
 def _password() -> str:
