@@ -29,6 +29,10 @@ def thread_runs(task: Task):
     return Task.objects.filter(thread_id=task.thread_id, customer_id=task.customer_id).order_by("created_at", "id")
 
 
+# The events that carry a model call's tokens: an agent's message, and the tool call request that preceded it.
+USAGE_EVENTS = ("message", "tool_call")
+
+
 def _tokens(usage: dict | None) -> tuple[int, int]:
     usage = usage or {}
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -37,8 +41,8 @@ def _tokens(usage: dict | None) -> tuple[int, int]:
 def task_token_split(task_row: dict, message_usage: list[tuple[str, dict]]) -> list[tuple[str, int | None, int, int]]:
     """[(agent name, model id, prompt, completion)] of one task.
 
-    A single agent's task is all its own. A team's tokens go to the agents whose messages report them; what is
-    left (the selector's calls, messages without usage) goes to "(team: selector)" on the selector model, or
+    A single agent's task is all its own. A team's tokens go to the agents whose messages and tool calls report
+    them (`models_usage`); what is left (the selector's calls) goes to "(team: selector)" on the selector model, or
     "(team)" with no model."""
     spec = task_row["spec"] or {}
     agents = spec.get("agents") or []
@@ -75,7 +79,7 @@ def usage_for_user(user, *, days: int = 30) -> dict:
     team_ids = [t["id"] for t in tasks if (t["spec"] or {}).get("kind") == "team"]
     messages = defaultdict(list)
     if team_ids:
-        for task_id, source, usage in TaskEvent.objects.filter(task_id__in=team_ids, type="message").values_list(
+        for task_id, source, usage in TaskEvent.objects.filter(task_id__in=team_ids, type__in=USAGE_EVENTS).values_list(
                 "task_id", "source", "content__models_usage"):
             if isinstance(usage, dict):
                 messages[task_id].append((source, usage))
@@ -131,7 +135,7 @@ def task_cost(task: Task):
     """The run's cost from its models' prices (None when none of them has a price)."""
     messages = []
     if (task.spec or {}).get("kind") == "team":
-        messages = [(s, u) for s, u in TaskEvent.objects.filter(task=task, type="message")
+        messages = [(s, u) for s, u in TaskEvent.objects.filter(task=task, type__in=USAGE_EVENTS)
                     .values_list("source", "content__models_usage") if isinstance(u, dict)]
     split = task_token_split({"spec": task.spec, "usage": task.usage}, messages)
     ids = {model_id for _, model_id, _, _ in split if model_id}

@@ -51,6 +51,8 @@ class Step:
     output: str = ""
     exit_code: int | None = None
     is_error: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 def _text(content) -> str:
@@ -65,6 +67,8 @@ def _step(event) -> Step:
     if event.type == "tool_call":
         step.title = f"calls {c.get('name', '?')}"
         step.body = json.dumps(c.get("arguments"), indent=2, default=str)
+        usage = c.get("models_usage") or {}
+        step.prompt_tokens, step.completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
     elif event.type == "tool_result":
         step.title = f"{c.get('name', '?')} returned" + (" an error" if c.get("is_error") else "")
         step.body = str(c.get("content", ""))

@@ -222,7 +222,7 @@ def test_an_owner_builds_a_team_runs_it_live_continues_it_and_finds_its_cost(dap
     page.goto(f"{daphne_server.http_url}/studio/usage/")
     assert page.inner_text("#total-runs") == "2"
     assert page.inner_text("#total-cost") != "—"
-    assert "stub" in page.inner_text("#per-model")
+    assert "stub" in page.inner_text("#per-model") and "unknown model" not in page.inner_text("#per-model")
     shot(page, "11-usage")
 
 

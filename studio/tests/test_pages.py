@@ -228,18 +228,21 @@ def test_usage_shows_tokens_and_cost_per_day_agent_and_model(make_customer):
     task_events_append(task_id=duo.pk, events=[
         {"type": "message", "source": "writer", "content": {"text": "a", "models_usage": {"prompt_tokens": 10,
                                                                                           "completion_tokens": 5}}},
+        {"type": "tool_call", "source": "critic", "content": {"id": "c", "name": "calculator", "arguments": {},
+                                                               "models_usage": {"prompt_tokens": 5, "completion_tokens": 2}}},
         {"type": "message", "source": "critic", "content": {"text": "b", "models_usage": {"prompt_tokens": 20,
                                                                                           "completion_tokens": 7}}},
     ])
-    task_finish(task_id=duo.pk, status="succeeded", usage={"prompt_tokens": 30, "completion_tokens": 12})
+    task_finish(task_id=duo.pk, status="succeeded", usage={"prompt_tokens": 35, "completion_tokens": 14})
 
     body = text(signed_in(owner).get("/studio/usage/"))
 
-    assert "2 runs" in body and "1500042 tokens" in body
+    assert "2 runs" in body and "1500049 tokens" in body
     # writer: 1,000,010 prompt + 500,005 completion on the priced model -> 1.000010 + 1.000010 = 2.0000
     assert re.search(r"writer\s+1500015\s+2\.0000", body)
-    assert re.search(r"critic\s+27\s+—", body)
-    assert re.search(r"cheap\s+1500015\s+2\.0000", body) and re.search(r"unpriced\s+27\s+—", body)
+    # the critic's tool call request counts for the critic too
+    assert re.search(r"critic\s+34\s+—", body)
+    assert re.search(r"cheap\s+1500015\s+2\.0000", body) and re.search(r"unpriced\s+34\s+—", body)
 
 
 def test_seed_demo_objects_and_runs_show_in_the_studio():
