@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
+from accounts.models import CustomerNotice
 from agents.models import Agent, ModelConfig
 from tasks.models import Task, TaskEvent
 from teams.models import Team
@@ -241,6 +242,7 @@ def test_a_run_page_resumes_after_a_server_restart_and_a_run_is_cancelled(daphne
         agent = stub_agent(customer, stub, tools=["calculator"], code_execution=True)
         sign_in(page, daphne_server, user.username)
         task_id = start_run(page, daphne_server, f"agent:{agent.pk}", "What is 6 times 7?")
+        page.wait_for_selector("#notices-connection.live")
         # the code execution appears live with its output
         page.wait_for_selector("#transcript .step-code_execution", state="attached")
         wait_for(lambda: len(stub.requests) >= 3, message="the held model request")
@@ -260,6 +262,15 @@ def test_a_run_page_resumes_after_a_server_restart_and_a_run_is_cancelled(daphne
         assert page.inner_text("#result") == "Confirmed: 42. TERMINATE"
         page.click("#transcript .steps:has(.step-code_execution) summary")
         assert "[exit 0]" in page.inner_text("#transcript .step-code_execution")
+        # and the notices panel resumed after the last notice it had: the status change stored while the
+        # server was down is there, and every notice since the page opened is shown once, newest first
+        notices = list(CustomerNotice.objects.filter(customer=customer).order_by("-seq").values_list("seq", "payload"))
+        assert [p["status"] for _, p in notices] == ["succeeded", "running", "queued"]
+        page.wait_for_selector(f"#notices li[data-seq='{notices[0][0]}']")
+        shown = page.eval_on_selector_all("#notices li", "items => items.map(i => Number(i.dataset.seq))")
+        assert shown == [seq for seq, _ in notices][:len(shown)]
+        assert page.inner_text(f"#notices li[data-seq='{notices[0][0]}']").endswith(f"Run #{task_id} is succeeded")
+        shot(page, "12-run-resumed")
 
         # and a second run is cancelled from its page
         cancelled = start_run(page, daphne_server, f"agent:{agent.pk}", "Take your time")
@@ -270,7 +281,7 @@ def test_a_run_page_resumes_after_a_server_restart_and_a_run_is_cancelled(daphne
     assert Task.objects.get(pk=cancelled).status == "cancelled"
     assert page.inner_text("#task-failure").startswith("cancelled")
     assert shown_seqs(page) == stored_seqs(cancelled)
-    shot(page, "12-run-cancelled")
+    shot(page, "13-run-cancelled")
 
 
 def test_a_viewer_reads_but_cannot_edit_and_pages_have_labels_and_keyboard_access(daphne_server, browser_page,
@@ -292,7 +303,7 @@ def test_a_viewer_reads_but_cannot_edit_and_pages_have_labels_and_keyboard_acces
     unlabeled = """() => [...document.querySelectorAll('input, select, textarea')]
         .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
         .map(e => e.name || e.id)"""
-    for path, name in ((f"/studio/agents/{agent.pk}/", "13-viewer-agent"), ("/studio/agents/new/", None),
+    for path, name in ((f"/studio/agents/{agent.pk}/", "14-viewer-agent"), ("/studio/agents/new/", None),
                        ("/studio/teams/new/", None), ("/studio/models/new/", None), ("/studio/runs/", None)):
         page.goto(f"{daphne_server.http_url}{path}")
         assert page.evaluate(unlabeled) == [], path
