@@ -108,7 +108,8 @@ def ws_token(request):
 
 
 def console_redirect(request):
-    """The old live console lives on in the studio: /console/#task=ID -> the run page (the fragment stays)."""
+    """The old live console lives on in the studio. Browsers keep a URL's fragment across a redirect, so
+    /console/#task=ID reaches the home page as /studio/#task=ID, which opens that run (console_links.js)."""
     return redirect("studio:home", permanent=False)
 
 

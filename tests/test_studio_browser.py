@@ -19,7 +19,7 @@ from django.db import connections
 
 from accounts.models import CustomerNotice
 from agents.models import Agent, ModelConfig
-from tasks.models import Task, TaskEvent
+from tasks.models import Task, TaskEvent, Thread
 from teams.models import Team
 from tests.execution_support import running, wait_for
 from tests.openai_stub import MODEL_INFO, OpenAIStub
@@ -292,6 +292,14 @@ def test_a_viewer_reads_but_cannot_edit_and_pages_have_labels_and_keyboard_acces
     agent = Agent.objects.create(customer=customer, name="shown", model=model)
     _, viewer = make_customer("studio-view", role="viewer")
     sign_in(page, daphne_server, viewer.username)
+    # an old console link opens the run in the studio
+    thread = Thread.objects.create(customer=customer, agent=agent)
+    old = Task.objects.create(customer=customer, agent=agent, thread=thread, input="from the console",
+                              status="succeeded")
+    page.goto(f"{daphne_server.http_url}/console/#task={old.pk}")
+    page.wait_for_url(f"**/studio/runs/{old.pk}/")
+    assert "from the console" in page.inner_text("#transcript")
+    page.goto(f"{daphne_server.http_url}/studio/")
 
     # the first Tab reaches the skip link, which moves focus to the content
     page.keyboard.press("Tab")
