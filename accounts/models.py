@@ -118,6 +118,9 @@ class CustomerNotice(models.Model):
         constraints = [models.UniqueConstraint(fields=["customer", "seq"], name="customer_notice_seq_unique")]
 
     def __str__(self):
+        return f"{self.customer} notice #{self.seq}: {(self.payload or {}).get('type', '')}"
+
+    def __str__(self):
         return f"notice {self.seq} of {self.customer_id}"
 
     def as_frame(self) -> dict:

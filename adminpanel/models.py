@@ -44,6 +44,10 @@ class Notification(models.Model):
             models.CheckConstraint(condition=Q(level__in=["info", "warning", "critical"]), name="notification_level_valid")
         ]
 
+    def __str__(self):
+        scope = self.customer or "everyone"
+        return f"{self.level} to {scope}: {self.message[:60]}"
+
 
 class Killswitch(models.Model):
     """One row per scope: customer null is the global switch. The database is the record; Redis only carries the news."""

@@ -18,7 +18,7 @@ class ModelConfigAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["name", "model", "base_url", "customer__name"]
     # The encrypted provider key is never shown: has_api_key says whether there is one.
     fields = ["name", "customer", "provider", "model", "base_url", "has_api_key", "model_info", "responses",
-              "created_at", "updated_at"]
+              "price_prompt_per_million", "price_completion_per_million", "created_at", "updated_at"]
     readonly_fields = fields
 
     @admin.display(boolean=True, description="API key")

@@ -19,6 +19,9 @@ class ModelConfig(models.Model):
     api_key_encrypted = models.TextField(blank=True, default="")
     model_info = models.JSONField(default=dict, blank=True)
     responses = models.JSONField(default=list, blank=True)
+    # Optional prices per million tokens (the studio's cost figures); null: no cost shown.
+    price_prompt_per_million = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    price_completion_per_million = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -35,6 +38,20 @@ class ModelConfig(models.Model):
     @property
     def has_api_key(self) -> bool:
         return bool(self.api_key_encrypted)
+
+    @property
+    def has_prices(self) -> bool:
+        return self.price_prompt_per_million is not None or self.price_completion_per_million is not None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int):
+        """The price of these tokens (Decimal), or None when the configuration has no prices."""
+        if not self.has_prices:
+            return None
+        from decimal import Decimal
+
+        prompt = self.price_prompt_per_million or Decimal(0)
+        completion = self.price_completion_per_million or Decimal(0)
+        return (prompt * prompt_tokens + completion * completion_tokens) / Decimal(1_000_000)
 
 
 class Agent(models.Model):

@@ -17,7 +17,9 @@ LIMIT_KEYS = ("memory_mb", "cpu_seconds", "timeout_seconds", "max_tokens")
 LIMIT_QUOTAS = {"memory_mb": "max_memory_mb", "cpu_seconds": "max_cpu_seconds", "timeout_seconds": "max_timeout_seconds"}
 MODEL_INFO_REQUIRED = {"vision": bool, "function_calling": bool, "json_output": bool, "family": str}
 MODEL_INFO_OPTIONAL = {"structured_output": bool, "multiple_system_messages": bool}
-MODEL_CONFIG_FIELDS = ("name", "provider", "model", "base_url", "model_info", "responses")
+MODEL_CONFIG_FIELDS = ("name", "provider", "model", "base_url", "model_info", "responses", "price_prompt_per_million",
+                       "price_completion_per_million")
+PRICE_FIELDS = ("price_prompt_per_million", "price_completion_per_million")
 AGENT_FIELDS = ("name", "description", "system_message", "model", "tools", "code_execution", "limits")
 
 
@@ -106,6 +108,10 @@ def _model_config_save(model_config: ModelConfig) -> None:
         responses=model_config.responses,
         has_api_key=model_config.has_api_key,
     )
+    for field in PRICE_FIELDS:
+        price = getattr(model_config, field)
+        if price is not None and price < 0:
+            errors[field] = ["A price cannot be negative"]
     if errors:
         raise ValidationFailed(details=errors)
     duplicate = ModelConfig.objects.filter(customer_id=model_config.customer_id, name=model_config.name)
@@ -123,6 +129,7 @@ def _model_config_save(model_config: ModelConfig) -> None:
 @transaction.atomic
 def model_config_create(*, actor, customer: Customer, name: str, provider: str, model: str = "", base_url: str = "",
                         api_key: str | None = None, model_info: dict | None = None, responses: list | None = None,
+                        price_prompt_per_million=None, price_completion_per_million=None,
                         request=None) -> ModelConfig:
     model_config = ModelConfig(
         customer=customer,
@@ -133,6 +140,8 @@ def model_config_create(*, actor, customer: Customer, name: str, provider: str, 
         api_key_encrypted=encrypt(api_key or ""),
         model_info=model_info or {},
         responses=responses or [],
+        price_prompt_per_million=price_prompt_per_million,
+        price_completion_per_million=price_completion_per_million,
     )
     _model_config_save(model_config)
     audit_record(actor=actor, action="model_config.create", target=f"model_config:{model_config.pk}",

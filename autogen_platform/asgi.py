@@ -1,4 +1,4 @@
-"""The ASGI application daphne serves: HTTP (Django, plus the console's and admin's static files) and WebSocket."""
+"""The ASGI application daphne serves: HTTP (Django, plus the studio's and admin's static files) and WebSocket."""
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.dev")
@@ -17,7 +17,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from tasks.routing import websocket_urlpatterns  # noqa: E402
 
 # Static files come from the apps' static/ folders (no collectstatic, no extra server): the platform
-# serves a handful of small files, the console's and Django admin's.
+# serves a handful of small files, the studio's (htmx vendored) and the Django admin's.
 application = ProtocolTypeRouter(
     {
         "http": ASGIStaticFilesHandler(django_asgi_app),

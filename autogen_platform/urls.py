@@ -8,7 +8,8 @@ from accounts.api import urls as accounts_urls
 from agents.api import spec_views
 from agents.api import urls as agents_urls
 from integrations.api import urls as integrations_urls
-from tasks import console, streams
+from studio import views as studio_views
+from tasks import streams
 from tasks.api import urls as tasks_urls
 from teams.api import urls as teams_urls
 
@@ -49,7 +50,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="api_docs/redoc.html"), name="redoc"),
-    path("console/", console.console, name="console"),
+    path("studio/", include("studio.urls")),
+    path("console/", studio_views.console_redirect, name="console"),
     path("api/tasks/<int:pk>/stream/", streams.task_stream, name="task-stream"),
     path("api/admin/", include("adminpanel.api.urls")),
     *[path("api/", include(app.urlpatterns)) for app in API_APPS if app.urlpatterns],

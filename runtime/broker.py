@@ -80,7 +80,8 @@ def build_client(config: dict, *, max_retries: int | None = None):
         from autogen_ext.models.replay import ReplayChatCompletionClient
 
         info = {**REPLAY_MODEL_INFO, **(config.get("model_info") or {})}
-        return ReplayChatCompletionClient([str(r) for r in config.get("responses") or []], model_info=info)
+        responses = [replay_response(str(r), i) for i, r in enumerate(config.get("responses") or [])]
+        return ReplayChatCompletionClient(responses, model_info=info)
     if config["provider"] == "openai":
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
@@ -98,6 +99,31 @@ def build_client(config: dict, *, max_retries: int | None = None):
             kwargs["max_retries"] = max_retries
         return OpenAIChatCompletionClient(**kwargs)
     raise ModelFailed(f"Unknown model provider {config['provider']!r}")
+
+
+def replay_response(text: str, position: int):
+    """A replay answer: the text itself, or, for a text that is the JSON object {"tool_calls": [{"name", "arguments"}]}
+    (the test stub's convention), a scripted tool call, so that a demo agent on a replay model really calls its tool."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and '"tool_calls"' in stripped):
+        return text
+    try:
+        calls = json.loads(stripped).get("tool_calls")
+    except (ValueError, AttributeError):
+        return text
+    if not (isinstance(calls, list) and calls and all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                      for c in calls)):
+        return text
+    from autogen_core import FunctionCall
+    from autogen_core.models import RequestUsage
+
+    return CreateResult(
+        finish_reason="function_calls",
+        content=[FunctionCall(id=f"replay-{position}-{i}", name=c["name"], arguments=json.dumps(c.get("arguments") or {}))
+                 for i, c in enumerate(calls)],
+        usage=RequestUsage(prompt_tokens=0, completion_tokens=max(1, len(stripped) // 4)),
+        cached=False,
+    )
 
 
 class ClientCache:

@@ -26,5 +26,5 @@ need_command() {
 }
 
 # Needs of the suite (one line each):
-need_command chromium chromium  # tests/test_console_browser.py drives the console with Playwright in Debian's Chromium
+need_command chromium chromium  # tests/test_studio_browser.py drives the studio with Playwright in Debian's Chromium
 need_command promtool prometheus  # tests/test_monitoring.py: promtool checks and a real Prometheus scraping the platform

@@ -1,5 +1,10 @@
-"""Django admin for threads, tasks (with their events) and task events; a cancel action through task_cancel."""
+"""Django admin for threads, tasks and task events: a task reads as its transcript, usage and outcome (not JSON
+blobs); a cancel action through task_cancel."""
+import json
+
 from django.contrib import admin, messages
+from django.template.loader import render_to_string
+from django.utils.html import format_html, format_html_join
 
 from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 from autogen_platform.errors import Conflict
@@ -8,28 +13,96 @@ from . import services
 from .models import Task, TaskEvent, Thread
 
 
-class TaskEventInline(ViewOnlyAdminMixin, admin.TabularInline):
-    model = TaskEvent
-    extra = 0
-    fields = ["seq", "type", "source", "content", "created_at"]
-    readonly_fields = fields
-    ordering = ["seq"]
-    classes = ["collapse"]
+def _pre(value):
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
+                       json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    title = "error code"
+    parameter_name = "error_code"
+
+    def lookups(self, request, model_admin):
+        return [(code, code) for code in Task.ERROR_CODES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(error__code=self.value()) if self.value() else queryset
 
 
 @admin.register(Task)
 class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "customer", "agent", "team", "status", "agent_version", "tokens_used", "attempts",
-                    "created_at", "finished_at"]
-    list_filter = ["status", "customer"]
+    list_display = ["id", "customer", "target", "status", "error_code", "tokens_used", "duration", "created_at"]
+    list_filter = ["status", ErrorCodeFilter, "customer"]
+    list_select_related = ["customer", "agent", "team"]
     search_fields = ["=id", "input", "customer__name", "agent__name", "team__name", "idempotency_key"]
     date_hierarchy = "created_at"
-    fields = ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input", "result",
-              "error", "usage", "tokens_used", "idempotency_key", "cancel_requested", "attempts", "waiting_since", "requeues",
-              "worker", "pid", "heartbeat_at", "created_at", "started_at", "finished_at", "spec"]
-    readonly_fields = fields
-    inlines = [TaskEventInline]
+    fieldsets = [
+        (None, {"fields": ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input"]}),
+        ("Outcome", {"fields": ["outcome", "result_text", "usage_table"]}),
+        ("Transcript", {"fields": ["transcript"]}),
+        ("Times", {"fields": ["created_at", "started_at", "finished_at", "waiting_since", "heartbeat_at"]}),
+        ("Internals", {"classes": ["collapse"], "fields": [
+            "idempotency_key", "cancel_requested", "attempts", "requeues", "worker", "pid", "tokens_used",
+            "spec_pretty"]}),
+    ]
+    readonly_fields = ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input",
+                       "outcome", "result_text", "usage_table", "transcript", "created_at", "started_at",
+                       "finished_at", "waiting_since", "heartbeat_at", "idempotency_key", "cancel_requested",
+                       "attempts", "requeues", "worker", "pid", "tokens_used", "spec_pretty"]
     actions = ["cancel_selected"]
+
+    @admin.display(description="agent or team")
+    def target(self, obj):
+        return obj.agent or (f"team {obj.team}" if obj.team else "(deleted)")
+
+    @admin.display(description="error")
+    def error_code(self, obj):
+        return (obj.error or {}).get("code", "") if isinstance(obj.error, dict) else ""
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        if obj.started_at and obj.finished_at:
+            return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+        return "—"
+
+    @admin.display(description="outcome")
+    def outcome(self, obj):
+        from studio.transcript import ERROR_EXPLANATIONS
+
+        error = obj.error if isinstance(obj.error, dict) else None
+        stop = (obj.result or {}).get("stop_reason") if isinstance(obj.result, dict) else None
+        parts = [format_html("<strong>{}</strong>", obj.status)]
+        if stop:
+            parts.append(format_html("stop reason: {}", stop))
+        if error:
+            parts.append(format_html("error <strong>{}</strong>: {}", error.get("code", ""), error.get("message", "")))
+            if ERROR_EXPLANATIONS.get(error.get("code")):
+                parts.append(format_html("<em>{}</em>", ERROR_EXPLANATIONS[error["code"]]))
+        return format_html_join("", "<div>{}</div>", ((p,) for p in parts))
+
+    @admin.display(description="result")
+    def result_text(self, obj):
+        if isinstance(obj.result, dict) and isinstance(obj.result.get("text"), str):
+            return format_html('<div style="white-space: pre-wrap">{}</div>', obj.result["text"])
+        return _pre(obj.result) if obj.result is not None else "—"
+
+    @admin.display(description="usage")
+    def usage_table(self, obj):
+        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
+                                ((k.replace("_", " "), v) for k, v in (obj.usage or {}).items()))
+        return format_html("<table>{}</table>", rows) if obj.usage else "—"
+
+    @admin.display(description="transcript")
+    def transcript(self, obj):
+        from studio.transcript import build_transcript
+
+        events = obj.events.order_by("seq")[:2000]
+        turns = build_transcript(list(events), started_at=obj.started_at or obj.created_at)
+        return render_to_string("admin/tasks/transcript.html", {"turns": turns})
+
+    @admin.display(description="spec (what the task runs)")
+    def spec_pretty(self, obj):
+        return _pre(obj.spec)
 
     @admin.action(description="Cancel the selected tasks", permissions=["view"])
     def cancel_selected(self, request, queryset):
@@ -48,14 +121,32 @@ class TaskEventAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["task", "seq", "type", "source", "created_at"]
     list_filter = ["type"]
     search_fields = ["=task__id", "source"]
-    fields = ["task", "seq", "type", "source", "content", "created_at"]
+    fields = ["task", "seq", "type", "source", "content_pretty", "created_at"]
     readonly_fields = fields
+
+    @admin.display(description="content")
+    def content_pretty(self, obj):
+        return _pre(obj.content)
 
 
 @admin.register(Thread)
 class ThreadAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "customer", "agent", "team", "created_at", "updated_at"]
+    list_display = ["id", "customer", "agent", "team", "task_count", "created_at", "updated_at"]
     list_filter = ["customer"]
+    list_select_related = ["customer", "agent", "team"]
     search_fields = ["=id", "customer__name", "agent__name", "team__name"]
-    fields = ["customer", "agent", "team", "state", "created_at", "updated_at"]
+    fields = ["customer", "agent", "team", "runs", "has_state", "created_at", "updated_at"]
     readonly_fields = fields
+
+    @admin.display(description="tasks")
+    def task_count(self, obj):
+        return obj.tasks.count()
+
+    @admin.display(description="tasks, oldest first")
+    def runs(self, obj):
+        return format_html_join(", ", '<a href="../../../task/{}/change/">{}</a>',
+                                ((t.pk, t) for t in obj.tasks.order_by("created_at", "id")))
+
+    @admin.display(boolean=True, description="conversation state kept")
+    def has_state(self, obj):
+        return obj.state is not None

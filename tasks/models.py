@@ -23,6 +23,10 @@ class Thread(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self):
+        target = self.agent or self.team
+        return f"thread {self.pk} ({target})" if target else f"thread {self.pk}"
+
 
 class Task(models.Model):
     class Status(models.TextChoices):
@@ -104,7 +108,8 @@ class Task(models.Model):
         indexes = [models.Index(fields=["customer", "status"]), models.Index(fields=["status", "heartbeat_at"])]
 
     def __str__(self):
-        return f"task {self.pk} ({self.status})"
+        target = self.agent or self.team
+        return f"task {self.pk} ({target}, {self.status})" if target else f"task {self.pk} ({self.status})"
 
     @property
     def is_finished(self) -> bool:
@@ -142,6 +147,9 @@ class TaskEvent(models.Model):
             models.UniqueConstraint(fields=["task", "seq"], name="taskevent_seq_unique"),
             models.CheckConstraint(condition=Q(seq__gte=1), name="taskevent_seq_positive"),
         ]
+
+    def __str__(self):
+        return f"task {self.task_id} #{self.seq} {self.type}"
 
     def as_dict(self) -> dict:
         return {

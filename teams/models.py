@@ -65,3 +65,6 @@ class TeamMember(models.Model):
             models.UniqueConstraint(fields=["team", "position"], name="teammember_position_unique"),
             models.UniqueConstraint(fields=["team", "agent"], name="teammember_agent_unique"),
         ]
+
+    def __str__(self):
+        return f"{self.team} #{self.position + 1}: {self.agent}"

@@ -224,7 +224,8 @@ def test_django_admin_engages_and_releases_through_the_service(client, two_custo
     superuser = django_user_model.objects.create_superuser("root-admin", "root@example.com", "password123")
     admin_site_login(client, superuser)
     # engage the global switch from the add form
-    response = client.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on",
+    # (engaging asks for a confirmation first: tests/test_admin_site_pages.py)
+    response = client.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on", "confirm": "on",
                                                                  "reason": "from the admin site"})
     assert response.status_code == 302, response.content[:2000]
     switch = Killswitch.objects.get(scope="global")

@@ -53,7 +53,7 @@ def test_seed_demo_is_idempotent_and_its_credentials_log_in(anon_client):
     assert "password:" not in second
     assert not any(password in second for password in credentials.values())
     assert "exist" in second
-    assert Agent.objects.filter(customer__name="demo").count() == 2
+    assert Agent.objects.filter(customer__name="demo").count() == 4
     assert ModelConfig.objects.filter(customer__name="demo", name="demo-replay", provider="replay").count() == 1
     team = Team.objects.get(customer__name="demo", name="demo-team")
     assert [a.name for a in (Agent.objects.get(pk=pk) for pk in team.member_ids())] == ["demo-agent", "demo-critic"]
@@ -69,7 +69,7 @@ def test_seed_demo_is_idempotent_and_its_credentials_log_in(anon_client):
     me = anon_client.get("/api/me/").json()
     assert me["username"] == "demo" and me["role"] == "owner" and me["customer"]["name"] == "demo"
     agents = anon_client.get("/api/agents/").json()
-    assert {a["name"] for a in agents["results"]} == {"demo-agent", "demo-critic"}
+    assert {a["name"] for a in agents["results"]} == {"demo-agent", "demo-critic", "demo-calculator", "demo-coder"}
 
     # and the printed admin credentials log in as a platform admin
     anon_client.credentials()

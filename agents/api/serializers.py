@@ -55,11 +55,15 @@ class ModelConfigSerializer(strict.ModelSerializer):
     class Meta:
         model = ModelConfig
         fields = ["id", "name", "provider", "model", "base_url", "api_key", "has_api_key", "model_info", "responses",
-                  "created_at", "updated_at"]
+                  "price_prompt_per_million", "price_completion_per_million", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
         extra_kwargs = {
             "model": {"help_text": "Model name at the provider (required for openai)."},
             "base_url": {"help_text": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 (empty: OpenAI)."},
+            "price_prompt_per_million": {"min_value": 0, "help_text": (
+                "Optional price of one million prompt tokens (the studio's cost figures); null: no cost shown.")},
+            "price_completion_per_million": {"min_value": 0, "help_text": (
+                "Optional price of one million completion tokens; null: no cost shown.")},
         }
 
 

@@ -47,10 +47,14 @@ class EventMapper:
         if isinstance(message, ModelClientStreamingChunkEvent):
             return []  # the supervisor streams tokens live as it relays them
         if isinstance(message, ToolCallRequestEvent):
-            return [
+            calls = [
                 {"type": "tool_call", "source": source, "content": {"id": c.id, "name": c.name, "arguments": _arguments(c.arguments)}}
                 for c in message.content
             ]
+            usage = _usage(message)
+            if usage and calls:  # the model call that asked for the tools: its tokens, once
+                calls[0]["content"]["models_usage"] = usage
+            return calls
         if isinstance(message, ToolCallExecutionEvent):
             return [
                 {

@@ -482,7 +482,7 @@ class Command(BaseCommand):
             f"  API (browsable)  {base}/api/",
             f"  API docs         {base}/api/docs/",
             f"  Admin            {base}/admin/",
-            f"  Console          {base}/console/",
+            f"  Studio           {base}/studio/",
             f"  Health           {base}/healthz   {base}/readyz",
             f"  Database         {db}",
             f"  Redis            {redis}",

@@ -1,0 +1,124 @@
+// The run page, live: follows /ws/tasks/{id}/ while the run is not finished. Each stored event that arrives
+// makes the page fetch its live part again from the server (which renders the transcript: markdown, folded
+// tool calls), so what is shown is always what is stored. On a dropped connection it reconnects by itself
+// with {"after": last seq seen}: nothing is lost or shown twice. Streamed tokens show as they come.
+(function () {
+  "use strict";
+  const FINISHED = ["succeeded", "failed", "cancelled", "timed_out"];
+  const live = document.getElementById("run-live");
+  if (!live) return;
+  const tokensBox = document.getElementById("live-tokens");
+  const connection = document.getElementById("connection");
+  const taskId = live.dataset.task;
+  const runState = () => document.getElementById("run-state");
+  const state = {
+    lastSeq: Number(runState().dataset.lastSeq || 0),
+    finished: runState().dataset.finished === "1",
+    socket: null, retries: 0, timer: null, refreshTimer: null, token: null, tokens: {},
+  };
+
+  function setConnection(label) {
+    connection.textContent = label;
+    connection.className = "connection " + label;
+  }
+
+  async function accessToken(fresh) {
+    if (state.token && !fresh) return state.token;
+    const response = await fetch(live.dataset.tokenUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (response.redirected || !response.ok) throw new Error("signed out");
+    state.token = (await response.json()).access;
+    return state.token;
+  }
+
+  function refresh() {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = setTimeout(async () => {
+      try {
+        const response = await fetch(live.dataset.liveUrl, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const open = [...live.querySelectorAll("details[open]")].map((d) => d.closest("[data-seq]")?.dataset.seq);
+        live.innerHTML = await response.text();
+        for (const seq of open) live.querySelector(`[data-seq="${seq}"] details`)?.setAttribute("open", "");
+        const threadRuns = document.getElementById("thread-runs-next");
+        if (threadRuns) document.getElementById("thread-runs").replaceWith(threadRuns.content.cloneNode(true));
+        if (window.htmx) window.htmx.process(live);
+        document.getElementById("transcript").lastElementChild?.scrollIntoView({ block: "nearest" });
+      } catch (e) {
+        /* the server is away: the reconnect fetches again */
+      }
+    }, 120);
+  }
+
+  async function connect() {
+    clearTimeout(state.timer);
+    let token;
+    try {
+      token = await accessToken(state.retries > 0 && !state.token);
+    } catch (e) {
+      return scheduleReconnect();
+    }
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    // The token travels as a subprotocol, not in the URL (no access logs with tokens).
+    const socket = new WebSocket(scheme + location.host + "/ws/tasks/" + taskId + "/", ["bearer", token]);
+    state.socket = socket;
+    setConnection(state.retries ? "reconnecting" : "connecting");
+    socket.onopen = () => {
+      socket.send(JSON.stringify({ after: state.lastSeq }));
+      state.retries = 0;
+      setConnection("live");
+    };
+    socket.onmessage = (message) => socket === state.socket && onFrame(JSON.parse(message.data));
+    socket.onclose = (event) => {
+      if (socket !== state.socket) return;
+      state.socket = null;
+      if (event.code === 1000 || state.finished) {
+        setConnection(state.finished ? "" : "closed");
+        refresh();
+      } else if (event.code === 4404) {
+        setConnection("not found");
+      } else {
+        if (event.code === 4401) state.token = null;
+        scheduleReconnect();
+      }
+    };
+  }
+
+  function scheduleReconnect() {
+    state.retries += 1;
+    setConnection("reconnecting");
+    state.timer = setTimeout(connect, Math.min(5000, 250 * 2 ** Math.min(state.retries - 1, 5)));
+  }
+
+  function onFrame(frame) {
+    if (frame.type === "event") {
+      if (frame.event.seq <= state.lastSeq) return; // never twice
+      state.lastSeq = frame.event.seq;
+      if (frame.event.type === "message") {
+        delete state.tokens[frame.event.source];
+        showTokens();
+      }
+      refresh();
+    } else if (frame.type === "status") {
+      const badge = document.getElementById("task-status");
+      if (badge) { badge.textContent = frame.status; badge.className = "badge " + frame.status; }
+      if (FINISHED.includes(frame.status)) {
+        state.finished = true;
+        state.tokens = {};
+        showTokens();
+        refresh();
+      }
+    } else if (frame.type === "token") {
+      state.tokens[frame.source] = (state.tokens[frame.source] || "") + frame.text;
+      showTokens();
+    }
+  }
+
+  function showTokens() {
+    const entries = Object.entries(state.tokens);
+    tokensBox.hidden = entries.length === 0;
+    tokensBox.textContent = entries.map(([source, text]) => source + " is writing: " + text).join("\n");
+  }
+
+  window.addEventListener("online", () => { if (!state.finished && !state.socket) connect(); });
+  if (!state.finished) connect();
+})();

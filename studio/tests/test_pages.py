@@ -1,0 +1,265 @@
+"""The studio's pages through Django's test client: what a user sees and what their forms change (through the
+services, so the API sees the same), by role; the transcript's folding and safe markdown; usage and cost."""
+import re
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from agents.models import Agent, ModelConfig
+from tasks.models import Task
+from tasks.services import task_event_append, task_events_append, task_finish
+from teams.models import Team
+from tests.api_support import make_agent, make_model, make_task, make_team
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    response = client.post("/studio/login/", {"username": user.username, "password": "password123"})
+    assert response.status_code == 302 and response["Location"] == "/studio/", response.content[:500]
+    return client
+
+
+def text(response) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+
+
+def test_sign_in_is_required_and_only_for_customers_users(make_customer, staff_user):
+    # given no session, every page sends the user to the sign-in page
+    assert Client().get("/studio/runs/")["Location"] == "/studio/login/?next=/studio/runs/"
+    # a platform admin has no customer: refused with a reason
+    refused = Client().post("/studio/login/", {"username": staff_user.username, "password": "password123"})
+    assert refused.status_code == 200 and "does not belong to a customer" in text(refused)
+    wrong = Client().post("/studio/login/", {"username": "nobody", "password": "x"})
+    assert wrong.status_code == 200 and "Please enter a correct username and password" in text(wrong)
+    # and /console/ leads to the studio
+    assert Client().get("/console/")["Location"] == "/studio/"
+
+
+def test_a_model_configuration_is_created_and_edited_and_its_key_never_shown(make_customer):
+    customer, owner = make_customer("models-co")
+    client = signed_in(owner)
+    form = {"name": "local", "provider": "openai", "model": "llama3.1", "base_url": "http://127.0.0.1:11434/v1",
+            "api_key": "sk-very-secret", "family": "llama3.1", "function_calling": "on",
+            "price_prompt_per_million": "0.50", "price_completion_per_million": "1.50", "responses": ""}
+
+    created = client.post("/studio/models/new/", form)
+
+    model = ModelConfig.objects.get(customer=customer, name="local")
+    assert created.status_code == 302 and created["Location"] == f"/studio/models/{model.pk}/?saved=1"
+    assert model.has_api_key and model.model_info == {"family": "llama3.1", "vision": False, "function_calling": True,
+                                                      "json_output": False, "structured_output": False}
+    assert (model.price_prompt_per_million, model.price_completion_per_million) == (Decimal("0.5"), Decimal("1.5"))
+    page = client.get(f"/studio/models/{model.pk}/")
+    assert "sk-very-secret" not in page.content.decode() and "A key is stored" in text(page)
+    # when it is saved again with the key field empty, the key stays
+    client.post(f"/studio/models/{model.pk}/", {**form, "api_key": "", "model": "llama3.2"})
+    model.refresh_from_db()
+    assert model.model == "llama3.2" and model.has_api_key
+    # and the service's rules answer on the form: an openai model without a model name
+    bad = client.post("/studio/models/new/", {**form, "name": "broken", "model": ""})
+    assert bad.status_code == 400 and "Required for the openai provider" in text(bad)
+    assert not ModelConfig.objects.filter(name="broken").exists()
+
+
+def test_an_agent_is_built_with_tools_and_limits_and_its_versions_diffed_and_rolled_back(make_customer):
+    customer, owner = make_customer("agents-co")
+    model = make_model(customer, name="replay")
+    client = signed_in(owner)
+    form = {"name": "writer", "description": "Writes", "system_message": "You write short answers.",
+            "model": model.pk, "tools": ["calculator"], "code_execution": "on", "memory_mb": "256",
+            "timeout_seconds": "60"}
+
+    client.post("/studio/agents/new/", form)
+    agent = Agent.objects.get(customer=customer, name="writer")
+    assert (agent.tools, agent.code_execution, agent.limits) == (["calculator"], True, {"memory_mb": 256,
+                                                                                          "timeout_seconds": 60})
+    client.post(f"/studio/agents/{agent.pk}/", {**form, "system_message": "You write long answers."})
+    agent.refresh_from_db()
+    assert agent.version == 2
+
+    diff = client.get(f"/studio/agents/{agent.pk}/diff/?a=1&b=2")
+    assert "-You write short answers." in text(diff) and "+You write long answers." in text(diff)
+    page = text(client.post(f"/studio/agents/{agent.pk}/rollback/", {"version": 1}, follow=True))
+    agent.refresh_from_db()
+    assert agent.version == 3 and agent.system_message == "You write short answers."
+    assert "Rolled back" in page and "v3 (current)" in page
+    # limits above the customer's quota are refused by the service, on the form
+    over = client.post("/studio/agents/new/", {**form, "name": "greedy", "memory_mb": "999999"})
+    assert over.status_code == 400 and "quota" in text(over)
+
+
+def test_a_team_is_built_with_ordered_members_mode_and_termination(make_customer):
+    customer, owner = make_customer("teams-co")
+    first, second = make_agent(customer, name="first"), make_agent(customer, name="second")
+    client = signed_in(owner)
+
+    client.post("/studio/teams/new/", {"name": "duo", "mode": "round_robin", "member_1": second.pk,
+                                       "member_2": first.pk, "max_messages": "6", "text_mention": "DONE"})
+
+    team = Team.objects.get(customer=customer, name="duo")
+    assert team.member_ids() == [second.pk, first.pk]
+    assert team.termination == {"max_messages": 6, "text_mention": "DONE"}
+    # a selector team needs its selector model: the service says so on the form
+    bad = client.post("/studio/teams/new/", {"name": "picky", "mode": "selector", "member_1": first.pk})
+    assert bad.status_code == 400 and "Required in selector mode" in text(bad)
+
+
+def test_a_viewer_reads_everything_and_changes_nothing(make_customer):
+    customer, _ = make_customer("viewers-co")
+    agent = make_agent(customer, name="reader-agent")
+    _, viewer = make_customer("viewers-co", role="viewer")
+    client = signed_in(viewer)
+
+    page = client.get(f"/studio/agents/{agent.pk}/")
+    assert page.status_code == 200 and "read-only access" in text(page)
+    assert "<fieldset disabled>" in page.content.decode() and 'id="save-agent"' not in page.content.decode()
+    assert 'id="new-agent"' not in client.get("/studio/agents/").content.decode()
+    refused = client.post(f"/studio/agents/{agent.pk}/", {"name": "renamed", "model": agent.model_id})
+    assert refused.status_code == 403
+    assert client.post("/studio/runs/new/", {"target": f"agent:{agent.pk}", "input": "hi"}).status_code == 403
+    agent.refresh_from_db()
+    assert agent.name == "reader-agent" and not Task.objects.filter(agent=agent).exists()
+
+
+def test_runs_history_filters_pages_and_hides_other_customers_runs(make_customer):
+    customer, owner = make_customer("history-co")
+    agent, other_agent = make_agent(customer, name="a1"), make_agent(customer, name="a2")
+    tasks = [make_task(owner, agent=agent, input=f"question {i}") for i in range(27)]
+    make_task(owner, agent=other_agent, input="elsewhere")
+    task_finish(task_id=tasks[0].pk, status="failed", error={"code": "model_error", "message": "boom"})
+    stranger_customer, stranger = make_customer("stranger-co")
+    foreign = make_task(stranger, agent=make_agent(stranger_customer))
+    client = signed_in(owner)
+
+    first_page = text(client.get(f"/studio/runs/?agent={agent.pk}"))
+    assert "page 1 of 2 (27 runs)" in first_page and "elsewhere" not in first_page
+    assert "question 0" not in first_page and "question 0" in text(client.get(f"/studio/runs/?agent={agent.pk}&page=2"))
+    failed = text(client.get("/studio/runs/?status=failed"))
+    assert "question 0" in failed and "model_error" in failed and "1 run" in failed
+    assert "No runs match" in text(client.get("/studio/runs/?since=2000-01-01&until=2000-01-02"))
+    assert client.get(f"/studio/runs/{foreign.pk}/").status_code == 404
+    # the home page lists the latest runs with their agent
+    home = text(client.get("/studio/"))
+    assert "question 26" in home and "a1" in home and "Start a run" in home
+
+
+def test_the_run_page_is_a_transcript_with_folded_steps_safe_markdown_time_tokens_and_cost(make_customer):
+    customer, owner = make_customer("transcript-co")
+    model = make_model(customer, name="priced")
+    ModelConfig.objects.filter(pk=model.pk).update(price_prompt_per_million=Decimal("2"),
+                                                   price_completion_per_million=Decimal("10"))
+    agent = make_agent(customer, model=model, name="helper", tools=["calculator"])
+    task = make_task(owner, agent=agent, input="What is 6*7?")
+    task_events_append(task_id=task.pk, events=[
+        {"type": "tool_call", "source": "helper", "content": {"id": "c1", "name": "calculator",
+                                                               "arguments": {"expression": "6*7"}}},
+        {"type": "tool_result", "source": "helper", "content": {"call_id": "c1", "name": "calculator",
+                                                                 "content": "42", "is_error": False}},
+        {"type": "code_execution", "source": "helper", "content": {"code": "print(6*7)", "output": "42\n",
+                                                                    "exit_code": 0}},
+        {"type": "message", "source": "helper", "content": {
+            "text": "It is **42**. <script>alert(1)</script> [x](javascript:alert(2))",
+            "models_usage": {"prompt_tokens": 1000, "completion_tokens": 100}}},
+    ])
+    task_finish(task_id=task.pk, status="succeeded", result={"text": "It is 42.", "stop_reason": "text_mention"},
+                usage={"prompt_tokens": 1000, "completion_tokens": 100, "cpu_seconds": 0.2, "peak_memory_mb": 50,
+                       "wall_seconds": 1.5})
+    client = signed_in(owner)
+
+    page = client.get(f"/studio/runs/{task.pk}/")
+
+    html = page.content.decode()
+    # the message, its markdown rendered and its HTML and script links neutralised
+    assert "<strong>42</strong>" in html and "<script>alert(1)" not in html and "href=\"javascript:" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # its tool call, result and code execution folded under it, in a <details>
+    message = re.search(r'<li class="turn turn-message" data-seq="5".*?</li>\s*</ol>\s*</details>', html, re.S)
+    assert message and "calls calculator" in message.group(0) and "[exit 0]" in message.group(0)
+    body = text(page)
+    assert "1000 prompt + 100 completion tokens" in body
+    assert "Stop reason: text_mention" in body
+    # 1000 * 2 / 1e6 + 100 * 10 / 1e6 = 0.003
+    assert re.search(r"cost 0\.003000", body)
+    # every stored event is on the page exactly once
+    seqs = [int(s) for s in re.findall(r'data-seq="(\d+)"', html)]
+    assert sorted(seqs) == list(range(1, Task.objects.get(pk=task.pk).last_seq + 1))
+
+
+def test_a_failed_run_shows_its_error_code_cause_and_explanation(make_customer):
+    customer, owner = make_customer("failure-co")
+    task = make_task(owner, agent=make_agent(customer))
+    task_finish(task_id=task.pk, status="failed", error={"code": "model_error",
+                                                         "message": "local: Connection refused (http://127.0.0.1:9/v1)"})
+    body = text(signed_in(owner).get(f"/studio/runs/{task.pk}/"))
+    assert "model_error : local: Connection refused (http://127.0.0.1:9/v1)" in body
+    assert "The model endpoint failed" in body
+
+
+def test_continuing_a_run_starts_a_new_run_on_its_thread(make_customer):
+    customer, owner = make_customer("thread-co")
+    agent = make_agent(customer)
+    first = make_task(owner, agent=agent, input="first question")
+    task_finish(task_id=first.pk, status="succeeded", result={"text": "ok", "stop_reason": "done"})
+    client = signed_in(owner)
+
+    response = client.post(f"/studio/runs/{first.pk}/continue/", {"input": "and then?"})
+
+    second = Task.objects.exclude(pk=first.pk).get(customer=customer)
+    assert response["Location"] == f"/studio/runs/{second.pk}/"
+    assert second.thread_id == first.thread_id and second.input == "and then?" and second.agent_id == agent.pk
+    thread = text(client.get(f"/studio/runs/{second.pk}/"))
+    assert "first question" in thread and "and then?" in thread
+
+
+def test_usage_shows_tokens_and_cost_per_day_agent_and_model(make_customer):
+    customer, owner = make_customer("usage-co")
+    cheap = make_model(customer, name="cheap")
+    ModelConfig.objects.filter(pk=cheap.pk).update(price_prompt_per_million=Decimal("1"),
+                                                   price_completion_per_million=Decimal("2"))
+    writer = make_agent(customer, model=cheap, name="writer")
+    critic = make_agent(customer, model=make_model(customer, name="unpriced"), name="critic")
+    team = make_team(customer, [writer, critic], name="duo")
+    solo = make_task(owner, agent=writer)
+    task_finish(task_id=solo.pk, status="succeeded", usage={"prompt_tokens": 1_000_000, "completion_tokens": 500_000})
+    duo = make_task(owner, team=team)
+    task_events_append(task_id=duo.pk, events=[
+        {"type": "message", "source": "writer", "content": {"text": "a", "models_usage": {"prompt_tokens": 10,
+                                                                                          "completion_tokens": 5}}},
+        {"type": "tool_call", "source": "critic", "content": {"id": "c", "name": "calculator", "arguments": {},
+                                                               "models_usage": {"prompt_tokens": 5, "completion_tokens": 2}}},
+        {"type": "message", "source": "critic", "content": {"text": "b", "models_usage": {"prompt_tokens": 20,
+                                                                                          "completion_tokens": 7}}},
+    ])
+    task_finish(task_id=duo.pk, status="succeeded", usage={"prompt_tokens": 35, "completion_tokens": 14})
+
+    body = text(signed_in(owner).get("/studio/usage/"))
+
+    assert "2 runs" in body and "1500049 tokens" in body
+    # writer: 1,000,010 prompt + 500,005 completion on the priced model -> 1.000010 + 1.000010 = 2.0000
+    assert re.search(r"writer\s+1500015\s+2\.0000", body)
+    # the critic's tool call request counts for the critic too
+    assert re.search(r"critic\s+34\s+—", body)
+    assert re.search(r"cheap\s+1500015\s+2\.0000", body) and re.search(r"unpriced\s+34\s+—", body)
+
+
+def test_seed_demo_objects_and_runs_show_in_the_studio():
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    password = re.search(r"username: demo\s+password: (\S+)", out.getvalue()).group(1)
+    client = Client()
+    client.post("/studio/login/", {"username": "demo", "password": password})
+
+    runs = text(client.get("/studio/runs/"))
+    teams = text(client.get("/studio/teams/"))
+    agents = text(client.get("/studio/agents/"))
+
+    assert "4 runs" in runs and "demo-team (team)" in runs
+    assert "demo-agent → demo-critic" in teams
+    assert "calculator" in agents and "runs code" in agents

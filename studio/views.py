@@ -1,0 +1,458 @@
+"""The studio's pages: server-rendered views over the existing selectors (reads, scoped to the user's customer)
+and services (writes, which keep every rule and write the audit rows). Viewers read; members and owners write.
+
+Sign-in is a Django session (the same authenticate() as every other password form: lockout and audit apply).
+The run page follows a running task over /ws/tasks/{id}/ with a short-lived access token from `token/`."""
+import difflib
+import json
+from functools import wraps
+
+from django.contrib.auth import views as auth_views
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.selectors import customer_for_user
+from agents import selectors as agent_selectors
+from agents import services as agent_services
+from autogen_platform.errors import ApplicationError, NotFound
+from tasks import selectors as task_selectors
+from tasks import services as task_services
+from teams import selectors as team_selectors
+from teams import services as team_services
+
+from . import forms, selectors
+from .markdown import render_markdown
+from .transcript import ERROR_EXPLANATIONS, build_transcript, shown_seqs
+
+RUNS_PER_PAGE = 25
+
+
+# -- access -------------------------------------------------------------------------------------------------
+
+
+def _membership(request):
+    user = request.user
+    return getattr(user, "membership", None) if user.is_authenticated else None
+
+
+def member_required(view):
+    """A signed-in user of a customer; anyone else goes to the sign-in page."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if _membership(request) is None:
+            return redirect(f"{reverse('studio:login')}?next={request.get_full_path()}")
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound:
+            return render(request, "studio/error.html", {"title": "Not found",
+                                                         "message": "There is nothing of yours here."}, status=404)
+
+    return wrapped
+
+
+def writer_required(view):
+    """Members and owners write; a viewer gets 403 (the pages show viewers no write controls at all)."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        membership = _membership(request)
+        if membership is not None and not membership.can_write:
+            return render(request, "studio/error.html", {
+                "title": "Read-only access", "message": "Viewers can read everything here but cannot change it."},
+                status=403)
+        return view(request, *args, **kwargs)
+
+    return member_required(wrapped)
+
+
+def _context(request, section, **extra):
+    membership = _membership(request)
+    return {"section": section, "membership": membership, "can_write": membership.can_write, **extra}
+
+
+# -- sign-in ---------------------------------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "studio/login.html"
+    authentication_form = forms.StudioLoginForm
+    redirect_authenticated_user = False
+
+    def get_default_redirect_url(self):
+        return reverse("studio:home")
+
+
+@require_POST
+def logout_view(request):
+    from django.contrib.auth import logout
+
+    logout(request)
+    return redirect("studio:login")
+
+
+@never_cache
+@require_GET
+@member_required
+def ws_token(request):
+    """A customer access token for this session's user, for the run page's WebSocket (never stored by the page)."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    access = AccessToken.for_user(request.user)
+    access["scope"] = "customer"
+    return JsonResponse({"access": str(access)})
+
+
+def console_redirect(request):
+    """The old live console lives on in the studio. Browsers keep a URL's fragment across a redirect, so
+    /console/#task=ID reaches the home page as /studio/#task=ID, which opens that run (console_links.js)."""
+    return redirect("studio:home", permanent=False)
+
+
+# -- home and runs ------------------------------------------------------------------------------------------
+
+
+def _targets(user):
+    return agent_selectors.agent_list_for_user(user), team_selectors.team_list_for_user(user)
+
+
+@member_required
+def home(request):
+    agents, teams = _targets(request.user)
+    form = forms.RunForm(agents=agents, teams=teams)
+    recent = selectors.run_list_for_user(request.user)[:10]
+    return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent))
+
+
+@writer_required
+@require_POST
+def run_create(request):
+    agents, teams = _targets(request.user)
+    form = forms.RunForm(request.POST, agents=agents, teams=teams)
+    if form.is_valid():
+        kind, _, pk = form.cleaned_data["target"].partition(":")
+        try:
+            target = (agent_selectors.agent_get_for_user(request.user, pk) if kind == "agent"
+                      else team_selectors.team_get_for_user(request.user, pk))
+            task, _ = task_services.task_create(
+                actor=request.user, customer=customer_for_user(request.user), input=form.cleaned_data["input"],
+                request=request, **{kind: target})
+            return redirect("studio:run", pk=task.pk)
+        except ApplicationError as exc:
+            forms.apply_service_error(form, exc)
+    recent = selectors.run_list_for_user(request.user)[:10]
+    return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent), status=400)
+
+
+@member_required
+def runs(request):
+    agents, teams = _targets(request.user)
+    filters = forms.RunFilterForm(request.GET or None, agents=agents, teams=teams)
+    values = filters.cleaned_data if filters.is_valid() else {}
+    queryset = selectors.run_list_for_user(request.user, **{k: v for k, v in values.items() if v not in (None, "")})
+    page = Paginator(queryset, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = _context(request, "runs", filters=filters, page=page, query=query.urlencode())
+    if request.headers.get("HX-Request"):
+        return render(request, "studio/partials/runs_table.html", context)
+    return render(request, "studio/runs.html", context)
+
+
+def _run_context(request, task):
+    events = list(task_selectors.task_events_page(task, after=0, limit=task_selectors.EVENTS_MAX_LIMIT))
+    turns = build_transcript(events, started_at=task.started_at or task.created_at)
+    error = task.error or None
+    return {
+        "task": task,
+        "turns": turns,
+        # The run's input is the first message of its transcript; shown from the task until that event exists.
+        "input_shown": any(t.kind == "message" and t.source == "user" for t in turns),
+        "last_seq": events[-1].seq if events else 0,
+        "shown": shown_seqs(turns),
+        "error": error,
+        "error_explanation": ERROR_EXPLANATIONS.get((error or {}).get("code", "")),
+        "stop_reason": (task.result or {}).get("stop_reason") if isinstance(task.result, dict) else None,
+        "result_text": render_markdown(task.result["text"]) if isinstance(task.result, dict)
+        and isinstance(task.result.get("text"), str) and task.result["text"] else None,
+        "thread_runs": selectors.thread_runs(task),
+        "cost": selectors.task_cost(task) if task.is_finished else None,
+        "usage_rows": [(k.replace("_", " "), k, v) for k, v in (task.usage or {}).items()],
+    }
+
+
+@member_required
+def run_detail(request, pk):
+    task = task_selectors.task_get_for_user(user=request.user, pk=pk)
+    context = _context(request, "runs", **_run_context(request, task))
+    context["continue_form"] = forms.ContinueForm()
+    context["target_name"] = task.agent.name if task.agent else task.team.name if task.team else "(deleted)"
+    return render(request, "studio/run.html", context)
+
+
+@member_required
+@require_GET
+def run_live(request, pk):
+    """The live part of the run page (status, transcript, outcome), fetched again as events arrive."""
+    task = task_selectors.task_get_for_user(user=request.user, pk=pk)
+    return render(request, "studio/partials/run_live.html", _context(request, "runs", **_run_context(request, task)))
+
+
+@writer_required
+@require_POST
+def run_cancel(request, pk):
+    task = task_selectors.task_get_for_user(user=request.user, pk=pk)
+    try:
+        task_services.task_cancel(actor=request.user, task=task, request=request)
+    except ApplicationError:
+        pass  # it finished meanwhile: the page shows how
+    return redirect("studio:run", pk=task.pk)
+
+
+@writer_required
+@require_POST
+def run_continue(request, pk):
+    """A new run on the same thread: the agent or team goes on from the conversation so far."""
+    task = task_selectors.task_get_for_user(user=request.user, pk=pk)
+    form = forms.ContinueForm(request.POST)
+    if form.is_valid():
+        try:
+            new, _ = task_services.task_create(
+                actor=request.user, customer=customer_for_user(request.user), input=form.cleaned_data["input"],
+                agent=task.agent, team=task.team, thread=task.thread, request=request)
+            return redirect("studio:run", pk=new.pk)
+        except ApplicationError as exc:
+            forms.apply_service_error(form, exc)
+    context = _context(request, "runs", **_run_context(request, task))
+    context.update(continue_form=form,
+                   target_name=task.agent.name if task.agent else task.team.name if task.team else "(deleted)")
+    return render(request, "studio/run.html", context, status=400)
+
+
+# -- model configurations ---------------------------------------------------------------------------------------
+
+
+@member_required
+def models_list(request):
+    models = agent_selectors.model_config_list_for_user(request.user)
+    return render(request, "studio/models.html", _context(request, "models", models=models))
+
+
+def _model_form_page(request, model=None):
+    editing = model is not None
+    membership = _membership(request)
+    if request.method == "POST":
+        if not membership.can_write:
+            return writer_required(lambda r: None)(request)
+        form = forms.ModelConfigForm(request.POST)
+        if form.is_valid():
+            try:
+                data = form.service_data(editing=editing)
+                if editing:
+                    model = agent_services.model_config_update(actor=request.user, model_config=model, data=data,
+                                                               request=request)
+                else:
+                    model = agent_services.model_config_create(
+                        actor=request.user, customer=customer_for_user(request.user), request=request, **data)
+                return redirect(f"{reverse('studio:model', args=[model.pk])}?saved=1")
+            except ApplicationError as exc:
+                forms.apply_service_error(form, exc)
+    else:
+        form = forms.ModelConfigForm(initial=forms.ModelConfigForm.initial_for(model) if editing else {
+            "provider": "openai"})
+    status = 400 if request.method == "POST" else 200
+    return render(request, "studio/model_form.html",
+                  _context(request, "models", form=form, model=model, saved=request.GET.get("saved")), status=status)
+
+
+@member_required
+def model_new(request):
+    return _model_form_page(request)
+
+
+@member_required
+def model_edit(request, pk):
+    return _model_form_page(request, agent_selectors.model_config_get_for_user(request.user, pk))
+
+
+# -- agents -------------------------------------------------------------------------------------------------
+
+
+@member_required
+def agents_list(request):
+    agents = agent_selectors.agent_list_for_user(request.user).select_related("model")
+    return render(request, "studio/agents.html", _context(request, "agents", agents=agents))
+
+
+def _agent_form_page(request, agent=None):
+    models = agent_selectors.model_config_list_for_user(request.user)
+    editing = agent is not None
+    if request.method == "POST":
+        if not _membership(request).can_write:
+            return writer_required(lambda r: None)(request)
+        form = forms.AgentForm(request.POST, models=models)
+        if form.is_valid():
+            try:
+                data = form.service_data()
+                if editing:
+                    agent = agent_services.agent_update(actor=request.user, agent=agent, data=data, request=request)
+                else:
+                    agent = agent_services.agent_create(
+                        actor=request.user, customer=customer_for_user(request.user), request=request, **data)
+                return redirect(f"{reverse('studio:agent', args=[agent.pk])}?saved=1")
+            except ApplicationError as exc:
+                forms.apply_service_error(form, exc)
+    else:
+        form = forms.AgentForm(initial=forms.AgentForm.initial_for(agent) if editing else {}, models=models)
+    versions = list(agent_selectors.agent_version_list(agent)) if editing else []
+    context = _context(request, "agents", form=form, agent=agent, versions=versions,
+                       saved=request.GET.get("saved"), no_models=not models.exists())
+    return render(request, "studio/agent_form.html", context, status=400 if request.method == "POST" else 200)
+
+
+@member_required
+def agent_new(request):
+    return _agent_form_page(request)
+
+
+@member_required
+def agent_edit(request, pk):
+    return _agent_form_page(request, agent_selectors.agent_get_for_user(request.user, pk))
+
+
+def _snapshot_lines(snapshot: dict, model_names: dict) -> list[str]:
+    snapshot = dict(snapshot or {})
+    model = snapshot.get("model")
+    lines = [f"model: {model_names.get(model, model)}",
+             f"tools: {', '.join(snapshot.get('tools') or []) or '(none)'}",
+             f"code_execution: {'yes' if snapshot.get('code_execution') else 'no'}",
+             f"limits: {json.dumps(snapshot.get('limits') or {}, sort_keys=True)}",
+             "system_message:"]
+    return lines + (snapshot.get("system_message") or "").splitlines()
+
+
+@member_required
+def agent_diff(request, pk):
+    """Two versions of an agent side by side as a unified diff (defaults: the previous and the current one)."""
+    agent = agent_selectors.agent_get_for_user(request.user, pk)
+    versions = {v.version: v for v in agent_selectors.agent_version_list(agent)}
+
+    def pick(name, default):
+        try:
+            number = int(request.GET.get(name, default))
+        except ValueError:
+            number = default
+        return versions.get(number) or versions.get(default)
+
+    new = pick("b", agent.version)
+    old = pick("a", max(new.version - 1, 1))
+    names = dict(agent_selectors.model_config_list_for_user(request.user).values_list("pk", "name"))
+    diff = list(difflib.unified_diff(_snapshot_lines(old.snapshot, names), _snapshot_lines(new.snapshot, names),
+                                     fromfile=f"v{old.version}", tofile=f"v{new.version}", lineterm="", n=3))
+    rows = [("add" if line.startswith("+") and not line.startswith("+++") else
+             "del" if line.startswith("-") and not line.startswith("---") else
+             "hunk" if line.startswith("@@") else "same", line) for line in diff]
+    return render(request, "studio/agent_diff.html", _context(
+        request, "agents", agent=agent, old=old, new=new, rows=rows, versions=sorted(versions)))
+
+
+@writer_required
+@require_POST
+def agent_rollback(request, pk):
+    agent = agent_selectors.agent_get_for_user(request.user, pk)
+    try:
+        version = int(request.POST.get("version", ""))
+        agent = agent_services.agent_rollback(actor=request.user, agent=agent, version=version, request=request)
+    except (ValueError, ApplicationError) as exc:
+        message = getattr(exc, "message", "Choose a version")
+        return render(request, "studio/error.html", _context(request, "agents", title="Rollback refused",
+                                                             message=message), status=400)
+    return redirect(f"{reverse('studio:agent', args=[agent.pk])}?saved=rollback")
+
+
+# -- teams -------------------------------------------------------------------------------------------------
+
+
+@member_required
+def teams_list(request):
+    teams = team_selectors.team_list_for_user(request.user).prefetch_related("members__agent")
+    return render(request, "studio/teams.html", _context(request, "teams", teams=teams))
+
+
+def _team_form_page(request, team=None):
+    agents = agent_selectors.agent_list_for_user(request.user)
+    models = agent_selectors.model_config_list_for_user(request.user)
+    editing = team is not None
+    if request.method == "POST":
+        if not _membership(request).can_write:
+            return writer_required(lambda r: None)(request)
+        form = forms.TeamForm(request.POST, agents=agents, models=models)
+        if form.is_valid():
+            try:
+                data = form.service_data()
+                if editing:
+                    team = team_services.team_update(actor=request.user, team=team, data=data, request=request)
+                else:
+                    team = team_services.team_create(
+                        actor=request.user, customer=customer_for_user(request.user), request=request, **data)
+                return redirect(f"{reverse('studio:team', args=[team.pk])}?saved=1")
+            except ApplicationError as exc:
+                forms.apply_service_error(form, exc)
+    else:
+        form = forms.TeamForm(initial=forms.TeamForm.initial_for(team) if editing else {
+            "mode": "round_robin", "max_messages": 10, "text_mention": "TERMINATE"}, agents=agents, models=models)
+    return render(request, "studio/team_form.html", _context(
+        request, "teams", form=form, team=team, saved=request.GET.get("saved"), no_agents=not agents.exists()),
+        status=400 if request.method == "POST" else 200)
+
+
+@member_required
+def team_new(request):
+    return _team_form_page(request)
+
+
+@member_required
+def team_edit(request, pk):
+    return _team_form_page(request, team_selectors.team_get_for_user(request.user, pk))
+
+
+# -- usage ------------------------------------------------------------------------------------------------------
+
+USAGE_PERIODS = (7, 30, 90)
+
+
+@member_required
+def usage(request):
+    try:
+        days = int(request.GET.get("days", 30))
+    except ValueError:
+        days = 30
+    days = days if days in USAGE_PERIODS else 30
+    data = selectors.usage_for_user(request.user, days=days)
+    return render(request, "studio/usage.html", _context(
+        request, "usage", usage=data, periods=USAGE_PERIODS, charts=_charts(data)))
+
+
+def _bars(rows, value=lambda r: r["tokens"]):
+    """Rows -> [(label, row, width percent)] for a horizontal bar chart."""
+    top = max([value(r) for _, r in rows] + [0]) or 1
+    return [(label, row, round(100 * value(row) / top, 1)) for label, row in rows]
+
+
+def _charts(data) -> dict:
+    days = data["per_day"]
+    top = max([r["tokens"] for _, r in days] + [0]) or 1
+    width = 24 if len(days) <= 31 else 8
+    columns = []
+    for i, (day, row) in enumerate(days):
+        prompt_h = round(160 * row["prompt_tokens"] / top, 1)
+        completion_h = round(160 * row["completion_tokens"] / top, 1)
+        columns.append({"x": i * (width + 4), "w": width, "day": day, "row": row, "prompt_h": prompt_h,
+                        "completion_h": completion_h, "prompt_y": 170 - prompt_h,
+                        "completion_y": 170 - prompt_h - completion_h})
+    return {"day_columns": columns, "day_width": len(days) * (width + 4), "top": top,
+            "agents": _bars(data["per_agent"]), "models": _bars(data["per_model"])}

@@ -1,0 +1,83 @@
+"""The Django admin for operators: a task reads as its transcript, outcome and usage (not JSON blobs); objects
+have useful names; the killswitch says what it will stop and engages only once confirmed."""
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from adminpanel.models import Killswitch
+from tasks.models import Task
+from tasks.services import task_events_append, task_finish
+from tests.admin_support import admin_site_login
+from tests.api_support import make_agent, make_task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator():
+    user = get_user_model().objects.create_superuser(username="operator", password="password123")
+    return admin_site_login(Client(), user)
+
+
+def text(response) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+
+
+def test_a_task_reads_as_transcript_outcome_and_usage(operator, make_customer):
+    customer, owner = make_customer("admin-co")
+    agent = make_agent(customer, name="helper")
+    task = make_task(owner, agent=agent, input="What is 6*7?")
+    task_events_append(task_id=task.pk, events=[
+        {"type": "tool_call", "source": "helper", "content": {"id": "c", "name": "calculator",
+                                                               "arguments": {"expression": "6*7"}}},
+        {"type": "message", "source": "helper", "content": {"text": "It is **42**.",
+                                                             "models_usage": {"prompt_tokens": 12, "completion_tokens": 3}}},
+    ])
+    task_finish(task_id=task.pk, status="failed", error={"code": "token_budget", "message": "over budget"},
+                usage={"prompt_tokens": 12, "completion_tokens": 3, "wall_seconds": 1.5})
+
+    page = operator.get(f"/admin/tasks/task/{task.pk}/change/")
+
+    body = text(page)
+    assert page.status_code == 200
+    assert "It is 42 ." in body and "<strong>42</strong>" in page.content.decode()
+    assert "calls calculator" in body and "12 prompt + 3 completion tokens" in body
+    assert "error token_budget : over budget" in body and "token budget" in body.lower()
+    assert "prompt tokens 12" in body and "wall seconds 1.5" in body
+    # the list has the columns and filters an operator needs
+    listing = text(operator.get("/admin/tasks/task/?error_code=token_budget"))
+    assert f"task {task.pk} (helper, failed)" in listing or "helper" in listing
+    assert "By error code" in listing and "token_budget" in listing
+    thread = operator.get(f"/admin/tasks/thread/{task.thread_id}/change/")
+    assert f"thread {task.thread_id} (helper)" in text(thread)
+
+
+def test_the_killswitch_says_what_it_stops_and_needs_a_confirmation(operator, make_customer):
+    customer, owner = make_customer("switch-co")
+    agent = make_agent(customer)
+    make_task(owner, agent=agent)
+    make_task(owner, agent=agent)
+
+    # when an operator engages the global switch without confirming
+    first = operator.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on", "reason": "drill"})
+
+    # then nothing is engaged and the page says the scope and how many tasks it would stop
+    assert first.status_code == 200
+    assert "global: every customer" in text(first) and "cancels 2 queued task(s)" in text(first)
+    assert not Killswitch.objects.filter(engaged=True).exists()
+    # and with the confirmation it engages, and the queued tasks end
+    second = operator.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on", "reason": "drill",
+                                                                 "confirm": "on"})
+    assert second.status_code == 302
+    assert Killswitch.objects.get(scope="global").engaged
+    assert set(Task.objects.values_list("status", flat=True)) == {"cancelled"}
+
+    # the list action asks first too, naming the scope and the counts
+    switch = Killswitch.objects.get(scope="global")
+    switch.engaged = False
+    switch.save()
+    asked = operator.post("/admin/adminpanel/killswitch/", {"action": "engage_selected", "_selected_action": switch.pk})
+    assert asked.status_code == 200 and "Yes, engage" in asked.content.decode() and "every customer" in text(asked)
+    assert not Killswitch.objects.get(pk=switch.pk).engaged
