@@ -498,7 +498,7 @@ class Creator:
                 return existing
         name = self._name(wanted_name, self.model_names, "model")
         created = model_config_create(actor=self.actor, customer=self.customer, name=name, request=self.request,
-                                      **fields)
+                                      key_may_follow=True, **fields)
         self.created["models"].append({"id": created.pk, "name": created.name})
         self._models[key] = created
         return created
@@ -541,8 +541,10 @@ def import_document(data) -> tuple[str, list]:
         return "gallery", [("components", data["components"])]
     if "provider" in data:
         return "component", [("component", data)]
+    details = {"component": ["Required: an AgentChat component (dump_component JSON)"]}
+    details.update({key: ["Unknown key; allowed: component (or a gallery file's components)"] for key in sorted(data)})
     raise ValidationFailed("The body must be an object {component} or an AutoGen Studio gallery file",
-                           details={"component": ["Required: an AgentChat component (dump_component JSON)"]})
+                           details=details)
 
 
 def agents_import(*, actor, customer, data, request=None) -> dict:

@@ -99,14 +99,14 @@ def text_too_long(value, limit: int, setting: str) -> list[str]:
     return []
 
 
-def _model_config_save(model_config: ModelConfig) -> None:
+def _model_config_save(model_config: ModelConfig, *, key_may_follow: bool = False) -> None:
     errors = model_config_errors(
         provider=model_config.provider,
         model=model_config.model,
         base_url=model_config.base_url,
         model_info=model_config.model_info,
         responses=model_config.responses,
-        has_api_key=model_config.has_api_key,
+        has_api_key=None if key_may_follow else model_config.has_api_key,
     )
     for field in PRICE_FIELDS:
         price = getattr(model_config, field)
@@ -130,7 +130,9 @@ def _model_config_save(model_config: ModelConfig) -> None:
 def model_config_create(*, actor, customer: Customer, name: str, provider: str, model: str = "", base_url: str = "",
                         api_key: str | None = None, model_info: dict | None = None, responses: list | None = None,
                         price_prompt_per_million=None, price_completion_per_million=None,
-                        request=None) -> ModelConfig:
+                        request=None, key_may_follow: bool = False) -> ModelConfig:
+    """key_may_follow: an AutoGen component import, whose dump masks the key: the configuration is stored
+    without one (the import's `ignored` list says to set it with PATCH); every other check applies."""
     model_config = ModelConfig(
         customer=customer,
         name=name,
@@ -143,7 +145,7 @@ def model_config_create(*, actor, customer: Customer, name: str, provider: str, 
         price_prompt_per_million=price_prompt_per_million,
         price_completion_per_million=price_completion_per_million,
     )
-    _model_config_save(model_config)
+    _model_config_save(model_config, key_may_follow=key_may_follow)
     audit_record(actor=actor, action="model_config.create", target=f"model_config:{model_config.pk}",
                  customer=customer, request=request,
                  details={"name": name, "provider": provider, "has_api_key": model_config.has_api_key})

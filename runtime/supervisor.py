@@ -1034,8 +1034,12 @@ class Runtime:
         while self._dirty:
             self._events_ready.set()
             await asyncio.sleep(0.05)
-        for future in list(self._background):
+        pending = list(self._background)
+        for future in pending:
             future.cancel()
+        # Let them unwind first: a stats report still in flight would otherwise land after the removal
+        # below and keep this worker "live" for WORKER_SLOTS_STALE_SECONDS after it is gone.
+        await asyncio.gather(*pending, return_exceptions=True)
         await self.clients.close()
         try:
             from .services import worker_slots_key

@@ -27,7 +27,8 @@ def _concrete(path: str, tenant) -> str:
     """A schema path with real ids of the tenant's objects (admin paths included)."""
     resource = re.match(r"^/api/(?:admin/)?([a-z-]+)/", path).group(1)
     ids = {"models": tenant.model.pk, "agents": tenant.agent.pk, "teams": tenant.team.pk, "tasks": tenant.task.pk,
-           "threads": tenant.thread.pk, "api-keys": tenant.api_key.pk, "customers": tenant.customer.pk}
+           "threads": tenant.thread.pk, "api-keys": tenant.api_key.pk, "customers": tenant.customer.pk,
+           "webhooks": tenant.ids["webhook"], "schedules": tenant.ids["schedule"]}
     return re.sub(r"\{[^}]+\}", str(ids.get(resource, 1)), path)
 
 

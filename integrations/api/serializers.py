@@ -4,13 +4,14 @@ from rest_framework import serializers
 
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
 from agents.models import Agent
+from autogen_platform import serializers as strict
 from integrations.models import TASK_EVENTS, Schedule, Webhook, WebhookDelivery
 from integrations.services import schedule_upcoming
 from tasks.models import Thread
 from teams.models import Team
 
 
-class WebhookSerializer(serializers.ModelSerializer):
+class WebhookSerializer(strict.ModelSerializer):
     url = serializers.URLField(max_length=2000, help_text="Where deliveries are POSTed (http or https).")
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=TASK_EVENTS), required=False,
@@ -38,11 +39,11 @@ class WebhookCreatedSerializer(WebhookSerializer):
         return data
 
 
-class WebhookSecretSerializer(serializers.Serializer):
+class WebhookSecretSerializer(strict.Serializer):
     secret = serializers.CharField(read_only=True, help_text="The new signing secret (whsec_...): shown only now.")
 
 
-class DeliverySerializer(serializers.ModelSerializer):
+class DeliverySerializer(strict.ModelSerializer):
     status_code = serializers.IntegerField(source="response_status", read_only=True, allow_null=True,
                                            help_text="The HTTP status of the last attempt, or null (no answer).")
     payload = serializers.JSONField(read_only=True, help_text="The body sent, signed as Standard Webhooks says.")
@@ -54,12 +55,12 @@ class DeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DeliveryListQuerySerializer(serializers.Serializer):
+class DeliveryListQuerySerializer(strict.Serializer):
     status = serializers.ChoiceField(choices=WebhookDelivery.Status.choices, required=False)
     task = serializers.IntegerField(min_value=1, required=False)
 
 
-class ScheduleSerializer(serializers.ModelSerializer):
+class ScheduleSerializer(strict.ModelSerializer):
     agent = CustomerPrimaryKeyRelatedField(queryset=Agent.objects.all(), required=False, allow_null=True,
                                            help_text="Agent id; give exactly one of agent and team.")
     team = CustomerPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True,

@@ -72,7 +72,9 @@ class WebhookViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelV
     @action(detail=True, methods=["get"])
     def deliveries(self, request, pk=None):
         webhook = self.get_object()
-        query = DeliveryListQuerySerializer(data={k: v for k, v in request.query_params.items() if v != ""})
+        # any other parameter than the filters and the page's is refused, naming it (as on every list)
+        query = DeliveryListQuerySerializer(data={k: v for k, v in request.query_params.items()
+                                                  if v != "" and k not in ("page", "page_size")})
         query.is_valid(raise_exception=True)
         page = self.paginate_queryset(selectors.delivery_list(webhook, **query.validated_data))
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)
