@@ -54,7 +54,9 @@ def test_readyz_needs_a_live_worker_and_is_ready_when_one_runs(namespace, settin
 
         # and when it stopped, it no longer counts (at once when it unregistered on its way out; a worker
         # that had to be killed, as on a busy host, once its last report is WORKER_SLOTS_STALE_SECONDS old)
-        response = wait_for(lambda: (r := _readyz(server)).status_code == 503 and r, 15, message="/readyz 503")
+        # (a requests.Response is falsy for a 503: wait for the status, then read the body)
+        wait_for(lambda: _readyz(server).status_code == 503, 15, message="/readyz 503")
+        response = _readyz(server)
         assert response.json()["error"]["details"]["failing"] == ["workers"]
     finally:
         server.stop()
