@@ -25,6 +25,9 @@ class TaskContext:
     models: dict[int, dict]  # model config id -> {id, name, provider, model, base_url, api_key, model_info, responses}
     budgets: dict[int, int]  # agent id -> max_tokens
     limits: dict = field(default_factory=dict)  # memory_mb, cpu_seconds, timeout_seconds, max_tokens
+    # A run that resumes after a person answered: {pending (the child's), answer, usage, broker}; its
+    # saved AgentChat state is thread_state.
+    resume: dict | None = None
 
 
 class TaskStore(Protocol):
@@ -61,6 +64,10 @@ class TaskStore(Protocol):
 
     def requeue(self, task_id: int) -> bool:
         """Back to queued on its agent's current version (a restart)."""
+
+    def suspend(self, task_id: int, *, request: dict, suspension: dict, usage: dict) -> bool:
+        """running -> input_required: the run stopped to ask a person; suspension ({state, pending, broker})
+        is what its resumption needs. False when the task is not running any more."""
 
 
 _store: TaskStore | None = None

@@ -26,7 +26,8 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     fields = ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input", "result",
               "error", "usage", "tokens_used", "idempotency_key", "cancel_requested", "attempts", "waiting_since", "requeues",
-              "worker", "pid", "heartbeat_at", "created_at", "started_at", "finished_at", "spec"]
+              "input_deadline", "worker", "pid", "heartbeat_at", "created_at", "started_at", "finished_at", "spec",
+              "suspension"]
     readonly_fields = fields
     inlines = [TaskEventInline]
     actions = ["cancel_selected"]
