@@ -193,18 +193,3 @@ def test_denied_code_run_does_not_run_the_code(workers, customer, client_for):
     runs = [e for e in events if e["type"] == "code_execution"]
     assert len(runs) == 1 and runs[0]["content"]["exit_code"] != 0 and "not approved" in runs[0]["content"]["output"]
     assert done.result["text"] == "Understood. TERMINATE"
-
-
-def test_unanswered_task_ends_input_timeout(django_db_setup, customer, client_for):
-    org, user = customer
-    client = client_for(user)
-    team, _ = team_with_person(org, replay_model(org, ["Which colour do you like?", "Never said. TERMINATE"]))
-    with running("hitl-timeout", reaper=True, TASK_INPUT_TIMEOUT_SECONDS="1"):
-        created = submit(client, team=team.pk, input="Pick a colour")
-        task = waiting(client, created["id"])
-        assert task["input_request"]["expires_at"]
-        done = finished(created["id"], timeout=30)
-    assert done.status == "timed_out"
-    assert done.error["code"] == "input_timeout"
-    assert client.get(f"/api/tasks/{created['id']}/").json()["error"]["code"] == "input_timeout"
-    assert TaskEvent.objects.filter(task_id=created["id"], type="error", content__code="input_timeout").exists()
