@@ -141,7 +141,7 @@ def _answer_input(raw_token, task_id, answer) -> dict:
             raise ValidationFailed(details=serializer.errors)
         task = task_answer(actor=user, task=task, **serializer.validated_data)
     except ApplicationError as exc:
-        return error_body(exc.code, exc.message, exc.details)
+        return {"type": "error", **error_body(exc.code, exc.message, exc.details)}
     return {"type": "input_accepted", "status": task.status}
 
 
