@@ -193,3 +193,45 @@ def test_denied_code_run_does_not_run_the_code(workers, customer, client_for):
     runs = [e for e in events if e["type"] == "code_execution"]
     assert len(runs) == 1 and runs[0]["content"]["exit_code"] != 0 and "not approved" in runs[0]["content"]["output"]
     assert done.result["text"] == "Understood. TERMINATE"
+
+
+def test_a_single_agent_with_human_input_asks_after_its_reply(workers, customer, client_for):
+    org, user = customer
+    client = client_for(user)
+    agent = make_agent(org, replay_model(org, ["What is your name?", "Hello Ada. TERMINATE"]), human_input=True)
+    created = submit(client, agent=agent.pk, input="Greet me")
+    task = waiting(client, created["id"])
+    assert task["input_request"]["prompt"] == "What is your name?"
+    assert client.post(f"/api/tasks/{created['id']}/input/", {"text": "Ada"}, format="json").status_code == 200
+    done = finished(created["id"], timeout=60)
+    assert done.status == "succeeded", done.error
+    assert done.result["text"] == "Hello Ada. TERMINATE"
+    messages = [e["content"]["text"] for e in events_of(client, created["id"]) if e["type"] == "message"]
+    assert messages == ["Greet me", "What is your name?", "Ada", "Hello Ada. TERMINATE"]
+
+
+def test_an_approved_call_of_a_team_member_runs_and_the_team_goes_on(workers, customer, client_for):
+    org, user = customer
+    client = client_for(user)
+    with OpenAIStub([{"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+                     "It is 42.", "Correct. TERMINATE"]) as stub:
+        model = stub_model(org, stub)
+        counter = make_agent(org, model, "counter", tools=["calculator"], approval=["calculator"])
+        checker = make_agent(org, model, "checker")
+        team = Team.objects.create(customer=org, name="check", mode="round_robin",
+                                   termination={"max_messages": 6, "text_mention": "TERMINATE"})
+        TeamMember.objects.create(team=team, agent=counter, position=0)
+        TeamMember.objects.create(team=team, agent=checker, position=1)
+        created = submit(client, team=team.pk, input="What is 6*7?")
+        task = waiting(client, created["id"])
+        assert task["input_request"]["agent"] == "counter"
+        assert client.post(f"/api/tasks/{created['id']}/input/", {"approve": True}, format="json").status_code == 200
+        done = finished(created["id"], timeout=60)
+    assert done.status == "succeeded", done.error
+    events = events_of(client, created["id"])
+    assert [r["content"]["content"] for r in events if r["type"] == "tool_result"] == ["42"]
+    messages = [(e["source"], e["content"]["text"]) for e in events if e["type"] == "message"]
+    assert messages == [("user", "What is 6*7?"), ("counter", "It is 42."), ("checker", "Correct. TERMINATE")]
+    # the checker saw the counter's answer once, after the question
+    seen = [m.get("content") for m in stub.requests[2]["body"]["messages"]]
+    assert seen.count("It is 42.") == 1
