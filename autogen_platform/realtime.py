@@ -79,6 +79,54 @@ def _send(group: str, message: dict) -> None:
         logger.warning("live delivery to %s failed", group, exc_info=True)
 
 
+# Frames of one batch in flight at once: the channel layer's connection pool is small and bounded.
+SEND_MANY_CONCURRENCY = 8
+
+
+async def _group_send_many(layer, frames: list[tuple[str, dict]]) -> None:
+    gate = asyncio.Semaphore(SEND_MANY_CONCURRENCY)
+
+    async def one(group, message):
+        async with gate:
+            await layer.group_send(group, message)
+
+    await asyncio.wait_for(
+        asyncio.gather(*(one(group, message) for group, message in frames)), timeout=settings.REDIS_WEB_TIMEOUT_SECONDS
+    )
+
+
+def send_many(frames: list[tuple[str, dict]]) -> None:
+    """Several frames at once (a killswitch ending 200 tasks): sent concurrently, one wait for them all."""
+    global _skip_until
+    if not frames:
+        return
+    if time.monotonic() < _skip_until:
+        logger.debug("live delivery of %d frames skipped: Redis failed recently", len(frames))
+        return
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            _run(_group_send_many(layer, frames))
+    except (TimeoutError, asyncio.TimeoutError, RedisTimeoutError):
+        _skip_until = time.monotonic() + SKIP_AFTER_TIMEOUT_SECONDS
+        logger.warning("live delivery of %d frames timed out; skipping live frames for %g s", len(frames), SKIP_AFTER_TIMEOUT_SECONDS)
+    except Exception:  # noqa: BLE001 - live delivery is best effort; the database is the record
+        logger.warning("live delivery of %d frames failed", len(frames), exc_info=True)
+
+
+def task_event_frame(task_id: int, event: dict) -> tuple[str, dict]:
+    return task_group(task_id), {"type": "task.event", "event": event}
+
+
+def task_status_frame(task_id: int, status: str) -> tuple[str, dict]:
+    return task_group(task_id), {"type": "task.status", "status": status}
+
+
+def customer_frame(customer_id: int | None, payload: dict) -> tuple[str, dict]:
+    group = ALL_CUSTOMERS_GROUP if customer_id is None else customer_group(customer_id)
+    return group, {"type": "customer.message", "payload": payload}
+
+
 def send_task_event(task_id: int, event: dict) -> None:
     _send(task_group(task_id), {"type": "task.event", "event": event})
 

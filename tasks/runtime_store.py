@@ -1,5 +1,7 @@
 """The task app's side of the runtime's port (runtime.ports.TaskStore): every database read and write a
 running task needs, batched across the tasks a worker holds where it can be."""
+import logging
+
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -13,6 +15,8 @@ from runtime.ports import TaskContext
 
 from . import services
 from .models import Task
+
+logger = logging.getLogger(__name__)
 
 
 class DjangoTaskStore:
@@ -92,13 +96,16 @@ class DjangoTaskStore:
         )
 
     def finish_many(self, ends: list[tuple[int, dict]]) -> list:
+        try:
+            return services.task_finish_many(ends)
+        except Exception:  # noqa: BLE001 - one bad end must not hold the others: store them one by one
+            logger.warning("storing %d task ends together failed; storing them one by one", len(ends), exc_info=True)
         results = []
-        with transaction.atomic():
-            for task_id, end in ends:
-                try:
-                    results.append(services.task_finish(task_id=task_id, **end))  # a savepoint each
-                except Exception as exc:  # noqa: BLE001 - that one is retried alone; the others are stored
-                    results.append(exc)
+        for task_id, end in ends:
+            try:
+                results.append(services.task_finish(task_id=task_id, **end))
+            except Exception as exc:  # noqa: BLE001 - that one is retried by its run
+                results.append(exc)
         return results
 
     def requeue(self, task_id: int) -> bool:

@@ -3,7 +3,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -142,8 +142,38 @@ def _starting(customer_id: int):
 
 
 def _announce_status(customer_id: int, task_id: int, status: str) -> None:
-    realtime.send_task_status(task_id, status)
-    realtime.send_customer(customer_id, {"type": "task_status", "task": task_id, "status": status})
+    _announce_statuses([(customer_id, task_id, status)])
+
+
+def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
+    """Status frames on the tasks' and their customers' streams, sent together."""
+    frames = []
+    for customer_id, task_id, status in changes:
+        frames.append(realtime.task_status_frame(task_id, status))
+        frames.append(realtime.customer_frame(customer_id, {"type": "task_status", "task": task_id, "status": status}))
+    realtime.send_many(frames)
+
+
+def _update_each(tasks: list[Task], fields: list[str]) -> None:
+    """UPDATE these fields of each task row, with one prepared statement run for all of them.
+
+    Written by hand because QuerySet.bulk_update builds one CASE WHEN per field and row (about 2 ms a
+    row in Python: 0.4 s for the 200 ends of a killswitch); executemany sends the same statement with
+    each row's values, the values prepared by the fields themselves (JSON, dates) for this backend.
+    """
+    if not tasks:
+        return
+    connection = connections[Task.objects.db]
+    quote = connection.ops.quote_name
+    columns = [Task._meta.get_field(name) for name in fields]
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        quote(Task._meta.db_table), ", ".join(f"{quote(c.column)} = %s" for c in columns), quote(Task._meta.pk.column)
+    )
+    params = [
+        [c.get_db_prep_save(getattr(task, c.attname), connection) for c in columns] + [task.pk] for task in tasks
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
@@ -183,13 +213,13 @@ def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool) -
             rows += task_rows
             bumped.append(Task(pk=task_id, last_seq=start + len(task_rows)))
         TaskEvent.objects.bulk_create(rows)
-        Task.objects.bulk_update(bumped, ["last_seq"])
+        _update_each(bumped, ["last_seq"])
         transaction.on_commit(lambda: metrics.events_written(len(rows)))
         for row in rows:
             created.setdefault(row.task_id, []).append(row.as_dict())
         if announce:
             transaction.on_commit(
-                lambda: [realtime.send_task_event(t, e) for t, events in created.items() for e in events]
+                lambda: realtime.send_many([realtime.task_event_frame(t, e) for t, events in created.items() for e in events])
             )
     return created
 
@@ -380,39 +410,72 @@ def task_heartbeat_many(*, task_ids: list[int]) -> None:
 
 def task_finish(*, task_id: int, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
     """Move a queued or running task to a final status, once. A finished task never changes again."""
-    assert status in Task.FINISHED, status
+    return task_finish_many(
+        [(task_id, {"status": status, "result": result, "error": error, "usage": usage, "thread_state": thread_state})]
+    )[0]
+
+
+# suspension, input_deadline: a state saved while waiting for input is not kept once the task ended
+FINISH_FIELDS = ["status", "result", "error", "usage", "tokens_used", "finished_at", "pid", "suspension", "input_deadline"]
+
+
+def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
+    """End several tasks in one transaction, each once (True where this call ended it).
+
+    Each end is the keyword arguments of task_finish. The rows are locked in id order, written with one
+    UPDATE, their closing events appended together; once committed, the customers whose slot freed get
+    one wake-up each and the status frames go out together. A killswitch or a burst of ends costs a few
+    queries, not six per task (measured: 200 ends one by one held a killswitch for 0.9 s).
+    """
+    for _, end in ends:
+        assert end["status"] in Task.FINISHED, end["status"]
     now = timezone.now()
     with transaction.atomic():
-        task = Task.objects.select_for_update().filter(pk=task_id).first()
-        if task is None or task.is_finished:
-            return False
-        if task.status == Task.Status.RUNNING:
-            # its slot is free: the customer's next waiting task may start (the reaper retries a lost wake-up)
-            transaction.on_commit(lambda: task_wake_waiting(customer_id=task.customer_id), robust=True)
-        task.status = status
-        task.result = result
-        task.error = error
-        if usage is not None:
-            task.usage = usage
-            task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        task.finished_at = now
-        task.pid = None
-        task.suspension, task.input_deadline = None, None  # a saved state waiting for input is not kept
-        task.save(update_fields=["status", "result", "error", "usage", "tokens_used", "finished_at", "pid",
-                                 "suspension", "input_deadline"])
-        if thread_state is not None:
-            Thread.objects.filter(pk=task.thread_id).update(state=thread_state, updated_at=now)
-        events = []
-        if usage:
-            events.append({"type": TaskEvent.Type.USAGE, "content": usage})
-        if error:
-            events.append({"type": TaskEvent.Type.ERROR, "content": error})
-        events.append({"type": TaskEvent.Type.STATUS, "content": {"status": status}})
-        task_events_append(task_id=task_id, events=events)
-        transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, status))
-        duration = (now - task.started_at).total_seconds() if task.started_at else None
-        transaction.on_commit(lambda: metrics.task_finished(status, (error or {}).get("code"), duration))
-    return True
+        rows = {
+            t.pk: t
+            for t in Task.objects.select_for_update()
+            .filter(pk__in=[task_id for task_id, _ in ends])
+            .order_by("pk")
+            .only("pk", "status", "customer_id", "thread_id", "started_at")
+        }
+        results, changed, kept, events, freed, finished = [], [], [], {}, set(), []
+        for task_id, end in ends:
+            task = rows.get(task_id)
+            if task is None or task.is_finished:
+                results.append(False)  # gone, or ended already (by an earlier end of this same batch too)
+                continue
+            if task.status == Task.Status.RUNNING:
+                freed.add(task.customer_id)  # its slot is free: the customer's next waiting task may start
+            status, error, usage = end["status"], end.get("error"), end.get("usage")
+            task.status, task.result, task.error, task.finished_at, task.pid = status, end.get("result"), error, now, None
+            task.suspension, task.input_deadline = None, None
+            if usage is not None:
+                task.usage = usage
+                task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+                changed.append(task)
+            else:  # what it used so far stays
+                kept.append(task)
+            if end.get("thread_state") is not None:
+                Thread.objects.filter(pk=task.thread_id).update(state=end["thread_state"], updated_at=now)
+            closing = []
+            if usage:
+                closing.append({"type": TaskEvent.Type.USAGE, "content": usage})
+            if error:
+                closing.append({"type": TaskEvent.Type.ERROR, "content": error})
+            closing.append({"type": TaskEvent.Type.STATUS, "content": {"status": status}})
+            events[task_id] = closing
+            duration = (now - task.started_at).total_seconds() if task.started_at else None
+            finished.append((task.customer_id, task_id, status, (error or {}).get("code"), duration))
+            results.append(True)
+        _update_each(changed, FINISH_FIELDS)
+        _update_each(kept, [f for f in FINISH_FIELDS if f not in ("usage", "tokens_used")])
+        if events:
+            task_events_append_many(batches=events, announce=True)
+            for customer_id in freed:  # the reaper retries a lost wake-up
+                transaction.on_commit(lambda c=customer_id: task_wake_waiting(customer_id=c), robust=True)
+            transaction.on_commit(lambda: _announce_statuses([(c, t, s) for c, t, s, _, _ in finished]))
+            transaction.on_commit(lambda: [metrics.task_finished(s, code, d) for _, _, s, code, d in finished])
+    return results
 
 
 # Queued tasks ended in one transaction at most.
@@ -431,7 +494,8 @@ def tasks_cancel_queued(*, customer_id: int | None, error: dict) -> list[int]:
             batch = list(queued.order_by("pk").values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
             if not batch:
                 return ended
-            done = [(pk, a, r) for pk, a, r in batch if task_finish(task_id=pk, status=Task.Status.CANCELLED, error=error)]
+            ended_now = task_finish_many([(pk, {"status": Task.Status.CANCELLED, "error": error}) for pk, _, _ in batch])
+            done = [row for row, ok in zip(batch, ended_now) if ok]
             ended += [pk for pk, _, _ in done]
             transaction.on_commit(lambda jobs=[task_job_id(*d) for d in done]: _drop_jobs(jobs), robust=True)
         if len(batch) < CANCEL_QUEUED_BATCH:

@@ -77,8 +77,8 @@ class Platform:
     def workers(self) -> list[psutil.Process]:
         return [p for p in self.record() if _cmdline(p)[-1:] == ["runworker"]]
 
-    def get(self, path: str):
-        return requests.get(self.base + path, timeout=5)
+    def get(self, path: str, **kwargs):
+        return requests.get(self.base + path, timeout=5, **kwargs)
 
     def wait_for(self, condition, timeout: float, what: str):
         deadline = time.monotonic() + timeout
@@ -149,7 +149,19 @@ def test_runplatform_serves_and_sigterm_stops_every_process(platform):
     assert ready["checks"]["workers"] >= 1
     names = {" ".join(_cmdline(p)) for p in platform.record()}
     assert any("redis-server" in n for n in names), names
-    assert any("daphne" in n for n in names), names
+    web = [p for p in platform.record() if "daphne" in " ".join(_cmdline(p))]
+    assert len(web) == 2, names  # WEB_PROCESSES=2 by default, on one listening socket
+    # either one serves the port alone: stop one, the other answers every request meanwhile
+    web[0].suspend()
+    try:
+        assert {platform.get("/healthz", headers={"Connection": "close"}).status_code for _ in range(6)} == {200}
+    finally:
+        web[0].resume()
+    web[1].suspend()
+    try:
+        assert {platform.get("/healthz", headers={"Connection": "close"}).status_code for _ in range(6)} == {200}
+    finally:
+        web[1].resume()
     assert any(n.endswith("runworker") for n in names), names
     assert any(n.endswith("reaper") for n in names), names
     assert "/api/docs/" in platform.output() and "/admin/" in platform.output()

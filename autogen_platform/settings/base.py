@@ -278,6 +278,8 @@ LOGIN_REDIRECT_URL = "/api/"
 
 # Workers and the sandbox.
 WORKERS = env("WORKERS", 2, int)
+# daphne processes runplatform starts on one listening socket (each runs the synchronous views on one thread).
+WEB_PROCESSES = env("WEB_PROCESSES", 2, int)
 # Tasks one worker process supervises at once, each in its own sandboxed child (a waiting task costs a
 # few MB: its child's touched pages and a coroutine). make run: WORKERS x WORKER_CONCURRENCY at once.
 WORKER_CONCURRENCY = env("WORKER_CONCURRENCY", 256, int)

@@ -146,6 +146,9 @@ class Sandbox:
         self._last_cpu = 0.0
         self._rlimit_as = False
         self._pidfd: int | None = None
+        # True once kill() reached the tree through its cgroup in a way the kernel makes final (no process
+        # of it runs user code again); its exit may still be a few ms away (the kernel frees the memory).
+        self.killed_for_good = False
         self.warm = False  # True once spawn() started the child from the zygote
         self._lock = threading.Lock()
 
@@ -392,14 +395,21 @@ class Sandbox:
                 raise subprocess.TimeoutExpired(self.proc.args, timeout)
             self._sleep_until_exit(min(0.2, left) if left is not None else 0.2)
 
-    def _sleep_until_exit(self, seconds: float) -> None:
-        """Sleep up to `seconds`, waking as soon as the launcher exits (a pidfd where there is one)."""
+    def exit_fd(self) -> int | None:
+        """A descriptor that becomes readable when the launcher exits (a pidfd, owned by the sandbox and
+        closed by cleanup()), for an event loop to wait on; None where the kernel has no pidfds."""
+        if not self.proc:
+            return None
         if self._pidfd is None:
             try:
                 self._pidfd = os.dup(self.proc.pidfd) if isinstance(self.proc, _ForkedProcess) else os.pidfd_open(self.proc.pid)
             except (AttributeError, OSError):
                 self._pidfd = -1
-        if self._pidfd >= 0:
+        return self._pidfd if self._pidfd >= 0 else None
+
+    def _sleep_until_exit(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking as soon as the launcher exits (a pidfd where there is one)."""
+        if self.exit_fd() is not None:
             _readable(self._pidfd, seconds)
         else:
             try:
@@ -502,7 +512,7 @@ class Sandbox:
         # table (psutil, cost growing with every process on the host) is only for hosts without one.
         tree = [] if self.cgroup and self.cgroup.created else self._tree()
         if self.cgroup and self.cgroup.created:
-            self.cgroup.kill()
+            self.killed_for_good = self.cgroup.kill() or self.killed_for_good
         if self.mode != "off" and self.proc.returncode is None:
             for pid in _children(self.proc.pid):
                 _sigkill(pid)  # pid 1 of the namespace: the kernel kills everything in it

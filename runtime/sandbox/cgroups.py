@@ -269,14 +269,17 @@ class TaskCgroup:
 
     # -- kill and remove -------------------------------------------------------------------
 
-    def kill(self) -> None:
-        """SIGKILL every process in the groups, including any that forked or setsid()'d meanwhile."""
+    def kill(self) -> bool:
+        """SIGKILL every process in the groups, including any that forked or setsid()'d meanwhile.
+
+        True when the kernel guarantees none of them runs again (cgroup.kill, or SIGKILL sent while the
+        group was frozen): they are dying, if not yet reaped."""
         if not self.created:
-            return
+            return False
         if self.uses["kill"] == "v2" and self.dirs["v2"] in self.created:
             try:
                 _write(self.dirs["v2"] / "cgroup.kill", "1")
-                return
+                return True
             except OSError:
                 pass
         frozen = self._freeze(True)
@@ -296,6 +299,7 @@ class TaskCgroup:
         finally:
             if frozen:
                 self._freeze(False)
+        return frozen
 
     def _freeze(self, on: bool) -> bool:
         try:

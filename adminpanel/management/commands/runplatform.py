@@ -281,10 +281,11 @@ def _metrics_process_dead(pid: int) -> None:
         pass
 
 
-def _spawn(argv: list[str], env: dict):
+def _spawn(argv: list[str], env: dict, pass_fds=()):
     def spawn() -> subprocess.Popen:
         return subprocess.Popen(
             argv,
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -416,10 +417,21 @@ class Command(BaseCommand):
             redis_child = supervisor.add("redis", lambda: _start_redis(socket_path))
         # -v 0: no daphne access log (it writes query strings, which may hold a token); the platform logs
         # each request itself (autogen_platform.access), path only.
-        daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", host, "-p", str(port)]
+        daphne = [sys.executable, "-m", "daphne", "-v", "0"]
         if options["proxy_headers"]:
             daphne.append("--proxy-headers")
-        supervisor.add("web", _spawn([*daphne, "autogen_platform.asgi:application"], env))
+        app = "autogen_platform.asgi:application"
+        if settings.WEB_PROCESSES <= 1:
+            supervisor.add("web", _spawn([*daphne, "-b", host, "-p", str(port), app], env))
+        else:
+            # daphne runs Django's synchronous views on one thread per process: several daphne processes
+            # accept on one listening socket that this command opens and hands down (`--fd`), so a burst
+            # of requests uses every core; the kernel spreads the connections.
+            listener = socket.create_server((host, port), backlog=1024)
+            fd = listener.fileno()
+            for n in range(1, settings.WEB_PROCESSES + 1):
+                name = "web" if n == 1 else f"web-{n}"
+                supervisor.add(name, _spawn([*daphne, "--fd", str(fd), app], env, pass_fds=(fd,)))
         for n in range(1, workers + 1):
             supervisor.add(f"worker-{n}", _spawn([sys.executable, manage, "runworker"], env))
         supervisor.add("reaper", _spawn([sys.executable, manage, "reaper"], env))
