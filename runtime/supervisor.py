@@ -507,7 +507,8 @@ class TaskRun:
                          request=_bounded(shown)))
 
     async def _suspend(self, outcome: Outcome) -> None:
-        """Store what the run needs to resume and the question; the slot and the sandbox are already gone."""
+        """Store what the run needs to resume and the question, then remove the sandbox (its tree is gone; the
+        slot is given back when this returns). The work dir does not outlive the wait."""
         end = self.ended_at or time.monotonic()
         usage = _with_earlier_usage({
             "prompt_tokens": self.broker.prompt_tokens if self.broker else 0,
@@ -520,6 +521,11 @@ class TaskRun:
         await self._retrying(self.rt.store.suspend, self.task_id, request=outcome.request, suspension=suspension,
                              usage=usage)
         self.mark("waiting for input")
+        if self.box is not None and self.box.pid is not None:  # the resumed run gets a new sandbox
+            try:
+                await self.rt.in_spawn_thread(self.box.cleanup)
+            except Exception:  # noqa: BLE001
+                logger.exception("task %s: sandbox cleanup failed", self.task_id)
 
     def _read_output(self, fd: int) -> None:
         """The child's stdout and stderr: counted against its output limit, the tail kept for the log."""
