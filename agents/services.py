@@ -359,6 +359,8 @@ def _tasks_stop(agent: Agent, *, reason: str) -> dict:
         task = Task.objects.select_for_update().filter(pk=task_id).first()
         if task is None or task.is_finished:
             continue
+        if task.status == Task.Status.INPUT_REQUIRED and reason == "restart":
+            continue  # it holds nothing; answered, it runs the version it started on
         if task.status == Task.Status.RUNNING:
             task_request_stop(task=task, reason=reason)
             stopping.append(task.pk)

@@ -146,3 +146,22 @@ def test_console_cancels_a_running_task(daphne_server, worker, browser_page, mak
     assert Task.objects.get(pk=task_id).status == "cancelled"
     assert page.inner_text("#task-failure").startswith("cancelled")
     assert shown_events(page) == list(TaskEvent.objects.filter(task_id=task_id).order_by("seq").values_list("seq", "type"))
+
+
+def test_console_answers_a_task_that_asks_for_approval(daphne_server, worker, browser_page, make_customer):
+    page = browser_page
+    customer, user = make_customer("console-approval")
+    with OpenAIStub([{"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+                     "It is 42. TERMINATE"]) as stub:
+        agent = stub_agent(customer, stub, tools=["calculator"], approval=["calculator"])
+        log_in(page, daphne_server, user.username)
+        task_id = submit(page, agent, "What is 6*7?")
+        # the question appears live with its buttons, the task waiting
+        page.wait_for_selector("#answer-form:not([hidden])")
+        page.wait_for_selector("#task-status.input_required")
+        assert "calculator" in page.inner_text("#answer-prompt")
+        page.click("#answer-approve")
+        page.wait_for_selector("#outcome:not([hidden])")
+    assert page.inner_text("#result") == "It is 42. TERMINATE"
+    assert page.locator("#answer-form").is_hidden()
+    assert Task.objects.get(pk=task_id).status == "succeeded"

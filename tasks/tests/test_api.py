@@ -222,3 +222,13 @@ def test_expired_waits_end_input_timeout(owner, agent):
     assert task_expire_input(now=timezone.now() + timedelta(days=2)) == [task.pk]
     task.refresh_from_db()
     assert task.status == "timed_out" and task.error["code"] == "input_timeout" and task.suspension is None
+
+
+def test_stopping_the_agent_cancels_a_waiting_task_and_deleting_it_is_a_conflict(owner, api, agent):
+    task = make_task(owner, agent=agent)
+    _waiting_for(task)
+    assert_error(api.delete(f"/api/agents/{agent.pk}/"), 409, "conflict")
+    assert api.post(f"/api/agents/{agent.pk}/restart/").status_code == 200
+    assert api.get(f"/api/tasks/{task.pk}/").json()["status"] == "input_required"
+    assert api.post(f"/api/agents/{agent.pk}/stop/").status_code == 200
+    assert api.get(f"/api/tasks/{task.pk}/").json()["status"] == "cancelled"

@@ -289,7 +289,38 @@
     return JSON.stringify(result, null, 2);
   }
 
+  // ---- a person's answer to a task waiting in input_required -----------------------------
+
+  function showQuestion(request) {
+    const approval = request.kind === "approval";
+    $("answer-prompt").textContent = request.prompt || "";
+    $("answer-text").hidden = approval;
+    $("answer-send").hidden = approval;
+    $("answer-approve").hidden = !approval;
+    $("answer-deny").hidden = !approval;
+    $("answer-error").textContent = "";
+    $("answer-form").hidden = false;
+  }
+
+  async function answer(body) {
+    try {
+      await api("POST", "/api/tasks/" + state.taskId + "/input/", body);
+      $("answer-form").hidden = true;
+      $("answer-text").value = "";
+    } catch (error) {
+      $("answer-error").textContent = describe(error);
+    }
+  }
+
+  $("answer-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    answer({ text: $("answer-text").value });
+  });
+  $("answer-approve").addEventListener("click", () => answer({ approve: true }));
+  $("answer-deny").addEventListener("click", () => answer({ approve: false }));
+
   function setStatus(status) {
+    if (status !== "input_required") $("answer-form").hidden = true;
     const badge = $("task-status");
     badge.textContent = status;
     badge.className = "badge " + status;
@@ -314,6 +345,8 @@
     usage: "usage",
     error: "error",
     log: "log",
+    input_request: "asks you",
+    input_response: "answer",
   };
 
   function renderEvent(event) {
@@ -335,6 +368,7 @@
       $("live-tokens").hidden = Object.keys(state.tokens).length === 0;
     }
     if (event.type === "status" && event.content && event.content.status) setStatus(event.content.status);
+    if (event.type === "input_request") showQuestion(event.content || {});
     item.scrollIntoView({ block: "nearest" });
   }
 
