@@ -54,6 +54,7 @@ def detail_cases(a, b):
         ("task-events", "get", f"/api/tasks/{ids['task']}/events/", None),
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
         ("task-cancel", "post", f"/api/tasks/{ids['running_task']}/cancel/", None),
+        ("task-input", "post", f"/api/tasks/{ids['task']}/input/", {"text": "hi"}),
         ("thread-detail", "get", f"/api/threads/{ids['thread']}/", None),
     ]
 
@@ -131,6 +132,7 @@ def viewer_write_cases(a):
         ("team-detail", "delete", f"/api/teams/{ids['team']}/", None),
         ("task-list", "post", "/api/tasks/", {"agent": ids["agent"], "input": "hi"}),
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
+        ("task-input", "post", f"/api/tasks/{ids['task']}/input/", {"text": "v"}),
     ]
 
 
