@@ -88,3 +88,37 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class CustomerStream(models.Model):
+    """A customer's `/ws/events/` stream: the seq of its last notice. Its row lock hands out seqs one at a
+    time, in commit order, so a client resuming after SEQ never misses a notice committed later with a
+    smaller one."""
+
+    customer = models.OneToOneField(Customer, primary_key=True, on_delete=models.CASCADE, related_name="stream")
+    last_seq = models.PositiveBigIntegerField(default=0)
+    # Notices up to this seq were pruned (CUSTOMER_STREAM_KEEP): a client resuming from before it missed some.
+    pruned_through = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self):
+        return f"stream of {self.customer_id} at {self.last_seq}"
+
+
+class CustomerNotice(models.Model):
+    """One frame of a customer's events stream (a task's status change, a broadcast, a killswitch notice),
+    kept so that a client that reconnects gets what it missed. The newest CUSTOMER_STREAM_KEEP are kept."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="notices")
+    seq = models.PositiveBigIntegerField()
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["customer", "seq"]
+        constraints = [models.UniqueConstraint(fields=["customer", "seq"], name="customer_notice_seq_unique")]
+
+    def __str__(self):
+        return f"notice {self.seq} of {self.customer_id}"
+
+    def as_frame(self) -> dict:
+        return {**self.payload, "seq": self.seq}

@@ -53,3 +53,19 @@ def notification_list_for_user(user):
     return Notification.objects.filter(Q(customer__isnull=True) | Q(customer_id=customer_id)).order_by(
         "-created_at", "-id"
     )
+
+
+def customer_stream_read(*, customer_id: int, after: int | None, upto: int | None = None) -> dict:
+    """A customer's events stream from the database: `notices` (frames with seq > after, up to `upto`, in
+    order; none when after is None), its `last_seq` and `pruned_through` (what a resume can no longer get)."""
+    from .models import CustomerNotice, CustomerStream
+
+    position = CustomerStream.objects.filter(customer_id=customer_id).values_list("last_seq", "pruned_through").first()
+    last_seq, pruned_through = position or (0, 0)
+    notices = []
+    if after is not None and after < last_seq:
+        rows = CustomerNotice.objects.filter(customer_id=customer_id, seq__gt=after)
+        if upto is not None:
+            rows = rows.filter(seq__lte=upto)
+        notices = [{**payload, "seq": seq} for seq, payload in rows.order_by("seq").values_list("seq", "payload")]
+    return {"notices": notices, "last_seq": last_seq, "pruned_through": pruned_through}

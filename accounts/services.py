@@ -5,13 +5,14 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
 
 from .authentication import hash_api_key
-from .models import ApiKey, Customer, Membership
+from .models import ApiKey, Customer, CustomerNotice, CustomerStream, Membership
 
 
 @transaction.atomic
@@ -213,3 +214,85 @@ def token_logout(*, raw_refresh: str, scope: str, request=None) -> None:
     plane = "admin" if scope == "admin" else "auth"
     audit_record(actor=user or "anonymous", action=f"{plane}.logout", target=f"user:{getattr(user, 'username', '')}",
                  request=request)
+
+
+# Stream rows written per statement when a notice goes to every customer.
+NOTICE_BATCH = 500
+
+
+def customer_notice_publish(*, customer_id: int | None, payload: dict) -> dict[int, int]:
+    """Put a notice on a customer's `/ws/events/` stream (customer None: on every customer's) with the
+    stream's next seq, and push it live once stored. Returns {customer id: seq}.
+
+    Every sender of customer-level frames (task status changes, broadcasts, killswitch notices) goes
+    through here, so a client that reconnects with the last seq it saw gets what it missed. Call it once
+    the change it announces has committed (from transaction.on_commit): the streams' rows are locked for
+    this short transaction only, never across the caller's, and the live frame never announces a
+    change that could still roll back.
+    """
+    return customer_notices_publish(notices=[(customer_id, payload)])[0]
+
+
+def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[dict[int, int]]:
+    """Several notices, in this order, in one transaction (the task ends of a killswitch or of a worker's
+    batch): as customer_notice_publish, one {customer id: seq} per notice."""
+    from django.db.models import Q
+
+    from autogen_platform import realtime
+
+    named = {cid for cid, _ in notices if cid is not None}
+    everyone = any(cid is None for cid, _ in notices)
+    in_scope = Q(pk__in=named) | Q(deleted_at__isnull=True) if everyone else Q(pk__in=named)
+    with transaction.atomic():
+        missing = Customer.objects.filter(in_scope, stream__isnull=True).values_list("pk", flat=True)
+        CustomerStream.objects.bulk_create([CustomerStream(customer_id=pk) for pk in missing], ignore_conflicts=True,
+                                           batch_size=NOTICE_BATCH)
+        # Locked in customer order: two publishers never deadlock, and each one's seqs commit in order.
+        locked = (CustomerStream.objects.select_for_update(of=("self",))
+                  .filter(customer_id__in=Customer.objects.filter(in_scope).values("pk")).order_by("customer_id")
+                  .values_list("customer_id", "last_seq", "customer__deleted_at"))
+        last, live = {}, []
+        for cid, last_seq, deleted_at in locked:
+            last[cid] = last_seq
+            if deleted_at is None:
+                live.append(cid)
+        published, rows = [], []
+        for cid, payload in notices:
+            seqs = {}
+            for target in (live if cid is None else [cid] if cid in last else []):
+                last[target] += 1
+                seqs[target] = last[target]
+                rows.append(CustomerNotice(customer_id=target, seq=last[target], payload=payload))
+            published.append(seqs)
+        if not rows:
+            return published
+        bumped = {row.customer_id for row in rows}
+        CustomerStream.objects.bulk_update([CustomerStream(customer_id=c, last_seq=last[c]) for c in sorted(bumped)],
+                                           ["last_seq"], batch_size=NOTICE_BATCH)
+        CustomerNotice.objects.bulk_create(rows, batch_size=NOTICE_BATCH)
+
+        frames = []
+        for (cid, payload), seqs in zip(notices, published):
+            if cid is None:  # one frame for every customer, with each one's seq (msgpack maps want string keys)
+                group, message = realtime.customer_frame(None, payload)
+                frames.append((group, {**message, "seqs": {str(c): seq for c, seq in seqs.items()}}))
+            elif seqs:
+                frames.append(realtime.customer_frame(cid, {**payload, "seq": seqs[cid]}))
+        transaction.on_commit(lambda: realtime.send_many(frames))
+    return published
+
+
+def customer_notices_prune(*, keep: int | None = None, slack: int = 100) -> int:
+    """Delete each customer's notices older than its newest `keep` (CUSTOMER_STREAM_KEEP). A stream is
+    pruned once `slack` more have piled up, so each pass deletes a range through the (customer, seq) index
+    and the reaper's frequent passes cost one small query when there is nothing to do. Returns the rows deleted."""
+    keep = settings.CUSTOMER_STREAM_KEEP if keep is None else keep
+    deleted = 0
+    due = CustomerStream.objects.filter(last_seq__gt=F("pruned_through") + keep + slack).values_list("customer_id", "last_seq")
+    for customer_id, last_seq in due[:NOTICE_BATCH]:
+        upto = last_seq - keep
+        with transaction.atomic():
+            count, _ = CustomerNotice.objects.filter(customer_id=customer_id, seq__lte=upto).delete()
+            CustomerStream.objects.filter(customer_id=customer_id, pruned_through__lt=upto).update(pruned_through=upto)
+        deleted += count
+    return deleted

@@ -4,8 +4,6 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
-from autogen_platform import realtime
-
 from .models import AuditLog, Killswitch, Notification
 
 logger = logging.getLogger(__name__)
@@ -79,6 +77,12 @@ def killswitch_scopes_engaged(customer_ids: set[int]) -> set[int]:
     return {scopes[s] for s in engaged if s in scopes}
 
 
+def _notice(customer_id: int | None, payload: dict) -> None:
+    from accounts.services import customer_notice_publish
+
+    customer_notice_publish(customer_id=customer_id, payload=payload)
+
+
 def notification_payload(notification: Notification) -> dict:
     return {
         "id": notification.pk,
@@ -95,7 +99,7 @@ def broadcast_send(*, actor, message: str, level: str = Notification.Level.INFO,
     audit_record(actor=actor, action="broadcast.send", target=f"notification:{notification.pk}", request=request,
                  details={"level": level, "message": message[:500]})
     payload = {"type": "broadcast", "notification": notification_payload(notification)}
-    transaction.on_commit(lambda: realtime.send_customer(None, payload))
+    transaction.on_commit(lambda: _notice(None, payload), robust=True)
     return notification
 
 
@@ -166,7 +170,7 @@ def _killswitch_write(*, actor, engaged: bool, customer, reason: str, request):
         "reason": reason,
         "notification": notification_payload(notification),
     }
-    transaction.on_commit(lambda: realtime.send_customer(customer_id, payload))
+    transaction.on_commit(lambda: _notice(customer_id, payload), robust=True)
     logger.warning("killswitch %s %s by %s: %s", scope, "engaged" if engaged else "released", switch.changed_by, reason)
     return switch, audit
 

@@ -1,4 +1,4 @@
-"""Channels group names and the one way services and jobs push live frames to sockets."""
+"""Channels group names, the platform's channel layer, and the one way services and jobs push live frames to sockets."""
 import asyncio
 import logging
 import os
@@ -7,12 +7,44 @@ import time
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
+from channels_redis.core import create_pool
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
 ALL_CUSTOMERS_GROUP = "customers.all"
+
+
+class RedisChannelLayer(_RedisChannelLayer):
+    """channels_redis' layer with a blocking read that always ends before the socket's read timeout.
+
+    A socket's receive loop waits for frames with BZPOPMIN, `brpop_timeout` seconds at most, then asks
+    again. channels_redis waits 5 s; redis-py (>= 6) gives every connection a 5 s socket read timeout by
+    default. The server's empty answer then arrives just as the client gives up: redis-py raises
+    TimeoutError, the receive loop dies and daphne closes every quiet WebSocket with 1011 after ~6 s.
+    Here the block is BLOCK_SECONDS and the read timeout BLOCK_SECONDS + READ_MARGIN_SECONDS: the margin
+    covers a loop that is late to read the answer (a loaded host), and the read timeout still bounds how
+    long a hung Redis goes unnoticed. An explicit `socket_timeout` in a host entry must leave that margin.
+    """
+
+    BLOCK_SECONDS = 3
+    READ_MARGIN_SECONDS = 7
+    CONNECT_TIMEOUT_SECONDS = 5
+    brpop_timeout = BLOCK_SECONDS
+
+    def create_pool(self, index):
+        host = dict(self.hosts[index])
+        read_timeout = host.setdefault("socket_timeout", self.BLOCK_SECONDS + self.READ_MARGIN_SECONDS)
+        if read_timeout is not None and read_timeout <= self.brpop_timeout + 1:
+            raise ImproperlyConfigured(
+                f"channel layer socket_timeout {read_timeout} s must exceed its blocking read ({self.brpop_timeout} s)"
+                " by more than a second, or quiet WebSockets close with 1011"
+            )
+        host.setdefault("socket_connect_timeout", self.CONNECT_TIMEOUT_SECONDS)
+        return create_pool(host)
 
 
 def task_group(task_id: int) -> str:
@@ -140,6 +172,7 @@ def send_task_status(task_id: int, status: str) -> None:
 
 
 def send_customer(customer_id: int | None, payload: dict) -> None:
-    """A frame on a customer's events stream; customer None means every customer."""
+    """A frame on a customer's events stream; customer None means every customer. The platform's notices go
+    through accounts.services.customer_notice_publish, which stores them with a seq first."""
     group = ALL_CUSTOMERS_GROUP if customer_id is None else customer_group(customer_id)
     _send(group, {"type": "customer.message", "payload": payload})

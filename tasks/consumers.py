@@ -1,18 +1,23 @@
-"""WebSocket consumers: a task's live event stream with lossless resume, and a customer's event stream.
+"""WebSocket consumers: a task's live event stream and a customer's notice stream, both with lossless resume.
 
-Frames out (JSON):
+Task stream frames out (JSON):
   {"type": "event", "event": {seq, type, source, content, created_at}}   stored events, in seq order
   {"type": "status", "status": "running"}                                current status, then changes
   {"type": "token", "source": ..., "text": ...}                          streamed model tokens (not stored)
-  {"type": "error", "error": {code, message, details}}                   a client frame we could not use
-  {"type": "input_accepted", "status": "queued"}                         the answer to {"input": {...}} was taken
-Frames in: a first {"after": SEQ}; {"input": {"text": ...}} or {"input": {"approve": true|false}} answers a
-task waiting in input_required, as POST /api/tasks/{id}/input/ does (same errors, as error frames).
-Close codes: 4401 bad or missing token, 4404 no such task for this customer (or no such stream path),
-1000 after a finished task.
+Customer stream frames out: stored notices {"type": "task_status"|"broadcast"|"killswitch", ..., "seq": N}
+in seq order, {"type": "ready", "seq": N} once everything through N was sent, {"type": "gap", ...} when a
+resume asks for notices already pruned. On both:
+  {"type": "pong"}                                                       the answer to {"type": "ping"}
+  {"error": {code, message, details}}                                    a client frame we could not use
+Task stream frames in: a first {"after": SEQ}; {"input": {"text": ...}} or {"input": {"approve": true|false}}
+answers a task waiting in input_required, as POST /api/tasks/{id}/input/ does: {"type": "input_accepted",
+"status": "queued"}, or an error frame with the same codes.
+Close codes: 4401 bad or missing token, or the token expired while the socket was open; 4404 no such task
+for this customer (or no such stream path); 1000 after a finished task.
 """
 import asyncio
 import logging
+import time
 import weakref
 from urllib.parse import parse_qs
 
@@ -21,6 +26,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework import exceptions as drf_exceptions
 
+from accounts.selectors import customer_stream_read
 from autogen_platform.errors import ApplicationError, error_body
 from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group, task_group
 
@@ -41,18 +47,24 @@ IDLE_CHECK_SECONDS = 5.0
 
 def user_for_access_token(raw_token: str | None):
     """The active user of a customer that a `customer`-scoped access token names, else None."""
+    return access_token_check(raw_token)[0]
+
+
+def access_token_check(raw_token: str | None) -> tuple[object | None, float | None]:
+    """(user, expiry as a Unix time) for a valid `customer`-scoped access token of a customer's user, else (None, None)."""
     from accounts.authentication import CustomerJWTAuthentication
 
     if not raw_token:
-        return None
+        return None, None
     auth = CustomerJWTAuthentication()
     try:
-        user = auth.get_user(auth.get_validated_token(raw_token.encode()))
+        token = auth.get_validated_token(raw_token.encode())
+        user = auth.get_user(token)
     except drf_exceptions.AuthenticationFailed:
-        return None
+        return None, None
     if getattr(user, "membership", None) is None:
-        return None
-    return user
+        return None, None
+    return user, token.get("exp")
 
 
 def token_from_scope(scope) -> tuple[str | None, str | None]:
@@ -75,24 +87,24 @@ def _read(func):
 
 
 @_read
-def _authorize_task(raw_token, pk) -> tuple[int | None, int | None]:
-    """(None, task id) when the token's customer owns the task; else (close code, None)."""
-    user = user_for_access_token(raw_token)
+def _authorize_task(raw_token, pk) -> tuple[int | None, int | None, float | None]:
+    """(None, task id, token expiry) when the token's customer owns the task; else (close code, None, None)."""
+    user, expires_at = access_token_check(raw_token)
     if user is None:
-        return CLOSE_UNAUTHENTICATED, None
+        return CLOSE_UNAUTHENTICATED, None, None
     try:
-        return None, selectors.task_get_for_user(user=user, pk=pk).pk
+        return None, selectors.task_get_for_user(user=user, pk=pk).pk, expires_at
     except ApplicationError:  # not found, or not theirs: the same answer
-        return CLOSE_NOT_FOUND, None
+        return CLOSE_NOT_FOUND, None, None
 
 
 @_read
-def _authorize_customer(raw_token) -> tuple[int | None, int | None]:
-    """(None, customer id) for a valid customer token; else (4401, None)."""
-    user = user_for_access_token(raw_token)
+def _authorize_customer(raw_token) -> tuple[int | None, int | None, float | None]:
+    """(None, customer id, token expiry) for a valid customer token; else (4401, None, None)."""
+    user, expires_at = access_token_check(raw_token)
     if user is None:
-        return CLOSE_UNAUTHENTICATED, None
-    return None, user.membership.customer_id
+        return CLOSE_UNAUTHENTICATED, None, None
+    return None, user.membership.customer_id, expires_at
 
 
 # Group joins and leaves at once per process: redis-py's pool refuses (it does not wait) past its
@@ -141,7 +153,7 @@ def _answer_input(raw_token, task_id, answer) -> dict:
             raise ValidationFailed(details=serializer.errors)
         task = task_answer(actor=user, task=task, **serializer.validated_data)
     except ApplicationError as exc:
-        return {"type": "error", **error_body(exc.code, exc.message, exc.details)}
+        return error_body(exc.code, exc.message, exc.details)
     return {"type": "input_accepted", "status": task.status}
 
 
@@ -150,6 +162,9 @@ _events_between = _read(selectors.task_events_between)
 
 
 class _StreamConsumer(AsyncJsonWebsocketConsumer):
+    closed = False
+    expiry = None
+
     async def dispatch(self, message):
         # Channels' dispatch first hops to Django's one sync thread to close stale connections, for
         # consumers that use the ORM on the loop. Ours never do (every read goes through _read, which
@@ -172,7 +187,30 @@ class _StreamConsumer(AsyncJsonWebsocketConsumer):
         if content is None:
             await self.send_json(error_body("validation_error", "Frames must be JSON text"))
             return
+        if isinstance(content, dict) and content.get("type") == "ping":
+            # An application-level keepalive for clients that cannot see protocol pings (browsers).
+            if not self.closed:
+                await self.send_json({"type": "pong"})
+            return
         await self.receive_json(content)
+
+    def close_on_expiry(self, expires_at: float | None) -> None:
+        """Close the socket with 4401 when its access token expires: a token is good for its lifetime only,
+        however long the socket stays open. The client connects again with a fresh token and resumes."""
+        if expires_at is not None:
+            self.expiry = asyncio.create_task(self._expire_at(float(expires_at)))
+
+    async def _expire_at(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        if self.closed:
+            return
+        self.closed = True
+        await self.send_json(error_body("token_invalid", "The access token expired: connect again with a fresh one"))
+        await self.close(CLOSE_UNAUTHENTICATED)
+
+    def stop_expiry(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
 
 
 class UnknownPathConsumer(_StreamConsumer):
@@ -199,18 +237,20 @@ class TaskStreamConsumer(_StreamConsumer):
         self.runner = None
         self.subprotocol, raw_token = token_from_scope(self.scope)
         self.raw_token = raw_token
-        refused, self.task_id = await _authorize_task(raw_token, self.scope["url_route"]["kwargs"]["task_id"])
+        refused, self.task_id, expires_at = await _authorize_task(raw_token, self.scope["url_route"]["kwargs"]["task_id"])
         if refused:
             await self._refuse(refused)
             return
         # Join first, read the history second: whatever is written meanwhile arrives live and is deduplicated.
         await group_join(self.channel_layer, [task_group(self.task_id)], self.channel_name)
         await self.accept(self.subprotocol)
+        self.close_on_expiry(expires_at)
         self.last_activity = asyncio.get_running_loop().time()
         self.runner = asyncio.create_task(self._run())
 
     async def disconnect(self, code):
         self.closed = True
+        self.stop_expiry()
         if self.runner is not None:
             self.runner.cancel()
         if self.task_id is not None:
@@ -347,25 +387,142 @@ class TaskStreamConsumer(_StreamConsumer):
             await self.send_json({"type": "token", "source": message.get("source", ""), "text": message["text"]})
 
 
+_stream_read = _read(customer_stream_read)
+
+
+def _after_from_query(scope) -> tuple[int | None, str | None]:
+    """(SEQ of `?after=SEQ`, or None; the raw value when it is not a non-negative integer)."""
+    values = parse_qs(scope.get("query_string", b"").decode(errors="replace")).get("after")
+    if not values:
+        return None, None
+    try:
+        after = int(values[0])
+    except ValueError:
+        return None, values[0]
+    return (after, None) if after >= 0 else (None, values[0])
+
+
 class CustomerStreamConsumer(_StreamConsumer):
-    """`/ws/events/`: the customer's task status changes, broadcasts and killswitch notices."""
+    """`/ws/events/`: the customer's notices (task status changes, broadcasts, killswitch notices), each
+    stored with the stream's next seq. `?after=SEQ` or a {"type": "resume", "after": SEQ} frame replays
+    the kept notices after SEQ, then the live ones follow, each seq once and in order; without either the
+    stream starts at the newest notice. {"type": "ready", "seq": N} says everything through N was sent."""
 
     async def connect(self):
         self.joined = []
+        self.customer_id = None
+        self.last_sent = None  # None until the stream's position is known
+        self.pending = []  # live notices that arrived before it was
+        self.lock = asyncio.Lock()
+        self.runner = None
         self.subprotocol, raw_token = token_from_scope(self.scope)
-        refused, customer_id = await _authorize_customer(raw_token)
+        refused, self.customer_id, expires_at = await _authorize_customer(raw_token)
         if refused:
             await self._refuse(refused)
             return
-        self.joined = [customer_group(customer_id), ALL_CUSTOMERS_GROUP]
+        # Join first, read the stored notices second: whatever is stored meanwhile arrives live and is deduplicated.
+        self.joined = [customer_group(self.customer_id), ALL_CUSTOMERS_GROUP]
         await group_join(self.channel_layer, self.joined, self.channel_name)
         await self.accept(self.subprotocol)
+        self.close_on_expiry(expires_at)
+        self.last_activity = asyncio.get_running_loop().time()
+        self.runner = asyncio.create_task(self._run())
 
     async def disconnect(self, code):
+        self.closed = True
+        self.stop_expiry()
+        if self.runner is not None:
+            self.runner.cancel()
         await group_leave(self.channel_layer, self.joined, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
-        pass  # nothing to ask of this stream; pings are welcome
+        if self.customer_id is None or not isinstance(content, dict) or content.get("type") != "resume":
+            return  # nothing else to ask of this stream
+        after = content.get("after")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            await self.send_json(error_body(
+                "validation_error", 'Send {"type": "resume", "after": SEQ} with SEQ a non-negative integer', {"after": after}))
+            return
+        await self._resume(after)
+
+    async def _run(self):
+        try:
+            after, invalid = _after_from_query(self.scope)
+            if invalid is not None:
+                await self.send_json(error_body("validation_error", "after must be a non-negative integer", {"after": invalid}))
+            await self._resume(after)
+            loop = asyncio.get_running_loop()
+            while not self.closed:
+                await asyncio.sleep(IDLE_CHECK_SECONDS)
+                if loop.time() - self.last_activity >= IDLE_CHECK_SECONDS:
+                    await self._check_database()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a broken stream must end visibly, not hang the client
+            logger.exception("events stream of customer %s failed", self.customer_id)
+            if not self.closed:
+                self.closed = True
+                await self.close(1011)
+
+    async def _resume(self, after: int | None):
+        """Send the kept notices after `after` (None: none, start at the newest), then `ready`."""
+        async with self.lock:
+            if self.closed:
+                return
+            stream = await _stream_read(customer_id=self.customer_id, after=after)
+            if after is None or after > stream["last_seq"]:
+                after = stream["last_seq"]  # a seq from the future (another database): start at the newest
+            elif after < stream["pruned_through"]:
+                await self.send_json({"type": "gap", "after": after, "missing_through": stream["pruned_through"]})
+            self.last_sent = after
+            for notice in stream["notices"]:
+                await self._send_notice(notice)
+            await self.send_json({"type": "ready", "seq": self.last_sent})
+            pending, self.pending = self.pending, []
+            for notice in sorted(pending, key=lambda n: n["seq"]):
+                await self._deliver(notice)
+
+    async def _check_database(self):
+        """Safety net for a lost live frame: anything stored past what we sent goes out now."""
+        async with self.lock:
+            if self.closed or self.last_sent is None:
+                return
+            stream = await _stream_read(customer_id=self.customer_id, after=self.last_sent)
+            for notice in stream["notices"]:
+                await self._send_notice(notice)
+            self.last_activity = asyncio.get_running_loop().time()
+
+    async def _deliver(self, notice):
+        """Send a live notice unless already sent; fill a gap before it from the database."""
+        if self.closed or notice["seq"] <= self.last_sent:
+            return
+        if notice["seq"] > self.last_sent + 1:
+            stream = await _stream_read(customer_id=self.customer_id, after=self.last_sent, upto=notice["seq"] - 1)
+            for missing in stream["notices"]:
+                await self._send_notice(missing)
+        await self._send_notice(notice)
+
+    async def _send_notice(self, notice):
+        if self.closed or notice["seq"] <= self.last_sent:
+            return
+        await self.send_json(notice)
+        self.last_sent = notice["seq"]
+
+    # Group messages from autogen_platform.realtime.
 
     async def customer_message(self, message):
-        await self.send_json(message["payload"])
+        notice = message["payload"]
+        seqs = message.get("seqs")
+        if seqs is not None:  # one frame for every customer, with each one's seq
+            seq = seqs.get(str(self.customer_id))
+            if seq is None:
+                return  # stored before this customer existed
+            notice = {**notice, "seq": seq}
+        if "seq" not in notice:
+            return  # not a stored notice: nothing sends those any more
+        self.last_activity = asyncio.get_running_loop().time()
+        async with self.lock:
+            if self.last_sent is None:
+                self.pending.append(notice)
+            else:
+                await self._deliver(notice)

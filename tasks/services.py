@@ -3,7 +3,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -122,6 +122,8 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         return existing, False
     task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
+    # Announced before its job is enqueued: the customer's stream stores `queued` before a worker's `running`.
+    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     if _starting(customer.pk).exclude(pk=task.pk).count() >= customer.max_concurrent_tasks:
         # Its customer cannot start it now: it waits without a job (woken FIFO when a slot frees), so a
         # customer's backlog never stands in the queue in front of other customers' tasks.
@@ -130,7 +132,6 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
         # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
         transaction.on_commit(lambda: task_enqueue(task.pk), robust=True)
-    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     return task, True
 
 
@@ -146,12 +147,17 @@ def _announce_status(customer_id: int, task_id: int, status: str) -> None:
 
 
 def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
-    """Status frames on the tasks' and their customers' streams, sent together."""
-    frames = []
-    for customer_id, task_id, status in changes:
-        frames.append(realtime.task_status_frame(task_id, status))
-        frames.append(realtime.customer_frame(customer_id, {"type": "task_status", "task": task_id, "status": status}))
-    realtime.send_many(frames)
+    """After the changes committed: status frames on the tasks' sockets, sent together, and a notice each on
+    the customers' streams, stored together (one transaction) and then sent live."""
+    from accounts.services import customer_notices_publish
+
+    realtime.send_many([realtime.task_status_frame(task_id, status) for _, task_id, status in changes])
+    notices = [(customer_id, {"type": "task_status", "task": task_id, "status": status})
+               for customer_id, task_id, status in changes]
+    try:
+        customer_notices_publish(notices=notices)
+    except DatabaseError:  # the tasks' changes are committed; only their notices are lost
+        logger.warning("%d task status notice(s) not stored", len(notices), exc_info=True)
 
 
 def _update_each(tasks: list[Task], fields: list[str]) -> None:
@@ -729,8 +735,9 @@ def task_answer(*, actor, task: Task, text=None, approve=None, request=None) -> 
     audit_record(actor=actor, action="task.input", target=f"task:{task.pk}", customer=task.customer, request=request,
                  details={"kind": answer["kind"], **({"approve": approve} if kind == "approval" else {})})
     job_id = task_job_id(task.pk, task.attempts, task.requeues)
-    transaction.on_commit(lambda: task_enqueue(task.pk, job_id), robust=True)
+    # announced before its job is enqueued (the customer's stream stores `queued` before a worker's `running`)
     transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, Task.Status.QUEUED), robust=True)
+    transaction.on_commit(lambda: task_enqueue(task.pk, job_id), robust=True)
     return task
 
 

@@ -47,9 +47,10 @@ def server_env(**extra) -> dict:
 class Daphne:
     """daphne autogen_platform.asgi:application on 127.0.0.1:port; start() waits until /healthz answers."""
 
-    def __init__(self, port=None, log_path=None, env=None):
+    def __init__(self, port=None, log_path=None, env=None, args=()):
         self.port = port or free_port()
         self.extra_env = env or {}
+        self.args = list(args)
         self.proc = None
         self.log_path = log_path or Path(settings.VAR_DIR) / f"daphne-{self.port}.log"
 
@@ -65,7 +66,8 @@ class Daphne:
         Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "autogen_platform.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.args,
+             "autogen_platform.asgi:application"],
             cwd=ROOT,
             env=server_env(**self.extra_env),
             stdout=log,

@@ -13,6 +13,7 @@ async def _events(user):
     communicator = WebsocketCommunicator(application, f"/ws/events/?token={token_for(user)}")
     connected, _ = await communicator.connect(timeout=5)
     assert connected
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "ready"
     return communicator
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
+from accounts.models import CustomerNotice
 from agents.models import Agent, ModelConfig
 from tasks.models import Task, TaskEvent
 from tests.execution_support import running, wait_for
@@ -100,6 +101,7 @@ def test_console_runs_a_task_live_and_resumes_after_a_server_restart(daphne_serv
         agent = stub_agent(customer, stub, tools=["calculator"], code_execution=True)
         # given a logged-in user who submits a task from the console
         log_in(page, daphne_server, user.username)
+        page.wait_for_selector("#notices-connection.live")
         task_id = submit(page, agent, "What is 6 times 7?")
         # then its tool call, tool result and code execution appear live while it runs
         page.wait_for_selector("#events li.event-code_execution")
@@ -127,6 +129,15 @@ def test_console_runs_a_task_live_and_resumes_after_a_server_restart(daphne_serv
     assert page.inner_text("#task-status") == "succeeded"
     assert page.inner_text("#result") == "Confirmed: 42. TERMINATE"
     assert page.locator("#usage tr[data-key='prompt_tokens']").count() == 1
+
+    # and the notices panel resumed after the last notice it had: the status change stored while the
+    # server was down is there, and every notice of the customer is shown once, newest first
+    notices = list(CustomerNotice.objects.filter(customer=customer).order_by("-seq").values_list("seq", "payload"))
+    assert [p["status"] for _, p in notices] == ["succeeded", "running", "queued"]
+    page.wait_for_selector(f"#notices li[data-seq='{notices[0][0]}']")
+    assert page.eval_on_selector_all("#notices li", "items => items.map(i => Number(i.dataset.seq))") == [
+        seq for seq, _ in notices]
+    assert page.inner_text(f"#notices li[data-seq='{notices[0][0]}']").endswith(f"Task #{task_id} is succeeded")
 
 
 def test_console_cancels_a_running_task(daphne_server, worker, browser_page, make_customer):

@@ -103,9 +103,10 @@ def test_engaging_for_one_customer_affects_only_that_customer(
             frames.append(frame)
             if frame["type"] == "killswitch":
                 break
-        assert frames[-1] | {"notification": None} == {
+        assert frames[-1] | {"notification": None, "seq": None} == {
             "type": "killswitch", "engaged": True, "scope": "customer", "customer": acme.pk, "reason": "abuse report",
-            "notification": None}
+            "notification": None, "seq": None}
+        assert [f["seq"] for f in frames] == list(range(frames[0]["seq"], frames[0]["seq"] + len(frames)))
         assert all(f["type"] == "task_status" for f in frames[:-1])
         with pytest.raises(TimeoutError):
             while True:  # task status frames are fine for globex's own new task; no killswitch notice

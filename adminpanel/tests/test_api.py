@@ -145,9 +145,11 @@ def test_agents_of_every_customer_and_stop(admin_api, make_customer):
     assert admin_api.post("/api/admin/agents/999999/stop/").status_code == 404
 
 
-def test_broadcast_is_stored_and_delivered_live_to_every_customer(admin_api, django_capture_on_commit_callbacks):
+def test_broadcast_is_stored_and_delivered_live_to_every_customer(admin_api, make_customer,
+                                                                  django_capture_on_commit_callbacks):
     from autogen_platform.realtime import ALL_CUSTOMERS_GROUP
 
+    acme, _ = make_customer("acme")
     listener = GroupListener(ALL_CUSTOMERS_GROUP)
     try:
         with django_capture_on_commit_callbacks(execute=True):
@@ -163,6 +165,7 @@ def test_broadcast_is_stored_and_delivered_live_to_every_customer(admin_api, dja
     assert frame["payload"]["type"] == "broadcast"
     assert frame["payload"]["notification"]["id"] == note.pk
     assert frame["payload"]["notification"]["message"] == "Maintenance at noon"
+    assert frame["seqs"] == {str(acme.pk): 1}  # stored on acme's events stream as its notice 1
     row = AuditLog.objects.get(action="broadcast.send")
     assert (row.actor, row.target, row.details["level"]) == ("admin:ops-admin", f"notification:{note.pk}", "warning")
 

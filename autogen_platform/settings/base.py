@@ -172,9 +172,11 @@ RQ_QUEUES = {
 REDIS_WEB_TIMEOUT_SECONDS = env("REDIS_WEB_TIMEOUT_SECONDS", 2.0, float)
 RQ_SHOW_ADMIN_LINK = True
 
+# The platform's layer: channels_redis' with a blocking read shorter than the socket's read timeout (the
+# pinned redis-py's 5 s default equals channels_redis' 5 s block, which closed quiet sockets with 1011).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "autogen_platform.realtime.RedisChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_NAMESPACE}:asgi"},
     }
 }
@@ -302,6 +304,12 @@ RUNTIME_TASK_STORE = "tasks.runtime_store.DjangoTaskStore"
 PORT = env("PORT", 8000, int)
 # Address `runplatform` binds the ASGI server to (0.0.0.0 to listen on every interface, e.g. behind a proxy).
 BIND_HOST = env("BIND_HOST", "127.0.0.1")
+# daphne pings a WebSocket quiet for this many seconds (a protocol ping frame, which keeps proxies and NATs
+# from dropping it) and closes one that has not answered a ping within the timeout (a dead peer).
+WEBSOCKET_PING_INTERVAL = env("WEBSOCKET_PING_INTERVAL", 20, int)
+WEBSOCKET_PING_TIMEOUT = env("WEBSOCKET_PING_TIMEOUT", 30, int)
+# The newest notices each customer's /ws/events/ stream keeps for clients that resume (the reaper prunes older ones).
+CUSTOMER_STREAM_KEEP = env("CUSTOMER_STREAM_KEEP", 1000, int)
 TASK_HEARTBEAT_SECONDS = env("TASK_HEARTBEAT_SECONDS", 2, float)
 # A running task whose heartbeat is older than this is ended `worker_lost` by the reaper.
 TASK_LEASE_SECONDS = env("TASK_LEASE_SECONDS", 15, float)

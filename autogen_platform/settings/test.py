@@ -13,6 +13,6 @@ if REDIS_EMBEDDED:
     EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis-test" / "redis.sock"
     REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_NAMESPACE}:asgi-test"}}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "autogen_platform.realtime.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_NAMESPACE}:asgi-test"}}}
 # Tests clear the cache between tests; a Redis cache's clear() would flush the queues' database too.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

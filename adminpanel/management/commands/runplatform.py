@@ -417,7 +417,9 @@ class Command(BaseCommand):
             redis_child = supervisor.add("redis", lambda: _start_redis(socket_path))
         # -v 0: no daphne access log (it writes query strings, which may hold a token); the platform logs
         # each request itself (autogen_platform.access), path only.
-        daphne = [sys.executable, "-m", "daphne", "-v", "0"]
+        daphne = [sys.executable, "-m", "daphne", "-v", "0",
+                  "--ping-interval", str(settings.WEBSOCKET_PING_INTERVAL),
+                  "--ping-timeout", str(settings.WEBSOCKET_PING_TIMEOUT)]
         if options["proxy_headers"]:
             daphne.append("--proxy-headers")
         app = "autogen_platform.asgi:application"

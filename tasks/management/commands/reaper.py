@@ -4,7 +4,8 @@ Every REAPER_INTERVAL_SECONDS: running tasks whose heartbeat is older than TASK_
 failed/worker_lost (cancelled if a stop had been asked), queued tasks whose RQ job vanished
 for longer than TASK_REQUEUE_SECONDS are enqueued again, tasks waiting in input_required past
 TASK_INPUT_TIMEOUT_SECONDS end timed_out (input_timeout), and customers deleted more than
-CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep. Several reapers may run at once.
+CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep, and the customers' stream notices
+beyond the newest CUSTOMER_STREAM_KEEP are pruned. Several reapers may run at once.
 """
 import logging
 import signal
@@ -65,3 +66,9 @@ class Command(BaseCommand):
                 logger.warning("reaper: purged %s task(s) of deleted customers", purged)
         except Exception:  # noqa: BLE001 - a failed purge is retried at the next sweep
             logger.exception("purge of deleted customers failed")
+        try:
+            from accounts.services import customer_notices_prune
+
+            customer_notices_prune()
+        except Exception:  # noqa: BLE001 - retried at the next sweep
+            logger.exception("pruning customers' stream notices failed")

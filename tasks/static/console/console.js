@@ -1,6 +1,7 @@
-// The live console: plain JavaScript over the public API and /ws/tasks/{id}/.
+// The live console: plain JavaScript over the public API, /ws/tasks/{id}/ and /ws/events/.
 // The access token stays in this tab's sessionStorage; the open task is in the URL (#task=ID),
-// so a reload or a dropped connection picks the stream up where it was.
+// so a reload or a dropped connection picks the stream up where it was. The notices panel follows
+// /ws/events/ and, after a dropped connection, resumes after the last notice it showed.
 (function () {
   "use strict";
 
@@ -68,6 +69,7 @@
 
   function showLogin() {
     closeSocket();
+    closeNotices();
     $("app-section").hidden = true;
     $("whoami").hidden = true;
     $("login-section").hidden = false;
@@ -79,6 +81,7 @@
     $("whoami").hidden = false;
     $("login-section").hidden = true;
     $("app-section").hidden = false;
+    openNotices();
     await loadTargets();
     const match = location.hash.match(/task=(\d+)/);
     if (match) openTask(Number(match[1]));
@@ -333,6 +336,114 @@
     element.textContent = label;
     element.className = "connection " + label;
   }
+
+  // ---- the customer's notices (/ws/events/) -----------------------------------------------
+
+  const NOTICE_KEEP = 50; // shown at most, newest first
+  const PING_MS = 25000; // an application ping this often; no pong within PONG_MS: the link is dead
+  const PONG_MS = 10000;
+  const notices = { socket: null, lastSeq: null, retries: 0, timer: null, pingTimer: null, pongTimer: null };
+
+  function openNotices() {
+    clearTimeout(notices.timer);
+    if (notices.socket) return;
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    // Resume after the last notice shown: nothing sent while the connection was down is lost.
+    const query = notices.lastSeq === null ? "" : "?after=" + notices.lastSeq;
+    const socket = new WebSocket(scheme + location.host + "/ws/events/" + query, ["bearer", store.getItem("access") || ""]);
+    notices.socket = socket;
+    setNoticesConnection(notices.retries ? "reconnecting" : "connecting");
+    socket.onmessage = (message) => {
+      if (socket !== notices.socket) return;
+      clearTimeout(notices.pongTimer);
+      onNotice(JSON.parse(message.data));
+    };
+    socket.onopen = () => {
+      notices.pingTimer = setInterval(() => {
+        socket.send(JSON.stringify({ type: "ping" }));
+        clearTimeout(notices.pongTimer);
+        notices.pongTimer = setTimeout(() => socket.close(4000), PONG_MS);
+      }, PING_MS);
+    };
+    socket.onclose = async (event) => {
+      clearInterval(notices.pingTimer);
+      clearTimeout(notices.pongTimer);
+      if (socket !== notices.socket) return;
+      notices.socket = null;
+      if (event.code === 4401 && !(await refreshAccess())) {
+        showLogin();
+        return;
+      }
+      notices.retries += 1;
+      setNoticesConnection("reconnecting");
+      notices.timer = setTimeout(openNotices, Math.min(5000, 250 * 2 ** Math.min(notices.retries - 1, 5)));
+    };
+  }
+
+  function closeNotices() {
+    clearTimeout(notices.timer);
+    clearInterval(notices.pingTimer);
+    clearTimeout(notices.pongTimer);
+    const socket = notices.socket;
+    notices.socket = null;
+    notices.lastSeq = null;
+    notices.retries = 0;
+    $("notices").replaceChildren();
+    setNoticesConnection("");
+    if (socket) socket.close(1000);
+  }
+
+  function onNotice(frame) {
+    if (frame.type === "ready") {
+      notices.lastSeq = frame.seq;
+      notices.retries = 0;
+      setNoticesConnection("live");
+      return;
+    }
+    if (frame.type === "gap") {
+      addNotice(null, "warning", "Some notices were no longer kept while the connection was down");
+      return;
+    }
+    if (frame.type === "pong" || typeof frame.seq !== "number") return;
+    if (notices.lastSeq !== null && frame.seq <= notices.lastSeq) return; // never shown twice
+    notices.lastSeq = frame.seq;
+    addNotice(frame.seq, noticeLevel(frame), noticeText(frame));
+    if (frame.type === "task_status" && frame.task === state.taskId) setStatus(frame.status);
+  }
+
+  function noticeLevel(frame) {
+    if (frame.notification && frame.notification.level) return frame.notification.level;
+    return frame.type === "task_status" && ["failed", "timed_out"].includes(frame.status) ? "warning" : "info";
+  }
+
+  function noticeText(frame) {
+    if (frame.type === "task_status") return "Task #" + frame.task + " is " + frame.status;
+    if (frame.notification) return frame.notification.message;
+    return JSON.stringify(frame);
+  }
+
+  function addNotice(seq, level, text) {
+    const item = document.createElement("li");
+    item.className = level;
+    if (seq !== null) item.dataset.seq = seq;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = seq === null ? "" : "#" + seq;
+    item.append(meta, text);
+    const list = $("notices");
+    list.prepend(item);
+    while (list.children.length > NOTICE_KEEP) list.lastElementChild.remove();
+  }
+
+  function setNoticesConnection(label) {
+    const element = $("notices-connection");
+    element.textContent = label;
+    element.className = "connection " + label;
+  }
+
+  window.addEventListener("online", () => {
+    if (!notices.socket && store.getItem("access") && !$("app-section").hidden) openNotices();
+  });
 
   // ---- rendering one stored event ----------------------------------------------------------
 
