@@ -155,7 +155,8 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
         deactivated += 1
     revoked = ApiKey.objects.filter(customer=customer, revoked_at__isnull=True).update(revoked_at=now)
     error = {"code": "cancelled", "message": "The customer was deleted"}
-    for task in Task.objects.filter(customer=customer, status__in=(Task.Status.QUEUED, Task.Status.RUNNING)):
+    for task in Task.objects.filter(customer=customer, status__in=(Task.Status.QUEUED, Task.Status.RUNNING,
+                                                                   Task.Status.INPUT_REQUIRED)):
         if task.status == Task.Status.RUNNING:
             task_request_stop(task=task, reason="cancelled")
         else:

@@ -40,6 +40,7 @@ class AgentAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["status", "code_execution", "customer"]
     search_fields = ["name", "description", "system_message", "customer__name"]
     fields = ["name", "customer", "description", "system_message", "model", "tools", "code_execution", "limits",
+              "human_input", "approval",
               "status", "version", "created_at", "updated_at"]
     readonly_fields = fields
     inlines = [AgentVersionInline]

@@ -56,7 +56,7 @@ class ModelConfig(models.Model):
 
 class Agent(models.Model):
     # A change to any of these makes a new version; description and name do not.
-    BEHAVIOUR_FIELDS = ("system_message", "model_id", "tools", "code_execution", "limits")
+    BEHAVIOUR_FIELDS = ("system_message", "model_id", "tools", "code_execution", "limits", "human_input", "approval")
 
     class Status(models.TextChoices):
         ACTIVE = "active"
@@ -70,6 +70,10 @@ class Agent(models.Model):
     tools = models.JSONField(default=list, blank=True)
     code_execution = models.BooleanField(default=False)
     limits = models.JSONField(default=dict, blank=True)
+    # A person answers for this agent (a user proxy in a team; beside a single agent, asked after each reply).
+    human_input = models.BooleanField(default=False)
+    # Tool names (and "code_execution") that run only after a person approved the call.
+    approval = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -94,6 +98,8 @@ class Agent(models.Model):
             "tools": list(self.tools),
             "code_execution": self.code_execution,
             "limits": dict(self.limits),
+            "human_input": self.human_input,
+            "approval": list(self.approval or []),
         }
 
 

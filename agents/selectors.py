@@ -27,11 +27,12 @@ def agent_version_list(agent: Agent):
 
 
 def agent_tasks_in_flight(agent: Agent):
-    """Queued and running tasks the agent takes part in: its own, and those of teams it is a member of."""
+    """Unfinished tasks the agent takes part in (queued, running, waiting for input): its own, and those of
+    teams it is a member of."""
     from tasks.models import Task
 
     return (
-        Task.objects.filter(status__in=[Task.Status.QUEUED, Task.Status.RUNNING])
+        Task.objects.filter(status__in=[Task.Status.QUEUED, Task.Status.RUNNING, Task.Status.INPUT_REQUIRED])
         .filter(Q(agent=agent) | Q(team__members__agent=agent))
         .distinct()
         .order_by("created_at", "id")

@@ -20,7 +20,8 @@ MODEL_INFO_OPTIONAL = {"structured_output": bool, "multiple_system_messages": bo
 MODEL_CONFIG_FIELDS = ("name", "provider", "model", "base_url", "model_info", "responses", "price_prompt_per_million",
                        "price_completion_per_million")
 PRICE_FIELDS = ("price_prompt_per_million", "price_completion_per_million")
-AGENT_FIELDS = ("name", "description", "system_message", "model", "tools", "code_execution", "limits")
+AGENT_FIELDS = ("name", "description", "system_message", "model", "tools", "code_execution", "limits", "human_input",
+                "approval")
 
 
 def _actor_name(actor) -> str:
@@ -237,6 +238,9 @@ def _agent_check(agent: Agent, customer: Customer) -> None:
             errors["tools"] = [f"Unknown tools: {', '.join(unknown)}; see GET /api/tools/"]
         elif len(set(tools)) != len(tools):
             errors["tools"] = ["A tool is listed twice"]
+    approval_problems = _approval_problems(agent)
+    if approval_problems:
+        errors["approval"] = approval_problems
     limits = agent.limits
     if not isinstance(limits, dict):
         errors["limits"] = ["Must be an object"]
@@ -255,6 +259,29 @@ def _agent_check(agent: Agent, customer: Customer) -> None:
             "Limits above the customer's quota: " + ", ".join(f"{k} {v['requested']} > {v['quota']}" for k, v in over.items()),
             details={"limits": over},
         )
+
+
+# What `approval` may name besides the agent's tools.
+APPROVAL_CODE_EXECUTION = "code_execution"
+
+
+def _approval_problems(agent: Agent) -> list[str]:
+    """`approval` names calls the agent can make: its own tools, and code_execution when it runs code."""
+    approval = agent.approval
+    if not isinstance(approval, list) or not all(isinstance(a, str) for a in approval):
+        return ["Must be a list of tool names or \"code_execution\""]
+    if len(set(approval)) != len(approval):
+        return ["A name is listed twice"]
+    problems = []
+    for name in approval:
+        if name == APPROVAL_CODE_EXECUTION:
+            if not agent.code_execution:
+                problems.append("code_execution: the agent does not run code (set code_execution: true)")
+        elif name not in (agent.tools or []):
+            problems.append(f"{name}: not one of the agent's tools ({', '.join(agent.tools or []) or 'none'})")
+    if approval and agent.human_input:
+        problems.append("An agent with human_input is answered by a person and calls no tools: approval does not apply")
+    return problems
 
 
 def _agent_save(agent: Agent, customer: Customer) -> None:
@@ -277,7 +304,7 @@ def _version_add(agent: Agent, actor) -> AgentVersion:
 @transaction.atomic
 def agent_create(*, actor, customer: Customer, name: str, model: ModelConfig, description: str = "",
                  system_message: str = "", tools=(), code_execution: bool = False, limits: dict | None = None,
-                 request=None) -> Agent:
+                 human_input: bool = False, approval=(), request=None) -> Agent:
     # The customer row lock makes concurrent creations take the last free slot once.
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
     if Agent.objects.filter(customer=customer).count() >= customer.max_agents:
@@ -292,6 +319,8 @@ def agent_create(*, actor, customer: Customer, name: str, model: ModelConfig, de
         tools=list(tools or []),
         code_execution=bool(code_execution),
         limits=dict(limits or {}),
+        human_input=bool(human_input),
+        approval=list(approval or []),
         version=1,
     )
     _agent_save(agent, customer)
@@ -315,8 +344,10 @@ def agent_update(*, actor, agent: Agent, data: dict, request=None) -> Agent:
             field, value = "model_id", getattr(value, "pk", value)
         elif field in ("description", "system_message"):
             value = value or ""
-        elif field == "tools":
+        elif field in ("tools", "approval"):
             value = list(value or [])
+        elif field == "human_input":
+            value = bool(value)
         elif field == "limits":
             value = dict(value or {})
         if getattr(agent, field) != value:
@@ -348,6 +379,8 @@ def agent_rollback(*, actor, agent: Agent, version: int, request=None) -> Agent:
     agent.tools = list(snapshot.get("tools", []))
     agent.code_execution = bool(snapshot.get("code_execution", False))
     agent.limits = dict(snapshot.get("limits", {}))
+    agent.human_input = bool(snapshot.get("human_input", False))
+    agent.approval = list(snapshot.get("approval", []))
     agent.version += 1
     _agent_save(agent, agent.customer)
     _version_add(agent, actor)
@@ -370,6 +403,8 @@ def _tasks_stop(agent: Agent, *, reason: str) -> dict:
         task = Task.objects.select_for_update().filter(pk=task_id).first()
         if task is None or task.is_finished:
             continue
+        if task.status == Task.Status.INPUT_REQUIRED and reason == "restart":
+            continue  # it holds nothing; answered, it runs the version it started on
         if task.status == Task.Status.RUNNING:
             task_request_stop(task=task, reason=reason)
             stopping.append(task.pk)

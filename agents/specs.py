@@ -40,11 +40,13 @@ SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"), ("webho
             ("schedules", "schedule"))
 TOP_KEYS = ("customer", "models", "agents", "teams", "webhooks", "schedules")
 MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses")
-AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits")
+AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
+              "approval")
 TEAM_KEYS = ("name", "mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
 # The fields a plan compares, in the order an `update` line names them.
 MODEL_FIELDS = ("provider", "model", "base_url", "model_info", "responses", "api_key")
-AGENT_FIELDS = ("description", "model", "system_message", "tools", "code_execution", "limits")
+AGENT_FIELDS = ("description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
+                "approval")
 TEAM_FIELDS = ("mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_INFO_ORDER = ("vision", "function_calling", "json_output", "family", "structured_output", "multiple_system_messages")
@@ -248,7 +250,18 @@ def _agent_from_spec(problems, path, item: dict) -> dict:
         "tools": _string_list(problems, f"{path}.tools", item.get("tools")),
         "code_execution": code_execution is True,
         "limits": _mapping(problems, f"{path}.limits", item.get("limits")),
+        **_agent_human_input_from_spec(problems, path, item),
     }
+
+
+def _agent_human_input_from_spec(problems, path, item: dict) -> dict:
+    human_input = item.get("human_input", False)
+    if human_input is None:
+        human_input = False
+    if not isinstance(human_input, bool):
+        problems.add(f"{path}.human_input", "must be true or false")
+    return {"human_input": human_input is True,
+            "approval": _string_list(problems, f"{path}.approval", item.get("approval"))}
 
 
 def _team_from_spec(problems, path, item: dict) -> dict:
@@ -415,7 +428,8 @@ def _model_values(model_config: ModelConfig) -> dict:
 
 def _agent_values(agent: Agent) -> dict:
     return {"description": agent.description, "model": agent.model.name, "system_message": agent.system_message,
-            "tools": agent.tools, "code_execution": agent.code_execution, "limits": agent.limits}
+            "tools": agent.tools, "code_execution": agent.code_execution, "limits": agent.limits,
+            "human_input": agent.human_input, "approval": list(agent.approval or [])}
 
 
 def _team_values(team: Team) -> dict:
@@ -676,6 +690,10 @@ def spec_export(customer: Customer) -> dict:
             item["code_execution"] = True
         if agent.limits:
             item["limits"] = dict(agent.limits)
+        if agent.human_input:
+            item["human_input"] = True
+        if agent.approval:
+            item["approval"] = list(agent.approval)
         agents.append(item)
     teams = []
     for team in sorted(existing["team"].values(), key=lambda t: t.name):

@@ -371,6 +371,33 @@ class ModelBroker:
         if budget and used > budget:
             raise BudgetExceeded(f"The agent used {used} tokens, over its budget of {budget}")
 
+    def snapshot(self) -> dict:
+        """What a run that stops to ask a person must carry to its resumption: the tokens counted so far
+        and where each replay script stands (a new sandbox gets fresh clients)."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "used_by_agent": {str(k): v for k, v in self.used_by_agent.items()},
+            "replay_positions": {
+                str(mid): int(getattr(client, "_current_index", 0))
+                for mid, client in self.clients.items() if self.providers.get(mid) == "replay"
+            },
+        }
+
+    def restore(self, snapshot: dict | None) -> None:
+        """Continue from a snapshot() taken before the run stopped to ask a person."""
+        if not snapshot:
+            return
+        self.prompt_tokens = int(snapshot.get("prompt_tokens") or 0)
+        self.completion_tokens = int(snapshot.get("completion_tokens") or 0)
+        for key, used in (snapshot.get("used_by_agent") or {}).items():
+            agent_id = int(key) if str(key).isdigit() else key
+            self.used_by_agent[agent_id] = int(used)
+        for key, position in (snapshot.get("replay_positions") or {}).items():
+            client = self.clients.get(int(key)) if str(key).isdigit() else None
+            if client is not None and self.providers.get(int(key)) == "replay":
+                client._current_index = int(position)
+
     async def close(self) -> None:
         for mid, client in self.clients.items():
             if self.providers.get(mid) == "replay":

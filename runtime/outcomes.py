@@ -41,6 +41,9 @@ class Final(StrEnum):
 
 
 REQUEUE = "requeue"
+# Not an end: the run stopped to ask a person (user proxy input, tool-call approval); its state is saved
+# and it resumes in a new sandbox when the answer comes (tasks.services.task_answer).
+INPUT_REQUIRED = "input_required"
 
 # A stop reason -> (final status, error code, message).
 STOP_OUTCOMES = {
@@ -53,10 +56,11 @@ STOP_OUTCOMES = {
 
 @dataclass
 class Outcome:
-    status: str  # a Final status, or REQUEUE
+    status: str  # a Final status, REQUEUE or INPUT_REQUIRED
     error: dict | None = None
     result: dict | None = None
     state: dict | None = None
+    request: dict | None = None  # INPUT_REQUIRED: what the person is asked ({prompt, kind, ...})
 
 
 def failed(code: ErrorCode, message: str) -> Outcome:

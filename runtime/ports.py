@@ -27,6 +27,9 @@ class TaskContext:
     limits: dict = field(default_factory=dict)  # memory_mb, cpu_seconds, timeout_seconds, max_tokens
     traceparent: str = ""  # W3C trace context of the request that created the task ("": tracing was off)
     created_at: float | None = None  # unix time the task was queued
+    # A run that resumes after a person answered: {pending (the child's), answer, usage, broker}; its
+    # saved AgentChat state is thread_state.
+    resume: dict | None = None
 
 
 class TaskStore(Protocol):
@@ -63,6 +66,10 @@ class TaskStore(Protocol):
 
     def requeue(self, task_id: int) -> bool:
         """Back to queued on its agent's current version (a restart)."""
+
+    def suspend(self, task_id: int, *, request: dict, suspension: dict, usage: dict) -> bool:
+        """running -> input_required: the run stopped to ask a person; suspension ({state, pending, broker})
+        is what its resumption needs. False when the task is not running any more."""
 
 
 _store: TaskStore | None = None

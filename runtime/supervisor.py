@@ -38,7 +38,7 @@ from autogen_platform import logctx, metrics
 
 from . import control, telemetry
 from .broker import BudgetExceeded, ModelBroker, ModelFailed
-from .outcomes import REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
+from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
 from .sandbox import Sandbox, SandboxLimits
 
@@ -217,6 +217,7 @@ class TaskRun:
     async def _supervise(self) -> Outcome:
         ctx = self.ctx
         self.broker = ModelBroker(ctx.models, ctx.budgets, monthly_left=self._monthly_left, clients=self.rt.clients)
+        self.broker.restore((ctx.resume or {}).get("broker"))
         missing = {a["model"] for a in ctx.spec.get("agents", [])} - set(ctx.models)
         if missing:
             self.broker.error = ModelFailed(f"Model configuration(s) {sorted(missing)} no longer exist")
@@ -280,6 +281,7 @@ class TaskRun:
                 "models": self.broker.model_infos(),
                 "state": ctx.thread_state,
                 "stream": True,
+                "resume": _child_resume(ctx.resume),
             }
         )
         reading = asyncio.ensure_future(self._read_loop(reader))
@@ -325,6 +327,20 @@ class TaskRun:
     # -- the end --------------------------------------------------------------------------------
 
     async def _persist(self, outcome: Outcome) -> None:
+        boxed = self.box is not None and self.box.pid is not None
+        try:
+            await self._store_end(outcome, boxed)
+        finally:
+            # whatever the end (stored, requeued, suspended for input, or failing to store), the tree's
+            # cgroups and work dir go before the slot is given back
+            if boxed:
+                try:
+                    await self.rt.in_spawn_thread(self.box.cleanup)
+                except Exception:  # noqa: BLE001
+                    logger.exception("task %s: sandbox cleanup failed", self.task_id)
+                self.mark("cleaned up")
+
+    async def _store_end(self, outcome: Outcome, boxed: bool) -> None:
         store = self.rt.store
         # The end is stored as soon as the tree is gone (its counters read); removing the cgroups and
         # the work dir comes after, off the loop: with 200 tasks killed at once, their ends must not
@@ -332,7 +348,6 @@ class TaskRun:
         # A tree killed for good through its cgroup (frozen, then SIGKILL; or cgroup.kill) runs nothing
         # more: its end is stored without waiting for the kernel to tear 200 processes down (~0.6 s
         # under a killswitch); cleanup() below waits for the exit before the slot is given back.
-        boxed = self.box is not None and self.box.pid is not None
         if boxed:
             if not self.box.killed_for_good:
                 await self._exited(SANDBOX_EXIT_WAIT_SECONDS)
@@ -346,6 +361,9 @@ class TaskRun:
         if outcome.status == REQUEUE:
             await self._retrying(store.requeue, self.task_id)
             return
+        if outcome.status == INPUT_REQUIRED:
+            await self._suspend(outcome)
+            return
         end = self.ended_at or time.monotonic()
         usage = {
             "prompt_tokens": self.broker.prompt_tokens if self.broker else 0,
@@ -354,6 +372,7 @@ class TaskRun:
             "peak_memory_mb": round(self.peak_memory_mb, 1),
             "wall_seconds": round(end - self.spawned_at, 3) if self.spawned_at else 0.0,
         }
+        usage = _with_earlier_usage(usage, self.ctx.resume if self.ctx else None)
         end = {
             "status": outcome.status,
             "result": outcome.result,
@@ -377,12 +396,6 @@ class TaskRun:
             ("warm" if self.box.warm else "cold") if self.box is not None and self.spawned_at else "no",
             usage["prompt_tokens"], usage["completion_tokens"], usage["cpu_seconds"], usage["peak_memory_mb"],
         )
-        if boxed:
-            try:
-                await self.rt.in_spawn_thread(self.box.cleanup)
-            except Exception:  # noqa: BLE001
-                logger.exception("task %s: sandbox cleanup failed", self.task_id)
-            self.mark("cleaned up")
 
     async def _exited(self, timeout: float) -> None:
         """Wait, on the loop, until the sandbox's launcher has exited (it was killed: at once, normally)."""
@@ -503,12 +516,59 @@ class TaskRun:
             self.reported = True
             self._sample_stats()
             self.end(Outcome(Final.SUCCEEDED, result=_result(message.get("result")), state=self._thread_state(message, line)))
+        elif op == "input":
+            self._on_input_request(message, line)
         elif op == "error":
             self.reported = True
             code = message.get("code") if message.get("code") in (ErrorCode.AGENT_ERROR, ErrorCode.MEMORY_LIMIT) else ErrorCode.AGENT_ERROR
             self.end(failed(code, str(message.get("message") or "The agent failed")[:2000]))
         else:
             raise ProtocolViolation(f"unknown operation {str(op)[:40]!r}")
+
+    def _on_input_request(self, message: dict, line: bytes) -> None:
+        """The child stopped to ask a person (a user proxy's turn, a tool call or code run that needs
+        approval) and sent its saved state: accepted only when the task's spec lets one of its agents
+        ask that, with no model call unanswered and a state small enough to keep."""
+        request = message.get("request")
+        if not isinstance(request, dict) or request.get("kind") not in ("input", "approval"):
+            raise ProtocolViolation("an input request without a kind")
+        if request["kind"] not in human_input_kinds(self.ctx.spec):
+            raise ProtocolViolation(f"an input request of kind {request['kind']!r} the task's agents cannot make")
+        if self.model_calls:
+            raise ProtocolViolation("an input request while a model call is still unanswered")
+        if not isinstance(message.get("state"), dict) or not isinstance(message.get("pending"), dict):
+            raise ProtocolViolation("an input request without the state to resume from")
+        self.reported = True
+        self._sample_stats()
+        if len(line) > MAX_STATE_BYTES:
+            self.end(failed(ErrorCode.AGENT_ERROR, "The conversation state is too large to keep while waiting for input"))
+            return
+        shown = {
+            "prompt": str(request.get("prompt") or "")[:MAX_PROMPT_CHARS],
+            "kind": request["kind"],
+            "agent": str(request.get("agent") or "")[:200],
+        }
+        for key in ("tool_calls", "code"):
+            if key in request:
+                shown[key] = request[key]
+        self.end(Outcome(INPUT_REQUIRED, state={"state": message["state"], "pending": message["pending"]},
+                         request=_bounded(shown)))
+
+    async def _suspend(self, outcome: Outcome) -> None:
+        """Store what the run needs to resume and the question, then remove the sandbox (its tree is gone; the
+        slot is given back when this returns). The work dir does not outlive the wait."""
+        end = self.ended_at or time.monotonic()
+        usage = _with_earlier_usage({
+            "prompt_tokens": self.broker.prompt_tokens if self.broker else 0,
+            "completion_tokens": self.broker.completion_tokens if self.broker else 0,
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "peak_memory_mb": round(self.peak_memory_mb, 1),
+            "wall_seconds": round(end - self.spawned_at, 3) if self.spawned_at else 0.0,
+        }, self.ctx.resume)
+        suspension = {**outcome.state, "broker": self.broker.snapshot() if self.broker else {}}
+        await self._retrying(self.rt.store.suspend, self.task_id, request=outcome.request, suspension=suspension,
+                             usage=usage)
+        self.mark("waiting for input")  # _persist removes the sandbox: the resumed run gets a new one
 
     def _read_output(self, fd: int) -> None:
         """The child's stdout and stderr: counted against its output limit, the tail kept for the log."""
@@ -627,6 +687,42 @@ class TaskRun:
         """Once a second (the housekeeping pass): stats, and with them the limits the kernel does not
         enforce (the sandbox kills a tree over one; the channel's end then reports which)."""
         self._sample_stats()
+
+
+# The longest question shown to a person (the rest of the conversation is in the task's events).
+MAX_PROMPT_CHARS = 8000
+
+
+def human_input_kinds(spec: dict) -> set:
+    """What the task's agents may stop to ask a person: "input" (an agent with human_input) and
+    "approval" (an agent whose tools or code execution need approval)."""
+    kinds = set()
+    for agent in (spec or {}).get("agents") or []:
+        if agent.get("human_input"):
+            kinds.add("input")
+        if agent.get("approval"):
+            kinds.add("approval")
+    return kinds
+
+
+def _child_resume(resume: dict | None) -> dict | None:
+    """What the child needs to continue after a person answered (never the platform's counters)."""
+    if not resume:
+        return None
+    return {"pending": resume.get("pending") or {}, "answer": resume.get("answer") or {}}
+
+
+def _with_earlier_usage(usage: dict, resume: dict | None) -> dict:
+    """A resumed run's usage counts the runs before it stopped to ask (tokens come back in the broker)."""
+    earlier = (resume or {}).get("usage") or {}
+    if not earlier:
+        return usage
+    return {
+        **usage,
+        "cpu_seconds": round(usage["cpu_seconds"] + float(earlier.get("cpu_seconds") or 0), 3),
+        "peak_memory_mb": max(usage["peak_memory_mb"], float(earlier.get("peak_memory_mb") or 0)),
+        "wall_seconds": round(usage["wall_seconds"] + float(earlier.get("wall_seconds") or 0), 3),
+    }
 
 
 def _bounded(content):

@@ -9,6 +9,9 @@ in seq order, {"type": "ready", "seq": N} once everything through N was sent, {"
 resume asks for notices already pruned. On both:
   {"type": "pong"}                                                       the answer to {"type": "ping"}
   {"error": {code, message, details}}                                    a client frame we could not use
+Task stream frames in: a first {"after": SEQ}; {"input": {"text": ...}} or {"input": {"approve": true|false}}
+answers a task waiting in input_required, as POST /api/tasks/{id}/input/ does: {"type": "input_accepted",
+"status": "queued"}, or an error frame with the same codes.
 Close codes: 4401 bad or missing token, or the token expired while the socket was open; 4404 no such task
 for this customer (or no such stream path); 1000 after a finished task.
 """
@@ -130,6 +133,30 @@ async def group_leave(layer, groups, channel):
             await layer.group_discard(group, channel)
 
 
+@database_sync_to_async
+def _answer_input(raw_token, task_id, answer) -> dict:
+    """A task socket's {"input": {...}} frame: the same rules as POST /api/tasks/{id}/input/."""
+    from autogen_platform.errors import NotFound, PermissionDeniedError, ValidationFailed
+
+    from .api.serializers import TaskInputSerializer
+    from .services import task_answer
+
+    try:
+        user = user_for_access_token(raw_token)
+        if user is None:
+            raise NotFound("Task not found")
+        if not user.membership.can_write:
+            raise PermissionDeniedError("Viewers have read-only access")
+        task = selectors.task_get_for_user(user=user, pk=task_id)
+        serializer = TaskInputSerializer(data=answer if isinstance(answer, dict) else {})
+        if not serializer.is_valid():
+            raise ValidationFailed(details=serializer.errors)
+        task = task_answer(actor=user, task=task, **serializer.validated_data)
+    except ApplicationError as exc:
+        return error_body(exc.code, exc.message, exc.details)
+    return {"type": "input_accepted", "status": task.status}
+
+
 _snapshot = _read(selectors.task_stream_snapshot)
 _events_between = _read(selectors.task_events_between)
 
@@ -209,6 +236,7 @@ class TaskStreamConsumer(_StreamConsumer):
         self.lock = asyncio.Lock()
         self.runner = None
         self.subprotocol, raw_token = token_from_scope(self.scope)
+        self.raw_token = raw_token
         refused, self.task_id, expires_at = await _authorize_task(raw_token, self.scope["url_route"]["kwargs"]["task_id"])
         if refused:
             await self._refuse(refused)
@@ -229,6 +257,9 @@ class TaskStreamConsumer(_StreamConsumer):
             await group_leave(self.channel_layer, [task_group(self.task_id)], self.channel_name)
 
     async def receive_json(self, content, **kwargs):
+        if self.task_id is not None and isinstance(content, dict) and "input" in content:
+            await self.send_json(await _answer_input(self.raw_token, self.task_id, content["input"]))
+            return
         if self.task_id is None or self.after_given.is_set() or self.last_sent is not None:
             return  # only a first {"after": SEQ} means something; later frames (pings) are ignored
         after = content.get("after") if isinstance(content, dict) else None

@@ -32,6 +32,7 @@ class Task(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
+        INPUT_REQUIRED = "input_required"  # waiting for a person's answer: no process, no worker slot
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
@@ -50,7 +51,7 @@ class Task(models.Model):
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="tasks")
     input = models.TextField()
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     result = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     usage = models.JSONField(default=dict, blank=True)
@@ -72,6 +73,11 @@ class Task(models.Model):
     waits_for_thread = models.BooleanField(default=False)
     # Bumped each time the task's job is enqueued again (a slot freed, a lost job): job ids stay unique.
     requeues = models.PositiveIntegerField(default=0)
+    # While it waits in input_required (and until it ends): what a person was asked, the AgentChat state
+    # saved when the run stopped to ask, the answer once given (tasks.services.task_suspend / task_answer).
+    suspension = models.JSONField(null=True, blank=True)
+    # When a task waiting for input ends timed_out (input_timeout) if nobody answered.
+    input_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     worker = models.CharField(max_length=200, blank=True, default="")
     # Integrations: the webhook this task alone reports to, and the schedule that started it.
     webhook = models.ForeignKey("integrations.Webhook", null=True, blank=True, on_delete=models.SET_NULL,
@@ -96,7 +102,8 @@ class Task(models.Model):
                 name="task_agent_xor_team",
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]),
+                condition=Q(status__in=["queued", "running", "input_required", "succeeded", "failed", "cancelled",
+                                        "timed_out"]),
                 name="task_status_valid",
             ),
             models.UniqueConstraint(
@@ -133,6 +140,8 @@ class TaskEvent(models.Model):
         ERROR = "error"
         LOG = "log"
         MODEL_WAITING = "model_waiting"
+        INPUT_REQUEST = "input_request"  # {prompt, kind: input|approval, ...}: the task waits for an answer
+        INPUT_RESPONSE = "input_response"  # the answer given ({kind, text} or {kind, approve})
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()

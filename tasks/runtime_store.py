@@ -48,18 +48,20 @@ class DjangoTaskStore:
         merged = [{**defaults, **(a.get("limits") or {})} for a in agents]
         limits = {key: max(int(m[key]) for m in merged) for key in defaults} if agents else dict(defaults)
         budgets = {a["id"]: int(m["max_tokens"]) for a, m in zip(agents, merged)}
+        resume = _resume(task)
         return TaskContext(
             task_id=task.pk,
             customer_id=task.customer_id,
             agent_id=task.agent_id,
             input=task.input,
             spec=spec,
-            thread_state=task.thread.state,
+            thread_state=resume.pop("state") if resume else task.thread.state,
             models=models,
             budgets=budgets,
             limits=limits,
             traceparent=task.traceparent,
             created_at=task.created_at.timestamp(),
+            resume=resume,
         )
 
     def attach(self, task_id: int, pid: int | None) -> None:
@@ -110,6 +112,23 @@ class DjangoTaskStore:
 
     def requeue(self, task_id: int) -> bool:
         return services.task_requeue(task_id=task_id)
+
+    def suspend(self, task_id: int, *, request: dict, suspension: dict, usage: dict) -> bool:
+        return services.task_suspend(task_id=task_id, request=request, suspension=suspension, usage=usage)
+
+
+def _resume(task: Task) -> dict | None:
+    """A task answered after it stopped to ask a person resumes from the state it saved then."""
+    suspension = task.suspension or {}
+    if not suspension.get("answer"):
+        return None
+    return {
+        "state": suspension.get("state"),
+        "pending": suspension.get("pending") or {},
+        "answer": suspension["answer"],
+        "broker": suspension.get("broker") or {},
+        "usage": dict(task.usage or {}),
+    }
 
 
 def _decrypt_or_none(token: str):

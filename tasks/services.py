@@ -4,7 +4,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from adminpanel.services import audit_record, killswitch_scope_engaged
@@ -321,7 +322,7 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
     with transaction.atomic():
         changed = Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(
             status=Task.Status.RUNNING,
-            started_at=now,
+            started_at=Coalesce(F("started_at"), Value(now)),  # a task resumed after input keeps its start
             heartbeat_at=now,
             waiting_since=None,
             worker=worker[:200],
@@ -465,13 +466,15 @@ def task_requeue(*, task_id: int) -> bool:
         task.agent_version = task.agent.version if task.agent is not None else None
         task.status = Task.Status.QUEUED
         task.cancel_requested = ""
+        task.suspension = None  # a restart runs the conversation again from its start
         task.started_at = None
         task.heartbeat_at = None
         task.worker = ""
         task.pid = None
         task.save(
             update_fields=[
-                "spec", "agent_version", "status", "cancel_requested", "started_at", "heartbeat_at", "worker", "pid"
+                "spec", "agent_version", "status", "cancel_requested", "started_at", "heartbeat_at", "worker", "pid",
+                "suspension",
             ]
         )
         if was_running:
@@ -503,7 +506,8 @@ def task_finish(*, task_id: int, status: str, result=None, error=None, usage=Non
     )[0]
 
 
-FINISH_FIELDS = ["status", "result", "error", "usage", "tokens_used", "finished_at", "pid"]
+# suspension, input_deadline: a state saved while waiting for input is not kept once the task ended
+FINISH_FIELDS = ["status", "result", "error", "usage", "tokens_used", "finished_at", "pid", "suspension", "input_deadline"]
 
 
 def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
@@ -535,6 +539,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
                 freed.add(task.customer_id)  # its slot is free: the customer's next waiting task may start
             status, error, usage = end["status"], end.get("error"), end.get("usage")
             task.status, task.result, task.error, task.finished_at, task.pid = status, end.get("result"), error, now, None
+            task.suspension, task.input_deadline = None, None
             if usage is not None:
                 task.usage = usage
                 task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
@@ -636,6 +641,12 @@ def task_cancel(*, actor, task: Task, request=None) -> Task:
             task_id=task.pk,
             status=Task.Status.CANCELLED,
             error={"code": "cancelled", "message": "Cancelled before it started"},
+        )
+    elif task.status == Task.Status.INPUT_REQUIRED:
+        task_finish(
+            task_id=task.pk,
+            status=Task.Status.CANCELLED,
+            error={"code": "cancelled", "message": "Cancelled while it waited for input"},
         )
     else:
         task_request_stop(task=task, reason="cancelled")
@@ -747,3 +758,115 @@ def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
         logger.warning("re-enqueued orphaned task %s", task_id)
         requeued.append(task_id)
     return requeued
+
+
+# -- human input ------------------------------------------------------------------------------------
+
+
+def task_input_request(task: Task) -> dict | None:
+    """What the task asks a person while it waits in input_required ({prompt, kind, ...}), else None."""
+    if task.status != Task.Status.INPUT_REQUIRED or not task.suspension:
+        return None
+    return task.suspension.get("request")
+
+
+def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) -> bool:
+    """running -> input_required: the run stopped to ask a person (its worker already let the sandbox
+    and the slot go). The question becomes an `input_request` event; nobody answering within
+    TASK_INPUT_TIMEOUT_SECONDS ends the task timed_out (input_timeout, task_expire_input).
+    A stop asked meanwhile wins: the task ends (or restarts) as that stop says."""
+    from runtime.outcomes import REQUEUE, stop_outcome
+
+    now = timezone.now()
+    with transaction.atomic():
+        task = Task.objects.select_for_update().filter(pk=task_id).first()
+        if task is None or task.status != Task.Status.RUNNING:
+            return False
+        if task.cancel_requested:
+            outcome = stop_outcome(task.cancel_requested)
+            if outcome.status == REQUEUE:
+                return task_requeue(task_id=task_id)
+            return task_finish(task_id=task_id, status=outcome.status, error=outcome.error, usage=usage)
+        deadline = now + timedelta(seconds=settings.TASK_INPUT_TIMEOUT_SECONDS)
+        shown = {**request, "expires_at": deadline.isoformat().replace("+00:00", "Z")}
+        task.status = Task.Status.INPUT_REQUIRED
+        task.suspension = {**suspension, "request": shown, "answer": None}
+        task.input_deadline = deadline
+        task.usage = usage
+        task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        task.pid = None
+        task.heartbeat_at = None
+        task.worker = ""
+        task.save(update_fields=["status", "suspension", "input_deadline", "usage", "tokens_used", "pid",
+                                 "heartbeat_at", "worker"])
+        task_events_append(task_id=task_id, events=[
+            {"type": TaskEvent.Type.INPUT_REQUEST, "source": shown.get("agent") or "", "content": shown},
+            {"type": TaskEvent.Type.STATUS, "content": {"status": Task.Status.INPUT_REQUIRED}},
+        ])
+        # it holds no slot while it waits: the customer's next waiting task may start
+        transaction.on_commit(lambda: task_wake_waiting(customer_id=task.customer_id), robust=True)
+        transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, Task.Status.INPUT_REQUIRED))
+        from integrations.services import webhooks_task_event
+
+        webhooks_task_event(task=task, event="task.input_required")  # sent once this commits
+    return True
+
+
+@transaction.atomic
+def task_answer(*, actor, task: Task, text=None, approve=None, request=None) -> Task:
+    """A person's answer to a task waiting in input_required: `text` for an input request, `approve`
+    (true/false) for an approval. The task goes back to the queue and a worker resumes it from the
+    state it saved, in a new sandbox. 409 when it is not waiting."""
+    task = Task.objects.select_for_update().select_related("customer").get(pk=task.pk)
+    if task.status != Task.Status.INPUT_REQUIRED or not task.suspension:
+        raise Conflict(f"The task is not waiting for input (status {task.status})")
+    kind = (task.suspension.get("request") or {}).get("kind")
+    if kind == "approval":
+        if not isinstance(approve, bool):
+            raise ValidationFailed(details={"approve": ["The task asks for an approval: send {\"approve\": true} or false"]})
+        answer = {"kind": "approval", "approve": approve}
+    else:
+        if not isinstance(text, str) or len(text) > settings.MAX_TASK_INPUT_CHARS:
+            raise ValidationFailed(details={"text": [
+                f"The task asks for input: send {{\"text\": ...}}, at most {settings.MAX_TASK_INPUT_CHARS} characters"]})
+        answer = {"kind": "input", "text": text}
+    if killswitch_scope_engaged(task.customer_id):
+        raise KillswitchEngaged()
+    task.suspension = {**task.suspension, "answer": answer}
+    task.status = Task.Status.QUEUED
+    task.waiting_since = None
+    task.input_deadline = None
+    task.requeues += 1
+    task.save(update_fields=["suspension", "status", "waiting_since", "input_deadline", "requeues"])
+    by = getattr(actor, "username", "") or ""
+    task_events_append(task_id=task.pk, events=[
+        {"type": TaskEvent.Type.INPUT_RESPONSE, "source": by, "content": answer},
+        {"type": TaskEvent.Type.STATUS, "content": {"status": Task.Status.QUEUED, "reason": "input"}},
+    ])
+    audit_record(actor=actor, action="task.input", target=f"task:{task.pk}", customer=task.customer, request=request,
+                 details={"kind": answer["kind"], **({"approve": approve} if kind == "approval" else {})})
+    job_id = task_job_id(task.pk, task.attempts, task.requeues)
+    # announced before its job is enqueued (the customer's stream stores `queued` before a worker's `running`)
+    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, Task.Status.QUEUED), robust=True)
+    transaction.on_commit(lambda: task_enqueue(task.pk, job_id), robust=True)
+    return task
+
+
+def task_expire_input(*, now=None) -> list[int]:
+    """End the tasks nobody answered in time: timed_out with input_timeout (the reaper calls this)."""
+    now = now or timezone.now()
+    expired = list(
+        Task.objects.filter(status=Task.Status.INPUT_REQUIRED, input_deadline__lt=now).values_list("pk", flat=True)[:500]
+    )
+    ended = []
+    for task_id in expired:
+        message = f"Nobody answered the task's request for input within {settings.TASK_INPUT_TIMEOUT_SECONDS:g} s"
+        with transaction.atomic():
+            # only if still waiting (an answer that came meanwhile wins)
+            if not Task.objects.select_for_update().filter(pk=task_id, status=Task.Status.INPUT_REQUIRED,
+                                                           input_deadline__lt=now).exists():
+                continue
+            if task_finish(task_id=task_id, status=Task.Status.TIMED_OUT,
+                           error={"code": "input_timeout", "message": message}):
+                ended.append(task_id)
+    return ended

@@ -21,4 +21,5 @@ def team_get_for_user(user, pk) -> Team:
 def team_tasks_in_flight(team: Team):
     from tasks.models import Task
 
-    return Task.objects.filter(team=team, status__in=[Task.Status.QUEUED, Task.Status.RUNNING])
+    return Task.objects.filter(team=team, status__in=[Task.Status.QUEUED, Task.Status.RUNNING,
+                                                     Task.Status.INPUT_REQUIRED])

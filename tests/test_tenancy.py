@@ -57,6 +57,7 @@ def detail_cases(a, b):
         ("task-events", "get", f"/api/tasks/{ids['task']}/events/", None),
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
         ("task-cancel", "post", f"/api/tasks/{ids['running_task']}/cancel/", None),
+        ("task-input", "post", f"/api/tasks/{ids['task']}/input/", {"text": "hi"}),
         ("thread-detail", "get", f"/api/threads/{ids['thread']}/", None),
         ("webhook-detail", "get", f"/api/webhooks/{ids['webhook']}/", None),
         ("webhook-detail", "put", f"/api/webhooks/{ids['webhook']}/", {"url": "https://a.example/h"}),
@@ -193,6 +194,7 @@ def viewer_write_cases(a):
         ("schedule-detail", "delete", f"/api/schedules/{ids['schedule']}/", None),
         ("schedule-pause", "post", f"/api/schedules/{ids['schedule']}/pause/", None),
         ("schedule-resume", "post", f"/api/schedules/{ids['schedule']}/resume/", None),
+        ("task-input", "post", f"/api/tasks/{ids['task']}/input/", {"text": "v"}),
     ]
 
 

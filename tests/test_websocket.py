@@ -241,3 +241,42 @@ async def test_an_out_of_range_task_id_is_simply_not_found(alice):
 async def test_an_unknown_websocket_path_closes_4404_instead_of_failing(path):
     communicator = await connect(path)
     assert await close_code(communicator) == 4404
+
+
+def _waiting_task(customer):
+    from tasks.services import task_suspend
+
+    task = make_task(customer)
+    task_suspend(task_id=task.pk, request={"prompt": "Which colour?", "kind": "input", "agent": "customer"},
+                 suspension={"state": {}, "pending": {"kind": "input"}}, usage={})
+    return task
+
+
+async def test_a_waiting_task_is_answered_over_its_socket(alice):
+    # given a task waiting for input, followed live
+    task = await database_sync_to_async(_waiting_task)(alice[0])
+    communicator = await connect(f"/ws/tasks/{task.pk}/?token={alice[2]}")
+    await communicator.send_json_to({"after": 0})
+    frames = []
+    while not any(f.get("type") == "status" and f.get("status") == "input_required" for f in frames):
+        frames.append(await communicator.receive_json_from(timeout=5))
+    request = [f["event"] for f in frames if f["type"] == "event" and f["event"]["type"] == "input_request"]
+    assert request and request[0]["content"]["prompt"] == "Which colour?"
+    # when the answer of the wrong kind, then the right one, is sent as a frame
+    await communicator.send_json_to({"input": {"approve": True}})
+    refused = await communicator.receive_json_from(timeout=5)
+    while "error" not in refused:
+        refused = await communicator.receive_json_from(timeout=5)
+    assert refused["error"]["code"] == "validation_error"
+    await communicator.send_json_to({"input": {"text": "Blue"}})
+    # then it is taken (the task is queued again) and a second answer is a conflict
+    reply = await communicator.receive_json_from(timeout=5)
+    while reply.get("type") != "input_accepted":
+        reply = await communicator.receive_json_from(timeout=5)
+    assert reply["status"] == "queued"
+    await communicator.send_json_to({"input": {"text": "Red"}})
+    conflict = await communicator.receive_json_from(timeout=5)
+    while "error" not in conflict:
+        conflict = await communicator.receive_json_from(timeout=5)
+    assert conflict["error"]["code"] == "conflict"
+    await communicator.disconnect()

@@ -41,7 +41,7 @@ def test_stats_count_the_whole_platform(admin_api, make_customer, django_capture
     assert stats["customers"] == 2
     assert stats["agents"] == 2
     assert stats["tasks_by_status"] == {"queued": 1, "running": 1, "succeeded": 1, "failed": 0, "cancelled": 0,
-                                        "timed_out": 0}
+                                        "timed_out": 0, "input_required": 0}
     assert stats["running_sandboxes"] == 1
     assert stats["queue_depth"] == 1  # the queued task's job waits on the real RQ queue (no worker here)
     assert stats["tokens_today"] == 100

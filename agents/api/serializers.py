@@ -98,11 +98,17 @@ class AgentSerializer(strict.ModelSerializer):
     limits = LimitsSerializer(required=False, help_text=(
         "Per-task limits; a missing key uses the platform default. Values above the customer's quota "
         "(max_memory_mb, max_cpu_seconds, max_timeout_seconds) are refused with quota_exceeded."))
+    human_input = serializers.BooleanField(required=False, help_text=(
+        "A person answers for this agent: in a team it is a user proxy (its turn makes the task wait in "
+        "input_required for POST /api/tasks/{id}/input/ {text}); alone, a person is asked after each of its replies."))
+    approval = serializers.ListField(child=StringField(max_length=100), required=False, help_text=(
+        "Tool names (of this agent's tools) and \"code_execution\" whose calls wait for a person's approval "
+        "(input_required, answered with {approve: true|false}); a denied call does not run and the agent is told."))
 
     class Meta:
         model = Agent
         fields = ["id", "name", "description", "system_message", "model", "tools", "code_execution", "limits",
-                  "status", "version", "created_at", "updated_at"]
+                  "human_input", "approval", "status", "version", "created_at", "updated_at"]
         read_only_fields = ["id", "status", "version", "created_at", "updated_at"]
         extra_kwargs = {
             "system_message": {"max_length": settings.MAX_SYSTEM_MESSAGE_CHARS},
@@ -120,6 +126,8 @@ class AgentSnapshotSerializer(PassThroughMixin, serializers.Serializer):
     tools = serializers.ListField(child=serializers.CharField())
     code_execution = serializers.BooleanField()
     limits = LimitsSerializer()
+    human_input = serializers.BooleanField(required=False)
+    approval = serializers.ListField(child=serializers.CharField(), required=False)
 
 
 class AgentVersionSerializer(serializers.ModelSerializer):

@@ -107,7 +107,8 @@ def test_agent_create_makes_version_one(owner, api):
     assert versions == [{
         "version": 1,
         "snapshot": {"system_message": "Be brief.", "model": model.pk, "tools": ["calculator"],
-                     "code_execution": False, "limits": {"memory_mb": 256, "timeout_seconds": 60}},
+                     "code_execution": False, "limits": {"memory_mb": 256, "timeout_seconds": 60},
+                     "human_input": False, "approval": []},
         "created_at": versions[0]["created_at"],
         "created_by": owner.username,
     }]
@@ -270,3 +271,21 @@ def test_agent_delete_refused_while_in_a_team_or_busy(owner, api):
 def test_unknown_keys_in_limits_and_bad_ids_in_urls(owner, api):
     assert_error(api.get("/api/agents/999999/"), 404, "not_found")
     assert_error(api.get("/api/agents/abc/"), 404, "not_found")
+
+
+def test_approval_names_the_agents_own_tools_or_code_execution(owner, api):
+    model = make_model(owner.membership.customer)
+    refused = api.post("/api/agents/", {"name": "gated", "model": model.pk, "tools": ["word_count"],
+                                        "approval": ["calculator", "code_execution"]}, format="json")
+    error = assert_error(refused, 400, "validation_error")
+    assert any("calculator" in p for p in error["details"]["approval"])
+    assert any("code_execution" in p for p in error["details"]["approval"])
+
+    created = api.post("/api/agents/", {"name": "gated", "model": model.pk, "tools": ["calculator"],
+                                        "code_execution": True, "approval": ["calculator", "code_execution"]},
+                       format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["approval"] == ["calculator", "code_execution"] and created.json()["human_input"] is False
+
+    person = api.patch(f"/api/agents/{created.json()['id']}/", {"human_input": True, "approval": []}, format="json")
+    assert person.status_code == 200 and person.json()["human_input"] is True and person.json()["version"] == 2

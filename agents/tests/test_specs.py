@@ -474,3 +474,23 @@ def test_team_mode_mistakes_name_their_spec_path(acme, team, path, message):
 
     assert message in caught.value.details[path][0], caught.value.details
     assert counts(customer) == (0, 0, 0, 0)
+
+
+def test_human_input_and_approval_apply_export_and_name_their_path(acme):
+    customer, _ = acme
+    spec = SPEC.replace("    tools: [calculator]\n", "    tools: [calculator]\n    approval: [calculator]\n").replace(
+        "    system_message: You criticise.\n", "    system_message: You criticise.\n    human_input: true\n")
+    apply(customer, spec)
+    writer, critic = Agent.objects.get(customer=customer, name="writer"), Agent.objects.get(customer=customer, name="critic")
+    assert writer.approval == ["calculator"] and critic.human_input is True
+    exported = yaml.safe_load(specs.spec_dump_yaml(specs.spec_export(customer)))
+    by_name = {a["name"]: a for a in exported["agents"]}
+    assert by_name["writer"]["approval"] == ["calculator"] and by_name["critic"]["human_input"] is True
+    again = apply(customer, specs.spec_dump_yaml(specs.spec_export(customer)), environ={"LOCAL_LLM_API_KEY": "sk-local-123"})
+    assert again.summary_line() == "no changes", again.lines()
+    with pytest.raises(ValidationFailed) as refused:
+        apply(customer, spec.replace("approval: [calculator]", "approval: [word_count]"))
+    assert "agents[0]" in json.dumps(refused.value.details) and "word_count" in json.dumps(refused.value.details)
+    with pytest.raises(ValidationFailed) as refused:
+        apply(customer, spec.replace("human_input: true", "human_input: maybe"))
+    assert "agents[1].human_input" in json.dumps(refused.value.details)

@@ -334,6 +334,8 @@ TASK_LEASE_SECONDS = env("TASK_LEASE_SECONDS", 15, float)
 # A queued task with no job in the queue for this long is enqueued again by the reaper.
 TASK_REQUEUE_SECONDS = env("TASK_REQUEUE_SECONDS", 30, float)
 REAPER_INTERVAL_SECONDS = env("REAPER_INTERVAL_SECONDS", 2, float)
+# A task waiting in input_required for a person's answer longer than this ends timed_out (input_timeout).
+TASK_INPUT_TIMEOUT_SECONDS = env("TASK_INPUT_TIMEOUT_SECONDS", 86400, float)
 # Whether model calls (made by workers, on the customers' behalf) may go to loopback, private or
 # link-local addresses, e.g. a local Ollama. Production (settings.prod) defaults to no.
 MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", True, bool)

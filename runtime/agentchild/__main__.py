@@ -66,32 +66,31 @@ def _swarm_resume(state: dict, text: str, shape: str):
 
 
 async def run(channel: Channel, start: dict) -> None:
-    from autogen_agentchat.base import TaskResult
-
+    from . import human
     from .build import build
     from .events import EventMapper
 
     runnable, shape, names = build(start["spec"], channel, start["models"], stream=start.get("stream", True))
     saved = start.get("state")
+    resume = start.get("resume")
     if saved:
         if saved.get("shape") == shape:
-            await runnable.load_state(saved["state"])
+            await runnable.load_state(human.prepare_state(saved["state"], resume["pending"]) if resume else saved["state"])
+        elif resume:
+            raise RuntimeError("The state saved while the task waited for input does not fit its agents any more")
         else:
             await channel.send(
                 {"op": "event", "type": "log", "source": "platform",
                  "content": {"kind": "state_not_loaded", "text": "The thread's saved conversation belongs to another agent or team shape; starting fresh."}}
             )
     mapper = EventMapper(names)
-    result = None
-    task = start["input"]
-    if saved and saved.get("shape") == shape and shape.startswith("team:swarm:"):
-        task = _swarm_resume(saved["state"], task, shape)
-    async for item in runnable.run_stream(task=task):
-        if isinstance(item, TaskResult):
-            result = item
-            continue
-        for event in mapper.map(item):
-            await channel.send({"op": "event", **event})
+    # a swarm resumed on its thread goes back to the agent that handed off to the user
+    if saved and not resume and saved.get("shape") == shape and shape.startswith("team:swarm:"):
+        start = {**start, "input": _swarm_resume(saved["state"], start["input"], shape)}
+    # runs to the end, or stops when an agent asks a person (the question and the state are sent)
+    result = await human.run_or_ask(channel, runnable, shape, start, mapper, names)
+    if result is human.ASKED:
+        return
     state = await runnable.save_state()
     await channel.send(
         {

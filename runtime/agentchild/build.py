@@ -27,6 +27,7 @@ from autogen_agentchat.teams import (
 )
 from autogen_core.tools import FunctionTool
 
+from . import human
 from .broker import BrokerChatCompletionClient
 from .coderun import RunnerCodeExecutor
 from .names import agent_identifier
@@ -62,7 +63,7 @@ def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, han
     client = BrokerChatCompletionClient(
         channel, caller=ident, agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
     )
-    tools = _tools(entry.get("tools") or [])
+    tools = human.gate_tools(_tools(entry.get("tools") or []), entry, ident)
     kwargs = {}
     if tools:
         kwargs.update(tools=tools, reflect_on_tool_use=True, max_tool_iterations=5)
@@ -78,14 +79,32 @@ def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, han
     )
 
 
-def _executor(ident: str, taken: set, timeout: int) -> SandboxCodeExecutorAgent:
+def _executor(ident: str, taken: set, timeout: int, entry: dict | None = None) -> SandboxCodeExecutorAgent:
     # The code runs in the sandbox's code runner (another uid, no broker channel), never in this process.
     executor = RunnerCodeExecutor(timeout=max(1, timeout))
+    name = agent_identifier(f"{ident}_executor", taken)
     return SandboxCodeExecutorAgent(
-        agent_identifier(f"{ident}_executor", taken),
+        name,
         code_executor=executor,
         description=f"Runs the Python and shell code blocks that {ident} writes and reports the output.",
+        approval_func=human.code_approval(entry or {}, name),
     )
+
+
+def _with_person(entry: dict, ident: str, assistant, taken: set):
+    """A single agent with human_input: a person (a user proxy) answers after each of its replies (and
+    after its code runs, with code_execution), until someone says TERMINATE."""
+    participants = [assistant]
+    if entry.get("code_execution"):
+        timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
+        participants.append(_executor(ident, taken, timeout, entry))
+    participants.append(human.user_proxy({"description": "The person who gave the task"},
+                                         agent_identifier("person", taken)))
+    team = RoundRobinGroupChat(
+        participants,
+        termination_condition=TextMentionTermination("TERMINATE") | MaxMessageTermination(DEFAULT_MAX_MESSAGES),
+    )
+    return team, "agent+human" + ("+code" if entry.get("code_execution") else ""), {ident: entry["name"]}
 
 
 def _condition_part(key: str, value, idents: dict):
@@ -149,11 +168,13 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
         ident = agent_identifier(entry["name"], taken)
         names[ident] = entry["name"]
         assistant = _assistant(entry, ident, channel, models, stream)
-        if not entry.get("code_execution"):
+        if not entry.get("code_execution") and not entry.get("human_input"):
             return assistant, "agent", names
+        if entry.get("human_input"):
+            return _with_person(entry, ident, assistant, taken)
         timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
         team = RoundRobinGroupChat(
-            [assistant, _executor(ident, taken, timeout)],
+            [assistant, _executor(ident, taken, timeout, entry)],
             termination_condition=TextMentionTermination("TERMINATE", sources=[ident])
             | MaxMessageTermination(CODE_LOOP_MAX_MESSAGES),
         )
@@ -175,6 +196,11 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
     by_id = {}
     for entry in entries:
         ident = idents[entry["name"]]
+        if entry.get("human_input"):  # a person answers for this member: a user proxy
+            proxy = human.user_proxy(entry, ident)
+            by_id[entry.get("id")] = proxy
+            participants.append(proxy)
+            continue
         handoffs = list(external)
         if mode == "swarm":
             handoffs = [idents[e["name"]] for e in entries if e is not entry] + handoffs
@@ -183,7 +209,7 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
         participants.append(agent)
         if entry.get("code_execution"):
             timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
-            participants.append(_executor(ident, taken, timeout))
+            participants.append(_executor(ident, taken, timeout, entry))
     termination = _termination(conf, idents)
     shape = "team:" + mode + ":" + ",".join(p.name for p in participants)
 

@@ -82,3 +82,31 @@ def test_too_many_events_end_the_task_output_limit(run, settings):
         handle(run, {"op": "event", "type": "log", "content": {"text": "."}})
     with pytest.raises(OutputLimit):
         handle(run, {"op": "event", "type": "log", "content": {"text": "."}})
+
+
+INPUT_REQUEST = {"op": "input", "request": {"kind": "input", "prompt": "Which colour?", "agent": "customer"},
+                 "pending": {"kind": "input", "agent": "customer"}, "state": {"shape": "team", "state": {}}}
+
+
+def test_an_input_request_is_refused_when_no_agent_of_the_task_may_ask(run):
+    with pytest.raises(ProtocolViolation, match="cannot make"):
+        handle(run, INPUT_REQUEST)
+
+
+def test_an_input_request_of_an_agent_that_may_ask_stops_the_run_with_its_state(run):
+    run.ctx.spec = {"agents": [{"id": 3}, {"id": 4, "human_input": True}]}
+    handle(run, INPUT_REQUEST)
+    outcome = run.outcome.result()
+    assert outcome.status == "input_required"
+    assert outcome.request == {"prompt": "Which colour?", "kind": "input", "agent": "customer"}
+    assert outcome.state["state"] == INPUT_REQUEST["state"] and outcome.state["pending"]["agent"] == "customer"
+    with pytest.raises(ProtocolViolation, match="after the final report"):
+        handle(run, {"op": "done", "result": {"text": "forged"}, "state": {}})
+
+
+def test_an_approval_request_needs_an_agent_with_approval(run):
+    run.ctx.spec = {"agents": [{"id": 3, "human_input": True}]}
+    with pytest.raises(ProtocolViolation, match="cannot make"):
+        handle(run, {**INPUT_REQUEST, "request": {"kind": "approval", "prompt": "ok?"}})
+    with pytest.raises(ProtocolViolation, match="without a kind"):
+        handle(run, {**INPUT_REQUEST, "request": {"kind": "anything"}})

@@ -1,5 +1,6 @@
 """Shapes of tasks, task events and threads."""
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
@@ -64,8 +65,33 @@ class TaskResultSerializer(PassThroughMixin, serializers.Serializer):
                                                   "or `completed`.")
 
 
+class InputRequestSerializer(PassThroughMixin, serializers.Serializer):
+    prompt = serializers.CharField(help_text="What the person is asked (for an approval: which call).")
+    kind = serializers.ChoiceField(choices=["input", "approval"],
+                                   help_text="input: answer with {text}; approval: answer with {approve: true|false}.")
+    agent = serializers.CharField(help_text="The agent that asks (a user proxy, or the agent whose call needs approval).")
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False,
+                                       help_text="approval of tool calls: [{id, name, arguments}].")
+    code = serializers.CharField(required=False, help_text="approval of code execution: the code to run.")
+    expires_at = serializers.DateTimeField(help_text="After this the task ends timed_out (input_timeout).")
+
+
+class TaskInputSerializer(strict.Serializer):
+    text = StringField(required=False, trim_whitespace=False, max_length=settings.MAX_TASK_INPUT_CHARS,
+                       help_text="The answer to an input request (kind input).")
+    approve = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                       help_text="The decision on an approval request (kind approval).")
+
+    def validate(self, attrs):
+        if attrs.get("text") is None and attrs.get("approve") is None:
+            raise serializers.ValidationError("Send {text} for an input request or {approve: true|false} for an approval")
+        return attrs
+
+
 class TaskSerializer(serializers.ModelSerializer):
     error = TaskErrorSerializer(allow_null=True, read_only=True, help_text="Why the task did not succeed, or null.")
+    input_request = serializers.SerializerMethodField(
+        help_text="While the task waits in input_required: what it asks, and how to answer (POST .../input/).")
     usage = UsageSerializer(read_only=True)
     result = TaskResultSerializer(read_only=True, allow_null=True,
                                   help_text="What the run produced (final message and stop reason); null until "
@@ -77,8 +103,14 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = ["id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
-                  "schedule", "webhook", "created_at", "started_at", "finished_at", "trace_id"]
+                  "schedule", "webhook", "input_request", "created_at", "started_at", "finished_at", "trace_id"]
         read_only_fields = fields
+
+    @extend_schema_field(InputRequestSerializer(allow_null=True))
+    def get_input_request(self, obj) -> dict | None:
+        from tasks.services import task_input_request
+
+        return task_input_request(obj)
 
 
 class EventsQuerySerializer(serializers.Serializer):

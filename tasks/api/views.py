@@ -1,4 +1,4 @@
-"""Tasks (create, list, detail, events, cancel) and threads: thin views over tasks.selectors and tasks.services."""
+"""Tasks (create, list, detail, events, cancel, input) and threads: thin views over tasks.selectors and tasks.services."""
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -17,6 +17,7 @@ from .serializers import (
     TaskCreateSerializer,
     TaskEventListSerializer,
     TaskEventSerializer,
+    TaskInputSerializer,
     TaskSerializer,
     ThreadSerializer,
 )
@@ -84,6 +85,20 @@ class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.Retriev
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         task = services.task_cancel(actor=request.user, task=self.get_object(), request=request)
+        return Response(TaskSerializer(task).data)
+
+    @extend_schema(
+        summary="Answer a task waiting in input_required: {text} for an input request, {approve} for an approval",
+        request=TaskInputSerializer,
+        responses={200: TaskSerializer, 409: OpenApiResponse(description="conflict: the task is not waiting for input"),
+                   423: OpenApiResponse(description="killswitch_engaged")},
+    )
+    @action(detail=True, methods=["post"], url_path="input")
+    def input(self, request, pk=None):
+        task = self.get_object()
+        serializer = TaskInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = services.task_answer(actor=request.user, task=task, request=request, **serializer.validated_data)
         return Response(TaskSerializer(task).data)
 
 

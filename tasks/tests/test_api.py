@@ -10,7 +10,7 @@ from tests.api_support import assert_error, make_agent, make_task, make_team
 pytestmark = pytest.mark.django_db
 
 TASK_FIELDS = {"id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
-               "schedule", "webhook",
+               "schedule", "webhook", "input_request",
                "created_at", "started_at", "finished_at", "trace_id"}
 
 
@@ -151,3 +151,86 @@ def test_daily_task_quota_is_429_with_retry_after(make_customer, client_for):
     error = assert_error(response, 429, "quota_exceeded")
     assert error["details"]["quota"] == "max_tasks_per_day"
     assert int(response["Retry-After"]) > 0
+
+
+def _waiting_for(task, kind="input"):
+    """The task as a worker leaves it when its run stopped to ask a person."""
+    from tasks.services import task_mark_running, task_suspend
+
+    task_mark_running(task_id=task.pk, worker="test")
+    request = {"prompt": "Which colour?", "kind": kind, "agent": "customer"}
+    assert task_suspend(task_id=task.pk, request=request, suspension={"state": {}, "pending": {"kind": kind}},
+                        usage={"prompt_tokens": 3, "completion_tokens": 4})
+
+
+def test_input_to_a_task_not_waiting_is_a_conflict(owner, api, agent):
+    task = make_task(owner, agent=agent)
+    assert_error(api.post(f"/api/tasks/{task.pk}/input/", {"text": "hi"}, format="json"), 409, "conflict")
+    task_finish(task_id=task.pk, status="succeeded")
+    assert_error(api.post(f"/api/tasks/{task.pk}/input/", {"approve": True}, format="json"), 409, "conflict")
+
+
+def test_answering_a_waiting_task_queues_it_again(owner, api, agent, django_capture_on_commit_callbacks):
+    task = make_task(owner, agent=agent)
+    _waiting_for(task)
+    shown = api.get(f"/api/tasks/{task.pk}/").json()
+    assert shown["status"] == "input_required" and shown["usage"]["completion_tokens"] == 4
+    assert shown["input_request"]["prompt"] == "Which colour?" and shown["input_request"]["expires_at"]
+    assert api.get("/api/tasks/?status=input_required").json()["count"] == 1
+    assert_error(api.post(f"/api/tasks/{task.pk}/input/", {}, format="json"), 400, "validation_error")
+    assert_error(api.post(f"/api/tasks/{task.pk}/input/", {"approve": True}, format="json"), 400, "validation_error")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/api/tasks/{task.pk}/input/", {"text": "Blue"}, format="json")
+
+    assert response.status_code == 200 and response.json()["status"] == "queued"
+    events = api.get(f"/api/tasks/{task.pk}/events/").json()["results"]
+    assert [e["type"] for e in events][-4:] == ["input_request", "status", "input_response", "status"]
+    assert events[-2]["content"] == {"kind": "input", "text": "Blue"}
+    task.refresh_from_db()
+    job_ids = django_rq.get_queue("default").job_ids
+    assert f"task-{task.pk}-{task.attempts}-{task.requeues}" in job_ids
+
+
+def test_a_waiting_task_can_be_cancelled(owner, api, agent):
+    task = make_task(owner, agent=agent)
+    _waiting_for(task, kind="approval")
+    response = api.post(f"/api/tasks/{task.pk}/cancel/")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert response.json()["input_request"] is None
+
+
+def test_viewers_cannot_answer(make_customer, client_for, agent):
+    from tests.api_support import make_agent as _make_agent
+
+    org, owner_user = make_customer("viewing", role="owner")
+    _, viewer = make_customer("viewing", role="viewer", username="viewer1")
+    task = make_task(owner_user, agent=_make_agent(org))
+    _waiting_for(task)
+    assert_error(client_for(viewer).post(f"/api/tasks/{task.pk}/input/", {"text": "x"}, format="json"), 403,
+                 "permission_denied")
+
+
+def test_expired_waits_end_input_timeout(owner, agent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tasks.services import task_expire_input
+
+    task = make_task(owner, agent=agent)
+    _waiting_for(task)
+    assert task_expire_input() == []
+    assert task_expire_input(now=timezone.now() + timedelta(days=2)) == [task.pk]
+    task.refresh_from_db()
+    assert task.status == "timed_out" and task.error["code"] == "input_timeout" and task.suspension is None
+
+
+def test_stopping_the_agent_cancels_a_waiting_task_and_deleting_it_is_a_conflict(owner, api, agent):
+    task = make_task(owner, agent=agent)
+    _waiting_for(task)
+    assert_error(api.delete(f"/api/agents/{agent.pk}/"), 409, "conflict")
+    assert api.post(f"/api/agents/{agent.pk}/restart/").status_code == 200
+    assert api.get(f"/api/tasks/{task.pk}/").json()["status"] == "input_required"
+    assert api.post(f"/api/agents/{agent.pk}/stop/").status_code == 200
+    assert api.get(f"/api/tasks/{task.pk}/").json()["status"] == "cancelled"

@@ -2,7 +2,8 @@
 
 Every REAPER_INTERVAL_SECONDS: running tasks whose heartbeat is older than TASK_LEASE_SECONDS end
 failed/worker_lost (cancelled if a stop had been asked), queued tasks whose RQ job vanished
-for longer than TASK_REQUEUE_SECONDS are enqueued again, and customers deleted more than
+for longer than TASK_REQUEUE_SECONDS are enqueued again, tasks waiting in input_required past
+TASK_INPUT_TIMEOUT_SECONDS end timed_out (input_timeout), and customers deleted more than
 CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep, and the customers' stream notices
 beyond the newest CUSTOMER_STREAM_KEEP are pruned. It is also the platform's scheduler: due schedules
 fire (integrations.services.schedules_fire_due: a database lease, so each firing happens once whichever
@@ -61,6 +62,14 @@ class Command(BaseCommand):
             deliveries_sweep()
         except Exception:  # noqa: BLE001 - retried at the next sweep
             logger.exception("scheduler or webhook sweep failed")
+        try:
+            from tasks.services import task_expire_input
+
+            expired = task_expire_input()
+            if expired:
+                logger.warning("reaper: %s task(s) waited too long for input: %s", len(expired), expired)
+        except Exception:  # noqa: BLE001 - retried at the next sweep
+            logger.exception("ending tasks that waited too long for input failed")
         try:
             from accounts.services import customer_purge_deleted
 
