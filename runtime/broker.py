@@ -396,7 +396,9 @@ class ModelBroker:
         for key, position in (snapshot.get("replay_positions") or {}).items():
             client = self.clients.get(int(key)) if str(key).isdigit() else None
             if client is not None and self.providers.get(int(key)) == "replay":
-                client._current_index = int(position)
+                # the provider client itself, not the measuring wrapper around it (telemetry.ObservedClient):
+                # setting an attribute on the wrapper would not move the script
+                getattr(client, "_client", client)._current_index = int(position)
 
     async def close(self) -> None:
         for mid, client in self.clients.items():

@@ -290,6 +290,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "AgentStatusEnum": "agents.models.Agent.Status",
         "TaskStatusEnum": "tasks.models.Task.Status",
+        "InputRequestKindEnum": ["input", "approval"],
+        "ImportedObjectKindEnum": ["model", "agent", "team"],
     },
 }
 
