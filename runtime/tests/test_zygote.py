@@ -15,7 +15,17 @@ import pytest
 from runtime.sandbox import Sandbox, SandboxLimits, probe_capabilities, zygote
 
 REPORT = probe_capabilities()
-pytestmark = pytest.mark.skipif(REPORT["mode"] == "off", reason="this host has no namespaces: no warm start")
+
+
+@pytest.fixture(autouse=True)
+def _needs_namespaces():
+    """Warm start exists only where the sandbox has namespaces (CI: always; elsewhere said, not hidden)."""
+    if REPORT["mode"] == "off":
+        from conftest import host_lacks
+
+        host_lacks("namespaces (no warm start without them)")
+
+
 AGENTCHILD = [sys.executable, "-m", "agentchild"]
 
 
