@@ -161,6 +161,22 @@ _snapshot = _read(selectors.task_stream_snapshot)
 _events_between = _read(selectors.task_events_between)
 
 
+
+async def _watch_while_open(consumer) -> None:
+    """Both streams: while the socket is open and quiet, look at the database (the record) every
+    IDLE_CHECK_SECONDS for what the live layer may have missed."""
+    loop = asyncio.get_running_loop()
+    while not consumer.closed:
+        await asyncio.sleep(IDLE_CHECK_SECONDS)
+        if loop.time() - consumer.last_activity >= IDLE_CHECK_SECONDS:
+            await consumer._check_database()
+
+
+async def _close_broken(consumer) -> None:
+    if not consumer.closed:
+        consumer.closed = True
+        await consumer.close(1011)
+
 class _StreamConsumer(AsyncJsonWebsocketConsumer):
     closed = False
     expiry = None
@@ -278,18 +294,12 @@ class TaskStreamConsumer(_StreamConsumer):
             except asyncio.TimeoutError:
                 pass
             await self._replay(self.after)
-            loop = asyncio.get_running_loop()
-            while not self.closed:
-                await asyncio.sleep(IDLE_CHECK_SECONDS)
-                if loop.time() - self.last_activity >= IDLE_CHECK_SECONDS:
-                    await self._check_database()
+            await _watch_while_open(self)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a broken stream must end visibly, not hang the client
             logger.exception("task stream %s failed", self.task_id)
-            if not self.closed:
-                self.closed = True
-                await self.close(1011)
+            await _close_broken(self)
 
     async def _replay(self, after):
         async with self.lock:
@@ -451,18 +461,12 @@ class CustomerStreamConsumer(_StreamConsumer):
             if invalid is not None:
                 await self.send_json(error_body("validation_error", "after must be a non-negative integer", {"after": invalid}))
             await self._resume(after)
-            loop = asyncio.get_running_loop()
-            while not self.closed:
-                await asyncio.sleep(IDLE_CHECK_SECONDS)
-                if loop.time() - self.last_activity >= IDLE_CHECK_SECONDS:
-                    await self._check_database()
+            await _watch_while_open(self)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a broken stream must end visibly, not hang the client
             logger.exception("events stream of customer %s failed", self.customer_id)
-            if not self.closed:
-                self.closed = True
-                await self.close(1011)
+            await _close_broken(self)
 
     async def _resume(self, after: int | None):
         """Send the kept notices after `after` (None: none, start at the newest), then `ready`."""
