@@ -242,6 +242,23 @@ def models_list(request):
     return render(request, "studio/models.html", _context(request, "models", models=models))
 
 
+def _save(request, form, page: str, service_data, *, create, update):
+    """A valid form goes to its service (update when editing, else create for the user's customer) and the
+    browser to the saved object's page; a service's refusal lands on the form's fields. None: show the form."""
+    if not form.is_valid():
+        return None
+    try:
+        data = service_data()
+        if update:
+            saved = update(data)
+        else:
+            saved = create(actor=request.user, customer=customer_for_user(request.user), request=request, **data)
+    except ApplicationError as exc:
+        forms.apply_service_error(form, exc)
+        return None
+    return redirect(f"{reverse(page, args=[saved.pk])}?saved=1")
+
+
 def _model_form_page(request, model=None):
     editing = model is not None
     membership = _membership(request)
@@ -249,18 +266,12 @@ def _model_form_page(request, model=None):
         if not membership.can_write:
             return writer_required(lambda r: None)(request)
         form = forms.ModelConfigForm(request.POST)
-        if form.is_valid():
-            try:
-                data = form.service_data(editing=editing)
-                if editing:
-                    model = agent_services.model_config_update(actor=request.user, model_config=model, data=data,
-                                                               request=request)
-                else:
-                    model = agent_services.model_config_create(
-                        actor=request.user, customer=customer_for_user(request.user), request=request, **data)
-                return redirect(f"{reverse('studio:model', args=[model.pk])}?saved=1")
-            except ApplicationError as exc:
-                forms.apply_service_error(form, exc)
+        saved = _save(request, form, "studio:model", lambda: form.service_data(editing=editing),
+                      create=agent_services.model_config_create,
+                      update=editing and (lambda data: agent_services.model_config_update(
+                          actor=request.user, model_config=model, data=data, request=request)))
+        if saved:
+            return saved
     else:
         form = forms.ModelConfigForm(initial=forms.ModelConfigForm.initial_for(model) if editing else {
             "provider": "openai"})
@@ -295,17 +306,11 @@ def _agent_form_page(request, agent=None):
         if not _membership(request).can_write:
             return writer_required(lambda r: None)(request)
         form = forms.AgentForm(request.POST, models=models)
-        if form.is_valid():
-            try:
-                data = form.service_data()
-                if editing:
-                    agent = agent_services.agent_update(actor=request.user, agent=agent, data=data, request=request)
-                else:
-                    agent = agent_services.agent_create(
-                        actor=request.user, customer=customer_for_user(request.user), request=request, **data)
-                return redirect(f"{reverse('studio:agent', args=[agent.pk])}?saved=1")
-            except ApplicationError as exc:
-                forms.apply_service_error(form, exc)
+        saved = _save(request, form, "studio:agent", form.service_data, create=agent_services.agent_create,
+                      update=editing and (lambda data: agent_services.agent_update(
+                          actor=request.user, agent=agent, data=data, request=request)))
+        if saved:
+            return saved
     else:
         form = forms.AgentForm(initial=forms.AgentForm.initial_for(agent) if editing else {}, models=models)
     versions = list(agent_selectors.agent_version_list(agent)) if editing else []
@@ -391,17 +396,11 @@ def _team_form_page(request, team=None):
         if not _membership(request).can_write:
             return writer_required(lambda r: None)(request)
         form = forms.TeamForm(request.POST, agents=agents, models=models)
-        if form.is_valid():
-            try:
-                data = form.service_data()
-                if editing:
-                    team = team_services.team_update(actor=request.user, team=team, data=data, request=request)
-                else:
-                    team = team_services.team_create(
-                        actor=request.user, customer=customer_for_user(request.user), request=request, **data)
-                return redirect(f"{reverse('studio:team', args=[team.pk])}?saved=1")
-            except ApplicationError as exc:
-                forms.apply_service_error(form, exc)
+        saved = _save(request, form, "studio:team", form.service_data, create=team_services.team_create,
+                      update=editing and (lambda data: team_services.team_update(
+                          actor=request.user, team=team, data=data, request=request)))
+        if saved:
+            return saved
     else:
         form = forms.TeamForm(initial=forms.TeamForm.initial_for(team) if editing else {
             "mode": "round_robin", "max_messages": 10, "text_mention": "TERMINATE"}, agents=agents, models=models)
