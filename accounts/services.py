@@ -140,7 +140,7 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
     """
     from runtime.services import sandbox_kill_scope
     from tasks.models import Task
-    from tasks.services import task_finish, task_request_stop
+    from tasks.services import task_finish_many, task_request_stop
 
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
     if customer.deleted_at is not None:
@@ -155,12 +155,14 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
         deactivated += 1
     revoked = ApiKey.objects.filter(customer=customer, revoked_at__isnull=True).update(revoked_at=now)
     error = {"code": "cancelled", "message": "The customer was deleted"}
+    unstarted = []
     for task in Task.objects.filter(customer=customer, status__in=(Task.Status.QUEUED, Task.Status.RUNNING,
                                                                    Task.Status.INPUT_REQUIRED)):
         if task.status == Task.Status.RUNNING:
             task_request_stop(task=task, reason="cancelled")
         else:
-            task_finish(task_id=task.pk, status=Task.Status.CANCELLED, error=error)
+            unstarted.append((task.pk, {"status": Task.Status.CANCELLED, "error": error}))
+    task_finish_many(unstarted)
     purge_after = now + timedelta(days=settings.CUSTOMER_RETENTION_DAYS)
     audit_record(actor=actor, action="customer.delete", target=f"customer:{customer.pk}", request=request,
                  details={"name": customer.name, "users_deactivated": deactivated, "api_keys_revoked": revoked,

@@ -393,7 +393,7 @@ def _tasks_stop(agent: Agent, *, reason: str) -> dict:
     """Asks the workers of the agent's running tasks to stop them with `reason`. Queued tasks are
     cancelled on a stop, and moved to the agent's current version on a restart."""
     from tasks.models import Task
-    from tasks.services import task_finish, task_request_stop, task_requeue
+    from tasks.services import task_finish_many, task_request_stop, task_requeue
 
     from .selectors import agent_tasks_in_flight
 
@@ -412,9 +412,12 @@ def _tasks_stop(agent: Agent, *, reason: str) -> dict:
             task_requeue(task_id=task.pk)  # still queued, now with the current version's spec
             requeued.append(task.pk)
         else:
-            task_finish(task_id=task.pk, status=Task.Status.CANCELLED,
-                        error={"code": "cancelled", "message": "agent stopped"})
             cancelled.append(task.pk)
+    # the queued (and waiting) ones end together: one transaction's writes, not six queries each
+    ended = task_finish_many([(task_id, {"status": Task.Status.CANCELLED,
+                                         "error": {"code": "cancelled", "message": "agent stopped"}})
+                              for task_id in cancelled])
+    cancelled = [task_id for task_id, done in zip(cancelled, ended) if done]
     return {"cancelled": cancelled, "requeued": requeued, "stopping": stopping}
 
 
