@@ -259,8 +259,9 @@ def test_the_worker_json_log_lines_carry_the_task_customer_agent_and_trace(platf
             continue
         if record.get("task") == task["id"]:
             lines.append(record)
-    # then its end is there, with who it belonged to and its trace id
-    end = next(r for r in lines if "ended failed (model_error)" in r["message"])
+    # then its end is there, with who it belonged to and its trace id (the last such line: the log file
+    # outlives test runs, and an earlier run's task may have had the same id)
+    end = next(r for r in reversed(lines) if "ended failed (model_error)" in r["message"])
     assert end["customer"] == task["customer"] and end["agent"] == task["agent"]
     assert end["trace_id"] == task["trace_id"] and re.fullmatch(r"[0-9a-f]{32}", end["trace_id"])
 
