@@ -1,7 +1,7 @@
 """Reads scoped to the caller: the caller's membership and customer, API keys, notifications."""
 from autogen_platform.errors import NotFound, PermissionDeniedError
 
-from .models import ApiKey, Customer, Membership
+from .models import ApiKey, Customer, Membership, Notification
 
 
 def membership_for_user(user) -> Membership:
@@ -46,8 +46,6 @@ def api_key_get_for_user(user, pk) -> ApiKey:
 def notification_list_for_user(user):
     """The customer's own notifications plus broadcasts (customer null), newest first."""
     from django.db.models import Q
-
-    from adminpanel.models import Notification
 
     customer_id = membership_for_user(user).customer_id
     return Notification.objects.filter(Q(customer__isnull=True) | Q(customer_id=customer_id)).order_by(

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from adminpanel.services import audit_record
+from core.services import audit_record
 from autogen_platform.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
 
 from .authentication import hash_api_key

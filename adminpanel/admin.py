@@ -5,7 +5,8 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
 from . import services
-from .models import AuditLog, Killswitch, Notification
+from accounts.models import Notification
+from core.models import AuditLog, Killswitch
 
 
 def killswitch_reach(customer) -> dict:

@@ -10,10 +10,9 @@ from django.utils.dateparse import parse_date, parse_datetime
 from accounts.models import Customer
 from agents.models import Agent
 from autogen_platform.errors import NotFound, ValidationFailed
+from core.models import AuditLog, Killswitch
+from core.selectors import GLOBAL_SCOPE, killswitch_scope
 from tasks.models import Task
-
-from .models import AuditLog, Killswitch
-from .services import GLOBAL_SCOPE, killswitch_scope
 
 
 def _iso(value):

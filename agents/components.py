@@ -551,7 +551,7 @@ def agents_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/agents/import/: one agent component, or every agent of a gallery file, in one transaction."""
     from django.db import transaction
 
-    from adminpanel.services import audit_record
+    from core.services import audit_record
 
     kind, documents = import_document(data)
     problems = Problems()

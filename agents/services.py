@@ -7,7 +7,7 @@ from django.db.models import ProtectedError
 
 from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
-from adminpanel.services import audit_record
+from core.services import audit_record
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 
 from .models import Agent, AgentVersion, ModelConfig

@@ -19,7 +19,7 @@ from django.db import transaction
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from adminpanel.services import audit_record
+from core.services import audit_record
 from autogen_platform.errors import ApplicationError, ValidationFailed
 from integrations import specs as integration_specs
 from teams.models import Team

@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.crypto import decrypt, encrypt
-from adminpanel.services import audit_record
+from core.services import audit_record
 from autogen_platform.errors import ApplicationError, Conflict, QuotaExceeded, ValidationFailed
 
 from . import scheduling, signing

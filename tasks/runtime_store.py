@@ -9,7 +9,7 @@ from django.db.models import Q
 from accounts.crypto import decrypt
 from accounts.models import Customer
 from accounts.services import customer_tokens_this_month
-from adminpanel.services import killswitch_scopes_engaged
+from core.selectors import killswitch_scopes_engaged
 from agents.models import ModelConfig
 from runtime.ports import TaskContext
 

@@ -8,7 +8,8 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from adminpanel.services import audit_record, killswitch_scope_engaged
+from core.selectors import killswitch_scope_engaged
+from core.services import audit_record
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
 

@@ -3,7 +3,7 @@ team class) and import read as plain data (see agents.components: no `load_compo
 module a document names, an explicit allow-list of providers, refusals that name their path)."""
 from django.db import transaction
 
-from adminpanel.services import audit_record
+from core.services import audit_record
 from agents.components import (
     Creator,
     Problems,

@@ -3,7 +3,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from accounts.models import Customer
-from adminpanel.services import audit_record
+from core.services import audit_record
 from agents.models import Agent, ModelConfig
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 

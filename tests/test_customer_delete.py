@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Customer
 from accounts.services import api_key_create, customer_purge_deleted
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from tasks.models import Task, TaskEvent
 from tests.api_support import assert_error, make_agent, make_task
 

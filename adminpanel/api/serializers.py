@@ -4,11 +4,11 @@ from rest_framework_simplejwt.serializers import TokenObtainSerializer
 
 from accounts import signin, tokens
 from accounts.authentication import ADMIN_SCOPE
-from accounts.models import Customer
+from accounts.models import Customer, Notification
 from adminpanel.authentication import admin_token_pair
-from adminpanel.models import AuditLog, Notification
 from autogen_platform.serializers import Serializer as StrictSerializer
 from autogen_platform.serializers import RefuseUnknownFieldsMixin
+from core.models import AuditLog
 from agents.models import Agent
 
 

@@ -2,7 +2,7 @@
 import pytest
 
 from accounts.crypto import decrypt
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from agents.models import Agent, AgentVersion, ModelConfig
 from tasks.models import Task
 from tasks.services import task_mark_running

@@ -6,7 +6,7 @@ import yaml
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from agents import specs
 from agents.models import Agent, AgentVersion, ModelConfig
 from autogen_platform.errors import Conflict, ValidationFailed

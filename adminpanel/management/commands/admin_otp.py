@@ -10,7 +10,8 @@ from base64 import b32encode
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from adminpanel.services import admin_otp_enrol, audit_record
+from adminpanel.services import admin_otp_enrol
+from core.services import audit_record
 from autogen_platform.errors import ApplicationError
 
 

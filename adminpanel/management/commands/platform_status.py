@@ -154,7 +154,7 @@ def _tasks_by_status() -> dict:
 
 
 def _killswitch() -> list[dict]:
-    from adminpanel.models import Killswitch
+    from core.models import Killswitch
 
     return list(
         Killswitch.objects.filter(engaged=True).order_by("scope").values("scope", "reason", "changed_by", "changed_at")
