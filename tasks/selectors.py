@@ -1,4 +1,6 @@
 """Every read of tasks and their events, scoped to the acting user where it starts from a request."""
+from django.db.models import Q
+
 from autogen_platform.errors import NotFound
 
 from .models import Task, TaskEvent
@@ -76,3 +78,20 @@ def thread_get_for_user(*, user, pk):
     if thread is None:
         raise NotFound("Thread not found")
     return thread
+
+
+def agent_tasks_in_flight(agent):
+    """Unfinished tasks the agent takes part in (queued, running, waiting for input): its own, and those of
+    teams it is a member of."""
+    return (
+        Task.objects.filter(status__in=[Task.Status.QUEUED, Task.Status.RUNNING, Task.Status.INPUT_REQUIRED])
+        .filter(Q(agent=agent) | Q(team__members__agent=agent))
+        .distinct()
+        .order_by("created_at", "id")
+    )
+
+
+def team_tasks_in_flight(team):
+    """Unfinished tasks of the team (queued, running, waiting for input)."""
+    return Task.objects.filter(team=team, status__in=[Task.Status.QUEUED, Task.Status.RUNNING,
+                                                     Task.Status.INPUT_REQUIRED])

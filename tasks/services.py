@@ -8,11 +8,13 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from core.selectors import killswitch_scope_engaged
-from core.services import audit_record
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
+from core.selectors import killswitch_scope_engaged
+from core.services import audit_record
 
+from . import signals
+from .quotas import quota_check_task_create
 from .models import Task, TaskEvent, Thread
 
 logger = logging.getLogger(__name__)
@@ -107,8 +109,6 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             raise Conflict(f"Team members are stopped: {', '.join(sorted(stopped))}")
         if not team.members.exists():
             raise Conflict("The team has no members")
-    from accounts.services import quota_check_task_create
-
     quota_check_task_create(customer)
     new_thread = thread is None
     if new_thread:
@@ -568,11 +568,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             if forgotten:
                 Task.objects.filter(pk__in=forgotten).delete()  # with its events
             # Every way a task ends comes through here: the webhook deliveries of these ends are written in
-            # this transaction and sent by the delivery workers once it commits.
-            from integrations.services import webhooks_tasks_ended
-
-            webhooks_tasks_ended([(t, c, f"task.{s}") for c, t, s, _, _ in finished if t not in forgotten],
-                                 customers={c for c, *_ in finished}, task_webhooks={t: r.webhook_id for t, r in rows.items()})
+            # this transaction (integrations' receiver) and sent by the delivery workers once it commits.
+            signals.tasks_ended.send(sender=Task, ends=[(t, c, f"task.{s}") for c, t, s, _, _ in finished if t not in forgotten],
+                                     customers={c for c, *_ in finished}, task_webhooks={t: r.webhook_id for t, r in rows.items()})
             # the next task waiting for each of these threads may start now
             threads = {rows[t].thread_id for _, t, *_ in finished}
             for thread_id in (Task.objects.filter(thread_id__in=threads, status=Task.Status.QUEUED, waits_for_thread=True)
@@ -807,9 +805,7 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
         # it holds no slot while it waits: the customer's next waiting task may start
         transaction.on_commit(lambda: task_wake_waiting(customer_id=task.customer_id), robust=True)
         transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, Task.Status.INPUT_REQUIRED))
-        from integrations.services import webhooks_task_event
-
-        webhooks_task_event(task=task, event="task.input_required")  # sent once this commits
+        signals.task_event.send(sender=Task, task=task, event="task.input_required")  # webhooks: sent once this commits
     return True
 
 

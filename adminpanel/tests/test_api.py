@@ -99,7 +99,7 @@ def test_deleting_a_customer_removes_everything_it_owns_after_the_retention(admi
     from django.conf import settings
     from django.utils import timezone
 
-    from accounts.services import customer_purge_deleted
+    from tasks.purge import customer_purge_deleted
     from agents.models import Agent, ModelConfig
     from teams.models import Team, TeamMember
 

@@ -7,7 +7,6 @@ from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent
 from autogen_platform import serializers as strict
-from integrations.models import Webhook
 from tasks.models import Task, TaskEvent, Thread
 from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from teams.models import Team
@@ -27,7 +26,8 @@ class TaskCreateSerializer(strict.Serializer):
         help_text="Continue this earlier conversation (same agent or team); omit to start a new thread.",
     )
     webhook = CustomerPrimaryKeyRelatedField(
-        queryset=Webhook.objects.all(), required=False, allow_null=True,
+        # integrations.Webhook, named by Task.webhook: integrations sits above tasks, so no import
+        queryset=Task._meta.get_field("webhook").related_model.objects.all(), required=False, allow_null=True,
         help_text="A webhook id (GET /api/webhooks/) told when this task ends, whatever events it lists.",
     )
     multitask_strategy = serializers.ChoiceField(

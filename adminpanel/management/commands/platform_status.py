@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.db.models import Count
 
-from autogen_platform import health
+from runtime import health
 
 NOT_READY_EXIT = 1
 

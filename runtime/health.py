@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from .errors import error_body
+from autogen_platform.errors import error_body
 
 FAILURE_TEXT = {
     "database": "the database does not answer",
