@@ -6,6 +6,7 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from . import control
+from .keys import WORKER_SLOTS_STALE_SECONDS, worker_slots_key
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def model_config_test(config: dict) -> dict:
     """One real call through the broker's client code, from this process (the web's), under the same rules
     as a worker's (MODEL_ENDPOINTS_ALLOW_PRIVATE), bounded by MODEL_CALL_TIMEOUT_SECONDS (at most
     MODEL_TEST_MAX_SECONDS): {ok, latency_ms, error: {code, message} | null}."""
-    from .model_check import model_test
+    from .model_test import model_test
 
     return model_test(config, timeout_seconds=min(settings.MODEL_CALL_TIMEOUT_SECONDS, MODEL_TEST_MAX_SECONDS))
 
@@ -103,14 +104,6 @@ def sandbox_running() -> list[dict]:
     if gone:
         conn.srem(sandbox_index_key(), *gone)
     return live
-
-
-def worker_slots_key() -> str:
-    return f"{settings.REDIS_NAMESPACE}:worker_slots"
-
-
-# A worker's slot report older than this is a worker that is gone.
-WORKER_SLOTS_STALE_SECONDS = 10.0
 
 
 def worker_slots() -> dict:

@@ -38,6 +38,7 @@ from autogen_platform import logctx, metrics
 
 from . import control, telemetry
 from .broker import BudgetExceeded, ModelBroker, ModelFailed
+from .keys import worker_slots_key
 from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
 from .sandbox import Sandbox, SandboxLimits
@@ -1069,8 +1070,6 @@ class Runtime:
                 run.stop(reason)
 
     async def _publish_stats(self, runs: list[TaskRun]) -> None:
-        from .services import worker_slots_key
-
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(worker_slots_key(), self.worker_name, json.dumps(
@@ -1138,8 +1137,6 @@ class Runtime:
         await asyncio.gather(*pending, return_exceptions=True)
         await self.clients.close()
         try:
-            from .services import worker_slots_key
-
             await self.redis.hdel(worker_slots_key(), self.worker_name)
         except Exception:  # noqa: BLE001 - the report goes stale on its own
             pass
