@@ -8,11 +8,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from autogen_platform import realtime
 from autogen_platform.errors import Conflict, NotFound, ValidationFailed
 from core.services import audit_record
 from runtime.services import sandbox_kill_scope
 
-from . import signals
+from . import signals, tokens
 from .authentication import hash_api_key
 from .models import ApiKey, Customer, CustomerNotice, CustomerStream, Membership
 
@@ -124,8 +125,6 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
 @transaction.atomic
 def token_logout(*, raw_refresh: str, scope: str, request=None) -> None:
     """End a refresh token of `scope` (customer or admin): it is blacklisted and refused from then on."""
-    from . import tokens
-
     from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
     refresh = tokens.refresh_token_parse(raw_refresh, scope)
@@ -157,8 +156,6 @@ def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[
     """Several notices, in this order, in one transaction (the task ends of a killswitch or of a worker's
     batch): as customer_notice_publish, one {customer id: seq} per notice."""
     from django.db.models import Q
-
-    from autogen_platform import realtime
 
     named = {cid for cid, _ in notices if cid is not None}
     everyone = any(cid is None for cid, _ in notices)

@@ -7,12 +7,11 @@ from django.template.response import TemplateResponse
 from . import services
 from accounts.models import Notification
 from core.models import AuditLog, Killswitch
+from tasks.models import Task
 
 
 def killswitch_reach(customer) -> dict:
     """What engaging the switch of `customer` (None: the global one) would stop now."""
-    from tasks.models import Task
-
     tasks = Task.objects.all() if customer is None else Task.objects.filter(customer=customer)
     return {
         "label": "global: every customer" if customer is None else f"customer {customer}",

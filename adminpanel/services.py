@@ -5,9 +5,13 @@ from django.db import transaction
 
 from accounts.models import Notification
 from accounts.services import customer_notice_publish
+from autogen_platform.errors import ValidationFailed
 from core.models import AuditLog, Killswitch
 from core.selectors import killswitch_scope
 from core.services import actor_name, audit_record
+from runtime.services import sandbox_kill_scope
+from tasks.models import Task
+from tasks.services import tasks_cancel_queued
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +48,6 @@ def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", req
     over Redis the moment this commits) and end `cancelled` with error `killswitch`; queued tasks end
     the same way right after, in batches, so their number never delays the kill.
     """
-    from tasks.services import tasks_cancel_queued
-
     with transaction.atomic():
         switch, audit = _killswitch_write(actor=actor, engaged=engaged, customer=customer, reason=reason, request=request)
     if engaged:
@@ -57,9 +59,6 @@ def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", req
 
 
 def _killswitch_write(*, actor, engaged: bool, customer, reason: str, request):
-    from runtime.services import sandbox_kill_scope
-    from tasks.models import Task
-
     customer_id = customer.pk if customer is not None else None
     scope = killswitch_scope(customer_id)
     switch, _ = Killswitch.objects.select_for_update().get_or_create(scope=scope, defaults={"customer": customer})
@@ -125,8 +124,6 @@ def admin_otp_enrol(*, actor, user, name: str = "authenticator", replace: bool =
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     if not user.is_staff:
-        from autogen_platform.errors import ValidationFailed
-
         raise ValidationFailed(f"{user.username!r} is not a staff user: only platform admins use the admin site")
     removed = 0
     if replace:

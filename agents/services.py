@@ -9,6 +9,8 @@ from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 from core.services import audit_record
+from runtime.services import model_config_problems, model_config_test as runtime_test
+from runtime.tools import tool_names
 
 from . import signals
 from .models import Agent, AgentVersion, ModelConfig
@@ -75,8 +77,6 @@ def model_config_errors(*, provider: str, model: str, base_url: str, model_info,
     elif responses and (not isinstance(responses, list) or not all(isinstance(r, str) for r in responses)):
         errors["responses"] = ["Must be a list of strings"]
     if not errors:
-        from runtime.services import model_config_problems
-
         errors.update(model_config_problems(provider=provider, model=model, base_url=base_url, model_info=model_info,
                                             has_api_key=has_api_key))
     if "responses" not in errors and isinstance(responses, list):
@@ -194,8 +194,6 @@ def model_config_runtime(model_config: ModelConfig) -> dict:
 def model_config_test(*, actor, model_config: ModelConfig, request=None) -> dict:
     """One real call to the configuration's endpoint through the runtime's model client:
     {ok, latency_ms, error: {code, message} | null}. Not a transaction: it waits on the network."""
-    from runtime.services import model_config_test as runtime_test
-
     outcome = runtime_test(model_config_runtime(model_config))
     audit_record(actor=actor, action="model_config.test", target=f"model_config:{model_config.pk}",
                  customer=model_config.customer, request=request,
@@ -221,8 +219,6 @@ def model_config_delete(*, actor, model_config: ModelConfig, request=None) -> No
 
 def _agent_check(agent: Agent, customer: Customer) -> None:
     """The rules every agent write keeps: the caller's model, registry tools, limits within quota."""
-    from runtime.tools import tool_names
-
     errors = {}
     for field, limit in (("system_message", "MAX_SYSTEM_MESSAGE_CHARS"), ("description", "MAX_DESCRIPTION_CHARS")):
         problems = text_too_long(getattr(agent, field), getattr(settings, limit), limit)

@@ -1,6 +1,15 @@
-"""The worker slot reports' Redis key and freshness bound: written by every worker (runtime.supervisor),
-read by runtime.services and runtime.health. A module of its own so the supervisor needs nothing of services."""
+"""The runtime's Redis key names: the worker slot reports (and their freshness bound) and the live sandbox
+stats, written by the workers (runtime.supervisor), read by runtime.services and runtime.health. A module of
+its own so that neither the supervisor nor the web process (which never loads the supervisor) needs the other."""
 from django.conf import settings
+
+
+def sandbox_stats_key(task_id: int) -> str:
+    return f"{settings.REDIS_NAMESPACE}:sandbox:{task_id}"
+
+
+def sandbox_index_key() -> str:
+    return f"{settings.REDIS_NAMESPACE}:sandboxes"
 
 
 def worker_slots_key() -> str:

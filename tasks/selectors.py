@@ -3,7 +3,7 @@ from django.db.models import Q
 
 from autogen_platform.errors import NotFound
 
-from .models import Task, TaskEvent
+from .models import Task, TaskEvent, Thread
 
 
 def customer_id_for_user(user) -> int | None:
@@ -65,15 +65,11 @@ def task_events_page(task: Task, *, after: int = 0, limit: int = EVENTS_DEFAULT_
 
 
 def thread_list_for_user(user):
-    from .models import Thread
-
     return Thread.objects.filter(customer_id=customer_id_for_user(user)).order_by("-created_at", "-id")
 
 
 def thread_get_for_user(*, user, pk):
     """The user's customer's thread, or NotFound."""
-    from .models import Thread
-
     thread = Thread.objects.filter(pk=pk, customer_id=customer_id_for_user(user)).first()
     if thread is None:
         raise NotFound("Thread not found")

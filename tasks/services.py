@@ -8,10 +8,15 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.models import Customer
+from accounts.services import customer_notices_publish
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
+from autogen_platform.redis_clients import web_redis
 from core.selectors import killswitch_scope_engaged
 from core.services import audit_record
+from runtime.outcomes import REQUEUE, stop_outcome
+from runtime.services import sandbox_kill
 
 from . import signals
 from .quotas import quota_check_task_create
@@ -36,8 +41,6 @@ def task_enqueue(task_id: int, job_id: str | None = None) -> None:
     queued task without a job is enqueued again by the reaper (task_requeue_orphans).
     """
     import django_rq
-
-    from autogen_platform.redis_clients import web_redis
 
     if job_id is None:
         attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
@@ -210,7 +213,6 @@ def _thread_start_next(thread_id: int) -> int | None:
         if not Task.objects.filter(pk=task_id, status=Task.Status.QUEUED, waits_for_thread=True).update(
                 waits_for_thread=False, requeues=F("requeues") + 1):
             continue
-        from accounts.models import Customer
 
         limit = Customer.objects.filter(pk=customer_id).values_list("max_concurrent_tasks", flat=True).first() or 0
         if _starting(customer_id).exclude(pk=task_id).count() >= limit:
@@ -228,8 +230,6 @@ def _announce_status(customer_id: int, task_id: int, status: str) -> None:
 def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
     """After the changes committed: status frames on the tasks' sockets, sent together, and a notice each on
     the customers' streams, stored together (one transaction) and then sent live."""
-    from accounts.services import customer_notices_publish
-
     realtime.send_many([realtime.task_status_frame(task_id, status) for _, task_id, status in changes])
     notices = [(customer_id, {"type": "task_status", "task": task_id, "status": status})
                for customer_id, task_id, status in changes]
@@ -383,8 +383,6 @@ def task_claim_slot(*, task_id: int, worker: str) -> bool:
     slot. A task also waits while an older task of its customer waits (first in, first out).
     A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees.
     """
-    from accounts.models import Customer
-
     with transaction.atomic():
         task = Task.objects.filter(pk=task_id).values("customer_id", "created_at", "status").first()
         if task is None or task["status"] != Task.Status.QUEUED:
@@ -418,8 +416,6 @@ def task_claim_slot(*, task_id: int, worker: str) -> bool:
 
 def task_wake_waiting(*, customer_id: int) -> list[int]:
     """Enqueue again the customer's oldest waiting tasks, one per free max_concurrent_tasks slot."""
-    from accounts.models import Customer
-
     with transaction.atomic():
         customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
         if customer is None:
@@ -623,8 +619,6 @@ def _drop_jobs(job_ids: list[str]) -> None:
 
 def task_request_stop(*, task: Task, reason: str) -> None:
     """Ask the worker running the task to kill its sandbox; `reason` is the error code it ends with."""
-    from runtime.services import sandbox_kill
-
     Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(cancel_requested=reason)
     transaction.on_commit(lambda: sandbox_kill(task.pk, reason))
 
@@ -774,8 +768,6 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
     and the slot go). The question becomes an `input_request` event; nobody answering within
     TASK_INPUT_TIMEOUT_SECONDS ends the task timed_out (input_timeout, task_expire_input).
     A stop asked meanwhile wins: the task ends (or restarts) as that stop says."""
-    from runtime.outcomes import REQUEUE, stop_outcome
-
     now = timezone.now()
     with transaction.atomic():
         task = Task.objects.select_for_update().filter(pk=task_id).first()

@@ -9,6 +9,7 @@ from agents.models import Agent
 from autogen_platform import serializers as strict
 from tasks.models import Task, TaskEvent, Thread
 from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
+from tasks.services import task_input_request
 from teams.models import Team
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cpu_seconds", "peak_memory_mb", "wall_seconds")
@@ -108,8 +109,6 @@ class TaskSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(InputRequestSerializer(allow_null=True))
     def get_input_request(self, obj) -> dict | None:
-        from tasks.services import task_input_request
-
         return task_input_request(obj)
 
 
