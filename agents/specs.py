@@ -19,8 +19,8 @@ from django.db import transaction
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from core.services import audit_record
 from autogen_platform.errors import ApplicationError, ValidationFailed
+from core.services import audit_record
 from integrations import specs as integration_specs
 from teams.models import Team
 from teams.services import DEFAULT_TERMINATION, team_create, team_delete, team_update

@@ -9,8 +9,8 @@ import redis
 from django.conf import settings
 from django.core.management import call_command
 
-from core.models import AuditLog, Killswitch
 from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group
+from core.models import AuditLog, Killswitch
 from runtime.control import control_channel
 from tasks.models import Task
 from tests.admin_support import GroupListener, make_agent

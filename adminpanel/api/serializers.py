@@ -6,10 +6,10 @@ from accounts import signin, tokens
 from accounts.authentication import ADMIN_SCOPE
 from accounts.models import Customer, Notification
 from adminpanel.authentication import admin_token_pair
+from agents.models import Agent
 from autogen_platform.serializers import Serializer as StrictSerializer
 from autogen_platform.serializers import RefuseUnknownFieldsMixin
 from core.models import AuditLog
-from agents.models import Agent
 
 
 class AdminTokenObtainSerializer(RefuseUnknownFieldsMixin, TokenObtainSerializer):

@@ -6,10 +6,10 @@ import yaml
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from core.models import AuditLog
 from agents import specs
 from agents.models import Agent, AgentVersion, ModelConfig
 from autogen_platform.errors import Conflict, ValidationFailed
+from core.models import AuditLog
 from tasks.services import task_mark_running
 from teams.models import Team
 from teams.services import team_create

@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from adminpanel.services import admin_otp_enrol
-from core.services import audit_record
 from autogen_platform.errors import ApplicationError
+from core.services import audit_record
 
 
 def enrolment_lines(device) -> list[str]:
