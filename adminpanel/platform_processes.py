@@ -8,6 +8,7 @@ the embedded Redis last and orphaned grandchildren included (the manager is thei
 output lines are labelled `supervisor`.
 """
 import ctypes
+import datetime
 import json
 import os
 import selectors
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import psutil
 from django.conf import settings
 
+from autogen_platform.logctx import redact
 from runtime import embedded_redis
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -235,10 +237,6 @@ class ProcessManager:
 
 
 def json_line(process: str, message: str, level: str = "INFO") -> str:
-    import datetime
-
-    from autogen_platform.logctx import redact
-
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
     return json.dumps({"time": now, "level": level, "logger": "runplatform", "process": process, "message": redact(message)})
 

@@ -16,7 +16,15 @@ import inspect
 import math
 import textwrap
 
+from accounts.crypto import decrypt
 from autogen_platform.errors import ValidationFailed
+from core.services import audit_record
+from runtime.agentchild import tools as registry
+from runtime.agentchild.names import agent_identifier
+from runtime.tools import tool_names
+
+from .models import Agent, ModelConfig
+from .services import agent_create, model_config_create
 
 # Provider strings, as AgentChat 0.7.5 dumps them, and the short names its loader also knows.
 ASSISTANT = "autogen_agentchat.agents.AssistantAgent"
@@ -80,8 +88,6 @@ def _module_source(module, name: str) -> str:
 
 
 def tool_component(name: str) -> dict:
-    from runtime.agentchild import tools as registry
-
     tool = registry.TOOLS[name]
     source = textwrap.dedent(inspect.getsource(tool["function"]))
     helpers = [_module_source(registry, h) for h in TOOL_HELPERS.get(name, ())]
@@ -143,8 +149,6 @@ def executor_component(ident: str, timeout: int) -> dict:
 def agent_export(agent) -> dict:
     """GET /api/agents/{id}/component/: an AssistantAgent; an agent with code_execution runs as AgentChat's
     pair (a RoundRobinGroupChat of the assistant and a CodeExecutorAgent), so that is what it exports."""
-    from runtime.agentchild.names import agent_identifier
-
     taken = set()
     ident = agent_identifier(agent.name, taken)
     assistant = assistant_component(ident=ident, description=agent.description, system_message=agent.system_message,
@@ -310,8 +314,6 @@ def _model_info(problems, path, info, *, replay: bool) -> dict:
 
 def read_tools(problems: Problems, path: str, config: dict) -> list[str]:
     """An agent's tools (from `tools` or a static `workbench`) -> names of the platform's built-in tools."""
-    from runtime.tools import tool_names
-
     found = []
     entries = []
     if isinstance(config.get("tools"), list):
@@ -466,8 +468,6 @@ class Creator:
     giving a name already in use a numeric suffix (listed in `renamed`)."""
 
     def __init__(self, *, actor, customer, request):
-        from .models import Agent, ModelConfig
-
         self.actor, self.customer, self.request = actor, customer, request
         self.model_names = set(ModelConfig.objects.filter(customer=customer).values_list("name", flat=True))
         self.agent_names = set(Agent.objects.filter(customer=customer).values_list("name", flat=True))
@@ -477,11 +477,6 @@ class Creator:
 
     def model(self, fields: dict, wanted_name: str):
         import json
-
-        from accounts.crypto import decrypt
-
-        from .models import ModelConfig
-        from .services import model_config_create
 
         key = json.dumps(fields, sort_keys=True)
         if key in self._models:
@@ -504,8 +499,6 @@ class Creator:
         return created
 
     def agent(self, read: dict):
-        from .services import agent_create
-
         model = read["model"]
         model_name = model["model"] or f"{read['name']}-replay"
         model_config = self.model(model, model_name)
@@ -550,8 +543,6 @@ def import_document(data) -> tuple[str, list]:
 def agents_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/agents/import/: one agent component, or every agent of a gallery file, in one transaction."""
     from django.db import transaction
-
-    from adminpanel.services import audit_record
 
     kind, documents = import_document(data)
     problems = Problems()

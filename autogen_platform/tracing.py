@@ -26,6 +26,8 @@ OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...); OTEL_SDK_DISABLED=tru
 import logging
 import os
 
+from . import logctx
+
 logger = logging.getLogger(__name__)
 
 INSTRUMENTATION = "autogen_platform"
@@ -78,7 +80,6 @@ def setup(service: str | None = None) -> bool:
         # Only there do queries and Redis commands run under a span (a request's); in a worker, a reaper or
         # a command they would all be orphans, dropped by the sampler after costing their wrapping.
         _instrument_libraries()
-    from . import logctx
 
     logctx.trace_id_source = current_trace_id
     logger.info("tracing on: spans go to %s", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

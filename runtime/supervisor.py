@@ -35,9 +35,11 @@ from django.conf import settings
 from django.db import connections
 
 from autogen_platform import logctx, metrics
+from autogen_platform.realtime import task_group
 
 from . import control, telemetry
-from .broker import BudgetExceeded, ModelBroker, ModelFailed
+from .broker import BudgetExceeded, ClientCache, ModelBroker, ModelFailed
+from .keys import sandbox_index_key, sandbox_stats_key, worker_slots_key
 from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
 from .sandbox import Sandbox, SandboxLimits, probe_capabilities
@@ -91,14 +93,6 @@ def child_env(workdir: Path, fd: int) -> dict:
         "PYTHONUNBUFFERED": "1",
         "AGENTCHILD_FD": str(fd),
     }
-
-
-def sandbox_stats_key(task_id: int) -> str:
-    return f"{settings.REDIS_NAMESPACE}:sandbox:{task_id}"
-
-
-def sandbox_index_key() -> str:
-    return f"{settings.REDIS_NAMESPACE}:sandboxes"
 
 
 def _now_iso() -> str:
@@ -835,8 +829,6 @@ class Runtime:
     async def _open(self) -> None:
         import redis.asyncio as aioredis
 
-        from .broker import ClientCache
-
         self.clients = ClientCache()
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
         self._events_ready = asyncio.Event()
@@ -1027,8 +1019,6 @@ class Runtime:
     async def _live_sender(self) -> None:
         from channels.layers import get_channel_layer
 
-        from autogen_platform.realtime import task_group
-
         layer = get_channel_layer()
         while True:
             await self._live_ready.wait()
@@ -1072,8 +1062,6 @@ class Runtime:
                 run.stop(reason)
 
     async def _publish_stats(self, runs: list[TaskRun]) -> None:
-        from .services import worker_slots_key
-
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(worker_slots_key(), self.worker_name, json.dumps(
@@ -1141,8 +1129,6 @@ class Runtime:
         await asyncio.gather(*pending, return_exceptions=True)
         await self.clients.close()
         try:
-            from .services import worker_slots_key
-
             await self.redis.hdel(worker_slots_key(), self.worker_name)
         except Exception:  # noqa: BLE001 - the report goes stale on its own
             pass

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from django.db import transaction
 
 from accounts.models import Customer
-from adminpanel.services import audit_record
+from core.services import audit_record
 from agents.services import (
     agent_create,
     agent_delete,

@@ -19,14 +19,14 @@ from accounts.selectors import customer_for_user
 from agents import selectors as agent_selectors
 from agents import services as agent_services
 from autogen_platform.errors import ApplicationError, NotFound
+from autogen_platform.markdown import render_markdown
 from tasks import selectors as task_selectors
 from tasks import services as task_services
+from tasks.transcript import ERROR_EXPLANATIONS, build_transcript, shown_seqs
 from teams import selectors as team_selectors
 from teams import services as team_services
 
 from . import forms, selectors
-from .markdown import render_markdown
-from .transcript import ERROR_EXPLANATIONS, build_transcript, shown_seqs
 
 RUNS_PER_PAGE = 25
 

@@ -10,6 +10,7 @@ from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 from autogen_platform.errors import Conflict
 
 from . import services
+from .transcript import ERROR_EXPLANATIONS, build_transcript
 from .models import Task, TaskEvent, Thread
 
 
@@ -67,8 +68,6 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="outcome")
     def outcome(self, obj):
-        from studio.transcript import ERROR_EXPLANATIONS
-
         error = obj.error if isinstance(obj.error, dict) else None
         stop = (obj.result or {}).get("stop_reason") if isinstance(obj.result, dict) else None
         parts = [format_html("<strong>{}</strong>", obj.status)]
@@ -94,8 +93,6 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="transcript")
     def transcript(self, obj):
-        from studio.transcript import build_transcript
-
         events = obj.events.order_by("seq")[:2000]
         turns = build_transcript(list(events), started_at=obj.started_at or obj.created_at)
         return render_to_string("admin/tasks/transcript.html", {"turns": turns})

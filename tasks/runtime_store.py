@@ -8,13 +8,13 @@ from django.db.models import Q
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from accounts.services import customer_tokens_this_month
-from adminpanel.services import killswitch_scopes_engaged
 from agents.models import ModelConfig
+from core.selectors import killswitch_scopes_engaged
 from runtime.ports import TaskContext
 
 from . import services
 from .models import Task
+from .quotas import customer_tokens_this_month
 
 logger = logging.getLogger(__name__)
 

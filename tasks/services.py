@@ -8,10 +8,18 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from adminpanel.services import audit_record, killswitch_scope_engaged
+from accounts.models import Customer
+from accounts.services import customer_notices_publish
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
+from autogen_platform.redis_clients import web_redis
+from core.selectors import killswitch_scope_engaged
+from core.services import audit_record
+from runtime.outcomes import REQUEUE, stop_outcome
+from runtime.services import sandbox_kill
 
+from . import signals
+from .quotas import quota_check_task_create
 from .models import Task, TaskEvent, Thread
 
 logger = logging.getLogger(__name__)
@@ -33,8 +41,6 @@ def task_enqueue(task_id: int, job_id: str | None = None) -> None:
     queued task without a job is enqueued again by the reaper (task_requeue_orphans).
     """
     import django_rq
-
-    from autogen_platform.redis_clients import web_redis
 
     if job_id is None:
         attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
@@ -106,8 +112,6 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             raise Conflict(f"Team members are stopped: {', '.join(sorted(stopped))}")
         if not team.members.exists():
             raise Conflict("The team has no members")
-    from accounts.services import quota_check_task_create
-
     quota_check_task_create(customer)
     new_thread = thread is None
     if new_thread:
@@ -209,7 +213,6 @@ def _thread_start_next(thread_id: int) -> int | None:
         if not Task.objects.filter(pk=task_id, status=Task.Status.QUEUED, waits_for_thread=True).update(
                 waits_for_thread=False, requeues=F("requeues") + 1):
             continue
-        from accounts.models import Customer
 
         limit = Customer.objects.filter(pk=customer_id).values_list("max_concurrent_tasks", flat=True).first() or 0
         if _starting(customer_id).exclude(pk=task_id).count() >= limit:
@@ -227,8 +230,6 @@ def _announce_status(customer_id: int, task_id: int, status: str) -> None:
 def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
     """After the changes committed: status frames on the tasks' sockets, sent together, and a notice each on
     the customers' streams, stored together (one transaction) and then sent live."""
-    from accounts.services import customer_notices_publish
-
     realtime.send_many([realtime.task_status_frame(task_id, status) for _, task_id, status in changes])
     notices = [(customer_id, {"type": "task_status", "task": task_id, "status": status})
                for customer_id, task_id, status in changes]
@@ -382,8 +383,6 @@ def task_claim_slot(*, task_id: int, worker: str) -> bool:
     slot. A task also waits while an older task of its customer waits (first in, first out).
     A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees.
     """
-    from accounts.models import Customer
-
     with transaction.atomic():
         task = Task.objects.filter(pk=task_id).values("customer_id", "created_at", "status").first()
         if task is None or task["status"] != Task.Status.QUEUED:
@@ -417,8 +416,6 @@ def task_claim_slot(*, task_id: int, worker: str) -> bool:
 
 def task_wake_waiting(*, customer_id: int) -> list[int]:
     """Enqueue again the customer's oldest waiting tasks, one per free max_concurrent_tasks slot."""
-    from accounts.models import Customer
-
     with transaction.atomic():
         customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
         if customer is None:
@@ -567,11 +564,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             if forgotten:
                 Task.objects.filter(pk__in=forgotten).delete()  # with its events
             # Every way a task ends comes through here: the webhook deliveries of these ends are written in
-            # this transaction and sent by the delivery workers once it commits.
-            from integrations.services import webhooks_tasks_ended
-
-            webhooks_tasks_ended([(t, c, f"task.{s}") for c, t, s, _, _ in finished if t not in forgotten],
-                                 customers={c for c, *_ in finished}, task_webhooks={t: r.webhook_id for t, r in rows.items()})
+            # this transaction (integrations' receiver) and sent by the delivery workers once it commits.
+            signals.tasks_ended.send(sender=Task, ends=[(t, c, f"task.{s}") for c, t, s, _, _ in finished if t not in forgotten],
+                                     customers={c for c, *_ in finished}, task_webhooks={t: r.webhook_id for t, r in rows.items()})
             # the next task waiting for each of these threads may start now
             threads = {rows[t].thread_id for _, t, *_ in finished}
             for thread_id in (Task.objects.filter(thread_id__in=threads, status=Task.Status.QUEUED, waits_for_thread=True)
@@ -624,8 +619,6 @@ def _drop_jobs(job_ids: list[str]) -> None:
 
 def task_request_stop(*, task: Task, reason: str) -> None:
     """Ask the worker running the task to kill its sandbox; `reason` is the error code it ends with."""
-    from runtime.services import sandbox_kill
-
     Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(cancel_requested=reason)
     transaction.on_commit(lambda: sandbox_kill(task.pk, reason))
 
@@ -775,8 +768,6 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
     and the slot go). The question becomes an `input_request` event; nobody answering within
     TASK_INPUT_TIMEOUT_SECONDS ends the task timed_out (input_timeout, task_expire_input).
     A stop asked meanwhile wins: the task ends (or restarts) as that stop says."""
-    from runtime.outcomes import REQUEUE, stop_outcome
-
     now = timezone.now()
     with transaction.atomic():
         task = Task.objects.select_for_update().filter(pk=task_id).first()
@@ -806,9 +797,7 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
         # it holds no slot while it waits: the customer's next waiting task may start
         transaction.on_commit(lambda: task_wake_waiting(customer_id=task.customer_id), robust=True)
         transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, Task.Status.INPUT_REQUIRED))
-        from integrations.services import webhooks_task_event
-
-        webhooks_task_event(task=task, event="task.input_required")  # sent once this commits
+        signals.task_event.send(sender=Task, task=task, event="task.input_required")  # webhooks: sent once this commits
     return True
 
 

@@ -3,7 +3,8 @@ team class) and import read as plain data (see agents.components: no `load_compo
 module a document names, an explicit allow-list of providers, refusals that name their path)."""
 from django.db import transaction
 
-from adminpanel.services import audit_record
+from agents.api.serializers import ModelConfigSerializer
+from core.services import audit_record
 from agents.components import (
     Creator,
     Problems,
@@ -21,9 +22,12 @@ from agents.components import (
     timeout_value,
     unique_name,
 )
+from agents.components import model_component
 from runtime.agentchild.names import agent_identifier
 
+from .conditions import handoff_targets
 from .models import Team
+from .services import team_create
 
 TEAMS = {
     Team.Mode.ROUND_ROBIN: "autogen_agentchat.teams.RoundRobinGroupChat",
@@ -74,8 +78,6 @@ def termination_component(conf: dict, idents: dict) -> dict:
 def team_export(team: Team) -> dict:
     """GET /api/teams/{id}/component/: the team as AgentChat's class of its mode, members in order (a member
     with code_execution followed by its CodeExecutorAgent), model keys removed."""
-    from .conditions import handoff_targets
-
     members = [m.agent for m in team.members.select_related("agent__model").order_by("position")]
     taken: set = set()
     idents = {a.name: agent_identifier(a.name, taken) for a in members}
@@ -99,16 +101,12 @@ def team_export(team: Team) -> dict:
         # AgentChat's default prompts are part of the config it dumps (imported here only, for these modes).
         from autogen_agentchat.teams import SelectorGroupChat
 
-        from agents.components import model_component
-
         defaults = SelectorGroupChat.__init__.__kwdefaults__
         config.update(model_client=model_component(team.selector_model), selector_prompt=defaults["selector_prompt"],
                       allow_repeated_speaker=False, max_selector_attempts=3, emit_team_events=False,
                       model_client_streaming=False)
     elif team.mode == Team.Mode.MAGENTIC_ONE:
         from autogen_agentchat.teams._group_chat._magentic_one._prompts import ORCHESTRATOR_FINAL_ANSWER_PROMPT
-
-        from agents.components import model_component
 
         config.update(model_client=model_component(team.orchestrator_model), max_turns=20, max_stalls=3,
                       final_answer_prompt=ORCHESTRATOR_FINAL_ANSWER_PROMPT, emit_team_events=False)
@@ -209,8 +207,6 @@ def _rename(termination, names: dict):
 
 
 def _handoff_targets_in(termination) -> set:
-    from .conditions import handoff_targets
-
     return set(handoff_targets(termination)) if termination else set()
 
 
@@ -337,10 +333,6 @@ def _read_graph(problems: Problems, path: str, graph, names: list[str]) -> dict 
 def teams_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/teams/import/: one team component, or every team of a gallery file, in one transaction: its
     models, agents (the entry of a graph first) and the team."""
-    from agents.api.serializers import ModelConfigSerializer  # noqa: F401 - keeps the app registry warm
-
-    from .services import team_create
-
     kind, documents = import_document(data)
     problems = Problems()
     reads = []

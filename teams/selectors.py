@@ -16,10 +16,3 @@ def team_list_for_user(user):
 
 def team_get_for_user(user, pk) -> Team:
     return scoped_get(_with_members(Team.objects.all()), user, pk, what="Team")
-
-
-def team_tasks_in_flight(team: Team):
-    from tasks.models import Task
-
-    return Task.objects.filter(team=team, status__in=[Task.Status.QUEUED, Task.Status.RUNNING,
-                                                     Task.Status.INPUT_REQUIRED])

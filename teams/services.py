@@ -3,11 +3,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from accounts.models import Customer
-from adminpanel.services import audit_record
 from agents.models import Agent, ModelConfig
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from core.services import audit_record
 
-from . import conditions
+from . import conditions, signals
 from .models import Team, TeamMember
 
 # A team given no termination condition stops after this many messages, so it always ends.
@@ -172,12 +172,8 @@ def team_update(*, actor, team: Team, data: dict, request=None) -> Team:
 
 @transaction.atomic
 def team_delete(*, actor, team: Team, request=None) -> None:
-    from .selectors import team_tasks_in_flight
-
     team = Team.objects.select_for_update(of=("self",)).select_related("customer").get(pk=team.pk)
-    in_flight = list(team_tasks_in_flight(team).values_list("id", flat=True))
-    if in_flight:
-        raise Conflict(f"Team {team.name!r} has queued or running tasks", details={"tasks": in_flight})
+    signals.team_deleting.send(sender=Team, team=team)  # tasks refuses while the team has unfinished tasks (Conflict)
     pk, name = team.pk, team.name
     team.delete()
     audit_record(actor=actor, action="team.delete", target=f"team:{pk}", customer=team.customer, request=request,

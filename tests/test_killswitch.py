@@ -9,8 +9,8 @@ import redis
 from django.conf import settings
 from django.core.management import call_command
 
-from adminpanel.models import AuditLog, Killswitch
 from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group
+from core.models import AuditLog, Killswitch
 from runtime.control import control_channel
 from tasks.models import Task
 from tests.admin_support import GroupListener, make_agent
@@ -225,7 +225,7 @@ def test_django_admin_engages_and_releases_through_the_service(client, two_custo
     admin_site_login(client, superuser)
     # engage the global switch from the add form
     # (engaging asks for a confirmation first: tests/test_admin_site_pages.py)
-    response = client.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on", "confirm": "on",
+    response = client.post("/admin/core/killswitch/add/", {"customer": "", "engaged": "on", "confirm": "on",
                                                                  "reason": "from the admin site"})
     assert response.status_code == 302, response.content[:2000]
     switch = Killswitch.objects.get(scope="global")
@@ -233,7 +233,7 @@ def test_django_admin_engages_and_releases_through_the_service(client, two_custo
     assert _task(world, "globex", "queued").error["code"] == "killswitch"
     assert _submit(world, "globex").status_code == 423
     # release it with the changelist action
-    response = client.post("/admin/adminpanel/killswitch/", {"action": "release_selected",
+    response = client.post("/admin/core/killswitch/", {"action": "release_selected",
                                                              "_selected_action": [switch.pk]})
     assert response.status_code == 302
     assert not Killswitch.objects.get(scope="global").engaged

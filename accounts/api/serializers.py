@@ -4,8 +4,7 @@ from rest_framework_simplejwt.serializers import TokenObtainSerializer
 
 from accounts import signin, tokens
 from accounts.authentication import CUSTOMER_SCOPE
-from accounts.models import ApiKey, Customer
-from adminpanel.models import Notification
+from accounts.models import ApiKey, Customer, Notification
 from autogen_platform import serializers as strict
 from autogen_platform.serializers import RefuseUnknownFieldsMixin
 

@@ -4,12 +4,12 @@ from rest_framework_simplejwt.serializers import TokenObtainSerializer
 
 from accounts import signin, tokens
 from accounts.authentication import ADMIN_SCOPE
-from accounts.models import Customer
+from accounts.models import Customer, Notification
 from adminpanel.authentication import admin_token_pair
-from adminpanel.models import AuditLog, Notification
+from agents.models import Agent
 from autogen_platform.serializers import Serializer as StrictSerializer
 from autogen_platform.serializers import RefuseUnknownFieldsMixin
-from agents.models import Agent
+from core.models import AuditLog
 
 
 class AdminTokenObtainSerializer(RefuseUnknownFieldsMixin, TokenObtainSerializer):

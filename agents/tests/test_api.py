@@ -2,8 +2,8 @@
 import pytest
 
 from accounts.crypto import decrypt
-from adminpanel.models import AuditLog
 from agents.models import Agent, AgentVersion, ModelConfig
+from core.models import AuditLog
 from tasks.models import Task
 from tasks.services import task_mark_running
 from tests.api_support import assert_error, make_agent, make_model, make_task, make_team

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "runtime",
     "channels",
     "django_rq",
+    "core",
     "accounts",
     "agents",
     "teams",
@@ -264,7 +265,7 @@ AXES_FAILURE_LIMIT = env("LOGIN_FAILURE_LIMIT", 5, int)
 LOGIN_CLIENT_FAILURE_LIMIT = env("LOGIN_CLIENT_FAILURE_LIMIT", 30, int)
 AXES_COOLOFF_TIME = timedelta(minutes=env("LOGIN_LOCKOUT_MINUTES", 15, int))
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "adminpanel.services.client_ip"
+AXES_CLIENT_IP_CALLABLE = "core.services.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.signin.lockout_response"
 AXES_VERBOSE = False
 # Successful sign-ins are in the audit log already (accounts.signin); axes keeps only the failure counters.

@@ -6,9 +6,9 @@ import yaml
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from adminpanel.models import AuditLog
 from agents.models import Agent, AgentVersion, ModelConfig
 from autogen_platform.errors import Conflict, ValidationFailed
+from core.models import AuditLog
 from specs.apply import spec_apply
 from specs.export import spec_dump_yaml, spec_export
 from specs.reader import spec_load

@@ -12,6 +12,7 @@ from agents.api.component_serializers import (
     ComponentSerializer,
 )
 from teams import selectors, services
+from teams.components import team_export, teams_import
 from teams.models import Team
 
 from .filters import TeamFilter
@@ -58,8 +59,6 @@ class TeamViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelView
     )
     @action(detail=True, methods=["get"])
     def component(self, request, pk=None):
-        from teams.components import team_export
-
         return Response(team_export(self.get_object()))
 
     @extend_schema(
@@ -71,8 +70,6 @@ class TeamViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelView
     )
     @action(detail=False, methods=["post"], url_path="import")
     def import_component(self, request):
-        from teams.components import teams_import
-
         result = teams_import(actor=request.user, customer=customer_for_user(request.user), data=request.data,
                               request=request)
         return Response(result, status=201)

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .markdown import render_markdown
+from autogen_platform.markdown import render_markdown
 
 FOLDED = ("tool_call", "tool_result", "code_execution")
 # What each end of a run means, for people (error codes of the contract).
