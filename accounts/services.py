@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
+from runtime.outcomes import StopReason
 
 from .authentication import hash_api_key
 from .models import ApiKey, Customer, CustomerNotice, CustomerStream, Membership
@@ -138,9 +139,7 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
     its queued tasks cancelled and its running sandboxes killed (on commit). Nothing is deleted here:
     customer_purge_deleted does that later, in bounded batches, off the request path.
     """
-    from runtime.services import sandbox_kill_scope
-    from tasks.models import Task
-    from tasks.services import task_finish_many, task_request_stop
+    from tasks.services import tasks_stop
 
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
     if customer.deleted_at is not None:
@@ -154,21 +153,11 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
         user.save(update_fields=["is_active"])  # a save, so that every token of the user ends (accounts.tokens)
         deactivated += 1
     revoked = ApiKey.objects.filter(customer=customer, revoked_at__isnull=True).update(revoked_at=now)
-    error = {"code": "cancelled", "message": "The customer was deleted"}
-    unstarted = []
-    for task in Task.objects.filter(customer=customer, status__in=(Task.Status.QUEUED, Task.Status.RUNNING,
-                                                                   Task.Status.INPUT_REQUIRED)):
-        if task.status == Task.Status.RUNNING:
-            task_request_stop(task=task, reason="cancelled")
-        else:
-            unstarted.append((task.pk, {"status": Task.Status.CANCELLED, "error": error}))
-    task_finish_many(unstarted)
+    tasks_stop(customer_id=customer.pk, reason=StopReason.CANCELLED, message="The customer was deleted")
     purge_after = now + timedelta(days=settings.CUSTOMER_RETENTION_DAYS)
     audit_record(actor=actor, action="customer.delete", target=f"customer:{customer.pk}", request=request,
                  details={"name": customer.name, "users_deactivated": deactivated, "api_keys_revoked": revoked,
                           "purge_after": purge_after.isoformat()})
-    customer_id = customer.pk
-    transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"), robust=True)
     return customer
 
 

@@ -9,6 +9,7 @@ from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
 from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from runtime.outcomes import StopReason
 
 from .models import Agent, AgentVersion, ModelConfig
 
@@ -389,38 +390,6 @@ def agent_rollback(*, actor, agent: Agent, version: int, request=None) -> Agent:
     return agent
 
 
-def _tasks_stop(agent: Agent, *, reason: str) -> dict:
-    """Asks the workers of the agent's running tasks to stop them with `reason`. Queued tasks are
-    cancelled on a stop, and moved to the agent's current version on a restart."""
-    from tasks.models import Task
-    from tasks.services import task_finish_many, task_request_stop, task_requeue
-
-    from .selectors import agent_tasks_in_flight
-
-    cancelled, requeued, stopping = [], [], []
-    for task_id in list(agent_tasks_in_flight(agent).values_list("id", flat=True)):
-        # The row lock keeps a worker from taking a queued task between our look and our write.
-        task = Task.objects.select_for_update().filter(pk=task_id).first()
-        if task is None or task.is_finished:
-            continue
-        if task.status == Task.Status.INPUT_REQUIRED and reason == "restart":
-            continue  # it holds nothing; answered, it runs the version it started on
-        if task.status == Task.Status.RUNNING:
-            task_request_stop(task=task, reason=reason)
-            stopping.append(task.pk)
-        elif reason == "restart":
-            task_requeue(task_id=task.pk)  # still queued, now with the current version's spec
-            requeued.append(task.pk)
-        else:
-            cancelled.append(task.pk)
-    # the queued (and waiting) ones end together: one transaction's writes, not six queries each
-    ended = task_finish_many([(task_id, {"status": Task.Status.CANCELLED,
-                                         "error": {"code": "cancelled", "message": "agent stopped"}})
-                              for task_id in cancelled])
-    cancelled = [task_id for task_id, done in zip(cancelled, ended) if done]
-    return {"cancelled": cancelled, "requeued": requeued, "stopping": stopping}
-
-
 @transaction.atomic
 def agent_stop(*, actor, agent: Agent, request=None) -> Agent:
     """No new task starts; queued tasks are cancelled and running ones stopped (error `cancelled`)."""
@@ -428,7 +397,9 @@ def agent_stop(*, actor, agent: Agent, request=None) -> Agent:
     if agent.status != Agent.Status.STOPPED:
         agent.status = Agent.Status.STOPPED
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, reason="cancelled")
+    from tasks.services import tasks_stop
+
+    details = tasks_stop(agent=agent, reason=StopReason.CANCELLED, message="agent stopped")
     audit_record(actor=actor, action="agent.stop", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details=details)
     return agent
@@ -453,7 +424,9 @@ def agent_restart(*, actor, agent: Agent, request=None) -> Agent:
     if agent.status != Agent.Status.ACTIVE:
         agent.status = Agent.Status.ACTIVE
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, reason="restart")
+    from tasks.services import tasks_stop
+
+    details = tasks_stop(agent=agent, reason=StopReason.RESTART, message="agent restarted")
     audit_record(actor=actor, action="agent.restart", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details={"restarting": details["stopping"], "requeued": details["requeued"]})
     return agent

@@ -11,6 +11,7 @@ from django.utils import timezone
 from adminpanel.services import audit_record, killswitch_scope_engaged
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
+from runtime.outcomes import REQUEUE, ErrorCode, StopReason, stop_outcome
 
 from .models import Task, TaskEvent, Thread
 
@@ -584,28 +585,59 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
     return results
 
 
-# Queued tasks ended in one transaction at most.
+# Unstarted tasks ended in one transaction at most by tasks_stop.
 CANCEL_QUEUED_BATCH = 200
 
 
-def tasks_cancel_queued(*, customer_id: int | None, error: dict) -> list[int]:
-    """End every queued task of a customer (None: of everyone) cancelled with `error`, in batches of one
-    transaction each; their jobs leave the queue too. Returns the ids."""
-    ended = []
+def tasks_stop(*, reason: str, message: str, agent=None, customer_id: int | None = None, everyone: bool = False) -> dict:
+    """Stop the unfinished tasks of one scope: an agent's (its own and its teams'), a customer's, or everyone's.
+
+    The one rule behind agent stop and restart, the killswitch and customer deletion. Running tasks are asked to
+    stop for `reason` (a runtime.outcomes.StopReason): one UPDATE, and the kill order goes to their workers when
+    it commits (one per task for an agent, one for the whole scope otherwise); the workers end them as
+    runtime.outcomes.stop_outcome says. Queued tasks end now, cancelled with `message`, in batches of one
+    transaction each (a large backlog never delays the kill), their jobs leaving the queue; on a restart they
+    move to the current version instead. Tasks waiting for input end too, except on a restart (answered, they
+    run the version they started on) and under the killswitch (an answer is refused while it is engaged).
+    Returns the task ids: {"stopping": [...], "cancelled": [...], "requeued": [...]}."""
+    from runtime.services import sandbox_kill, sandbox_kill_scope
+
+    assert (agent is not None) + (customer_id is not None) + everyone == 1, "give exactly one scope"
+    if agent is not None:
+        from agents.selectors import agent_tasks_in_flight
+
+        scope = Task.objects.filter(pk__in=agent_tasks_in_flight(agent).order_by().values("pk"))
+    elif customer_id is not None:
+        scope = Task.objects.filter(customer_id=customer_id)
+    else:
+        scope = Task.objects.all()
+    with transaction.atomic():
+        stopping = list(scope.filter(status=Task.Status.RUNNING).order_by("pk").values_list("pk", flat=True))
+        Task.objects.filter(pk__in=stopping, status=Task.Status.RUNNING).update(cancel_requested=reason)
+        # robust: the workers' database poll (Task.cancel_requested) is the backstop of a lost kill order
+        if agent is not None:
+            transaction.on_commit(lambda: [sandbox_kill(task_id, reason) for task_id in stopping], robust=True)
+        else:
+            transaction.on_commit(lambda: sandbox_kill_scope(customer_id, reason), robust=True)
+    requeued, cancelled = [], []
+    if reason == StopReason.RESTART:
+        for task_id in scope.filter(status=Task.Status.QUEUED).order_by("created_at", "pk").values_list("pk", flat=True):
+            if task_requeue(task_id=task_id):  # still queued, now with the current version's spec
+                requeued.append(task_id)
+        return {"stopping": stopping, "cancelled": cancelled, "requeued": requeued}
+    unstarted = [Task.Status.QUEUED] + ([] if reason == StopReason.KILLSWITCH else [Task.Status.INPUT_REQUIRED])
+    error = {"code": stop_outcome(reason).error["code"], "message": message}
     while True:
         with transaction.atomic():
-            queued = Task.objects.filter(status=Task.Status.QUEUED)
-            if customer_id is not None:
-                queued = queued.filter(customer_id=customer_id)
-            batch = list(queued.order_by("pk").values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
-            if not batch:
-                return ended
-            ended_now = task_finish_many([(pk, {"status": Task.Status.CANCELLED, "error": error}) for pk, _, _ in batch])
-            done = [row for row, ok in zip(batch, ended_now) if ok]
-            ended += [pk for pk, _, _ in done]
+            # locked, so that no worker takes one of them between this look and the write
+            batch = list(scope.filter(status__in=unstarted).select_for_update(of=("self",)).order_by("pk")
+                         .values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
+            ended = task_finish_many([(pk, {"status": Task.Status.CANCELLED, "error": error}) for pk, _, _ in batch])
+            done = [row for row, ok in zip(batch, ended) if ok]
+            cancelled += [pk for pk, _, _ in done]
             transaction.on_commit(lambda jobs=[task_job_id(*d) for d in done]: _drop_jobs(jobs), robust=True)
         if len(batch) < CANCEL_QUEUED_BATCH:
-            return ended
+            return {"stopping": stopping, "cancelled": cancelled, "requeued": requeued}
 
 
 def _drop_jobs(job_ids: list[str]) -> None:
@@ -775,8 +807,6 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
     and the slot go). The question becomes an `input_request` event; nobody answering within
     TASK_INPUT_TIMEOUT_SECONDS ends the task timed_out (input_timeout, task_expire_input).
     A stop asked meanwhile wins: the task ends (or restarts) as that stop says."""
-    from runtime.outcomes import REQUEUE, stop_outcome
-
     now = timezone.now()
     with transaction.atomic():
         task = Task.objects.select_for_update().filter(pk=task_id).first()
