@@ -611,11 +611,11 @@ class TaskRun:
         return failed(ErrorCode.SANDBOX_ERROR, f"The task's process ended unexpectedly (exit status {code})")
 
     def _limit_outcome(self, reason: str) -> Outcome:
-        if reason == "memory_limit":
+        if reason == ErrorCode.MEMORY_LIMIT:
             return failed(ErrorCode.MEMORY_LIMIT, f"The task went over its memory limit of {self.box.limits.memory_mb} MB")
-        if reason == "cpu_limit":
+        if reason == ErrorCode.CPU_LIMIT:
             return failed(ErrorCode.CPU_LIMIT, f"The task went over its CPU limit of {self.box.limits.cpu_seconds} s")
-        if reason == "timeout":
+        if reason == ErrorCode.TIMEOUT:
             return self._timeout_outcome()
         return failed(ErrorCode.SANDBOX_ERROR, f"The sandbox ended the task ({reason})")
 

@@ -11,6 +11,7 @@ from accounts.models import Customer
 from accounts.services import customer_tokens_this_month
 from adminpanel.services import killswitch_scopes_engaged
 from agents.models import ModelConfig
+from runtime.outcomes import StopReason
 from runtime.ports import TaskContext
 
 from . import services
@@ -77,12 +78,12 @@ class DjangoTaskStore:
         if not scope:
             return {}
         reasons = dict(
-            Task.objects.filter(pk__in=scope).filter(~Q(cancel_requested="")).values_list("pk", "cancel_requested")
+            Task.objects.filter(pk__in=scope).filter(~Q(stop_requested="")).values_list("pk", "stop_requested")
         )
         engaged = killswitch_scopes_engaged(set(scope.values()))
         for task_id, customer_id in scope.items():
             if task_id not in reasons and customer_id in engaged:
-                reasons[task_id] = "killswitch"
+                reasons[task_id] = StopReason.KILLSWITCH
         return reasons
 
     def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
