@@ -2,13 +2,14 @@
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import ProtectedError
 
 from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
 from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.naming import unique_name_save
 from runtime.outcomes import StopReason
 
 from .models import Agent, AgentVersion, ModelConfig
@@ -116,16 +117,7 @@ def _model_config_save(model_config: ModelConfig, *, key_may_follow: bool = Fals
             errors[field] = ["A price cannot be negative"]
     if errors:
         raise ValidationFailed(details=errors)
-    duplicate = ModelConfig.objects.filter(customer_id=model_config.customer_id, name=model_config.name)
-    if duplicate.exclude(pk=model_config.pk).exists():
-        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
-                       details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            model_config.save()
-    except IntegrityError:
-        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
-                       details={"name": ["Already in use"]}) from None
+    unique_name_save(model_config, label="A model configuration")
 
 
 @transaction.atomic
@@ -287,13 +279,7 @@ def _approval_problems(agent: Agent) -> list[str]:
 
 def _agent_save(agent: Agent, customer: Customer) -> None:
     _agent_check(agent, customer)
-    if Agent.objects.filter(customer=customer, name=agent.name).exclude(pk=agent.pk).exists():
-        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            agent.save()
-    except IntegrityError:
-        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]}) from None
+    unique_name_save(agent, label="An agent")
 
 
 def _version_add(agent: Agent, actor) -> AgentVersion:
