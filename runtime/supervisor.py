@@ -41,11 +41,10 @@ from .broker import BudgetExceeded, ModelBroker, ModelFailed
 from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
 from .sandbox import Sandbox, SandboxLimits
+from .sandbox.zygote import AGENTCHILD_PARENT
 
 logger = logging.getLogger(__name__)
 
-# The directory that holds the agentchild package: the only platform code a child can import.
-AGENTCHILD_PARENT = Path(__file__).resolve().parent
 # Event types a child may report; status, usage and error events are the supervisor's alone.
 CHILD_EVENT_TYPES = {"message", "tool_call", "tool_result", "code_execution", "log"}
 # A thread keeps at most this much AgentChat state (the whole `done` line, in bytes).

@@ -60,7 +60,7 @@ from . import zygote as zygotes
 logger = logging.getLogger("runtime.sandbox")
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
-AGENTCHILD_DIR = Path(__file__).resolve().parent.parent / "agentchild"
+AGENTCHILD_DIR = zygotes.AGENTCHILD_DIR
 # Per-task uids for a root worker: UID_BASE + task_id % UID_RANGE (outside any system range).
 UID_BASE = int(os.environ.get("SANDBOX_UID_BASE", "200000"))
 UID_RANGE = 100000

@@ -5,6 +5,7 @@ At start it probes the host's sandbox layers, logs them, records them in WorkerH
 GET /api/admin/runtime/) and refuses to start when the isolation level is below SANDBOX_MIN_LEVEL.
 """
 import logging
+import os
 import resource
 import socket
 import sys
@@ -16,9 +17,6 @@ from django.db import connections
 from django.utils import timezone
 
 logger = logging.getLogger("runtime.worker")
-
-# Exit status when the host is below SANDBOX_MIN_LEVEL (EX_CONFIG: a supervisor should not restart it).
-EXIT_BELOW_MIN_LEVEL = 78
 
 
 class Command(BaseCommand):
@@ -44,7 +42,7 @@ class Command(BaseCommand):
                 capabilities.get("level"),
                 settings.SANDBOX_MIN_LEVEL,
             )
-            sys.exit(EXIT_BELOW_MIN_LEVEL)
+            sys.exit(os.EX_CONFIG)  # below SANDBOX_MIN_LEVEL: a supervisor (runplatform) does not restart it
 
         import django_rq
 
