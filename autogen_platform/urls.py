@@ -5,9 +5,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import urls as accounts_urls
-from agents.api import spec_views
 from agents.api import urls as agents_urls
 from integrations.api import urls as integrations_urls
+from specs import views as spec_views
 from studio import views as studio_views
 from tasks import streams
 from tasks.api import urls as tasks_urls

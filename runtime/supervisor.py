@@ -40,7 +40,7 @@ from . import control, telemetry
 from .broker import BudgetExceeded, ModelBroker, ModelFailed
 from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
-from .sandbox import Sandbox, SandboxLimits
+from .sandbox import Sandbox, SandboxLimits, probe_capabilities
 from .sandbox.zygote import AGENTCHILD_PARENT
 
 logger = logging.getLogger(__name__)
@@ -783,6 +783,9 @@ class Runtime:
     # -- the worker's side (main thread) --------------------------------------------------------
 
     def start(self) -> "Runtime":
+        # The sandboxes take this host's layers from the probe: run it here, at start (once per process,
+        # cached; runworker already did), never from a Sandbox's constructor.
+        probe_capabilities()
         self._thread.start()
         self._ready.wait(30)
         return self

@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "tasks",
     "adminpanel",
     "integrations",
+    "specs",
     "studio",
 ]
 

@@ -28,7 +28,7 @@ from autogen_agentchat.teams import (
 from autogen_core.tools import FunctionTool
 
 from . import human
-from .broker import BrokerChatCompletionClient
+from .model_client import BrokerChatCompletionClient
 from .coderun import RunnerCodeExecutor
 from .names import agent_identifier
 from .tools import TOOLS
