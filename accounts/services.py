@@ -11,7 +11,6 @@ from django.utils import timezone
 from autogen_platform import realtime
 from autogen_platform.errors import Conflict, NotFound, ValidationFailed
 from core.services import audit_record
-from runtime.services import sandbox_kill_scope
 
 from . import signals, tokens
 from .authentication import hash_api_key
@@ -117,8 +116,6 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
     audit_record(actor=actor, action="customer.delete", target=f"customer:{customer.pk}", request=request,
                  details={"name": customer.name, "users_deactivated": deactivated, "api_keys_revoked": revoked,
                           "purge_after": purge_after.isoformat()})
-    customer_id = customer.pk
-    transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"), robust=True)
     return customer
 
 

@@ -16,17 +16,15 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 from django.conf import settings
 
 from autogen_platform.logctx import redact
 from runtime import embedded_redis
+from runtime.agentchild.linux import PR_SET_CHILD_SUBREAPER
 
-PR_SET_CHILD_SUBREAPER = 36
-# A child exiting with EX_CONFIG says its configuration forbids it to run: restarting would not help.
-EXIT_CONFIG = 78
 # A child that ran this long before dying starts again at the shortest backoff.
 HEALTHY_RUN_SECONDS = 30
 MAX_BACKOFF_SECONDS = 30
@@ -41,7 +39,6 @@ class ManagedProcess:
     failures: int = 0
     restart_at: float | None = None
     given_up: bool = False
-    buffer: bytearray = field(default_factory=bytearray)
 
 
 class ProcessManager:
@@ -137,7 +134,7 @@ class ProcessManager:
 
     def _schedule_restart(self, child: ManagedProcess, code: int) -> None:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        if code == EXIT_CONFIG:
+        if code == os.EX_CONFIG:  # its configuration forbids it to run (runworker): restarting would not help
             child.given_up = True
             self.say(f"{child.name} {how} (configuration refuses it): not restarting")
             return

@@ -9,9 +9,8 @@ from autogen_platform.errors import ValidationFailed
 from core.models import AuditLog, Killswitch
 from core.selectors import killswitch_scope
 from core.services import actor_name, audit_record
-from runtime.services import sandbox_kill_scope
-from tasks.models import Task
-from tasks.services import tasks_cancel_queued
+from runtime.outcomes import StopReason
+from tasks.services import tasks_stop
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +43,20 @@ def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", req
     """Engage or release the killswitch of one customer (or the global one, customer None).
 
     The row is the record every worker checks before it runs a task. Engaging also stops what is
-    already in scope: running tasks are asked to stop (one UPDATE; their sandboxes get the kill order
-    over Redis the moment this commits) and end `cancelled` with error `killswitch`; queued tasks end
-    the same way right after, in batches, so their number never delays the kill.
+    already in scope (tasks.services.tasks_stop, once the switch committed): running tasks are asked to
+    stop (one UPDATE; their sandboxes get the kill order over Redis the moment it commits) and end
+    `cancelled` with error `killswitch`; queued tasks end the same way right after, in batches, so their
+    number never delays the kill.
     """
     with transaction.atomic():
         switch, audit = _killswitch_write(actor=actor, engaged=engaged, customer=customer, reason=reason, request=request)
     if engaged:
-        error = {"code": "killswitch", "message": f"Stopped by the killswitch: {reason}" if reason else "Stopped by the killswitch"}
-        cancelled = tasks_cancel_queued(customer_id=customer.pk if customer is not None else None, error=error)
-        # the engage row, written with the switch, then completed with what the switch cancelled
-        AuditLog.objects.filter(pk=audit.pk).update(details={**audit.details, "queued_cancelled": cancelled})
+        message = f"Stopped by the killswitch: {reason}" if reason else "Stopped by the killswitch"
+        scope = {"customer_id": customer.pk} if customer is not None else {"everyone": True}
+        stopped = tasks_stop(reason=StopReason.KILLSWITCH, message=message, **scope)
+        # the engage row, written with the switch, then completed with what the switch stopped
+        AuditLog.objects.filter(pk=audit.pk).update(details={**audit.details, "running_stopped": stopped["stopping"],
+                                                              "queued_cancelled": stopped["cancelled"]})
     return switch
 
 
@@ -68,23 +70,14 @@ def _killswitch_write(*, actor, engaged: bool, customer, reason: str, request):
     switch.changed_by = actor_name(actor)[:150]
     switch.save()
 
-    stopped = []
-    if engaged:
-        running = Task.objects.filter(status=Task.Status.RUNNING)
-        if customer_id is not None:
-            running = running.filter(customer_id=customer_id)
-        stopped = list(running.order_by("pk").values_list("pk", flat=True))
-        Task.objects.filter(pk__in=stopped, status=Task.Status.RUNNING).update(cancel_requested="killswitch")
-        transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "killswitch"))
-
     audit = audit_record(
         actor=actor,
         action="killswitch.engage" if engaged else "killswitch.release",
         target=scope,
         customer=customer,
         request=request,
-        details={"reason": reason, "was_engaged": was_engaged, "running_stopped": stopped,
-                 **({"queued_cancelled": []} if engaged else {})},
+        details={"reason": reason, "was_engaged": was_engaged,
+                 **({"running_stopped": [], "queued_cancelled": []} if engaged else {})},
     )
     if engaged:
         message = "Service suspended by the platform administrators: no tasks run" + (f" ({reason})" if reason else "")
@@ -110,7 +103,6 @@ def _killswitch_write(*, actor, engaged: bool, customer, reason: str, request):
 __all__ = [
     "broadcast_send",
     "killswitch_set",
-    "transaction",
 ]
 
 

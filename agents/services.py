@@ -2,15 +2,17 @@
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import ProtectedError
 
 from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.naming import unique_name_save
 from core.services import audit_record
 from runtime.services import model_config_problems, model_config_test as runtime_test
 from runtime.tools import tool_names
+from runtime.outcomes import StopReason
 
 from . import signals
 from .models import Agent, AgentVersion, ModelConfig
@@ -116,16 +118,7 @@ def _model_config_save(model_config: ModelConfig, *, key_may_follow: bool = Fals
             errors[field] = ["A price cannot be negative"]
     if errors:
         raise ValidationFailed(details=errors)
-    duplicate = ModelConfig.objects.filter(customer_id=model_config.customer_id, name=model_config.name)
-    if duplicate.exclude(pk=model_config.pk).exists():
-        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
-                       details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            model_config.save()
-    except IntegrityError:
-        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
-                       details={"name": ["Already in use"]}) from None
+    unique_name_save(model_config, label="A model configuration")
 
 
 @transaction.atomic
@@ -283,13 +276,7 @@ def _approval_problems(agent: Agent) -> list[str]:
 
 def _agent_save(agent: Agent, customer: Customer) -> None:
     _agent_check(agent, customer)
-    if Agent.objects.filter(customer=customer, name=agent.name).exclude(pk=agent.pk).exists():
-        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            agent.save()
-    except IntegrityError:
-        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]}) from None
+    unique_name_save(agent, label="An agent")
 
 
 def _version_add(agent: Agent, actor) -> AgentVersion:
@@ -386,11 +373,11 @@ def agent_rollback(*, actor, agent: Agent, version: int, request=None) -> Agent:
     return agent
 
 
-def _tasks_stop(agent: Agent, *, reason: str) -> dict:
+def _tasks_stop(agent: Agent, *, reason: str, message: str) -> dict:
     """Asks tasks (through agents.signals.agent_tasks_stop: it sits above agents) to stop the agent's tasks
-    with `reason`. Queued tasks are cancelled on a stop, and moved to the agent's current version on a restart."""
+    with `reason` (tasks.services.tasks_stop, the one rule for every scope)."""
     details = {"cancelled": [], "requeued": [], "stopping": []}
-    for _, answer in signals.agent_tasks_stop.send(sender=Agent, agent=agent, reason=reason):
+    for _, answer in signals.agent_tasks_stop.send(sender=Agent, agent=agent, reason=reason, message=message):
         for key in details:
             details[key] += answer[key]
     return details
@@ -403,7 +390,7 @@ def agent_stop(*, actor, agent: Agent, request=None) -> Agent:
     if agent.status != Agent.Status.STOPPED:
         agent.status = Agent.Status.STOPPED
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, reason="cancelled")
+    details = _tasks_stop(agent, reason=StopReason.CANCELLED, message="agent stopped")
     audit_record(actor=actor, action="agent.stop", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details=details)
     return agent
@@ -428,7 +415,7 @@ def agent_restart(*, actor, agent: Agent, request=None) -> Agent:
     if agent.status != Agent.Status.ACTIVE:
         agent.status = Agent.Status.ACTIVE
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, reason="restart")
+    details = _tasks_stop(agent, reason=StopReason.RESTART, message="agent restarted")
     audit_record(actor=actor, action="agent.restart", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details={"restarting": details["stopping"], "requeued": details["requeued"]})
     return agent

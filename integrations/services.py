@@ -14,12 +14,13 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.crypto import decrypt, encrypt
 from autogen_platform.errors import ApplicationError, Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.naming import unique_name_save
 from autogen_platform.redis_clients import web_redis
 from core.services import audit_record
 from tasks.api.serializers import TaskSerializer
@@ -372,13 +373,7 @@ def _schedule_plan(schedule: Schedule, now=None) -> None:
 
 
 def _schedule_save(schedule: Schedule) -> None:
-    if Schedule.objects.filter(customer_id=schedule.customer_id, name=schedule.name).exclude(pk=schedule.pk).exists():
-        raise Conflict(f"A schedule named {schedule.name!r} already exists", details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            schedule.save()
-    except IntegrityError as exc:
-        raise Conflict(f"A schedule named {schedule.name!r} already exists", details={"name": ["Already in use"]}) from exc
+    unique_name_save(schedule, label="A schedule")
 
 
 SCHEDULE_FIELDS = ("name", "cron", "interval_seconds", "timezone", "agent", "team", "input", "thread", "enabled")

@@ -43,11 +43,10 @@ from .keys import sandbox_index_key, sandbox_stats_key, worker_slots_key
 from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
 from .sandbox import Sandbox, SandboxLimits, probe_capabilities
+from .sandbox.zygote import AGENTCHILD_PARENT
 
 logger = logging.getLogger(__name__)
 
-# The directory that holds the agentchild package: the only platform code a child can import.
-AGENTCHILD_PARENT = Path(__file__).resolve().parent
 # Event types a child may report; status, usage and error events are the supervisor's alone.
 CHILD_EVENT_TYPES = {"message", "tool_call", "tool_result", "code_execution", "log"}
 # A thread keeps at most this much AgentChat state (the whole `done` line, in bytes).
@@ -605,11 +604,11 @@ class TaskRun:
         return failed(ErrorCode.SANDBOX_ERROR, f"The task's process ended unexpectedly (exit status {code})")
 
     def _limit_outcome(self, reason: str) -> Outcome:
-        if reason == "memory_limit":
+        if reason == ErrorCode.MEMORY_LIMIT:
             return failed(ErrorCode.MEMORY_LIMIT, f"The task went over its memory limit of {self.box.limits.memory_mb} MB")
-        if reason == "cpu_limit":
+        if reason == ErrorCode.CPU_LIMIT:
             return failed(ErrorCode.CPU_LIMIT, f"The task went over its CPU limit of {self.box.limits.cpu_seconds} s")
-        if reason == "timeout":
+        if reason == ErrorCode.TIMEOUT:
             return self._timeout_outcome()
         return failed(ErrorCode.SANDBOX_ERROR, f"The sandbox ended the task ({reason})")
 

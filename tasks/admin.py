@@ -43,12 +43,12 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
         ("Transcript", {"fields": ["transcript"]}),
         ("Times", {"fields": ["created_at", "started_at", "finished_at", "waiting_since", "heartbeat_at"]}),
         ("Internals", {"classes": ["collapse"], "fields": [
-            "idempotency_key", "cancel_requested", "attempts", "requeues", "worker", "pid", "tokens_used",
+            "idempotency_key", "stop_requested", "attempts", "requeues", "worker", "pid", "tokens_used",
             "input_deadline", "suspension", "spec_pretty"]}),
     ]
     readonly_fields = ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input",
                        "outcome", "result_text", "usage_table", "transcript", "created_at", "started_at",
-                       "finished_at", "waiting_since", "heartbeat_at", "idempotency_key", "cancel_requested",
+                       "finished_at", "waiting_since", "heartbeat_at", "idempotency_key", "stop_requested",
                        "attempts", "requeues", "worker", "pid", "tokens_used", "input_deadline", "suspension", "spec_pretty"]
     actions = ["cancel_selected"]
 

@@ -1,10 +1,11 @@
 """Every write to teams: members (ordered), mode and the model it needs, termination, graph; audit rows."""
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from accounts.models import Customer
 from agents.models import Agent, ModelConfig
-from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.errors import QuotaExceeded, ValidationFailed
+from autogen_platform.naming import unique_name_save
 from core.services import audit_record
 
 from . import conditions, signals
@@ -108,13 +109,7 @@ def _mode_members_clean(team: Team, member_ids: list[int]) -> None:
 
 
 def _team_save(team: Team, members: list[int] | None) -> None:
-    if Team.objects.filter(customer_id=team.customer_id, name=team.name).exclude(pk=team.pk).exists():
-        raise Conflict(f"A team named {team.name!r} already exists", details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            team.save()
-    except IntegrityError:
-        raise Conflict(f"A team named {team.name!r} already exists", details={"name": ["Already in use"]}) from None
+    unique_name_save(team, label="A team")
     if members is not None:
         TeamMember.objects.filter(team=team).delete()
         TeamMember.objects.bulk_create(

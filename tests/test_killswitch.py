@@ -82,13 +82,13 @@ def test_engaging_for_one_customer_affects_only_that_customer(
         # acme: the queued task ended cancelled/killswitch, the running one was told to stop, new tasks are refused
         queued = _task(world, "acme", "queued")
         assert (queued.status, queued.error["code"]) == ("cancelled", "killswitch")
-        assert _task(world, "acme", "running").cancel_requested == "killswitch"
+        assert _task(world, "acme", "running").stop_requested == "killswitch"
         refused = _submit(world, "acme")
         assert (refused.status_code, refused.json()["error"]["code"]) == (423, "killswitch_engaged")
 
         # globex: untouched, and still served
         assert _task(world, "globex", "queued").status == "queued"
-        assert _task(world, "globex", "running").cancel_requested == ""
+        assert _task(world, "globex", "running").stop_requested == ""
         assert _submit(world, "globex").status_code == 201
 
         # the workers got one kill order for the customer's scope (each worker stops its tasks in it)
@@ -154,7 +154,7 @@ def test_global_engage_refuses_everyone_and_release_restores(
     for name in ("acme", "globex"):
         assert (_task(world, name, "queued").status, _task(world, name, "queued").error["code"]) == ("cancelled",
                                                                                                       "killswitch")
-        assert _task(world, name, "running").cancel_requested == "killswitch"
+        assert _task(world, name, "running").stop_requested == "killswitch"
         assert _submit(world, name).json()["error"]["code"] == "killswitch_engaged"
     assert {"kind": "kill_scope", "customer": None, "reason": "killswitch"} in control_messages()
     assert admin_api.get("/api/admin/killswitch/").json()["engaged"] is True

@@ -222,7 +222,7 @@ def snapshot(tenant) -> dict:
                                                                       "system_message", "model_id")),
         "versions": AgentVersion.objects.filter(agent__customer=c).count(),
         "teams": sorted(Team.objects.filter(customer=c).values_list("pk", "name", "mode", "updated_at")),
-        "tasks": sorted(Task.objects.filter(customer=c).values_list("pk", "status", "cancel_requested", "thread_id")),
+        "tasks": sorted(Task.objects.filter(customer=c).values_list("pk", "status", "stop_requested", "thread_id")),
         "threads": Thread.objects.filter(customer=c).count(),
         "keys": sorted(tenant.customer.api_keys.values_list("pk", "revoked_at")),
         "webhooks": sorted(c.webhooks.values_list("pk", "url", "enabled", "secret_encrypted", "updated_at")),

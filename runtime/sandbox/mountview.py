@@ -7,10 +7,11 @@ and /tmp, /dev/shm (size-capped tmpfs, counted in the task's memory); /proc of i
 """
 import os
 import sys
-from pathlib import Path
 
-# The code a task's child runs: bound read-only into every view.
-AGENTCHILD_DIR = Path(__file__).resolve().parent.parent / "agentchild"
+from . import zygote
+
+# The code a task's child runs: bound read-only into every view (its path defined once, in the zygote).
+AGENTCHILD_DIR = zygote.AGENTCHILD_DIR
 # /etc entries the child may read (passwd, group, hosts and hostname are generated instead).
 ETC_ENTRIES = (
     "alternatives", "ca-certificates", "ca-certificates.conf", "debian_version", "gai.conf", "host.conf",

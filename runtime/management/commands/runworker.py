@@ -5,6 +5,7 @@ At start it probes the host's sandbox layers, logs them, records them in WorkerH
 GET /api/admin/runtime/) and refuses to start when the isolation level is below SANDBOX_MIN_LEVEL.
 """
 import logging
+import os
 import resource
 import socket
 import sys
@@ -23,9 +24,6 @@ from runtime.supervisor import Runtime
 from runtime.worker import ConcurrentWorker
 
 logger = logging.getLogger("runtime.worker")
-
-# Exit status when the host is below SANDBOX_MIN_LEVEL (EX_CONFIG: a supervisor should not restart it).
-EXIT_BELOW_MIN_LEVEL = 78
 
 
 class Command(BaseCommand):
@@ -49,7 +47,7 @@ class Command(BaseCommand):
                 capabilities.get("level"),
                 settings.SANDBOX_MIN_LEVEL,
             )
-            sys.exit(EXIT_BELOW_MIN_LEVEL)
+            sys.exit(os.EX_CONFIG)  # below SANDBOX_MIN_LEVEL: a supervisor (runplatform) does not restart it
 
         import django_rq
 
