@@ -26,6 +26,7 @@ from teams.models import Team
 from teams.services import DEFAULT_TERMINATION, team_create, team_delete, team_update
 
 from .models import Agent, ModelConfig
+from .spec_prices import PRICE_KEYS, prices_for_spec, prices_from_spec, prices_of
 from .services import (
     agent_create,
     agent_delete,
@@ -39,12 +40,12 @@ from .services import (
 SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"), ("webhooks", "webhook"),
             ("schedules", "schedule"))
 TOP_KEYS = ("customer", "models", "agents", "teams", "webhooks", "schedules")
-MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses")
+MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses", *PRICE_KEYS)
 AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
               "approval")
 TEAM_KEYS = ("name", "mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
 # The fields a plan compares, in the order an `update` line names them.
-MODEL_FIELDS = ("provider", "model", "base_url", "model_info", "responses", "api_key")
+MODEL_FIELDS = ("provider", "model", "base_url", "model_info", "responses", *PRICE_KEYS, "api_key")
 AGENT_FIELDS = ("description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
                 "approval")
 TEAM_FIELDS = ("mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
@@ -211,6 +212,7 @@ def _model_from_spec(problems, path, item: dict, environ) -> dict:
         "model_info": _mapping(problems, f"{path}.model_info", item.get("model_info")),
         "responses": item.get("responses") if item.get("responses") is not None else [],
         "api_key": None,
+        **prices_from_spec(problems, path, item),
     }
     for key, messages in model_config_errors(
         provider=desired["provider"], model=desired["model"], base_url=desired["base_url"],
@@ -423,7 +425,7 @@ def _stored_key(model_config: ModelConfig) -> str | None:
 def _model_values(model_config: ModelConfig) -> dict:
     """What exists, in the terms of a spec (references as names)."""
     return {"provider": model_config.provider, "model": model_config.model, "base_url": model_config.base_url,
-            "model_info": model_config.model_info, "responses": model_config.responses}
+            "model_info": model_config.model_info, "responses": model_config.responses, **prices_of(model_config)}
 
 
 def _agent_values(agent: Agent) -> dict:
@@ -567,7 +569,7 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
                 models[item.name] = model_config_create(
                     actor=actor, customer=customer, name=item.name, provider=values["provider"], model=values["model"],
                     base_url=values["base_url"], api_key=key, model_info=values["model_info"],
-                    responses=values["responses"], request=request)
+                    responses=values["responses"], request=request, **{k: values[k] for k in PRICE_KEYS})
             else:
                 data = {f: (key if f == "api_key" else values[f]) for f in item.fields}
                 models[item.name] = model_config_update(actor=actor, model_config=item.current, data=data,
@@ -675,6 +677,7 @@ def spec_export(customer: Customer) -> dict:
             item["model_info"] = {k: info[k] for k in sorted(info, key=lambda k: (MODEL_INFO_ORDER + (k,)).index(k))}
         if model_config.responses:
             item["responses"] = list(model_config.responses)
+        item.update(prices_for_spec(model_config))
         models.append(item)
     agents = []
     for agent in sorted(existing["agent"].values(), key=lambda a: a.name):
