@@ -7,6 +7,7 @@ import difflib
 import json
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.paginator import Paginator
 from django.http import JsonResponse
@@ -182,6 +183,9 @@ def _run_context(request, task):
         "thread_runs": selectors.thread_runs(task),
         "cost": selectors.task_cost(task) if task.is_finished else None,
         "usage_rows": [(k.replace("_", " "), k, v) for k, v in (task.usage or {}).items()],
+        "input_request": task_services.task_input_request(task),
+        "input_request_seq": next((e.seq for e in reversed(events) if e.type == "input_request"), 0),
+        "answer_max": settings.MAX_TASK_INPUT_CHARS,
     }
 
 
@@ -211,6 +215,36 @@ def run_cancel(request, pk):
     except ApplicationError:
         pass  # it finished meanwhile: the page shows how
     return redirect("studio:run", pk=task.pk)
+
+
+@writer_required
+@require_POST
+def run_input(request, pk):
+    """The person's answer to a run waiting in input_required: `text` for a question, `approve` (true/false)
+    for an approval. The same service as POST /api/tasks/{id}/input/; the run resumes on a worker and the
+    page follows it live. From htmx the live part comes back (a refusal shown in it); else the run page."""
+    task = task_selectors.task_get_for_user(user=request.user, pk=pk)
+    approve = {"true": True, "false": False}.get(request.POST.get("approve", ""))
+    answer_error = None
+    try:
+        task = task_services.task_answer(actor=request.user, task=task, text=request.POST.get("text"),
+                                         approve=approve, request=request)
+    except ApplicationError as exc:
+        details = exc.details if isinstance(exc.details, dict) else {}
+        answer_error = " ".join(str(m) for messages in details.values() for m in (
+            messages if isinstance(messages, list) else [messages])) or exc.message
+        answer_status = exc.status
+    if request.headers.get("HX-Request"):
+        # htmx swaps only 2xx answers: a refusal is shown in the live part it swaps in
+        context = _context(request, "runs", **_run_context(request, task), answer_error=answer_error,
+                           answered=answer_error is None)
+        return render(request, "studio/partials/run_live.html", context)
+    if answer_error is None:
+        return redirect("studio:run", pk=task.pk)
+    context = _context(request, "runs", **_run_context(request, task), answer_error=answer_error)
+    context.update(continue_form=forms.ContinueForm(),
+                   target_name=task.agent.name if task.agent else task.team.name if task.team else "(deleted)")
+    return render(request, "studio/run.html", context, status=answer_status)
 
 
 @writer_required
