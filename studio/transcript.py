@@ -93,6 +93,8 @@ def _line(event) -> Turn:
     elif event.type == "log":
         if c.get("kind") == "select_speaker":
             text = "next speaker: " + ", ".join(map(str, c.get("speakers", [])))
+        elif c.get("kind") == "UserInputRequestedEvent":  # AgentChat's user proxy takes its turn
+            text = f"{event.source or 'a person'}'s turn: waiting for a person's answer"
         else:
             text = f"{c.get('kind', 'log')}: {c.get('text', '')}"
     elif event.type == "input_request":

@@ -13,6 +13,7 @@ from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -183,7 +184,9 @@ def _run_context(request, task):
         "thread_runs": selectors.thread_runs(task),
         "cost": selectors.task_cost(task) if task.is_finished else None,
         "usage_rows": [(k.replace("_", " "), k, v) for k, v in (task.usage or {}).items()],
-        "input_request": task_services.task_input_request(task),
+        "input_request": (asked := task_services.task_input_request(task)),
+        "input_expires": parse_datetime(asked["expires_at"]) if asked and isinstance(asked.get("expires_at"), str)
+        else None,
         "input_request_seq": next((e.seq for e in reversed(events) if e.type == "input_request"), 0),
         "answer_max": settings.MAX_TASK_INPUT_CHARS,
     }

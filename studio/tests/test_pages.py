@@ -284,7 +284,7 @@ def test_a_run_waiting_for_input_shows_the_question_and_takes_the_answer(make_cu
     page = client.get(f"/studio/runs/{task.pk}/")
     html = page.content.decode()
     assert 'id="input-request"' in html and "Which city &lt;b&gt;first&lt;/b&gt;?" in html
-    assert '<label for="answer-text">Your answer</label>' in html
+    assert '<label for="answer-text">Your answer to planner</label>' in html
     assert f'action="/studio/runs/{task.pk}/input/"' in html and 'id="approve-button"' not in html
     assert "planner asks: Which city" in text(page)
     # a viewer sees the question but cannot answer
