@@ -28,5 +28,7 @@ urlpatterns = [
     path("teams/", views.teams_list, name="teams"),
     path("teams/new/", views.team_new, name="team-new"),
     path("teams/<int:pk>/", views.team_edit, name="team"),
+    path("teams/<int:pk>/diff/", views.team_diff, name="team-diff"),
+    path("teams/<int:pk>/rollback/", views.team_rollback, name="team-rollback"),
     path("usage/", views.usage, name="usage"),
 ]

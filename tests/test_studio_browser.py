@@ -311,7 +311,14 @@ def test_a_viewer_reads_but_cannot_edit_and_pages_have_labels_and_keyboard_acces
     unlabeled = """() => [...document.querySelectorAll('input, select, textarea')]
         .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
         .map(e => e.name || e.id)"""
+    from teams.services import team_create, team_update
+
+    second = Agent.objects.create(customer=customer, name="second", model=model)
+    team = team_create(actor="test", customer=customer, name="pair", members=[agent])
+    team_update(actor="test", team=team, data={"members": [agent, second]})
     for path, name in ((f"/studio/agents/{agent.pk}/", "14-viewer-agent"), ("/studio/agents/new/", None),
+                       (f"/studio/teams/{team.pk}/", "17-viewer-team-versions"),
+                       (f"/studio/teams/{team.pk}/diff/", "18-viewer-team-diff"),
                        ("/studio/teams/new/", None), ("/studio/models/new/", None), ("/studio/runs/", None)):
         page.goto(f"{daphne_server.http_url}{path}")
         assert page.evaluate(unlabeled) == [], path
@@ -322,6 +329,12 @@ def test_a_viewer_reads_but_cannot_edit_and_pages_have_labels_and_keyboard_acces
     assert page.is_disabled("#id_name") and page.locator("#save-agent").count() == 0
     page.goto(f"{daphne_server.http_url}/studio/agents/")
     assert page.locator("#new-agent").count() == 0
+    # the team's history is there to read (v2 adds a member), without a way to roll back
+    page.goto(f"{daphne_server.http_url}/studio/teams/{team.pk}/diff/")
+    assert "+members: shown, second" in page.inner_text("#diff")
+    page.goto(f"{daphne_server.http_url}/studio/teams/{team.pk}/")
+    assert page.locator("#versions tr[data-version]").count() == 2
+    assert page.locator("#versions button").count() == 0
     # and a write sent anyway is refused
     status = page.evaluate("""async (url) => (await fetch(url, {method: 'POST', body: new URLSearchParams({
         csrfmiddlewaretoken: document.querySelector('[name=csrfmiddlewaretoken]').value, name: 'x'})})).status""",

@@ -328,3 +328,36 @@ def test_an_approval_is_approved_or_denied_with_buttons(make_customer):
     task.refresh_from_db()
     assert task.status == "queued" and task.suspension["answer"] == {"kind": "approval", "approve": False}
     assert f"denied by {owner.username}" in text(client.get(f"/studio/runs/{task.pk}/"))
+
+
+def test_a_team_has_versions_a_diff_and_a_rollback(make_customer):
+    customer, owner = make_customer("team-versions-co")
+    first, second, third = (make_agent(customer, name=n) for n in ("first", "second", "third"))
+    client = signed_in(owner)
+    form = {"name": "duo", "mode": "round_robin", "member_1": first.pk, "member_2": second.pk, "max_messages": "6",
+            "text_mention": "DONE"}
+    client.post("/studio/teams/new/", form)
+    team = Team.objects.get(customer=customer, name="duo")
+    # when a member is added, a new version is recorded
+    saved = client.post(f"/studio/teams/{team.pk}/", {**form, "member_3": third.pk}, follow=True)
+    team.refresh_from_db()
+    assert team.version == 2 and "Saved (version 2)" in text(saved)
+    # then the team page lists both versions, and the diff names the members
+    page = text(client.get(f"/studio/teams/{team.pk}/"))
+    assert "v2 (current)" in page and "diff with v1" in page
+    diff = text(client.get(f"/studio/teams/{team.pk}/diff/?a=1&b=2"))
+    assert "-members: first, second" in diff and "+members: first, second, third" in diff
+    # and a rollback to version 1 is version 3 with two members
+    rolled = text(client.post(f"/studio/teams/{team.pk}/rollback/", {"version": 1}, follow=True))
+    team.refresh_from_db()
+    assert team.version == 3 and team.member_ids() == [first.pk, second.pk]
+    assert "Rolled back" in rolled and "v3 (current)" in rolled
+    # an unknown version is refused; a viewer sees the history but cannot roll back
+    assert client.post(f"/studio/teams/{team.pk}/rollback/", {"version": 9}).status_code == 400
+    _, viewer = make_customer("team-versions-co", role="viewer")
+    as_viewer = signed_in(viewer)
+    shown = as_viewer.get(f"/studio/teams/{team.pk}/").content.decode()
+    assert 'id="versions"' in shown and "Roll back to v1" not in shown
+    assert as_viewer.post(f"/studio/teams/{team.pk}/rollback/", {"version": 1}).status_code == 403
+    team.refresh_from_db()
+    assert team.version == 3
