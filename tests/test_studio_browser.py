@@ -374,6 +374,9 @@ def test_a_run_asks_a_question_and_the_user_answers_in_the_page(daphne_server, w
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "answer-button"
     page.keyboard.press("Enter")
+    # the answer is taken: announced, and the focus rests on the run (not lost with the removed box)
+    page.wait_for_function("document.getElementById('run-announce').textContent.startsWith('Answer sent')")
+    assert page.evaluate("document.activeElement.id") == "run-live"
 
     # then the run resumes on a worker and finishes, live on the same page
     page.wait_for_selector("#outcome")

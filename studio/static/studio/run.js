@@ -141,11 +141,18 @@
     tokensBox.textContent = entries.map(([source, text]) => source + " is writing: " + text).join("\n");
   }
 
-  // After an answer is sent (htmx swaps the live part): focus goes to what happened, the refusal or "sent".
+  // After an answer is sent (htmx swaps the live part): a refusal takes the focus; once taken, the focus
+  // rests on the live part itself (it stays while the resumed run refreshes it) and "sent" is announced.
   document.body.addEventListener("htmx:afterSwap", (event) => {
     if (event.detail.target !== live) return;
     state.askedSeq = document.getElementById("input-request")?.dataset.seq || null;
-    (document.getElementById("answer-error") || document.getElementById("answer-sent"))?.focus();
+    const refused = document.getElementById("answer-error");
+    if (refused) return refused.focus();
+    const sent = document.getElementById("answer-sent");
+    if (sent) {
+      announcer.textContent = sent.textContent;
+      live.focus();
+    }
   });
 
   window.addEventListener("online", () => { if (!state.finished && !state.socket) connect(); });
