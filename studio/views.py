@@ -165,6 +165,14 @@ def runs(request):
     return render(request, "studio/runs.html", context)
 
 
+def _error_text(exc: ApplicationError) -> str:
+    """A service's refusal for people: its field messages when it has them (validation), else its message."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    messages = [m for value in details.values() for m in (value if isinstance(value, list) else [value])
+                if isinstance(m, str)]
+    return " ".join(messages) or exc.message
+
+
 def _run_context(request, task):
     events = list(task_selectors.task_events_page(task, after=0, limit=task_selectors.EVENTS_MAX_LIMIT))
     turns = build_transcript(events, started_at=task.started_at or task.created_at)
@@ -233,10 +241,7 @@ def run_input(request, pk):
         task = task_services.task_answer(actor=request.user, task=task, text=request.POST.get("text"),
                                          approve=approve, request=request)
     except ApplicationError as exc:
-        details = exc.details if isinstance(exc.details, dict) else {}
-        answer_error = " ".join(str(m) for messages in details.values() for m in (
-            messages if isinstance(messages, list) else [messages])) or exc.message
-        answer_status = exc.status
+        answer_error, answer_status = _error_text(exc), exc.status
     if request.headers.get("HX-Request"):
         # htmx swaps only 2xx answers: a refusal is shown in the live part it swaps in
         context = _context(request, "runs", **_run_context(request, task), answer_error=answer_error,
@@ -415,7 +420,7 @@ def _rollback(request, kind: str, obj, service, page: str):
         version = int(request.POST.get("version", ""))
         obj = service(actor=request.user, version=version, request=request, **{kind: obj})
     except (ValueError, ApplicationError) as exc:
-        message = getattr(exc, "message", "Choose a version")
+        message = _error_text(exc) if isinstance(exc, ApplicationError) else "Choose a version"
         return render(request, "studio/error.html", _context(request, f"{kind}s", title="Rollback refused",
                                                              message=message), status=getattr(exc, "status", 400))
     return redirect(f"{reverse(page, args=[obj.pk])}?saved=rollback")

@@ -353,7 +353,8 @@ def test_a_team_has_versions_a_diff_and_a_rollback(make_customer):
     assert team.version == 3 and team.member_ids() == [first.pk, second.pk]
     assert "Rolled back" in rolled and "v3 (current)" in rolled
     # an unknown version is refused; a viewer sees the history but cannot roll back
-    assert client.post(f"/studio/teams/{team.pk}/rollback/", {"version": 9}).status_code == 400
+    unknown = client.post(f"/studio/teams/{team.pk}/rollback/", {"version": 9})
+    assert unknown.status_code == 400 and "The team has no version 9" in text(unknown)
     _, viewer = make_customer("team-versions-co", role="viewer")
     as_viewer = signed_in(viewer)
     shown = as_viewer.get(f"/studio/teams/{team.pk}/").content.decode()
