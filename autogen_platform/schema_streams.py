@@ -15,6 +15,8 @@ tests/test_schema.py checks them against frames from a running stream.
 ERROR = "#/components/schemas/ErrorEnvelope"
 TASK_EVENT = "#/components/schemas/TaskEvent"
 TASK_STATUS = "#/components/schemas/TaskStatusEnum"
+# The event types as the TaskEvent component declares them (whatever name its enum is given).
+EVENT_TYPE = "#/components/schemas/TaskEvent/properties/type"
 
 
 def _ref(name: str) -> dict:
@@ -45,7 +47,7 @@ COMPONENTS = {
         "and a blank line. The stream starts with `retry: 2000`, sends `: keepalive` comment lines when quiet, and "
         "ends after the task's final status event.",
         {"id": {"type": "integer", "description": "The event's seq: send it back as Last-Event-ID to resume."},
-         "event": {"allOf": [_ref("TypeEnum")], "description": "The event's type."},
+         "event": {"allOf": [{"$ref": EVENT_TYPE}], "description": "The event's type."},
          "data": {"allOf": [{"$ref": TASK_EVENT}], "description": "The stored event as JSON on one line."}},
         ["id", "event", "data"]),
     # /ws/tasks/{id}/: client -> server
@@ -180,7 +182,7 @@ SSE_OPERATION = {
         "404": _error("not_found: no such task for this customer"),
         "500": _error("internal_error: no stack trace; details.request_id identifies the request"),
     },
-    "x-sse-events": {"message_schema": _ref("TaskStreamMessage"), "event_names": _ref("TypeEnum")},
+    "x-sse-events": {"message_schema": _ref("TaskStreamMessage"), "event_names": {"$ref": EVENT_TYPE}},
 }
 
 

@@ -53,12 +53,22 @@ def test_a_client_author_finds_the_sse_stream_and_the_websocket_frames_in_the_sc
         assert name in components, name
         # every $ref the frames make points at a component the document has
         for ref in _refs(components[name]):
-            assert ref.removeprefix("#/components/schemas/") in components, ref
+            assert _resolves(schema, ref), ref
+    assert _resolves(schema, stream["x-sse-events"]["event_names"]["$ref"])
     # frames a client may send are described, and a typo is not one of them
     client_frame = validator(schema, "WsTaskClientFrame")
     for frame in ({"after": 0}, {"input": {"text": "Blue"}}, {"input": {"approve": False}}, {"type": "ping"}):
         client_frame.validate(frame)
     assert not client_frame.is_valid({"input": {"txet": "Blue"}})
+
+
+def _resolves(document: dict, ref: str) -> bool:
+    node = document
+    for part in ref.removeprefix("#/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _refs(node):
