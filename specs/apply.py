@@ -19,6 +19,7 @@ from autogen_platform.errors import ApplicationError, ValidationFailed
 from teams.services import team_create, team_delete, team_update
 
 from . import integrations
+from .prices import PRICE_KEYS
 from .plan import PlanItem, SpecResult, check_references, existing_objects, spec_plan
 from .reader import KEEP_KEY, SECTIONS, spec_read, summary_message
 
@@ -72,7 +73,7 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
                 models[item.name] = model_config_create(
                     actor=actor, customer=customer, name=item.name, provider=values["provider"], model=values["model"],
                     base_url=values["base_url"], api_key=key, model_info=values["model_info"],
-                    responses=values["responses"], request=request)
+                    responses=values["responses"], request=request, **{k: values[k] for k in PRICE_KEYS})
             else:
                 data = {f: (key if f == "api_key" else values[f]) for f in item.fields}
                 models[item.name] = model_config_update(actor=actor, model_config=item.current, data=data,

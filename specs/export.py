@@ -10,6 +10,7 @@ import yaml
 from accounts.models import Customer
 
 from . import integrations
+from .prices import prices_for_spec
 from .plan import existing_objects, team_values
 
 MODEL_INFO_ORDER = ("vision", "function_calling", "json_output", "family", "structured_output", "multiple_system_messages")
@@ -44,6 +45,7 @@ def spec_export(customer: Customer) -> dict:
             item["model_info"] = {k: info[k] for k in sorted(info, key=lambda k: (MODEL_INFO_ORDER + (k,)).index(k))}
         if model_config.responses:
             item["responses"] = list(model_config.responses)
+        item.update(prices_for_spec(model_config))
         models.append(item)
     agents = []
     for agent in sorted(existing["agent"].values(), key=lambda a: a.name):

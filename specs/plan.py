@@ -9,10 +9,11 @@ from agents.models import Agent, ModelConfig
 from teams.models import Team
 
 from . import integrations
+from .prices import PRICE_KEYS, prices_of
 from .reader import KEEP_KEY, SECTIONS, Desired, Problems
 
 # The fields a plan compares, in the order an `update` line names them.
-MODEL_FIELDS = ("provider", "model", "base_url", "model_info", "responses", "api_key")
+MODEL_FIELDS = ("provider", "model", "base_url", "model_info", "responses", *PRICE_KEYS, "api_key")
 AGENT_FIELDS = ("description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
                 "approval")
 TEAM_FIELDS = ("mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
@@ -78,7 +79,7 @@ def _stored_key(model_config: ModelConfig) -> str | None:
 def _model_values(model_config: ModelConfig) -> dict:
     """What exists, in the terms of a spec (references as names)."""
     return {"provider": model_config.provider, "model": model_config.model, "base_url": model_config.base_url,
-            "model_info": model_config.model_info, "responses": model_config.responses}
+            "model_info": model_config.model_info, "responses": model_config.responses, **prices_of(model_config)}
 
 
 def _agent_values(agent: Agent) -> dict:

@@ -18,11 +18,12 @@ from teams.models import Team
 from teams.services import DEFAULT_TERMINATION
 
 from . import integrations
+from .prices import PRICE_KEYS, prices_from_spec
 
 SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"), ("webhooks", "webhook"),
             ("schedules", "schedule"))
 TOP_KEYS = ("customer", "models", "agents", "teams", "webhooks", "schedules")
-MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses")
+MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses", *PRICE_KEYS)
 AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
               "approval")
 TEAM_KEYS = ("name", "mode", "members", "selector_model", "orchestrator_model", "termination", "graph")
@@ -188,6 +189,7 @@ def _model_from_spec(problems, path, item: dict, environ) -> dict:
         "model_info": _mapping(problems, f"{path}.model_info", item.get("model_info")),
         "responses": item.get("responses") if item.get("responses") is not None else [],
         "api_key": None,
+        **prices_from_spec(problems, path, item),
     }
     for key, messages in model_config_errors(
         provider=desired["provider"], model=desired["model"], base_url=desired["base_url"],

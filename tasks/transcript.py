@@ -94,8 +94,19 @@ def _line(event) -> Turn:
     elif event.type == "log":
         if c.get("kind") == "select_speaker":
             text = "next speaker: " + ", ".join(map(str, c.get("speakers", [])))
+        elif c.get("kind") == "UserInputRequestedEvent":  # AgentChat's user proxy takes its turn
+            text = f"{event.source or 'a person'}'s turn: waiting for a person's answer"
         else:
             text = f"{c.get('kind', 'log')}: {c.get('text', '')}"
+    elif event.type == "input_request":
+        who = c.get("agent") or event.source or "the run"
+        text = (f"{who} asks for approval: " if c.get("kind") == "approval" else f"{who} asks: ") + str(c.get("prompt", ""))
+    elif event.type == "input_response":
+        by = event.source or "someone"
+        if c.get("kind") == "approval":
+            text = f"{'approved' if c.get('approve') else 'denied'} by {by}"
+        else:
+            text = f"answered by {by}: {c.get('text', '')}"
     else:
         text = f"{event.type}: {_text(event.content)}"
     return Turn(kind="line", seq=event.seq, source=event.source, text=text, at=event.created_at, event_type=event.type)

@@ -1,15 +1,17 @@
-"""Every write to teams: members (ordered), mode and the model it needs, termination, graph; audit rows."""
+"""Every write to teams: members (ordered), mode and the model it needs, termination, graph; versions
+(every behaviour change is a new immutable TeamVersion; a rollback applies an old one as a new version);
+audit rows."""
 from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Customer
 from agents.models import Agent, ModelConfig
-from autogen_platform.errors import QuotaExceeded, ValidationFailed
+from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 from autogen_platform.naming import unique_name_save
 from core.services import audit_record
 
 from . import conditions, signals
-from .models import Team, TeamMember
+from .models import Team, TeamMember, TeamVersion
 
 # A team given no termination condition stops after this many messages, so it always ends.
 DEFAULT_TERMINATION = {"max_messages": 10}
@@ -117,6 +119,15 @@ def _team_save(team: Team, members: list[int] | None) -> None:
         )
 
 
+def _actor_name(actor) -> str:
+    return (getattr(actor, "username", None) or str(actor or ""))[:150]
+
+
+def _version_add(team: Team, actor) -> TeamVersion:
+    return TeamVersion.objects.create(team=team, version=team.version, snapshot=team.behaviour(),
+                                      created_by=_actor_name(actor))
+
+
 @transaction.atomic
 def team_create(*, actor, customer: Customer, name: str, members, mode: str = Team.Mode.ROUND_ROBIN,
                 selector_model=None, orchestrator_model=None, termination: dict | None = None,
@@ -131,15 +142,68 @@ def team_create(*, actor, customer: Customer, name: str, members, mode: str = Te
     team.termination = _termination_clean(termination, customer, _member_names(member_ids))
     _graph_clean(team, member_ids, given=graph is not None)
     _mode_members_clean(team, member_ids)
+    team.version = 1
     _team_save(team, member_ids)
+    _version_add(team, actor)
     audit_record(actor=actor, action="team.create", target=f"team:{team.pk}", customer=customer, request=request,
-                 details={"name": team.name, "members": member_ids, "mode": team.mode})
+                 details={"name": team.name, "members": member_ids, "mode": team.mode, "version": 1})
     return team
+
+
+def _team_locked(team: Team) -> Team:
+    return Team.objects.select_for_update(of=("self",)).select_related("customer").get(pk=team.pk)
 
 
 @transaction.atomic
 def team_update(*, actor, team: Team, data: dict, request=None) -> Team:
-    team = Team.objects.select_for_update(of=("self",)).select_related("customer").get(pk=team.pk)
+    """Changes the given fields; a change to anything but the name makes a new version."""
+    team = _team_locked(team)
+    before = team.behaviour()
+    changed = _team_change(team, data)
+    if team.behaviour() != before:
+        team.version += 1
+        team.save(update_fields=["version"])
+        _version_add(team, actor)
+    audit_record(actor=actor, action="team.update", target=f"team:{team.pk}", customer=team.customer,
+                 request=request, details={"changed": changed, "version": team.version})
+    return team
+
+
+@transaction.atomic
+def team_rollback(*, actor, team: Team, version: int, request=None) -> Team:
+    """Applies an earlier version's snapshot as a NEW version: history is never rewritten. The snapshot is
+    checked as any change is (the agents and models it names must still be the customer's)."""
+    team = _team_locked(team)
+    old = TeamVersion.objects.filter(team=team, version=version).first()
+    if old is None:
+        raise ValidationFailed(details={"version": [f"The team has no version {version}"]})
+    snapshot = old.snapshot
+    members = list(snapshot.get("members") or [])
+    gone = sorted(set(members) - set(Agent.objects.filter(customer=team.customer, pk__in=members)
+                                     .values_list("pk", flat=True)))
+    if gone:
+        raise Conflict(f"Agents of version {version} no longer exist: {', '.join(map(str, gone))}",
+                       details={"members": gone})
+    for field in MODEL_FIELDS:
+        pk = snapshot.get(field)
+        if pk is not None and not ModelConfig.objects.filter(pk=pk, customer=team.customer).exists():
+            raise Conflict(f"The {field.replace('_', ' ')} of version {version} no longer exists")
+    _team_change(team, {
+        "mode": snapshot.get("mode", Team.Mode.ROUND_ROBIN), "members": members,
+        # the mode's own model is given, the other cleared (given as None it is not "given" to the checks)
+        **{field: snapshot.get(field) for field in MODEL_FIELDS},
+        "termination": snapshot.get("termination") or {}, "graph": snapshot.get("graph") or {},
+    })
+    team.version += 1
+    team.save(update_fields=["version"])
+    _version_add(team, actor)
+    audit_record(actor=actor, action="team.rollback", target=f"team:{team.pk}", customer=team.customer,
+                 request=request, details={"from_version": version, "version": team.version})
+    return team
+
+
+def _team_change(team: Team, data: dict) -> list[str]:
+    """Applies `data` to the (locked) team with every check of a write and saves it; the fields named."""
     customer = team.customer
     changed = [f for f in ("name", "mode", *MODEL_FIELDS, "termination", "graph", "members") if f in data]
     if "name" in data:
@@ -160,9 +224,7 @@ def team_update(*, actor, team: Team, data: dict, request=None) -> Team:
     _graph_clean(team, final_members, given=data.get("graph") is not None)
     _mode_members_clean(team, final_members)
     _team_save(team, member_ids)
-    audit_record(actor=actor, action="team.update", target=f"team:{team.pk}", customer=customer, request=request,
-                 details={"changed": changed})
-    return team
+    return changed
 
 
 @transaction.atomic

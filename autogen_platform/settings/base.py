@@ -280,7 +280,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "autogen_platform.schema.refuse_unknown_properties"],
+                             "autogen_platform.schema.refuse_unknown_properties",
+                             # the SSE stream and the WebSocket frames, which are not DRF views
+                             "autogen_platform.schema_streams.add_live_streams"],
     # Swagger UI and Redoc from drf-spectacular-sidecar's files, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -496,3 +496,53 @@ def test_human_input_and_approval_apply_export_and_name_their_path(acme):
     with pytest.raises(ValidationFailed) as refused:
         apply(customer, spec.replace("human_input: true", "human_input: maybe"))
     assert "agents[1].human_input" in json.dumps(refused.value.details)
+
+
+PRICED = """
+customer: acme
+models:
+  - name: priced
+    provider: replay
+    responses: ["Hi. TERMINATE"]
+    price_prompt_per_million: 0.15
+    price_completion_per_million: 2
+"""
+
+
+def test_prices_apply_export_and_apply_back_as_no_changes(acme):
+    from decimal import Decimal
+
+    customer, _ = acme
+    # given a spec with prices
+    assert apply(customer, PRICED).summary_line().startswith("1 to create")
+    model = ModelConfig.objects.get(customer=customer, name="priced")
+    assert (model.price_prompt_per_million, model.price_completion_per_million) == (Decimal("0.15"), Decimal(2))
+    # then the export holds them as numbers, and applies back as no changes
+    exported = spec_dump_yaml(spec_export(customer))
+    item = yaml.safe_load(exported)["models"][0]
+    assert item["price_prompt_per_million"] == 0.15 and item["price_completion_per_million"] == 2
+    assert apply(customer, exported).summary_line() == "no changes"
+    # when a price changes, the plan names it; a price left out is removed (a spec says the whole object)
+    changed = apply(customer, PRICED.replace("price_prompt_per_million: 0.15", "price_prompt_per_million: '0.2'")
+                    .replace("    price_completion_per_million: 2\n", ""))
+    assert changed.lines()[0] == "update model priced (price_prompt_per_million, price_completion_per_million)"
+    model.refresh_from_db()
+    assert (model.price_prompt_per_million, model.price_completion_per_million) == (Decimal("0.2"), None)
+    assert "price_completion_per_million" not in yaml.safe_load(
+        spec_dump_yaml(spec_export(customer)))["models"][0]
+
+
+@pytest.mark.parametrize("value,message", [
+    ("-1", "must not be negative"),
+    ("0.00001", "at most 4 decimal places"),
+    ("123456789", "at most 8 digits before the decimal point"),
+    ("cheap", "must be a number"),
+    ("true", "must be a number"),
+    ("[1]", "must be a number"),
+])
+def test_price_mistakes_name_their_path(acme, value, message):
+    customer, _ = acme
+    with pytest.raises(ValidationFailed) as error:
+        apply(customer, PRICED.replace("price_prompt_per_million: 0.15", f"price_prompt_per_million: {value}"))
+    assert message in " ".join(error.value.details["models[0].price_prompt_per_million"])
+    assert counts(customer) == (0, 0, 0, 0)
