@@ -20,7 +20,8 @@ from autogen_agentchat.messages import (
     TextMessage,
     ToolCallExecutionEvent,
 )
-from autogen_core import CancellationToken
+from autogen_agentchat.teams._group_chat._events import GroupChatAgentResponse, GroupChatStart
+from autogen_core import CancellationToken, DefaultTopicId
 from autogen_core.models import FunctionExecutionResult, FunctionExecutionResultMessage
 from autogen_core.tools import FunctionTool
 
@@ -231,6 +232,62 @@ def prepare_state(state: dict, pending: dict) -> dict:
         agents = {**agents, ident: {**agents[ident], "message_buffer": []}}
         return {**state, "agent_states": agents}
     return state
+
+
+class _AnswerOfTheAskingTurn:
+    """Stands in for a team manager's GroupChatStart handler in a resumed run: the start message is the
+    answer of the member whose turn asked (the user proxy's reply, the agent's reply after its approved
+    calls), delivered as AgentChat delivers a member's response: logged, given to the other members, then
+    the manager's own handle_agent_response (thread, turn count, termination, next speaker). A new start
+    (and MagenticOne's planning) would not continue the run where it stopped; this is the same for every
+    team class, since each manager handles a member's response in handle_agent_response."""
+
+    def __init__(self, ordinary: list):
+        self.ordinary = ordinary
+
+    @staticmethod
+    def router(message, ctx) -> bool:
+        return True
+
+    async def __call__(self, manager, start, ctx):
+        manager._handlers[GroupChatStart] = self.ordinary  # used once
+        message = start.messages[-1]
+        answer = GroupChatAgentResponse(response=Response(chat_message=message), name=message.source)
+        await manager._output_message_queue.put(message)
+        # To the members, as the member's container publishes it (the runtime does not deliver it to us).
+        await manager.publish_message(answer, topic_id=DefaultTopicId(type=manager._group_topic_type),
+                                      cancellation_token=ctx.cancellation_token)
+        manager._active_speakers = [message.source]  # what the manager was waiting for when the state was saved
+        await manager.handle_agent_response(answer, ctx)
+
+
+def _resume_at_the_asking_turn(team) -> None:
+    """Before the team is initialised (load_state does it): its manager takes the resumed run's start as
+    the asking member's answer. AgentChat builds the manager through this factory method; its message
+    handlers are looked up per instance (RoutedAgent._handlers), so one entry is replaced."""
+    original = team._create_group_chat_manager_factory
+
+    def factory(*args, **kwargs):
+        make = original(*args, **kwargs)
+
+        def create():
+            manager = make()
+            manager._handlers[GroupChatStart] = [_AnswerOfTheAskingTurn(list(manager._handlers[GroupChatStart]))]
+            return manager
+
+        return create
+
+    team._create_group_chat_manager_factory = factory
+
+
+async def load_state(runnable, state: dict, pending: dict | None) -> None:
+    """Load a saved state; when it was saved while someone was asked (pending), ready to finish that turn."""
+    if pending is None:
+        await runnable.load_state(state)
+        return
+    if hasattr(runnable, "_participants"):
+        _resume_at_the_asking_turn(runnable)
+    await runnable.load_state(prepare_state(state, pending))
 
 
 def _skip_own_messages(agent) -> None:
