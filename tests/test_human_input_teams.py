@@ -168,3 +168,39 @@ def test_magentic_one_asks_the_person_and_its_orchestrator_continues_without_pla
     assert spoken[-1] == ("MagenticOneOrchestrator", "Final answer: a blue logo.")
     assert done.result["text"] == "Final answer: a blue logo."
     assert statuses(done.pk, client) == RESUMED
+
+
+# -- approvals in teams ----------------------------------------------------------------------------
+
+
+def test_a_denied_call_of_a_selector_member_stops_only_that_call(workers, customer, client_for):
+    org, user = customer
+    client = client_for(user)
+    calls = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}},
+                            {"name": "word_count", "arguments": {"text": "one two three"}}]}
+    with OpenAIStub([calls, "3 words; the product was not allowed.", "Fine. TERMINATE"]) as stub:
+        model = stub_model(org, stub)
+        counter = make_agent(org, model, "counter", tools=["calculator", "word_count"], approval=["calculator"])
+        checker = make_agent(org, model, "checker")
+        selector = replay_model(org, ["counter"], name="selector")  # after counter, checker is the only candidate
+        team = make_team(client, [counter, checker], mode="selector", selector_model=selector.pk,
+                         termination={"text_mention": "TERMINATE", "max_messages": 8})
+        created = submit(client, team=team["id"], input="Multiply and count")
+        task = waiting(client, created["id"])
+        # only the gated call is put to the person
+        assert task["input_request"]["agent"] == "counter"
+        assert [c["name"] for c in task["input_request"]["tool_calls"]] == ["calculator"]
+        denied = client.post(f"/api/tasks/{created['id']}/input/", {"approve": False}, format="json")
+        assert denied.status_code == 200, denied.content
+        done = finished(created["id"], timeout=60)
+    assert done.status == "succeeded", done.error
+    events = events_of(client, done.pk)
+    results = {r["content"]["name"]: r["content"] for r in events if r["type"] == "tool_result"}
+    assert results["calculator"]["is_error"] is True and "denied" in results["calculator"]["content"]
+    assert results["word_count"] == {**results["word_count"], "is_error": False, "content": "3 words, 13 characters"}
+    assert not any("42" in json.dumps(e["content"]) for e in events if e["type"] == "tool_result")
+    assert said(done.pk, client) == [("user", "Multiply and count"), ("counter", "3 words; the product was not allowed."),
+                                     ("checker", "Fine. TERMINATE")]
+    # the model was told which call was denied and got the other's result
+    told = {m["tool_call_id"]: m["content"] for m in stub.requests[1]["body"]["messages"] if m.get("role") == "tool"}
+    assert sorted(told.values()) == sorted(["3 words, 13 characters", results["calculator"]["content"]])

@@ -24,11 +24,13 @@ from autogen_agentchat.teams._group_chat._events import GroupChatAgentResponse, 
 from autogen_core import CancellationToken, DefaultTopicId
 from autogen_core.models import FunctionExecutionResult, FunctionExecutionResultMessage
 from autogen_core.tools import FunctionTool
+from autogen_ext.tools.code_execution import PythonCodeExecutionTool
 
 # What a denied tool call returns to the model.
 DENIED_TOOL = "The user denied this tool call; it was not run."
 DENIED_CODE = "denied by the user"
 MAX_PROMPT = 4000
+CODE_TOOL = "CodeExecutor"  # the name of AgentChat's PythonCodeExecutionTool
 # After someone asked: how long the events already produced get to reach the channel before the state is saved.
 SETTLE_TICKS = 10
 SETTLE_SECONDS = 0.01
@@ -95,18 +97,30 @@ class PlatformUserProxy(UserProxyAgent):
         return ""  # not reached
 
 
-class ApprovalTool(FunctionTool):
-    """A tool whose calls wait for a person's approval."""
+class _Gated:
+    """A tool whose calls wait for a person's approval (mixed into the tool's own class)."""
 
-    def __init__(self, func, *, description: str, name: str, agent: str):
-        super().__init__(func, description=description, name=name)
-        self._agent = agent
+    _agent: str
 
     async def run_json(self, args, cancellation_token, call_id=None):
         await GATE.ask({"kind": "approval", "what": "tools", "agent": self._agent})
 
     async def run_approved(self, args, cancellation_token):
         return await super().run_json(args, cancellation_token)
+
+
+class ApprovalTool(_Gated, FunctionTool):
+    def __init__(self, func, *, description: str, name: str, agent: str):
+        super().__init__(func, description=description, name=name)
+        self._agent = agent
+
+
+class ApprovalCodeTool(_Gated, PythonCodeExecutionTool):
+    """AgentChat's code tool (a swarm or graph member's code runs) whose runs wait for approval."""
+
+    def __init__(self, executor, *, agent: str):
+        super().__init__(executor)
+        self._agent = agent
 
 
 def user_proxy(entry: dict, ident: str) -> PlatformUserProxy:
@@ -118,10 +132,14 @@ def gate_tools(tools: list, entry: dict, ident: str) -> list:
     approval = set(entry.get("approval") or [])
     if not approval:
         return tools
+    if "code_execution" in approval:  # the code tool's runs are the agent's code runs
+        approval.add(CODE_TOOL)
     GATE.approval[ident] = approval
     gated = []
     for tool in tools:
-        if tool.name in approval:
+        if isinstance(tool, PythonCodeExecutionTool) and tool.name in approval:
+            tool = ApprovalCodeTool(tool._executor, agent=ident)
+        elif tool.name in approval:
             tool = ApprovalTool(tool._func, description=tool.description, name=tool.name, agent=ident)
         gated.append(tool)
     GATE.tools[ident] = {tool.name: tool for tool in gated}
@@ -314,7 +332,7 @@ async def _run_call(ident: str, call) -> FunctionExecutionResult:
                                        is_error=True, name=call.name)
     try:
         args = json.loads(call.arguments or "{}")
-        run = tool.run_approved if isinstance(tool, ApprovalTool) else tool.run_json
+        run = tool.run_approved if isinstance(tool, _Gated) else tool.run_json
         value = await run(args, CancellationToken())
         return FunctionExecutionResult(content=tool.return_value_as_string(value), call_id=call.id, is_error=False,
                                        name=call.name)
