@@ -204,3 +204,34 @@ def test_a_denied_call_of_a_selector_member_stops_only_that_call(workers, custom
     # the model was told which call was denied and got the other's result
     told = {m["tool_call_id"]: m["content"] for m in stub.requests[1]["body"]["messages"] if m.get("role") == "tool"}
     assert sorted(told.values()) == sorted(["3 words, 13 characters", results["calculator"]["content"]])
+
+
+# -- the work dir over a wait ------------------------------------------------------------------------
+
+
+def code_call(code: str) -> str:
+    return json.dumps({"tool_calls": [{"name": "CodeExecutor", "arguments": {"code": code}}]})
+
+
+def test_files_the_code_wrote_before_the_question_are_there_after_the_answer(workers, customer, client_for):
+    org, user = customer
+    client = client_for(user)
+    write = "import os\nos.makedirs('out', exist_ok=True)\nopen('out/notes.txt', 'w').write('kept over the wait')\n" \
+            "os.symlink('/etc/hostname', 'link-out')\nprint('written')"
+    read = "import os\nprint(open('out/notes.txt').read(), os.path.lexists('link-out'))"
+    writer = make_agent(org, replay_model(org, [code_call(write), "Wrote the notes."], name="w"), "writer",
+                        code_execution=True)
+    reader = make_agent(org, replay_model(org, [code_call(read), "Read the notes."], name="r"), "reader",
+                        code_execution=True)
+    person = make_agent(org, replay_model(org, [], name="p"), "customer", human_input=True)
+    graph = {"edges": [{"source": writer.pk, "target": person.pk}, {"source": person.pk, "target": reader.pk}]}
+    team = make_team(client, [writer, person, reader], mode="graph", graph=graph)
+
+    task, done = ask_and_answer(client, team, writer, "Go on")
+
+    assert done.status == "succeeded", done.error
+    outputs = [e["content"]["content"].strip() for e in events_of(client, done.pk)
+               if e["type"] == "tool_result" and e["content"]["name"] == "CodeExecutor"]
+    # the reader ran in a new sandbox: the file came back; the link out of the work dir did not
+    assert outputs == ["written", "kept over the wait False"]
+    assert [s for s, _ in said(done.pk, client)] == ["user", "writer", "customer", "reader"]

@@ -26,6 +26,8 @@ from autogen_core.models import FunctionExecutionResult, FunctionExecutionResult
 from autogen_core.tools import FunctionTool
 from autogen_ext.tools.code_execution import PythonCodeExecutionTool
 
+from . import coderun
+
 # What a denied tool call returns to the model.
 DENIED_TOOL = "The user denied this tool call; it was not run."
 DENIED_CODE = "denied by the user"
@@ -212,6 +214,7 @@ async def run_or_ask(channel, runnable, shape: str, start: dict, mapper, names: 
     async def work():
         task = start["input"]
         if start.get("resume"):
+            await _restore_workdir(channel, start["resume"].get("workdir"))
             task = await _continue(runnable, start["resume"], channel, mapper)
             if isinstance(task, TaskResult):
                 return task
@@ -234,8 +237,29 @@ async def run_or_ask(channel, runnable, shape: str, start: dict, mapper, names: 
     pending = asked.result()
     request = await _describe(pending, runnable, names)
     state = await runnable.save_state()
-    await channel.send({"op": "input", "request": request, "pending": pending, "state": {"shape": shape, "state": state}})
+    workdir = await _keep_workdir(channel, int(start.get("workdir_limit") or 0))
+    await channel.send({"op": "input", "request": request, "pending": pending, "state": {"shape": shape, "state": state},
+                        "workdir": workdir})
     return ASKED
+
+
+async def _note(channel, kind: str, text: str) -> None:
+    await channel.send({"op": "event", "type": "log", "source": "platform", "content": {"kind": kind, "text": text}})
+
+
+async def _keep_workdir(channel, limit: int) -> str | None:
+    """What the code wrote, packed to be unpacked when the task resumes (the sandbox ends meanwhile)."""
+    archive, too_large = await coderun.pack_workdir(limit)
+    if too_large:
+        await _note(channel, "workdir_not_kept", f"The work directory is over {limit} bytes packed: its files are "
+                                                 "not kept while the task waits for input.")
+    return archive
+
+
+async def _restore_workdir(channel, archive) -> None:
+    if isinstance(archive, str) and archive and not await coderun.unpack_workdir(archive):
+        await _note(channel, "workdir_not_restored", "The work directory kept while the task waited could not be "
+                                                     "restored; the task goes on without its files.")
 
 
 # -- resuming ------------------------------------------------------------------------------------
