@@ -235,3 +235,20 @@ def test_files_the_code_wrote_before_the_question_are_there_after_the_answer(wor
     # the reader ran in a new sandbox: the file came back; the link out of the work dir did not
     assert outputs == ["written", "kept over the wait False"]
     assert [s for s, _ in said(done.pk, client)] == ["user", "writer", "customer", "reader"]
+
+
+def test_max_messages_counts_the_whole_run_across_the_wait(workers, customer, client_for):
+    org, user = customer
+    client = client_for(user)
+    members = replay_model(org, ["Which colour do you like?", "Blue it is.", "Anything else?"], name="members")
+    writer = make_agent(org, members, "writer")
+    person = make_agent(org, members, "customer", human_input=True)
+    team = make_team(client, [writer, person], termination={"max_messages": 4})
+
+    task, done = ask_and_answer(client, team, writer, "Blue, please")
+
+    # user, writer, customer (the answer), writer: the fourth message ends it; it does not ask again
+    assert done.status == "succeeded", done.error
+    assert [s for s, _ in said(done.pk, client)] == ["user", "writer", "customer", "writer"]
+    assert "Maximum number of messages 4 reached" in done.result["stop_reason"]
+    assert statuses(done.pk, client) == RESUMED

@@ -234,7 +234,7 @@ async def run_or_ask(channel, runnable, shape: str, start: dict, mapper, names: 
         return running.result()
     for _ in range(SETTLE_TICKS):  # what the team produced before asking reaches the channel first
         await asyncio.sleep(SETTLE_SECONDS)
-    pending = asked.result()
+    pending = {**asked.result(), "run_from": _run_from}
     request = await _describe(pending, runnable, names)
     state = await runnable.save_state()
     workdir = await _keep_workdir(channel, int(start.get("workdir_limit") or 0))
@@ -322,14 +322,39 @@ def _resume_at_the_asking_turn(team) -> None:
     team._create_group_chat_manager_factory = factory
 
 
+# Where this task's run starts in its team's message thread (a thread's earlier tasks come before it).
+_run_from = 0
+
+
+def _thread(runnable, state: dict) -> list:
+    name = getattr(runnable, "_group_chat_manager_name", None)
+    manager = ((state or {}).get("agent_states") or {}).get(name) if name else None
+    thread = manager.get("message_thread") if isinstance(manager, dict) else None
+    return thread if isinstance(thread, list) else []
+
+
+async def _count_the_run_so_far(runnable, thread: list) -> None:
+    """A termination condition keeps no saved state in AgentChat: given the messages of the run before the
+    question again, it counts (max_messages, max_tokens, an `all` half met) from where the run stood."""
+    condition = getattr(runnable, "_termination_condition", None)
+    if condition is None or not thread:
+        return
+    if await condition([runnable._message_factory.create(m) for m in thread]) is not None:
+        await condition.reset()  # cannot be (the run went on after these), but never start terminated
+
+
 async def load_state(runnable, state: dict, pending: dict | None) -> None:
     """Load a saved state; when it was saved while someone was asked (pending), ready to finish that turn."""
+    global _run_from
     if pending is None:
         await runnable.load_state(state)
+        _run_from = len(_thread(runnable, state))
         return
     if hasattr(runnable, "_participants"):
         _resume_at_the_asking_turn(runnable)
     await runnable.load_state(prepare_state(state, pending))
+    _run_from = int(pending.get("run_from") or 0)
+    await _count_the_run_so_far(runnable, _thread(runnable, state)[_run_from:])
 
 
 def _skip_own_messages(agent) -> None:
