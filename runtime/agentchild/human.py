@@ -5,7 +5,9 @@ the run cannot wait here: the child saves the AgentChat state, tells the supervi
 (`{"op": "input", request, pending, state}`) and ends; the task waits without a process. When the
 answer comes, a new child loads the state and finishes the interrupted turn from `pending` and the
 answer (the person's text becomes the user proxy's message; approved calls run, denied ones do not and
-the agent is told), then the run continues from there.
+the agent is told), then the run continues from there: the team's manager takes that message as the
+asking member's response, whatever the team class. The code runner packs the work dir with the state
+and unpacks it in the new sandbox.
 """
 import asyncio
 import json
@@ -358,8 +360,8 @@ async def load_state(runnable, state: dict, pending: dict | None) -> None:
 
 
 def _skip_own_messages(agent) -> None:
-    """The turn finished on resume is given to the team as its start; its author must not get it back
-    (AgentChat never delivers an agent its own message)."""
+    """The turn finished on resume is delivered to the team's members by its manager; its author must not
+    get it back (AgentChat never delivers an agent its own message)."""
     original = agent.on_messages_stream
 
     async def on_messages_stream(messages, cancellation_token):
