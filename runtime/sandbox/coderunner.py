@@ -22,7 +22,8 @@ and serves requests, one at a time, as JSON lines on its socket:
     runner -> agent   {"ok": bool, "error": str}
 
 Packing and unpacking run here, as the code's uid inside the sandbox: the archive holds only what the
-code could read, and unpacking ("data" filter: no absolute paths, no links out, no devices, no setuid)
+code could read, and unpacking ("data" filter: absolute names made relative, no "..", no links out, no
+devices, no setuid)
 can only write where the code could, within the work dir's size cap.
 
 Each block runs the way AutoGen's LocalCommandLineCodeExecutor runs it (the same languages, file
