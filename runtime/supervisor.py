@@ -275,6 +275,7 @@ class TaskRun:
                 "state": ctx.thread_state,
                 "stream": True,
                 "resume": _child_resume(ctx.resume),
+                "workdir_limit": _packed_limit(),
             }
         )
         reading = asyncio.ensure_future(self._read_loop(reader))
@@ -531,6 +532,9 @@ class TaskRun:
             raise ProtocolViolation("an input request while a model call is still unanswered")
         if not isinstance(message.get("state"), dict) or not isinstance(message.get("pending"), dict):
             raise ProtocolViolation("an input request without the state to resume from")
+        workdir = message.get("workdir")
+        if workdir is not None and not (isinstance(workdir, str) and len(workdir) <= _packed_limit() * 4 // 3 + 4):
+            raise ProtocolViolation("an input request whose work directory is not a packed one within its limit")
         self.reported = True
         self._sample_stats()
         if len(line) > MAX_STATE_BYTES:
@@ -544,12 +548,14 @@ class TaskRun:
         for key in ("tool_calls", "code"):
             if key in request:
                 shown[key] = request[key]
-        self.end(Outcome(INPUT_REQUIRED, state={"state": message["state"], "pending": message["pending"]},
-                         request=_bounded(shown)))
+        # the work dir (packed by the code runner, opaque here) is kept with the state, on the task row
+        self.end(Outcome(INPUT_REQUIRED, state={"state": message["state"], "pending": message["pending"],
+                                                "workdir": workdir}, request=_bounded(shown)))
 
     async def _suspend(self, outcome: Outcome) -> None:
         """Store what the run needs to resume and the question, then remove the sandbox (its tree is gone; the
-        slot is given back when this returns). The work dir does not outlive the wait."""
+        slot is given back when this returns). The work dir outlives the wait packed in the state, when the
+        child kept it (TASK_INPUT_WORKDIR_MAX_BYTES)."""
         end = self.ended_at or time.monotonic()
         usage = _with_earlier_usage({
             "prompt_tokens": self.broker.prompt_tokens if self.broker else 0,
@@ -702,7 +708,13 @@ def _child_resume(resume: dict | None) -> dict | None:
     """What the child needs to continue after a person answered (never the platform's counters)."""
     if not resume:
         return None
-    return {"pending": resume.get("pending") or {}, "answer": resume.get("answer") or {}}
+    return {"pending": resume.get("pending") or {}, "answer": resume.get("answer") or {},
+            "workdir": resume.get("workdir")}
+
+
+def _packed_limit() -> int:
+    """How large a work dir kept over a wait for input may be, packed (it travels in the state's message)."""
+    return max(0, min(int(settings.TASK_INPUT_WORKDIR_MAX_BYTES), MAX_STATE_BYTES // 2))
 
 
 def _with_earlier_usage(usage: dict, resume: dict | None) -> dict:

@@ -127,6 +127,7 @@ def _resume(task: Task) -> dict | None:
         "pending": suspension.get("pending") or {},
         "answer": suspension["answer"],
         "broker": suspension.get("broker") or {},
+        "workdir": suspension.get("workdir"),
         "usage": dict(task.usage or {}),
     }
 

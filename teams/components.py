@@ -88,12 +88,15 @@ def team_export(team: Team) -> dict:
         handoffs = list(external)
         if team.mode == Team.Mode.SWARM:
             handoffs = [idents[a.name] for a in members if a.pk != agent.pk] + handoffs
+        timeout = int((agent.limits or {}).get("timeout_seconds") or 60)
+        # swarm and graph members run their code with AgentChat's code tool; other modes add an executor agent
+        code_tool = agent.code_execution and team.mode in (Team.Mode.SWARM, Team.Mode.GRAPH)
         participants.append(assistant_component(ident=idents[agent.name], description=agent.description,
                                                 system_message=agent.system_message, model_config=agent.model,
-                                                tools=list(agent.tools), handoffs=handoffs))
-        if agent.code_execution:
-            participants.append(executor_component(idents[agent.name],
-                                                   int((agent.limits or {}).get("timeout_seconds") or 60)))
+                                                tools=list(agent.tools), handoffs=handoffs,
+                                                code_timeout=timeout if code_tool else None))
+        if agent.code_execution and not code_tool:
+            participants.append(executor_component(idents[agent.name], timeout))
     config = {"name": team.name, "description": f"{team.name}: a {team.mode} team of the platform",
               "participants": participants,
               "termination_condition": termination_component(team.termination or {"max_messages": 10}, idents)}
@@ -256,13 +259,16 @@ def _read_team(problems: Problems, path: str, data) -> dict | None:
         if isinstance(participant, dict) and participant.get("component_type") == "team":
             problems.add(ppath, "nested teams are not supported")
             continue
-        agent = read_agent(problems, ppath, participant, handoffs_allowed=allowed)
+        agent = read_agent(problems, ppath, participant, handoffs_allowed=allowed,
+                           code_tool=mode in (Team.Mode.SWARM, Team.Mode.GRAPH))
         if agent is None:
             continue
         if agent["kind"] == "executor":
             if not agents or agents[-1]["code_execution"] or mode in (Team.Mode.SWARM, Team.Mode.GRAPH):
                 problems.add(f"{ppath}.config.model_client", "a CodeExecutorAgent without a model client runs the "
-                             "code of the AssistantAgent right before it (round robin, selector, magentic_one teams)")
+                             "code of the AssistantAgent right before it (round robin, selector, magentic_one teams; "
+                             "in swarm and graph teams a member runs its code with AgentChat's code tool, "
+                             "PythonCodeExecutionTool)")
                 continue
             agents[-1]["code_execution"] = True
             agents[-1]["executor"] = agent["name"]

@@ -97,14 +97,8 @@ def _member_names(member_ids: list[int]) -> list[str]:
 
 
 def _mode_members_clean(team: Team, member_ids: list[int]) -> None:
-    """What a mode asks of its members: swarm and graph teams run no code (their routing has no place for
-    a code executor); a swarm starts with someone to hand off to."""
-    if team.mode in (Team.Mode.SWARM, Team.Mode.GRAPH):
-        coders = list(Agent.objects.filter(pk__in=member_ids, code_execution=True).values_list("pk", flat=True))
-        if coders:
-            raise ValidationFailed(details={"members": [
-                f"members[{member_ids.index(pk)}]: agent {pk} has code_execution on, which {team.mode} teams do not run"
-                for pk in coders]})
+    """What a mode asks of its members: a swarm starts with someone to hand off to. (In swarm and graph
+    teams a member with code_execution runs its code itself, with AgentChat's code tool.)"""
     if team.mode == Team.Mode.SWARM and len(member_ids) < 2 and not conditions.handoff_targets(team.termination):
         raise ValidationFailed(details={"members": [
             "A swarm needs two members to hand off between (or a handoff condition in termination)"]})

@@ -342,6 +342,9 @@ TASK_REQUEUE_SECONDS = env("TASK_REQUEUE_SECONDS", 30, float)
 REAPER_INTERVAL_SECONDS = env("REAPER_INTERVAL_SECONDS", 2, float)
 # A task waiting in input_required for a person's answer longer than this ends timed_out (input_timeout).
 TASK_INPUT_TIMEOUT_SECONDS = env("TASK_INPUT_TIMEOUT_SECONDS", 86400, float)
+# A task's work dir kept (packed, on the task row) while it waits for input, at most this many bytes
+# compressed; over it the files are dropped and a log event says so. 0: never kept.
+TASK_INPUT_WORKDIR_MAX_BYTES = env("TASK_INPUT_WORKDIR_MAX_BYTES", 2 * 1024 * 1024, int)
 # Whether model calls (made by workers, on the customers' behalf) may go to loopback, private or
 # link-local addresses, e.g. a local Ollama. Production (settings.prod) defaults to no.
 MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", True, bool)

@@ -76,7 +76,7 @@ async def run(channel: Channel, start: dict) -> None:
     resume = start.get("resume")
     if saved:
         if saved.get("shape") == shape:
-            await runnable.load_state(human.prepare_state(saved["state"], resume["pending"]) if resume else saved["state"])
+            await human.load_state(runnable, saved["state"], resume["pending"] if resume else None)
         elif resume:
             raise RuntimeError("The state saved while the task waited for input does not fit its agents any more")
         else:
