@@ -3,7 +3,7 @@ from django.db.models import Q
 
 from accounts.selectors import membership_for_user, scoped_get
 
-from .models import Agent, AgentVersion, ModelConfig
+from .models import Agent, AgentVersion, ModelConfig, Tool
 
 
 def model_config_list_for_user(user):
@@ -46,3 +46,15 @@ def agent_processes(agent: Agent) -> list[dict]:
 
     running = agent_tasks_in_flight(agent).filter(status=Task.Status.RUNNING)
     return sandbox_processes(list(running.values_list("id", flat=True)))
+
+
+def tool_list_for_user(user):
+    return Tool.objects.filter(customer_id=membership_for_user(user).customer_id)
+
+
+def tool_get_for_user(user, pk) -> Tool:
+    return scoped_get(Tool.objects.all(), user, pk, what="Tool")
+
+
+def customer_tool_names(customer_id: int) -> set[str]:
+    return set(Tool.objects.filter(customer_id=customer_id).values_list("name", flat=True))
