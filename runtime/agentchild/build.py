@@ -30,6 +30,7 @@ from autogen_core.tools import FunctionTool
 from . import human
 from .broker import BrokerChatCompletionClient
 from .coderun import RunnerCodeExecutor
+from .customtools import sandbox_tools
 from .names import agent_identifier
 from .tools import TOOLS
 
@@ -53,9 +54,13 @@ class SandboxCodeExecutorAgent(CodeExecutorAgent):
         yield Response(chat_message=TextMessage(content=result.output, source=self.name))
 
 
-def _tools(names: list[str]) -> list[FunctionTool]:
+def _tools(entry: dict) -> list:
+    """The agent's tools in its `tools` order: built-in FunctionTools, and its customer tools (their frozen
+    definitions), whose calls run in the sandbox's code runner (customtools)."""
+    custom = {tool.name: tool for tool in sandbox_tools(entry)}
     return [
-        FunctionTool(TOOLS[n]["function"], description=TOOLS[n]["description"], name=n) for n in names if n in TOOLS
+        FunctionTool(TOOLS[n]["function"], description=TOOLS[n]["description"], name=n) if n in TOOLS else custom[n]
+        for n in entry.get("tools") or [] if n in TOOLS or n in custom
     ]
 
 
@@ -63,7 +68,7 @@ def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, han
     client = BrokerChatCompletionClient(
         channel, caller=ident, agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
     )
-    tools = human.gate_tools(_tools(entry.get("tools") or []), entry, ident)
+    tools = human.gate_tools(_tools(entry), entry, ident)
     kwargs = {}
     if tools:
         kwargs.update(tools=tools, reflect_on_tool_use=True, max_tool_iterations=5)

@@ -121,7 +121,8 @@ def gate_tools(tools: list, entry: dict, ident: str) -> list:
     gated = []
     for tool in tools:
         if tool.name in approval:
-            tool = ApprovalTool(tool._func, description=tool.description, name=tool.name, agent=ident)
+            tool = (tool.with_approval(ident) if hasattr(tool, "with_approval")  # a customer tool (customtools)
+                    else ApprovalTool(tool._func, description=tool.description, name=tool.name, agent=ident))
         gated.append(tool)
     GATE.tools[ident] = {tool.name: tool for tool in gated}
     return gated
@@ -257,7 +258,7 @@ async def _run_call(ident: str, call) -> FunctionExecutionResult:
                                        is_error=True, name=call.name)
     try:
         args = json.loads(call.arguments or "{}")
-        run = tool.run_approved if isinstance(tool, ApprovalTool) else tool.run_json
+        run = getattr(tool, "run_approved", None) or tool.run_json
         value = await run(args, CancellationToken())
         return FunctionExecutionResult(content=tool.return_value_as_string(value), call_id=call.id, is_error=False,
                                        name=call.name)
