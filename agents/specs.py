@@ -22,6 +22,8 @@ from accounts.models import Customer
 from adminpanel.services import audit_record
 from autogen_platform.errors import ApplicationError, ValidationFailed
 from integrations import specs as integration_specs
+
+from . import tool_specs
 from teams.models import Team
 from teams.services import DEFAULT_TERMINATION, team_create, team_delete, team_update
 
@@ -36,9 +38,9 @@ from .services import (
     model_config_update,
 )
 
-SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"), ("webhooks", "webhook"),
+SECTIONS = (("models", "model"), ("tools", "tool"), ("agents", "agent"), ("teams", "team"), ("webhooks", "webhook"),
             ("schedules", "schedule"))
-TOP_KEYS = ("customer", "models", "agents", "teams", "webhooks", "schedules")
+TOP_KEYS = ("customer", "models", "tools", "agents", "teams", "webhooks", "schedules")
 MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses")
 AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
               "approval")
@@ -328,6 +330,7 @@ def _spec_read(spec, *, customer: Customer, environ) -> dict[str, list[_Desired]
     readers = {"model": lambda p, i: _model_from_spec(problems, p, i, environ),
                "agent": lambda p, i: _agent_from_spec(problems, p, i),
                "team": lambda p, i: _team_from_spec(problems, p, i),
+               "tool": lambda p, i: tool_specs.tool_from_spec(problems, p, i, string=_string),
                "webhook": lambda p, i: integration_specs.webhook_from_spec(
                    problems, p, i, environ, keep=KEEP_KEY, env_name=ENV_NAME, string=_string, string_list=_string_list),
                "schedule": lambda p, i: integration_specs.schedule_from_spec(problems, p, i, string=_string)}
@@ -443,7 +446,7 @@ def _team_values(team: Team) -> dict:
             "graph": {"edges": edges} if edges else {}}
 
 
-CURRENT_VALUES = {"model": _model_values, "agent": _agent_values, "team": _team_values,
+CURRENT_VALUES = {"model": _model_values, "agent": _agent_values, "team": _team_values, "tool": tool_specs.tool_values,
                   "webhook": integration_specs.webhook_values, "schedule": integration_specs.schedule_values}
 
 
@@ -466,6 +469,7 @@ def _existing(customer: Customer) -> dict[str, dict]:
         "agent": {a.name: a for a in Agent.objects.filter(customer=customer).select_related("model")},
         "team": {t.name: t for t in teams},
         **integration_specs.existing(customer),
+        **tool_specs.existing(customer),
     }
 
 
@@ -495,7 +499,7 @@ def _check_references(objects, existing, *, prune: bool) -> None:
 
 def _plan(objects, existing, *, prune: bool) -> list[PlanItem]:
     plan = []
-    compared = {"model": MODEL_FIELDS, "agent": AGENT_FIELDS, "team": TEAM_FIELDS,
+    compared = {"model": MODEL_FIELDS, "agent": AGENT_FIELDS, "team": TEAM_FIELDS, "tool": tool_specs.TOOL_FIELDS,
                 "webhook": integration_specs.WEBHOOK_FIELDS, "schedule": integration_specs.SCHEDULE_FIELDS}
     for _, kind in SECTIONS:
         for desired in objects[kind]:
@@ -573,6 +577,8 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
                 models[item.name] = model_config_update(actor=actor, model_config=item.current, data=data,
                                                         request=request)
 
+    tool_specs.carry_out(plan, actor=actor, customer=customer, request=request, at=_at)  # agents name them
+
     for item in by_kind["agent"]:
         values = {**item.desired.values, "model": models[item.desired.values["model"]]}
         with _at(item.desired.path):
@@ -602,7 +608,8 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
     deleters = {**integration_specs.deleters(actor=actor, request=request),
                 "team": lambda obj: team_delete(actor=actor, team=obj, request=request),
                 "agent": lambda obj: agent_delete(actor=actor, agent=obj, request=request),
-                "model": lambda obj: model_config_delete(actor=actor, model_config=obj, request=request)}
+                "model": lambda obj: model_config_delete(actor=actor, model_config=obj, request=request),
+                "tool": tool_specs.deleter(actor=actor, request=request)}
     for item in plan:
         if item.action == "delete":
             with _at(f"delete {item.kind} {item.name}"):
@@ -706,7 +713,8 @@ def spec_export(customer: Customer) -> dict:
         if current["graph"]:
             item["graph"] = current["graph"]
         teams.append(item)
-    return {"customer": customer.name, "models": models, "agents": agents, "teams": teams,
+    return {"customer": customer.name, "models": models, "tools": tool_specs.export(customer), "agents": agents,
+            "teams": teams,
             **integration_specs.export(customer)}
 
 
