@@ -88,7 +88,8 @@ def team_export(team: Team) -> dict:
             handoffs = [idents[a.name] for a in members if a.pk != agent.pk] + handoffs
         participants.append(assistant_component(ident=idents[agent.name], description=agent.description,
                                                 system_message=agent.system_message, model_config=agent.model,
-                                                tools=list(agent.tools), handoffs=handoffs))
+                                                tools=list(agent.tools), handoffs=handoffs,
+                                                tool_definitions=agent.behaviour().get("tool_definitions")))
         if agent.code_execution:
             participants.append(executor_component(idents[agent.name],
                                                    int((agent.limits or {}).get("timeout_seconds") or 60)))

@@ -304,3 +304,25 @@ def test_code_execution_travels_through_export_and_import(api, customer):
     # The agent alone exports as AgentChat's pair (a team): the agents import says where it belongs.
     error = assert_error(as_agent, 400, "validation_error")
     assert error["details"] == {"component.component_type": ["a team: import it with POST /api/teams/import/"]}
+
+
+def test_an_agent_with_a_customer_tool_exports_it_as_a_function_tool_that_runs_in_autogen(api, customer):
+    # given: a tool whose source starts with an import and a helper (AutoGen's FunctionTool runs the first def)
+    from agents.tools import tool_create
+
+    tool_create(actor="test", customer=customer, name="shout", description="Shout a word.",
+                parameters={"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+                source="import string\n\ndef _bang(text):\n    return text + '!'\n\ndef shout(word: str) -> str:\n"
+                       "    return _bang(string.capwords(word).upper())\n")
+    agent = make_agent(customer, model=openai_model(customer), name="crier", tools=["shout", "word_count"])
+
+    # when
+    component = api.get(f"/api/agents/{agent.pk}/component/").json()
+    [run] = load_and_run({"task": "Shout hello", "component": with_replay(component, {
+        "crier": [[("shout", {"word": "hello"})], "HELLO!"]})})
+
+    # then
+    tools = component["config"]["workbench"][0]["config"]["tools"]
+    assert [t["config"]["name"] for t in tools] == ["shout", "word_count"]
+    assert tools[0]["config"]["source_code"].startswith("def shout(word: str) -> str:")
+    assert ["crier", "ToolCallExecutionEvent"] == run["messages"][2][:2] and "HELLO!" in run["messages"][2][2]
