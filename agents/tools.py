@@ -66,6 +66,13 @@ def _remote_refs(node, path="") -> list[str]:
 
 def parameters_problems(parameters) -> list[str]:
     """A JSON Schema (draft 2020-12) object of type object whose property names are Python identifiers."""
+    try:
+        return _parameters_problems(parameters)
+    except RecursionError:
+        return ["Nested too deeply"]
+
+
+def _parameters_problems(parameters) -> list[str]:
     if not isinstance(parameters, dict):
         return ["Must be a JSON Schema object, e.g. {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}"]
     if len(json.dumps(parameters)) > settings.MAX_TOOL_PARAMETERS_CHARS:
@@ -102,6 +109,8 @@ def source_problems(source, name: str, parameters) -> list[str]:
         return [f"line {exc.lineno}: {exc.msg}"]
     except ValueError as exc:  # e.g. a NUL byte
         return [str(exc)]
+    except (RecursionError, MemoryError):  # the parser's own limits, e.g. thousands of nested operators
+        return ["Nested too deeply to parse"]
     functions = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                  and node.name == name]
     if not functions:

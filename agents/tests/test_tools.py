@@ -160,3 +160,9 @@ def test_tool_count_is_capped_per_customer(api, settings):
 
     second = {**WEATHER, "name": "weather2", "source": WEATHER["source"].replace("weather(", "weather2(")}
     assert_error(api.post("/api/tools/", second, format="json"), 429, "quota_exceeded")
+
+
+@pytest.mark.parametrize("source", ["-" * 60000 + "x", "x" + "[0]" * 20000, "def weather(city):\n    return '\0'\n\0"])
+def test_sources_the_parser_cannot_take_are_refused_not_crashed(api, source):
+    error = assert_error(api.post("/api/tools/", {**WEATHER, "source": source}, format="json"), 400, "validation_error")
+    assert list(error["details"]) == ["source"]
