@@ -176,3 +176,24 @@ def test_editing_a_tool_after_submit_does_not_change_the_submitted_task(workers,
     assert (first.agent_version, second.agent_version) == (1, 2)
     assert results(first)["answer"]["content"] == "old answer"
     assert results(second)["answer"]["content"] == "new answer"
+
+
+def test_an_approved_call_of_a_customer_tool_runs_in_the_sandbox_after_the_resume(workers, customer, client_for):
+    org, user = customer
+    client = client_for(user)
+    tool_create(actor="test", customer=org, name="launch", source="def launch():\n    return 'launched'\n")
+    agent = tool_agent(org, [calls(("launch", {})), "Launched. TERMINATE"], ["launch"])
+    Agent.objects.filter(pk=agent.pk).update(approval=["launch"])
+    created = client.post("/api/tasks/", {"agent": agent.pk, "input": "Launch."}, format="json").json()
+
+    task = wait_for(lambda: (t := client.get(f"/api/tasks/{created['id']}/").json())["status"] == "input_required"
+                    and t, timeout=60, message="the approval request")
+    assert task["input_request"]["kind"] == "approval"
+    assert task["input_request"]["tool_calls"][0]["name"] == "launch"
+    assert not TaskEvent.objects.filter(task_id=created["id"], type="tool_result").exists()
+    assert client.post(f"/api/tasks/{created['id']}/input/", {"approve": True}, format="json").status_code == 200
+
+    done = finished(created["id"])
+    assert done.status == "succeeded", done.error
+    assert results(done)["launch"] == {**results(done)["launch"], "content": "launched", "is_error": False}
+    assert done.result["text"] == "Launched. TERMINATE"
