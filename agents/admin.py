@@ -10,6 +10,7 @@ from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 
 from . import services
 from .models import Agent, AgentVersion, ModelConfig, Tool
+from .tools import agents_using
 
 
 @admin.register(ModelConfig)
@@ -83,6 +84,4 @@ class ToolAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Used by agents")
     def used_by(self, obj):
-        from .tools import agents_using
-
         return ", ".join(agent.name for agent in agents_using(obj)) or "-"

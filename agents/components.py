@@ -12,6 +12,7 @@ with a `validation_error` whose details name its path (`config.participants[1].p
 platform decides for itself (streaming, tool iterations...) are accepted and listed in `ignored`, so
 nothing is dropped silently.
 """
+import ast
 import inspect
 import math
 import textwrap
@@ -83,8 +84,6 @@ def custom_tool_source(definition: dict) -> str:
     """A customer tool's source as FunctionTool loads it: AutoGen runs the function of the first `def` in the
     text, so the tool's own function (found with ast: the source is parsed here, never run) comes first and
     the rest of the module (imports, helpers) after it; names a function uses are looked up when it runs."""
-    import ast
-
     source = definition["source"]
     tree = ast.parse(source)
     node = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))

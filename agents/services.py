@@ -11,6 +11,7 @@ from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 
 from .models import Agent, AgentVersion, ModelConfig
+from .selectors import customer_tool_names
 
 LIMIT_KEYS = ("memory_mb", "cpu_seconds", "timeout_seconds", "max_tokens")
 # Agent limit -> the customer quota it may not exceed.
@@ -221,8 +222,6 @@ def model_config_delete(*, actor, model_config: ModelConfig, request=None) -> No
 def _agent_check(agent: Agent, customer: Customer) -> None:
     """The rules every agent write keeps: the caller's model, known tools, limits within quota."""
     from runtime.tools import tool_names
-
-    from .selectors import customer_tool_names
 
     errors = {}
     for field, limit in (("system_message", "MAX_SYSTEM_MESSAGE_CHARS"), ("description", "MAX_DESCRIPTION_CHARS")):

@@ -20,6 +20,7 @@ from autogen_core.tools import BaseTool, ToolSchema
 from pydantic import BaseModel, ConfigDict
 
 from .coderun import runner
+from .human import GATE
 
 MAX_RESULT_CHARS = 32768
 # The exit codes the runner gives a run it stopped (as AutoGen's LocalCommandLineCodeExecutor).
@@ -110,8 +111,6 @@ class SandboxTool(BaseTool[_Arguments, str]):
 
     def with_approval(self, agent: str) -> "SandboxTool":
         """This tool, its calls waiting for a person's approval first (agentchild.human.gate_tools)."""
-        from .human import GATE
-
         tool = self
 
         class _Gated(SandboxTool):
