@@ -166,3 +166,19 @@ def test_tool_count_is_capped_per_customer(api, settings):
 def test_sources_the_parser_cannot_take_are_refused_not_crashed(api, source):
     error = assert_error(api.post("/api/tools/", {**WEATHER, "source": source}, format="json"), 400, "validation_error")
     assert list(error["details"]) == ["source"]
+
+
+def test_a_rollback_restores_the_agents_fields_with_its_tools_current_definitions(api, owner):
+    tool = api.post("/api/tools/", WEATHER, format="json").json()
+    model = make_model(owner.membership.customer)
+    agent = api.post("/api/agents/", {"name": "forecaster", "model": model.pk, "system_message": "v1",
+                                      "tools": ["weather"]}, format="json").json()
+    api.patch(f"/api/agents/{agent['id']}/", {"system_message": "v2"}, format="json")
+    new_source = WEATHER["source"].replace("sunny", "rainy")
+    api.patch(f"/api/tools/{tool['id']}/", {"source": new_source}, format="json")
+
+    rolled = api.post(f"/api/agents/{agent['id']}/rollback/", {"version": 1}, format="json")
+
+    assert rolled.status_code == 200 and rolled.json()["version"] == 4
+    snapshot = api.get(f"/api/agents/{agent['id']}/versions/").json()["results"][0]["snapshot"]
+    assert snapshot["system_message"] == "v1" and snapshot["tool_definitions"][0]["source"] == new_source
