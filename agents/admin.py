@@ -1,4 +1,5 @@
-"""Django admin for model configurations, agents and their versions (view-only; stop and start actions).
+"""Django admin for model configurations, agents and their versions, and customer tools (view-only; stop and
+start actions).
 
 Agents change through agents.services, which makes versions and audit rows: the admin inspects them
 and offers the stop and start actions, which call those services.
@@ -8,7 +9,8 @@ from django.contrib import admin, messages
 from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 
 from . import services
-from .models import Agent, AgentVersion, ModelConfig
+from .models import Agent, AgentVersion, ModelConfig, Tool
+from .tools import agents_using
 
 
 @admin.register(ModelConfig)
@@ -67,3 +69,19 @@ class AgentVersionAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["agent__name", "created_by"]
     fields = ["agent", "version", "snapshot", "created_by", "created_at"]
     readonly_fields = fields
+
+
+@admin.register(Tool)
+class ToolAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    """Customers' own tools. View only: a change goes through agents.tools (versions of the agents using it)."""
+
+    list_display = ["name", "customer", "kind", "version", "timeout_seconds", "used_by", "updated_at"]
+    list_filter = ["kind", "customer"]
+    search_fields = ["name", "description", "source", "customer__name"]
+    fields = ["name", "customer", "kind", "description", "parameters", "source", "timeout_seconds", "version",
+              "used_by", "created_at", "updated_at"]
+    readonly_fields = fields
+
+    @admin.display(description="Used by agents")
+    def used_by(self, obj):
+        return ", ".join(agent.name for agent in agents_using(obj)) or "-"

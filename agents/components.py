@@ -12,6 +12,7 @@ with a `validation_error` whose details name its path (`config.participants[1].p
 platform decides for itself (streaming, tool iterations...) are accepted and listed in `ignored`, so
 nothing is dropped silently.
 """
+import ast
 import inspect
 import math
 import textwrap
@@ -88,7 +89,28 @@ def _module_source(module, name: str) -> str:
     return "\n".join(lines[start:end]).rstrip()
 
 
-def tool_component(name: str) -> dict:
+def custom_tool_source(definition: dict) -> str:
+    """A customer tool's source as FunctionTool loads it: AutoGen runs the function of the first `def` in the
+    text, so the tool's own function (found with ast: the source is parsed here, never run) comes first and
+    the rest of the module (imports, helpers) after it; names a function uses are looked up when it runs."""
+    source = definition["source"]
+    tree = ast.parse(source)
+    node = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.name == definition["name"]][-1]
+    lines = source.splitlines(keepends=True)
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    function = "".join(lines[start:node.end_lineno])
+    rest = "".join(lines[:start] + lines[node.end_lineno:]).strip()
+    return function.rstrip() + "\n" + (f"\n\n{rest}\n" if rest else "")
+
+
+def tool_component(name: str, definition: dict | None = None) -> dict:
+    """A built-in tool, or (definition: its frozen definition) a customer's tool, as a FunctionTool."""
+    if definition is not None:
+        return component(FUNCTION_TOOL, "tool", {
+            "source_code": custom_tool_source(definition), "name": name, "description": definition["description"],
+            "global_imports": [], "has_cancellation_support": False,
+        }, label="FunctionTool", description="Create custom tools by wrapping standard Python functions.")
     tool = registry.TOOLS[name]
     source = textwrap.dedent(inspect.getsource(tool["function"]))
     helpers = [_module_source(registry, h) for h in TOOL_HELPERS.get(name, ())]
@@ -101,10 +123,13 @@ def tool_component(name: str) -> dict:
 
 
 def assistant_component(*, ident: str, description: str, system_message: str, model_config, tools: list,
-                        handoffs: list | None = None, code_timeout: int | None = None) -> dict:
+                        handoffs: list | None = None, code_timeout: int | None = None,
+                        tool_definitions: list | None = None) -> dict:
     """An AssistantAgent as the sandboxed child builds it (with `code_timeout`: also AgentChat's code tool,
-    as a swarm or graph member with code_execution runs its code)."""
-    tool_components = [tool_component(t) for t in tools]
+    as a swarm or graph member with code_execution runs its code; tool_definitions: those of its customer
+    tools)."""
+    custom = {d["name"]: d for d in tool_definitions or []}
+    tool_components = [tool_component(t, custom.get(t)) for t in tools]
     if code_timeout is not None:
         tool_components.append(code_tool_component(code_timeout))
     config = {
@@ -166,7 +191,8 @@ def agent_export(agent) -> dict:
     taken = set()
     ident = agent_identifier(agent.name, taken)
     assistant = assistant_component(ident=ident, description=agent.description, system_message=agent.system_message,
-                                    model_config=agent.model, tools=list(agent.tools))
+                                    model_config=agent.model, tools=list(agent.tools),
+                                    tool_definitions=agent.behaviour().get("tool_definitions"))
     if not agent.code_execution:
         return assistant
     timeout = int((agent.limits or {}).get("timeout_seconds") or 60)

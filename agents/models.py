@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Customer
+from runtime.tools import tool_names
 
 
 class ModelConfig(models.Model):
@@ -98,7 +99,17 @@ class Agent(models.Model):
             "limits": dict(self.limits),
             "human_input": self.human_input,
             "approval": list(self.approval or []),
+            **self._tool_definitions(),
         }
+
+    def _tool_definitions(self) -> dict:
+        """{"tool_definitions": [...]} for the customer tools among `tools` (their definitions, in `tools`
+        order); {} when the agent uses only built-in tools, so its snapshot is as it always was."""
+        custom = [name for name in self.tools or [] if name not in tool_names()]
+        if not custom or self.customer_id is None:
+            return {}
+        by_name = {t.name: t for t in Tool.objects.filter(customer_id=self.customer_id, name__in=custom)}
+        return {"tool_definitions": [by_name[name].definition() for name in custom if name in by_name]}
 
 
 class AgentVersion(models.Model):
@@ -117,3 +128,56 @@ class AgentVersion(models.Model):
 
     def __str__(self):
         return f"{self.agent} v{self.version}"
+
+
+class Tool(models.Model):
+    """A customer's own tool: a Python function the model may call. Its source runs only in a task's sandbox
+    (the code runner, under the task's second uid); the platform parses it with `ast` and never runs it.
+
+    Agents name it in `tools`; an agent's version snapshot holds the tool's definition (definition()), so
+    editing the tool makes a new version of every agent that uses it, and a submitted task keeps the
+    definition it was submitted with (agents.tools)."""
+
+    class Kind(models.TextChoices):
+        PYTHON = "python"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=64)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PYTHON)
+    description = models.TextField(blank=True, default="")
+    # A JSON Schema of type object: the arguments the model passes (validated again in the sandbox per call).
+    parameters = models.JSONField(default=dict, blank=True)
+    source = models.TextField()
+    # Wall-clock seconds one call may take in the sandbox; over it the call is killed and fails alone.
+    timeout_seconds = models.PositiveIntegerField(default=30)
+    # Bumped by every change of the definition (not by a rename alone).
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # A change to any of these changes what a task runs: every agent using the tool gets a new version.
+    DEFINITION_FIELDS = ("description", "parameters", "source", "timeout_seconds")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "name"], name="tool_name_unique_per_customer"),
+            models.CheckConstraint(condition=Q(kind__in=["python"]), name="tool_kind_valid"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="tool_version_positive"),
+            models.CheckConstraint(condition=Q(timeout_seconds__gte=1), name="tool_timeout_positive"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def definition(self) -> dict:
+        """What an agent's version (and so a task's frozen spec) holds of this tool."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "parameters": self.parameters,
+            "source": self.source,
+            "timeout_seconds": self.timeout_seconds,
+            "version": self.version,
+        }

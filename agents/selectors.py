@@ -3,7 +3,7 @@ from accounts.selectors import membership_for_user, scoped_get
 from runtime.services import sandbox_processes
 
 from . import signals
-from .models import Agent, AgentVersion, ModelConfig
+from .models import Agent, AgentVersion, ModelConfig, Tool
 
 
 def model_config_list_for_user(user):
@@ -30,3 +30,15 @@ def agent_processes(agent: Agent) -> list[dict]:
     """The sandboxes running for the agent now: [{task, pid, cpu_seconds, memory_mb, started_at}]."""
     running = [task_id for _, ids in signals.agent_running_tasks.send(sender=Agent, agent=agent) for task_id in ids]
     return sandbox_processes(running)
+
+
+def tool_list_for_user(user):
+    return Tool.objects.filter(customer_id=membership_for_user(user).customer_id)
+
+
+def tool_get_for_user(user, pk) -> Tool:
+    return scoped_get(Tool.objects.all(), user, pk, what="Tool")
+
+
+def customer_tool_names(customer_id: int) -> set[str]:
+    return set(Tool.objects.filter(customer_id=customer_id).values_list("name", flat=True))

@@ -16,6 +16,7 @@ from runtime.outcomes import StopReason
 
 from . import signals
 from .models import Agent, AgentVersion, ModelConfig
+from .selectors import customer_tool_names
 
 LIMIT_KEYS = ("memory_mb", "cpu_seconds", "timeout_seconds", "max_tokens")
 # Agent limit -> the customer quota it may not exceed.
@@ -211,7 +212,7 @@ def model_config_delete(*, actor, model_config: ModelConfig, request=None) -> No
 
 
 def _agent_check(agent: Agent, customer: Customer) -> None:
-    """The rules every agent write keeps: the caller's model, registry tools, limits within quota."""
+    """The rules every agent write keeps: the caller's model, known tools, limits within quota."""
     errors = {}
     for field, limit in (("system_message", "MAX_SYSTEM_MESSAGE_CHARS"), ("description", "MAX_DESCRIPTION_CHARS")):
         problems = text_too_long(getattr(agent, field), getattr(settings, limit), limit)
@@ -224,6 +225,7 @@ def _agent_check(agent: Agent, customer: Customer) -> None:
         errors["tools"] = ["Must be a list of tool names"]
     else:
         unknown = [t for t in tools if t not in tool_names()]
+        unknown = [t for t in unknown if t not in customer_tool_names(customer.pk)] if unknown else unknown
         if unknown:
             errors["tools"] = [f"Unknown tools: {', '.join(unknown)}; see GET /api/tools/"]
         elif len(set(tools)) != len(tools):
@@ -345,6 +347,17 @@ def agent_update(*, actor, agent: Agent, data: dict, request=None) -> Agent:
         _version_add(agent, actor)
     audit_record(actor=actor, action="agent.update", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details={"changed": changed, "version": agent.version})
+    return agent
+
+
+def agent_tool_redefined(*, actor, agent: Agent, tool_name: str, request=None) -> Agent:
+    """One of the agent's customer tools changed its definition (agents.tools.tool_update, in its
+    transaction, the agent row locked): a new version whose snapshot holds the new definition."""
+    agent.version += 1
+    agent.save(update_fields=["version", "updated_at"])
+    _version_add(agent, actor)
+    audit_record(actor=actor, action="agent.update", target=f"agent:{agent.pk}", customer=agent.customer,
+                 request=request, details={"changed": ["tool_definitions"], "tool": tool_name, "version": agent.version})
     return agent
 
 

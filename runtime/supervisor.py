@@ -223,8 +223,10 @@ class TaskRun:
         limits = SandboxLimits(
             memory_mb=ctx.limits["memory_mb"], cpu_seconds=ctx.limits["cpu_seconds"], timeout_seconds=ctx.limits["timeout_seconds"]
         )
-        # The code runner (a second uid for the code agents run) only when some agent runs code.
-        code = any((a or {}).get("code_execution") for a in ctx.spec.get("agents") or [])
+        # The code runner (a second uid for the code agents run) only when some agent runs code, or has customer
+        # tools (their calls run there too: runtime/agentchild/customtools.py).
+        code = any((a or {}).get("code_execution") or (a or {}).get("tool_definitions")
+                   for a in ctx.spec.get("agents") or [])
         self.box = Sandbox(task_id=ctx.task_id, limits=limits, root=settings.SANDBOX_ROOT, code_runner=code)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()

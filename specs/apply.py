@@ -18,7 +18,7 @@ from agents.services import (
 from autogen_platform.errors import ApplicationError, ValidationFailed
 from teams.services import team_create, team_delete, team_update
 
-from . import integrations
+from . import integrations, tools
 from .prices import PRICE_KEYS
 from .plan import PlanItem, SpecResult, check_references, existing_objects, spec_plan
 from .reader import KEEP_KEY, SECTIONS, spec_read, summary_message
@@ -79,6 +79,8 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
                 models[item.name] = model_config_update(actor=actor, model_config=item.current, data=data,
                                                         request=request)
 
+    tools.carry_out(plan, actor=actor, customer=customer, request=request, at=_at)  # agents name them
+
     for item in by_kind["agent"]:
         values = {**item.desired.values, "model": models[item.desired.values["model"]]}
         with _at(item.desired.path):
@@ -108,7 +110,8 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
     deleters = {**integrations.deleters(actor=actor, request=request),
                 "team": lambda obj: team_delete(actor=actor, team=obj, request=request),
                 "agent": lambda obj: agent_delete(actor=actor, agent=obj, request=request),
-                "model": lambda obj: model_config_delete(actor=actor, model_config=obj, request=request)}
+                "model": lambda obj: model_config_delete(actor=actor, model_config=obj, request=request),
+                "tool": tools.deleter(actor=actor, request=request)}
     for item in plan:
         if item.action == "delete":
             with _at(f"delete {item.kind} {item.name}"):

@@ -9,7 +9,7 @@ import yaml
 
 from accounts.models import Customer
 
-from . import integrations
+from . import integrations, tools
 from .prices import prices_for_spec
 from .plan import existing_objects, team_values
 
@@ -77,7 +77,8 @@ def spec_export(customer: Customer) -> dict:
         if current["graph"]:
             item["graph"] = current["graph"]
         teams.append(item)
-    return {"customer": customer.name, "models": models, "agents": agents, "teams": teams,
+    return {"customer": customer.name, "models": models, "tools": tools.export(customer), "agents": agents,
+            "teams": teams,
             **integrations.export(customer)}
 
 

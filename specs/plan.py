@@ -8,7 +8,7 @@ from accounts.models import Customer
 from agents.models import Agent, ModelConfig
 from teams.models import Team
 
-from . import integrations
+from . import integrations, tools
 from .prices import PRICE_KEYS, prices_of
 from .reader import KEEP_KEY, SECTIONS, Desired, Problems
 
@@ -99,7 +99,7 @@ def team_values(team: Team) -> dict:
             "graph": {"edges": edges} if edges else {}}
 
 
-CURRENT_VALUES = {"model": _model_values, "agent": _agent_values, "team": team_values,
+CURRENT_VALUES = {"model": _model_values, "agent": _agent_values, "team": team_values, "tool": tools.tool_values,
                   "webhook": integrations.webhook_values, "schedule": integrations.schedule_values}
 
 
@@ -122,6 +122,7 @@ def existing_objects(customer: Customer) -> dict[str, dict]:
         "agent": {a.name: a for a in Agent.objects.filter(customer=customer).select_related("model")},
         "team": {t.name: t for t in teams},
         **integrations.existing(customer),
+        **tools.existing(customer),
     }
 
 
@@ -151,7 +152,7 @@ def check_references(objects, existing, *, prune: bool) -> None:
 
 def spec_plan(objects, existing, *, prune: bool) -> list[PlanItem]:
     plan = []
-    compared = {"model": MODEL_FIELDS, "agent": AGENT_FIELDS, "team": TEAM_FIELDS,
+    compared = {"model": MODEL_FIELDS, "agent": AGENT_FIELDS, "team": TEAM_FIELDS, "tool": tools.TOOL_FIELDS,
                 "webhook": integrations.WEBHOOK_FIELDS, "schedule": integrations.SCHEDULE_FIELDS}
     for _, kind in SECTIONS:
         for desired in objects[kind]:

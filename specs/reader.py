@@ -17,12 +17,12 @@ from autogen_platform.errors import ValidationFailed
 from teams.models import Team
 from teams.services import DEFAULT_TERMINATION
 
-from . import integrations
+from . import integrations, tools
 from .prices import PRICE_KEYS, prices_from_spec
 
-SECTIONS = (("models", "model"), ("agents", "agent"), ("teams", "team"), ("webhooks", "webhook"),
+SECTIONS = (("models", "model"), ("tools", "tool"), ("agents", "agent"), ("teams", "team"), ("webhooks", "webhook"),
             ("schedules", "schedule"))
-TOP_KEYS = ("customer", "models", "agents", "teams", "webhooks", "schedules")
+TOP_KEYS = ("customer", "models", "tools", "agents", "teams", "webhooks", "schedules")
 MODEL_KEYS = ("name", "provider", "model", "base_url", "api_key_env", "model_info", "responses", *PRICE_KEYS)
 AGENT_KEYS = ("name", "description", "model", "system_message", "tools", "code_execution", "limits", "human_input",
               "approval")
@@ -309,7 +309,8 @@ def spec_read(spec, *, customer: Customer, environ) -> dict[str, list[Desired]]:
                "team": lambda p, i: _team_from_spec(problems, p, i),
                "webhook": lambda p, i: integrations.webhook_from_spec(
                    problems, p, i, environ, keep=KEEP_KEY, env_name=ENV_NAME, string=_string, string_list=_string_list),
-               "schedule": lambda p, i: integrations.schedule_from_spec(problems, p, i, string=_string)}
+               "schedule": lambda p, i: integrations.schedule_from_spec(problems, p, i, string=_string),
+               "tool": lambda p, i: tools.tool_from_spec(problems, p, i, string=_string)}
     objects = {}
     for section, kind in SECTIONS:
         items = spec.get(section)

@@ -114,10 +114,12 @@ class AgentForm(forms.Form):
 
     LIMITS = ("memory_mb", "cpu_seconds", "timeout_seconds", "max_tokens")
 
-    def __init__(self, *args, models=(), **kwargs):
+    def __init__(self, *args, models=(), custom_tools=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model"].choices = _choices(models)
-        self.fields["tools"].choices = [(t["name"], f"{t['name']}: {t['description']}") for t in tool_catalog()]
+        # the built-in tools, then the customer's own (agents.tools; they run in the task's sandbox)
+        self.fields["tools"].choices = [(t["name"], f"{t['name']}: {t['description']}") for t in tool_catalog()] + [
+            (t.name, f"{t.name}: {t.description or 'your tool'}") for t in custom_tools]
         for name in self.LIMITS:
             self.fields[name].help_text = "empty: the platform default"
 

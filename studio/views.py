@@ -343,18 +343,20 @@ def agents_list(request):
 
 def _agent_form_page(request, agent=None):
     models = agent_selectors.model_config_list_for_user(request.user)
+    custom_tools = agent_selectors.tool_list_for_user(request.user)
     editing = agent is not None
     if request.method == "POST":
         if not _membership(request).can_write:
             return writer_required(lambda r: None)(request)
-        form = forms.AgentForm(request.POST, models=models)
+        form = forms.AgentForm(request.POST, models=models, custom_tools=custom_tools)
         saved = _save(request, form, "studio:agent", form.service_data, create=agent_services.agent_create,
                       update=editing and (lambda data: agent_services.agent_update(
                           actor=request.user, agent=agent, data=data, request=request)))
         if saved:
             return saved
     else:
-        form = forms.AgentForm(initial=forms.AgentForm.initial_for(agent) if editing else {}, models=models)
+        form = forms.AgentForm(initial=forms.AgentForm.initial_for(agent) if editing else {}, models=models,
+                               custom_tools=custom_tools)
     versions = list(agent_selectors.agent_version_list(agent)) if editing else []
     context = _context(request, "agents", form=form, agent=agent, versions=versions,
                        saved=request.GET.get("saved"), no_models=not models.exists())

@@ -94,7 +94,8 @@ def team_export(team: Team) -> dict:
         participants.append(assistant_component(ident=idents[agent.name], description=agent.description,
                                                 system_message=agent.system_message, model_config=agent.model,
                                                 tools=list(agent.tools), handoffs=handoffs,
-                                                code_timeout=timeout if code_tool else None))
+                                                code_timeout=timeout if code_tool else None,
+                                                tool_definitions=agent.behaviour().get("tool_definitions")))
         if agent.code_execution and not code_tool:
             participants.append(executor_component(idents[agent.name], timeout))
     config = {"name": team.name, "description": f"{team.name}: a {team.mode} team of the platform",

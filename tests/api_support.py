@@ -93,12 +93,17 @@ def make_tenant(make_customer, name: str) -> Tenant:
                                               message_id=f"msg_{name}", payload={}, status="failed")
     schedule = schedule_create(actor=owner, customer=customer, name=f"{name}-nightly", cron="0 3 * * *",
                                agent=agent, input="Nightly")
+    from agents.tools import tool_create
+
+    tool_name = f"tool_{customer.pk}"  # not the customer's name: refusals echo the name sent
+    tool = tool_create(actor=owner, customer=customer, name=tool_name, source=f"def {tool_name}():\n    return 1\n")
     tenant = Tenant(customer, owner, viewer, model, selector_model, agent, other_agent, team, task, running_task,
                     task.thread, key, notification)
     tenant.ids = {
         "model": model.pk, "selector_model": selector_model.pk, "agent": agent.pk, "other_agent": other_agent.pk,
         "team": team.pk, "task": task.pk, "running_task": running_task.pk, "thread": task.thread_id,
         "api_key": key.pk, "notification": notification.pk, "webhook": webhook.pk, "delivery": delivery.pk,
-        "schedule": schedule.pk,
+        "schedule": schedule.pk, "tool": tool.pk,
     }
+    tenant.tool_name = tool.name
     return tenant

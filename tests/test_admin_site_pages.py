@@ -81,3 +81,19 @@ def test_the_killswitch_says_what_it_stops_and_needs_a_confirmation(operator, ma
     asked = operator.post("/admin/core/killswitch/", {"action": "engage_selected", "_selected_action": switch.pk})
     assert asked.status_code == 200 and "Yes, engage" in asked.content.decode() and "every customer" in text(asked)
     assert not Killswitch.objects.get(pk=switch.pk).engaged
+
+
+def test_customer_tools_are_listed_with_the_agents_using_them(operator, make_customer):
+    from agents.tools import tool_create
+
+    customer, _ = make_customer("tools-admin-co")
+    tool_create(actor="test", customer=customer, name="shout", description="Shout a word.",
+                source="def shout():\n    return 'HEY'\n")
+    make_agent(customer, name="crier", tools=["shout"])
+
+    listing = text(operator.get("/admin/agents/tool/"))
+    tool = customer.tools.get()
+    page = operator.get(f"/admin/agents/tool/{tool.pk}/change/")
+
+    assert "shout" in listing and "crier" in listing and "tools-admin-co" in listing
+    assert page.status_code == 200 and "return &#x27;HEY&#x27;" in page.content.decode()

@@ -28,7 +28,7 @@ def _concrete(path: str, tenant) -> str:
     resource = re.match(r"^/api/(?:admin/)?([a-z-]+)/", path).group(1)
     ids = {"models": tenant.model.pk, "agents": tenant.agent.pk, "teams": tenant.team.pk, "tasks": tenant.task.pk,
            "threads": tenant.thread.pk, "api-keys": tenant.api_key.pk, "customers": tenant.customer.pk,
-           "webhooks": tenant.ids["webhook"], "schedules": tenant.ids["schedule"]}
+           "webhooks": tenant.ids["webhook"], "schedules": tenant.ids["schedule"], "tools": tenant.ids["tool"]}
     return re.sub(r"\{[^}]+\}", str(ids.get(resource, 1)), path)
 
 

@@ -343,3 +343,25 @@ def test_a_swarm_member_that_runs_code_exports_with_the_code_tool_runs_in_autoge
     error = assert_error(api.post("/api/teams/import/", {"component": doc}, format="json"), 400, "validation_error")
     path = "component.config.participants[0].config.workbench[0].config.tools[0].provider"
     assert "swarm and graph" in error["details"][path][0], error
+
+
+def test_an_agent_with_a_customer_tool_exports_it_as_a_function_tool_that_runs_in_autogen(api, customer):
+    # given: a tool whose source starts with an import and a helper (AutoGen's FunctionTool runs the first def)
+    from agents.tools import tool_create
+
+    tool_create(actor="test", customer=customer, name="shout", description="Shout a word.",
+                parameters={"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+                source="import string\n\ndef _bang(text):\n    return text + '!'\n\ndef shout(word: str) -> str:\n"
+                       "    return _bang(string.capwords(word).upper())\n")
+    agent = make_agent(customer, model=openai_model(customer), name="crier", tools=["shout", "word_count"])
+
+    # when
+    component = api.get(f"/api/agents/{agent.pk}/component/").json()
+    [run] = load_and_run({"task": "Shout hello", "component": with_replay(component, {
+        "crier": [[("shout", {"word": "hello"})], "HELLO!"]})})
+
+    # then
+    tools = component["config"]["workbench"][0]["config"]["tools"]
+    assert [t["config"]["name"] for t in tools] == ["shout", "word_count"]
+    assert tools[0]["config"]["source_code"].startswith("def shout(word: str) -> str:")
+    assert ["crier", "ToolCallExecutionEvent"] == run["messages"][2][:2] and "HELLO!" in run["messages"][2][2]

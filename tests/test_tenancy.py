@@ -14,7 +14,8 @@ from tests.api_support import assert_error, make_tenant
 
 pytestmark = pytest.mark.django_db
 
-# Routes that are not customer-scoped: the tool registry is the same for everyone.
+# Routes not walked by the paged-list check: the tool list (built-ins and the customer's own) is not paged;
+# agents/tests/test_tools.py checks it lists no other customer's tool.
 UNSCOPED = {("tool-list", "get")}
 
 
@@ -76,6 +77,10 @@ def detail_cases(a, b):
         ("schedule-detail", "delete", f"/api/schedules/{ids['schedule']}/", None),
         ("schedule-pause", "post", f"/api/schedules/{ids['schedule']}/pause/", None),
         ("schedule-resume", "post", f"/api/schedules/{ids['schedule']}/resume/", None),
+        ("tool-detail", "get", f"/api/tools/{ids['tool']}/", None),
+        ("tool-detail", "put", f"/api/tools/{ids['tool']}/", {"name": "renamed", "source": "def renamed():\n    pass\n"}),
+        ("tool-detail", "patch", f"/api/tools/{ids['tool']}/", {"source": "def x():\n    pass\n"}),
+        ("tool-detail", "delete", f"/api/tools/{ids['tool']}/", None),
     ]
 
 
@@ -103,6 +108,7 @@ def reference_cases(a, b):
     return [
         ("agent-list", "post", "/api/agents/", {"name": "spy", "model": ids["model"]}, "model"),
         ("agent-detail", "patch", f"/api/agents/{a.agent.pk}/", {"model": ids["model"]}, "model"),
+        ("agent-detail", "patch", f"/api/agents/{a.agent.pk}/", {"tools": [b.tool_name]}, "tools"),
         ("team-list", "post", "/api/teams/", {"name": "spy", "members": [ids["agent"]]}, "members"),
         ("team-list", "post", "/api/teams/", {"name": "spy", "members": [a.agent.pk, ids["agent"]]}, "members"),
         ("team-list", "post", "/api/teams/", {"name": "spy", "members": [a.agent.pk], "mode": "selector",
@@ -151,6 +157,7 @@ def own_create_cases(a):
         ("webhook-list", "post", "/api/webhooks/", {"url": "https://new.example/h"}),
         ("schedule-list", "post", "/api/schedules/", {"name": "new", "cron": "* * * * *", "agent": a.agent.pk,
                                                       "input": "x"}),
+        ("tool-list", "post", "/api/tools/", {"name": "new", "source": "def new():\n    pass\n"}),
     ]
 
 
@@ -198,6 +205,10 @@ def viewer_write_cases(a):
         ("schedule-pause", "post", f"/api/schedules/{ids['schedule']}/pause/", None),
         ("schedule-resume", "post", f"/api/schedules/{ids['schedule']}/resume/", None),
         ("task-input", "post", f"/api/tasks/{ids['task']}/input/", {"text": "v"}),
+        ("tool-list", "post", "/api/tools/", {"name": "v", "source": "def v():\n    pass\n"}),
+        ("tool-detail", "put", f"/api/tools/{ids['tool']}/", {"name": "v", "source": "def v():\n    pass\n"}),
+        ("tool-detail", "patch", f"/api/tools/{ids['tool']}/", {"description": "v"}),
+        ("tool-detail", "delete", f"/api/tools/{ids['tool']}/", None),
     ]
 
 
@@ -213,6 +224,7 @@ def viewer_read_cases(a):
         (f"/api/teams/{ids['team']}/component/", None), (f"/api/teams/{ids['team']}/versions/", None),
         (f"/api/threads/{ids['thread']}/", None), ("/api/webhooks/", ids["webhook"]),
         ("/api/schedules/", ids["schedule"]), (f"/api/webhooks/{ids['webhook']}/deliveries/", ids["delivery"]),
+        (f"/api/tools/{ids['tool']}/", None),
     ]
 
 
@@ -230,6 +242,7 @@ def snapshot(tenant) -> dict:
         "keys": sorted(tenant.customer.api_keys.values_list("pk", "revoked_at")),
         "webhooks": sorted(c.webhooks.values_list("pk", "url", "enabled", "secret_encrypted", "updated_at")),
         "deliveries": c.webhook_deliveries.count(),
+        "tools": sorted(c.tools.values_list("pk", "name", "version", "source", "updated_at")),
         "schedules": sorted(c.schedules.values_list("pk", "name", "input", "enabled", "agent_id", "team_id",
                                                     "thread_id", "updated_at")),
     }

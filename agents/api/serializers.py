@@ -1,11 +1,10 @@
-"""Shapes of model configurations, agents, versions, processes and the tools catalogue."""
+"""Shapes of model configurations, agents, versions, processes, the tools catalogue and customer tools."""
 from django.conf import settings
 from rest_framework import serializers
 
 from accounts.api.fields import CustomerPrimaryKeyRelatedField, StrictSerializer, StringField
-from agents.models import Agent, AgentVersion, ModelConfig
+from agents.models import Agent, AgentVersion, ModelConfig, Tool
 from autogen_platform import serializers as strict
-from runtime.tools import tool_names
 
 
 class PassThroughMixin:
@@ -93,8 +92,8 @@ class LimitsSerializer(PassThroughMixin, StrictSerializer):
 class AgentSerializer(strict.ModelSerializer):
     model = CustomerPrimaryKeyRelatedField(queryset=ModelConfig.objects.all(),
                                            help_text="Id of one of the customer's model configurations.")
-    tools = serializers.ListField(child=serializers.ChoiceField(choices=tool_names()), required=False,
-                                  help_text="Tool names from GET /api/tools/.")
+    tools = serializers.ListField(child=StringField(max_length=64), required=False,
+                                  help_text="Tool names from GET /api/tools/: built-in tools and the customer's own.")
     limits = LimitsSerializer(required=False, help_text=(
         "Per-task limits; a missing key uses the platform default. Values above the customer's quota "
         "(max_memory_mb, max_cpu_seconds, max_timeout_seconds) are refused with quota_exceeded."))
@@ -128,6 +127,9 @@ class AgentSnapshotSerializer(PassThroughMixin, serializers.Serializer):
     limits = LimitsSerializer()
     human_input = serializers.BooleanField(required=False)
     approval = serializers.ListField(child=serializers.CharField(), required=False)
+    tool_definitions = serializers.ListField(child=serializers.JSONField(), required=False, help_text=(
+        "The definitions of the customer tools among tools, as this version runs them ({name, kind, description, "
+        "parameters, source, timeout_seconds, version}); absent when the agent uses only built-in tools."))
 
 
 class AgentVersionSerializer(serializers.ModelSerializer):
@@ -151,6 +153,48 @@ class ProcessSerializer(serializers.Serializer):
 
 
 class ToolSerializer(serializers.Serializer):
+    """One entry of GET /api/tools/: a built-in tool, or one of the customer's own (with its id and the rest)."""
+
     name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["builtin", "python"], help_text=(
+        "builtin: the platform's registry; python: a customer tool (it has id, source, timeout_seconds, version)."))
     description = serializers.CharField()
-    parameters = serializers.DictField(child=serializers.CharField(), help_text="Parameter name -> JSON type.")
+    parameters = serializers.JSONField(help_text=(
+        "builtin: parameter name -> JSON type; python: the tool's JSON Schema (type object)."))
+    id = serializers.IntegerField(required=False, help_text="python tools only.")
+    source = serializers.CharField(required=False, help_text="python tools only.")
+    timeout_seconds = serializers.IntegerField(required=False, help_text="python tools only.")
+    version = serializers.IntegerField(required=False, help_text="python tools only.")
+    created_at = serializers.DateTimeField(required=False, help_text="python tools only.")
+    updated_at = serializers.DateTimeField(required=False, help_text="python tools only.")
+
+
+class CustomToolSerializer(strict.ModelSerializer):
+    """A customer's own Python function tool."""
+
+    parameters = serializers.JSONField(required=False, help_text=(
+        "JSON Schema (type object) of the arguments; property names are Python identifiers and are passed as "
+        "keyword arguments. Default: no parameters."))
+    source = StringField(trim_whitespace=False, help_text=(
+        "Python source defining, at the top level, a function named like the tool (def NAME(...):); it may "
+        "import modules and define helpers. Checked by parsing only; it runs in the task's sandbox, never in "
+        "the platform. The return value is the tool's result (a string as it is, anything else as JSON)."))
+    timeout_seconds = serializers.IntegerField(required=False, allow_null=True, help_text=(
+        "Wall-clock seconds one call may take (default TOOL_CALL_TIMEOUT_SECONDS, at most "
+        "TOOL_CALL_MAX_TIMEOUT_SECONDS); over it the call is killed and fails alone."))
+
+    class Meta:
+        model = Tool
+        fields = ["id", "name", "kind", "description", "parameters", "source", "timeout_seconds", "version",
+                  "created_at", "updated_at"]
+        read_only_fields = ["id", "kind", "version", "created_at", "updated_at"]
+        extra_kwargs = {
+            "name": {"help_text": "A Python identifier (the function's name), unique per customer, not a built-in "
+                                  "tool's name; agents name the tool in their tools."},
+            "description": {"max_length": settings.MAX_DESCRIPTION_CHARS,
+                            "help_text": "What the tool does: the model reads it to decide when to call it."},
+            "kind": {"help_text": "python (the only kind today)."},
+            "version": {"help_text": "Bumped by every change of description, parameters, source or timeout_seconds; "
+                                     "each makes a new version of the agents using the tool."},
+        }
+        validators = []

@@ -1,4 +1,4 @@
-"""Model configurations, agents (with versions and state actions) and the tools catalogue: thin views."""
+"""Model configurations, agents (with versions and state actions), the tools catalogue and customer tools: thin views."""
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -7,8 +7,9 @@ from rest_framework.response import Response
 from accounts.api.mixins import CustomerScopedViewMixin, ServiceWriteMixin
 from accounts.selectors import customer_for_user
 from agents import selectors, services
+from agents import tools as customer_tools
 from agents.components import agent_export, agents_import
-from agents.models import Agent, ModelConfig
+from agents.models import Agent, ModelConfig, Tool
 from runtime.tools import tool_catalog
 
 from .filters import AgentFilter, ModelConfigFilter
@@ -16,6 +17,7 @@ from .component_serializers import ComponentImportResultSerializer, ComponentImp
 from .serializers import (
     AgentSerializer,
     AgentVersionSerializer,
+    CustomToolSerializer,
     ModelConfigSerializer,
     ModelTestSerializer,
     ProcessSerializer,
@@ -172,8 +174,48 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
         return Response(selectors.agent_processes(self.get_object()))
 
 
-@extend_schema(tags=["tools"], summary="The platform's tool registry: names to use in an agent's tools",
-               responses=ToolSerializer(many=True))
-class ToolViewSet(viewsets.ViewSet):
-    def list(self, request):
-        return Response(tool_catalog())
+@extend_schema_view(
+    list=extend_schema(
+        summary="The tools an agent may name: the platform's built-in ones and the customer's own",
+        description="Not paged: the registry and the customer's tools (at most MAX_TOOLS_PER_CUSTOMER). Built-in "
+                    "tools come first (kind builtin), then the customer's (kind python, by name).",
+        responses=ToolSerializer(many=True)),
+    create=extend_schema(summary="Create a customer tool (a Python function run in the task's sandbox)",
+                         responses={201: CustomToolSerializer, 409: CONFLICT,
+                                    429: OpenApiResponse(description="quota_exceeded")}),
+    update=extend_schema(summary="Replace a customer tool; a definition change makes a new version of the agents "
+                                 "using it", responses={200: CustomToolSerializer, 409: CONFLICT}),
+    partial_update=extend_schema(summary="Change a customer tool; a definition change makes a new version of the "
+                                         "agents using it", responses={200: CustomToolSerializer, 409: CONFLICT}),
+    destroy=extend_schema(summary="Delete a customer tool (409 conflict while agents use it)",
+                          responses={204: None, 409: CONFLICT}),
+    retrieve=extend_schema(summary="One of the customer's tools"),
+)
+@extend_schema(tags=["tools"])
+class ToolViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelViewSet):
+    """Built-in tools (read only, listed) and the customer's own Python function tools (CRUD)."""
+
+    serializer_class = CustomToolSerializer
+    schema_model = Tool
+    pagination_class = None
+    filter_backends = []
+
+    def scoped_queryset(self):
+        return selectors.tool_list_for_user(self.request.user)
+
+    def get_scoped_object(self, pk):
+        return selectors.tool_get_for_user(self.request.user, pk)
+
+    def list(self, request, *args, **kwargs):
+        builtins = [{**entry, "kind": "builtin"} for entry in tool_catalog()]
+        return Response(builtins + self.get_serializer(self.get_queryset(), many=True).data)
+
+    def service_create(self, data):
+        return customer_tools.tool_create(actor=self.request.user, customer=customer_for_user(self.request.user),
+                                          request=self.request, **data)
+
+    def service_update(self, instance, data):
+        return customer_tools.tool_update(actor=self.request.user, tool=instance, data=data, request=self.request)
+
+    def service_delete(self, instance):
+        customer_tools.tool_delete(actor=self.request.user, tool=instance, request=self.request)

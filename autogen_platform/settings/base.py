@@ -213,6 +213,14 @@ MAX_REPLAY_RESPONSES = env("MAX_REPLAY_RESPONSES", 100, int)
 MAX_REPLAY_RESPONSE_CHARS = env("MAX_REPLAY_RESPONSE_CHARS", 8192, int)
 MAX_TEXT_MENTION_CHARS = env("MAX_TEXT_MENTION_CHARS", 200, int)
 MAX_SPEC_OBJECTS = env("MAX_SPEC_OBJECTS", 500, int)
+# Customers' own tools (agents.tools): how many a customer may have (GET /api/tools/ lists them all, unpaged),
+# the size of one tool's source and parameters schema, and a call's time limit in the sandbox (per tool,
+# timeout_seconds: the default, and the most it may ask for).
+MAX_TOOLS_PER_CUSTOMER = env("MAX_TOOLS_PER_CUSTOMER", 100, int)
+MAX_TOOL_SOURCE_CHARS = env("MAX_TOOL_SOURCE_CHARS", 65536, int)
+MAX_TOOL_PARAMETERS_CHARS = env("MAX_TOOL_PARAMETERS_CHARS", 16384, int)
+TOOL_CALL_TIMEOUT_SECONDS = env("TOOL_CALL_TIMEOUT_SECONDS", 30, int)
+TOOL_CALL_MAX_TIMEOUT_SECONDS = env("TOOL_CALL_MAX_TIMEOUT_SECONDS", 300, int)
 # A deleted customer's rows (tasks, events, agents...) are kept this long, then purged by the reaper.
 CUSTOMER_RETENTION_DAYS = env("CUSTOMER_RETENTION_DAYS", 30, float)
 # Every list is paged: `page_size` above this is cut to it; a page_size that is not a positive integer is a 400.

@@ -1,8 +1,5 @@
 """Build the AgentChat objects a task runs from its frozen spec (agents' pinned versions, team shape)."""
-import re
-import warnings
 from functools import reduce
-from pathlib import Path
 
 from autogen_agentchat.agents import AssistantAgent, CodeExecutorAgent
 from autogen_agentchat.base import AndTerminationCondition, OrTerminationCondition, Response
@@ -31,6 +28,7 @@ from autogen_ext.tools.code_execution import PythonCodeExecutionTool
 from . import human
 from .model_client import BrokerChatCompletionClient
 from .coderun import RunnerCodeExecutor
+from .customtools import sandbox_tools
 from .names import agent_identifier
 from .tools import TOOLS
 
@@ -54,9 +52,13 @@ class SandboxCodeExecutorAgent(CodeExecutorAgent):
         yield Response(chat_message=TextMessage(content=result.output, source=self.name))
 
 
-def _tools(names: list[str]) -> list[FunctionTool]:
+def _tools(entry: dict) -> list:
+    """The agent's tools in its `tools` order: built-in FunctionTools, and its customer tools (their frozen
+    definitions), whose calls run in the sandbox's code runner (customtools)."""
+    custom = {tool.name: tool for tool in sandbox_tools(entry)}
     return [
-        FunctionTool(TOOLS[n]["function"], description=TOOLS[n]["description"], name=n) for n in names if n in TOOLS
+        FunctionTool(TOOLS[n]["function"], description=TOOLS[n]["description"], name=n) if n in TOOLS else custom[n]
+        for n in entry.get("tools") or [] if n in TOOLS or n in custom
     ]
 
 
@@ -75,7 +77,7 @@ def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, han
     client = BrokerChatCompletionClient(
         channel, caller=ident, agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
     )
-    tools = _tools(entry.get("tools") or []) + ([_code_tool(entry)] if code_tool else [])
+    tools = _tools(entry) + ([_code_tool(entry)] if code_tool else [])
     tools = human.gate_tools(tools, entry, ident)
     kwargs = {}
     if tools:

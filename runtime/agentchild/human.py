@@ -144,7 +144,8 @@ def gate_tools(tools: list, entry: dict, ident: str) -> list:
         if isinstance(tool, PythonCodeExecutionTool) and tool.name in approval:
             tool = ApprovalCodeTool(tool._executor, agent=ident)
         elif tool.name in approval:
-            tool = ApprovalTool(tool._func, description=tool.description, name=tool.name, agent=ident)
+            tool = (tool.with_approval(ident) if hasattr(tool, "with_approval")  # a customer tool (customtools)
+                    else ApprovalTool(tool._func, description=tool.description, name=tool.name, agent=ident))
         gated.append(tool)
     GATE.tools[ident] = {tool.name: tool for tool in gated}
     return gated
@@ -383,7 +384,7 @@ async def _run_call(ident: str, call) -> FunctionExecutionResult:
                                        is_error=True, name=call.name)
     try:
         args = json.loads(call.arguments or "{}")
-        run = tool.run_approved if isinstance(tool, _Gated) else tool.run_json
+        run = getattr(tool, "run_approved", None) or tool.run_json
         value = await run(args, CancellationToken())
         return FunctionExecutionResult(content=tool.return_value_as_string(value), call_id=call.id, is_error=False,
                                        name=call.name)

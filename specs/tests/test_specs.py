@@ -546,3 +546,60 @@ def test_price_mistakes_name_their_path(acme, value, message):
         apply(customer, PRICED.replace("price_prompt_per_million: 0.15", f"price_prompt_per_million: {value}"))
     assert message in " ".join(error.value.details["models[0].price_prompt_per_million"])
     assert counts(customer) == (0, 0, 0, 0)
+
+
+TOOL_SPEC = SPEC.replace("    tools: [calculator]\n", "    tools: [calculator, weather]\n").replace("agents:\n", """tools:
+  - name: weather
+    description: The weather in a city.
+    parameters: {type: object, properties: {city: {type: string}}, required: [city]}
+    timeout_seconds: 10
+    source: |
+      def weather(city):
+          return f"sunny in {city}"
+agents:
+""", 1)
+
+
+def test_customer_tools_apply_version_their_agents_export_and_prune(acme):
+    customer, _ = acme
+
+    first = apply(customer, TOOL_SPEC)
+
+    assert "create tool weather" in first.lines()
+    writer = Agent.objects.get(customer=customer, name="writer")
+    assert writer.tools == ["calculator", "weather"]
+    assert writer.versions.get(version=1).snapshot["tool_definitions"][0]["timeout_seconds"] == 10
+    exported = spec_dump_yaml(spec_export(customer))
+    data = yaml.safe_load(exported)
+    assert data["tools"] == [{"name": "weather", "description": "The weather in a city.",
+                              "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                             "required": ["city"]},
+                              "timeout_seconds": 10, "source": 'def weather(city):\n    return f"sunny in {city}"\n'}]
+    assert apply(customer, exported, environ={"LOCAL_LLM_API_KEY": "sk-local-123"}).summary_line() == "no changes"
+
+    # A changed source updates the tool and makes a new version of the agent using it.
+    changed = apply(customer, TOOL_SPEC.replace('f"sunny in {city}"', '"rain"'))
+    assert "update tool weather (source)" in changed.lines()
+    assert Agent.objects.get(customer=customer, name="writer").version == 2
+
+    # Dropping the tool and its use with prune: the agent changes first, then the tool goes.
+    without = SPEC.replace("agents:\n", "tools: []\nagents:\n", 1)
+    pruned = apply(customer, without, prune=True)
+    assert "delete tool weather" in pruned.lines() and not customer.tools.exists()
+
+
+@pytest.mark.parametrize("change, path", [
+    (("def weather(city):", "def forecast(city):"), "tools[0].source"),
+    (("{type: object, properties", "{type: array, properties"), "tools[0].parameters"),
+    (("    timeout_seconds: 10\n", "    timeout_seconds: ten\n"), "tools[0].timeout_seconds"),
+    (("  - name: weather\n", "  - name: weather\n    colour: red\n"), "tools[0].colour"),
+    (("tools: [calculator, weather]", "tools: [calculator, wether]"), "agents[0].tools"),
+])
+def test_customer_tool_mistakes_name_their_spec_path_and_change_nothing(acme, change, path):
+    customer, _ = acme
+
+    with pytest.raises(ValidationFailed) as refused:
+        apply(customer, TOOL_SPEC.replace(*change))
+
+    assert path in refused.value.details, refused.value.details
+    assert counts(customer) == (0, 0, 0, 0) and not customer.tools.exists()

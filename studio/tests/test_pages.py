@@ -91,6 +91,20 @@ def test_an_agent_is_built_with_tools_and_limits_and_its_versions_diffed_and_rol
     assert over.status_code == 400 and "quota" in text(over)
 
 
+def test_the_agent_form_offers_the_customers_own_tools(make_customer):
+    from agents.tools import tool_create
+
+    customer, owner = make_customer("tools-co")
+    tool_create(actor="test", customer=customer, name="shout", description="Shout a word.",
+                source="def shout():\n    return 'HEY'\n")
+    model = make_model(customer, name="replay")
+    client = signed_in(owner)
+
+    assert "shout: Shout a word." in text(client.get("/studio/agents/new/"))
+    client.post("/studio/agents/new/", {"name": "crier", "model": model.pk, "tools": ["calculator", "shout"]})
+    assert Agent.objects.get(customer=customer, name="crier").tools == ["calculator", "shout"]
+
+
 def test_a_team_is_built_with_ordered_members_mode_and_termination(make_customer):
     customer, owner = make_customer("teams-co")
     first, second = make_agent(customer, name="first"), make_agent(customer, name="second")
