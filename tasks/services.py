@@ -367,14 +367,6 @@ def task_start(*, task_id: int, worker: str) -> bool:
     return task_claim_slot(task_id=task_id, worker=worker)
 
 
-def _slot_holders(customer_id: int):
-    """The customer's tasks that hold or are about to take a slot: running, or woken and not yet started."""
-    return Task.objects.filter(customer_id=customer_id).filter(
-        Q(status=Task.Status.RUNNING)
-        | Q(status=Task.Status.QUEUED, waiting_since__isnull=True, waits_for_thread=False, requeues__gt=0)
-    )
-
-
 def task_claim_slot(*, task_id: int, worker: str) -> bool:
     """queued -> running if the customer has a free max_concurrent_tasks slot; else the task waits.
 
@@ -423,7 +415,10 @@ def task_wake_waiting(*, customer_id: int) -> list[int]:
         customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
         if customer is None:
             return []
-        free = customer.max_concurrent_tasks - _slot_holders(customer_id).count()
+        # Every task with a job on its way counts, woken or never made to wait: counting only the woken ones
+        # let the reaper's periodic wake-up give a waiting task the slot of an older task whose first job was
+        # still in the queue (two jobs for one slot, and the younger one could start first).
+        free = customer.max_concurrent_tasks - _starting(customer_id).count()
         if free <= 0:
             return []
         woken = list(
