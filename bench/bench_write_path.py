@@ -59,6 +59,7 @@ class Counts:
     def snapshot(self) -> dict:
         with self.lock:
             return {
+                "thread_cpu": {},
                 "statements": dict(self.statements),
                 "write_txns": dict(self.write_txns),
                 "lock_takes": dict(self.lock_takes),
@@ -146,6 +147,8 @@ def as_worker(out: str) -> None:
     import django
 
     django.setup()
+    if os.environ.get("BENCH_NO_COUNTING"):  # --cpu: the counting's own cost stays out of the CPU figures
+        return _run_worker(out)
     install_counting()
     from runtime import supervisor
 
@@ -157,19 +160,34 @@ def as_worker(out: str) -> None:
 
     supervisor._with_connection = with_tag
 
+    with tagged("worker-background"):
+        _run_worker(out)
+
+
+def _run_worker(out: str) -> None:
+    import psutil
+    from django.core.management import call_command
+
+    me = psutil.Process()
+
+    def thread_cpu() -> dict:
+        """CPU seconds of this process's threads by what they are (runtime-db, runtime-loop, MainThread: RQ)."""
+        names = {t.native_id: t.name.rstrip("0123456789_-").split("_")[0] for t in threading.enumerate()}
+        out = Counter()
+        for t in me.threads():
+            out[names.get(t.id, "other")] += t.user_time + t.system_time
+        return dict(out)
+
     def dump():
         while True:
             time.sleep(0.2)
             tmp = out + ".tmp"
             with open(tmp, "w") as f:
-                json.dump(COUNTS.snapshot(), f)
+                json.dump({**COUNTS.snapshot(), "thread_cpu": thread_cpu()}, f)
             os.replace(tmp, out)
 
-    threading.Thread(target=dump, daemon=True).start()
-    from django.core.management import call_command
-
-    with tagged("worker-background"):
-        call_command("runworker", "--name", f"bench-wp-{os.getpid()}")
+    threading.Thread(target=dump, name="bench-counts", daemon=True).start()
+    call_command("runworker", "--name", f"bench-wp-{os.getpid()}")
 
 
 # -- the bench (parent) ----------------------------------------------------------------------------------
@@ -325,6 +343,9 @@ def report(results: dict, database: str) -> None:
         for tag in sorted(w.get("statements", {}), key=lambda t: -w["statements"][t]):
             print(f"  {tag:22} {w['statements'][tag] / n:6.2f}  ({w.get('write_txns', {}).get(tag, 0) / n:.2f}, "
                   f"{w.get('lock_takes', {}).get(tag, 0) / n:.2f})")
+        cpu = w.get("thread_cpu", {})
+        print(f"{name}: worker CPU ms per task by thread: "
+              + ", ".join(f"{t} {v / n * 1000:.1f}" for t, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v > 0))
         if os.environ.get("BENCH_DETAIL"):
             for side in ("web", "worker"):
                 print(f"  {side} detail:")
@@ -339,6 +360,8 @@ def main():
     parser.add_argument("--postgres", help="a database URL (the default: SQLite under a fresh var dir)")
     parser.add_argument("--redis", help="a Redis URL (the default: the embedded Redis)")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--cpu", action="store_true",
+                        help="measure CPU only: the worker's statements are not counted (counting costs CPU too)")
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.as_worker:
@@ -351,6 +374,8 @@ def main():
                       LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"))
     if args.postgres:
         os.environ["DATABASE_URL"] = args.postgres
+    if args.cpu:
+        os.environ["BENCH_NO_COUNTING"] = "1"
     if args.redis:
         os.environ.update(REDIS_URL=args.redis, REDIS_NAMESPACE=f"benchwp{os.getpid()}")
     import django

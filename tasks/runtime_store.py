@@ -7,8 +7,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.crypto import decrypt
-from accounts.models import Customer
-from accounts.services import customer_tokens_this_month
+from accounts.services import customer_tokens_left
 from adminpanel.services import killswitch_scopes_engaged
 from agents.models import ModelConfig
 from runtime.ports import TaskContext
@@ -64,14 +63,12 @@ class DjangoTaskStore:
             resume=resume,
         )
 
-    def attach(self, task_id: int, pid: int | None) -> None:
-        services.task_attach_process(task_id=task_id, pid=pid)
+    def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
+        services.task_heartbeat_many(task_ids=task_ids, pids=pids)
 
-    def heartbeat(self, task_ids: list[int]) -> None:
-        services.task_heartbeat_many(task_ids=task_ids)
-
-    def append_events(self, batches: dict[int, list[dict]]) -> dict[int, list[dict]]:
-        return services.task_events_append_many(batches=batches, announce=False)
+    def append_events(self, batches: dict[int, list[dict]], pids: dict[int, int | None] | None = None
+                      ) -> dict[int, list[dict]]:
+        return services.task_events_append_many(batches=batches, announce=False, pids=pids)
 
     def stop_reasons(self, scope: dict[int, int]) -> dict[int, str]:
         if not scope:
@@ -86,11 +83,10 @@ class DjangoTaskStore:
         return reasons
 
     def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
-        services.task_record_tokens(task_id=task_id, tokens=task_tokens)
-        customer = Customer.objects.filter(pk=customer_id).first()
-        if customer is None:
-            return 0
-        return customer.monthly_token_budget - customer_tokens_this_month(customer)
+        # written only when it changed: the call before a task's first tokens writes nothing
+        if Task.objects.filter(pk=task_id).values_list("tokens_used", flat=True).first() != task_tokens:
+            services.task_record_tokens(task_id=task_id, tokens=task_tokens)
+        return customer_tokens_left(customer_id)
 
     def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
         return services.task_finish(
