@@ -124,13 +124,17 @@ def customer_tokens_this_month(customer: Customer) -> int:
     return int(used or 0)
 
 
+def customer_month_tokens(customer):
+    """The tokens the customer used this month, as an expression (customer: its id, or an OuterRef to it)."""
+    month_start = timezone.now().date().replace(day=1)
+    used = (CustomerUsage.objects.filter(customer_id=customer, day__gte=month_start).order_by()
+            .values("customer_id").annotate(n=Sum("tokens")).values("n"))
+    return Coalesce(Subquery(used), Value(0), output_field=BigIntegerField())
+
+
 def customer_tokens_left(customer_id: int) -> int:
     """What is left of the customer's monthly token budget (0 when it is gone): one query."""
-    month_start = timezone.now().date().replace(day=1)
-    used = (CustomerUsage.objects.filter(customer_id=OuterRef("pk"), day__gte=month_start).order_by()
-            .values("customer_id").annotate(n=Sum("tokens")).values("n"))
-    row = (Customer.objects.filter(pk=customer_id)
-           .annotate(used=Coalesce(Subquery(used), Value(0), output_field=BigIntegerField()))
+    row = (Customer.objects.filter(pk=customer_id).annotate(used=customer_month_tokens(OuterRef("pk")))
            .values_list("monthly_token_budget", "used").first())
     return row[0] - row[1] if row else 0
 

@@ -4,10 +4,11 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 
 from accounts.crypto import decrypt
-from accounts.services import customer_tokens_left
+from accounts.models import Customer
+from accounts.services import customer_month_tokens, customer_tokens_left
 from adminpanel.services import killswitch_scopes_engaged
 from agents.models import ModelConfig
 from runtime.ports import TaskContext
@@ -83,9 +84,13 @@ class DjangoTaskStore:
         return reasons
 
     def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
-        # written only when it changed: the call before a task's first tokens writes nothing
-        if Task.objects.filter(pk=task_id).values_list("tokens_used", flat=True).first() != task_tokens:
-            services.task_record_tokens(task_id=task_id, tokens=task_tokens)
+        budget = Customer.objects.filter(pk=customer_id).values("monthly_token_budget")
+        row = (Task.objects.filter(pk=task_id)
+               .annotate(budget=Subquery(budget), used=customer_month_tokens(customer_id))
+               .values_list("tokens_used", "budget", "used").first())
+        if row is not None and row[0] == task_tokens:  # nothing to write (the check before a first call): one read
+            return (row[1] or 0) - row[2]
+        services.task_record_tokens(task_id=task_id, tokens=task_tokens)
         return customer_tokens_left(customer_id)
 
     def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:

@@ -341,11 +341,14 @@ def task_event_append(*, task_id: int, type: str, source: str = "", content=None
     return created[0] if created else None
 
 
-def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> bool:
+def task_mark_running(*, task_id: int, worker: str, pid: int | None = None, task: Task | None = None) -> bool:
     """queued -> running; False when the task is no longer queued (cancelled meanwhile, or taken).
 
     No quota check: workers go through task_start, which claims one of the customer's slots first.
     The `running` event and notice are written in the same transaction (which a caller's may hold).
+    task: the queued row as read in that transaction, if the caller has it (its customer, creation time and
+    last seq: a queued task's events only change with its status, which the UPDATE below checks; the
+    (task, seq) unique constraint stands behind that).
     """
     now = timezone.now()
     with transaction.atomic(savepoint=False):
@@ -361,8 +364,11 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
             last_seq=F("last_seq") + 1,
         )
         if changed:
-            customer_id, created_at, seq = (
-                Task.objects.filter(pk=task_id).values_list("customer_id", "created_at", "last_seq").first())
+            if task is not None:
+                customer_id, created_at, seq = task.customer_id, task.created_at, task.last_seq + 1
+            else:
+                customer_id, created_at, seq = (
+                    Task.objects.filter(pk=task_id).values_list("customer_id", "created_at", "last_seq").first())
             event = TaskEvent.objects.create(task_id=task_id, seq=seq, type=TaskEvent.Type.STATUS,
                                              content={"status": "running"})
             transaction.on_commit(lambda: realtime.send_many([realtime.task_event_frame(task_id, event.as_dict())]))
@@ -437,7 +443,7 @@ def _claim_slot(task: Task, worker: str) -> bool:
         logger.info("task %s waits for its thread's running task", task_id)
         return False
     if running < limit and not seen["ahead"]:
-        return task_mark_running(task_id=task_id, worker=worker)
+        return task_mark_running(task_id=task_id, worker=worker, task=task)
     _wait_for_slot(task_id, customer_id)
     logger.info("task %s waits for a slot (customer %s: %s running, limit %s)", task_id, customer_id, running, limit)
     return False
