@@ -88,10 +88,13 @@ class DjangoTaskStore:
         row = (Task.objects.filter(pk=task_id)
                .annotate(budget=Subquery(budget), used=customer_month_tokens(customer_id))
                .values_list("tokens_used", "budget", "used").first())
-        if row is not None and row[0] == task_tokens:  # nothing to write (the check before a first call): one read
-            return (row[1] or 0) - row[2]
-        services.task_record_tokens(task_id=task_id, tokens=task_tokens)
-        return customer_tokens_left(customer_id)
+        if row is None:
+            return customer_tokens_left(customer_id)
+        recorded, budget, used = row
+        if recorded != task_tokens:  # nothing to write when it did not change (the check before a first call)
+            services.task_record_tokens(task_id=task_id, tokens=task_tokens)
+            used += task_tokens - recorded  # what that added to the customer's counter
+        return (budget or 0) - used
 
     def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
         return services.task_finish(
