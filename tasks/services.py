@@ -303,10 +303,12 @@ def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool,
         return {}
     created: dict[int, list[dict]] = {}
     with transaction.atomic(savepoint=False):  # nested, it needs no savepoint: nothing catches its errors
-        _record_pids(pids)
+        # every row this writes is locked first, in id order (the pids' too): two writers never deadlock
         last = dict(
-            Task.objects.select_for_update().filter(pk__in=batches).order_by("pk").values_list("pk", "last_seq")
+            Task.objects.select_for_update().filter(pk__in={*batches, *(pids or {})}).order_by("pk")
+            .values_list("pk", "last_seq")
         )
+        _record_pids(pids)
         rows, bumped = [], []
         for task_id, events in batches.items():
             if task_id not in last:
