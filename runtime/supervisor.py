@@ -891,6 +891,7 @@ class Runtime:
 
     def ended(self, run: TaskRun) -> None:
         self._dirty.pop(run.task_id, None)
+        self._pids.pop(run.task_id, None)  # not stored after its end (the task may run elsewhere by then)
 
     # -- kill orders ----------------------------------------------------------------------------
 
