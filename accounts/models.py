@@ -120,9 +120,6 @@ class CustomerNotice(models.Model):
     def __str__(self):
         return f"{self.customer} notice #{self.seq}: {(self.payload or {}).get('type', '')}"
 
-    def __str__(self):
-        return f"notice {self.seq} of {self.customer_id}"
-
     def as_frame(self) -> dict:
         return {**self.payload, "seq": self.seq}
 
@@ -154,3 +151,20 @@ class Notification(models.Model):
     def __str__(self):
         scope = self.customer or "everyone"
         return f"{self.level} to {scope}: {self.message[:60]}"
+
+
+class CustomerUsage(models.Model):
+    """What a customer used of its quotas, per day (UTC) of the tasks' creation: tasks created, and the tokens
+    those tasks used (kept equal to the sum of their tokens_used by every write of it). The daily task quota
+    reads one row and the monthly token budget at most 31, however many tasks the customer ever had."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="usage")
+    day = models.DateField()
+    tasks = models.IntegerField(default=0)
+    tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["customer", "day"], name="customer_usage_per_day")]
+
+    def __str__(self):
+        return f"{self.customer_id} on {self.day}: {self.tasks} tasks, {self.tokens} tokens"

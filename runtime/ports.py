@@ -40,15 +40,15 @@ class TaskStore(Protocol):
     def load(self, task_id: int) -> TaskContext | None:
         """The running task's context; None when it is not running (any more)."""
 
-    def attach(self, task_id: int, pid: int | None) -> None:
-        """Record the pid of the task's sandbox."""
+    def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
+        """These running tasks are alive (one write for all of a worker's tasks); pids: the sandboxes started
+        since the worker's last write (task id -> pid), recorded with it."""
 
-    def heartbeat(self, task_ids: list[int]) -> None:
-        """These running tasks are alive (one write for all of a worker's tasks)."""
-
-    def append_events(self, batches: dict[int, list[dict]]) -> dict[int, list[dict]]:
-        """Store events of several tasks, each task's in order with contiguous seqs; returns the stored
-        events ({seq, type, source, content, created_at}) by task, for live delivery."""
+    def append_events(self, batches: dict[int, list[dict]], pids: dict[int, int | None] | None = None
+                      ) -> dict[int, list[dict]]:
+        """Store events of several tasks, each task's in order with contiguous seqs, and pids as heartbeat()
+        does, in one transaction; returns the stored events ({seq, type, source, content, created_at}) by
+        task, for live delivery."""
 
     def stop_reasons(self, scope: dict[int, int]) -> dict[int, str]:
         """scope: task id -> customer id. The stop reasons recorded for any of them (cancel, stop, restart,
@@ -59,7 +59,7 @@ class TaskStore(Protocol):
 
     def finish_many(self, ends: list[tuple[int, dict]]) -> list:
         """Several tasks' final status, once each, in one transaction: ends are (task id, {status, result,
-        error, usage, thread_state}). Returns, per end, True/False (stored / already finished) or the
+        error, usage, thread_state, events}), events being the run's last ones not stored yet. Returns, per end, True/False (stored / already finished) or the
         exception that kept that one from being stored."""
 
     def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:

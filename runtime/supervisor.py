@@ -262,7 +262,7 @@ class TaskRun:
         self.mark("spawned")
         self.started_at_iso = _now_iso()
         self.timeout_handle = self.rt.loop.call_later(ctx.limits["timeout_seconds"], self._on_timeout)
-        self.rt.background(self.rt.db(self.rt.store.attach, ctx.task_id, self.box.pid))
+        self.rt.attach(ctx.task_id, self.box.pid)
         os.set_blocking(out_r, False)
         self.rt.loop.add_reader(out_r, self._read_output, out_r)
 
@@ -352,14 +352,16 @@ class TaskRun:
         if self.spawned_at is not None:
             metrics.sandbox_finished(self.cpu_seconds, self.peak_memory_mb * 2**20)
         self.rt.unpublish(self.task_id)
-        await self.rt.events_drained(self)
-        self.mark("events stored")
-        if outcome.status == REQUEUE:
-            await self._retrying(store.requeue, self.task_id)
+        if outcome.status in (REQUEUE, INPUT_REQUIRED):
+            await self.rt.events_drained(self)
+            self.mark("events stored")
+            if outcome.status == REQUEUE:
+                await self._retrying(store.requeue, self.task_id)
+            else:
+                await self._suspend(outcome)
             return
-        if outcome.status == INPUT_REQUIRED:
-            await self._suspend(outcome)
-            return
+        # its last events go with its end, in one transaction (those already being written are waited for)
+        last_events = await self.rt.events_for_end(self)
         end = self.ended_at or time.monotonic()
         usage = {
             "prompt_tokens": self.broker.prompt_tokens if self.broker else 0,
@@ -375,6 +377,7 @@ class TaskRun:
             "error": outcome.error,
             "usage": usage,
             "thread_state": outcome.state if outcome.status == Final.SUCCEEDED else None,
+            "events": last_events,
         }
         for attempt in range(PERSIST_ATTEMPTS):
             try:
@@ -779,8 +782,10 @@ class Runtime:
         self._spawn_pool = ThreadPoolExecutor(settings.WORKER_SPAWN_THREADS, thread_name_prefix="runtime-spawn")
         # what the worker does after a task (RQ's registries): one thread, in order
         self._after_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-after")
-        self._dirty: dict[int, TaskRun] = {}
-        self._dirty: dict[int, TaskRun]  # runs with events to store, in the order they got them
+        self._dirty: dict[int, TaskRun] = {}  # runs with events to store, in the order they got them
+        # pids of sandboxes started since the last write: stored with the next events or heartbeat, not
+        # in a write of their own (shown to operators; the lease does not depend on them)
+        self._pids: dict[int, int | None] = {}
         self._finishing: deque = deque()  # (task id, its end, future) waiting for the finisher
         self._live: deque = deque()
         self._gone: list[int] = []  # ended tasks whose live stats are still published
@@ -894,6 +899,7 @@ class Runtime:
 
     def ended(self, run: TaskRun) -> None:
         self._dirty.pop(run.task_id, None)
+        self._pids.pop(run.task_id, None)  # not stored after its end (the task may run elsewhere by then)
 
     # -- kill orders ----------------------------------------------------------------------------
 
@@ -943,6 +949,30 @@ class Runtime:
         self._dirty.setdefault(run.task_id, run)
         self._events_ready.set()
 
+    def attach(self, task_id: int, pid: int | None) -> None:
+        self._pids[task_id] = pid
+
+    def _take_pids(self) -> dict[int, int | None]:
+        pids, self._pids = self._pids, {}
+        return pids
+
+    def _give_back_pids(self, pids: dict[int, int | None]) -> None:
+        """A write that failed: its pids go with the next one (unless a newer pid came meanwhile)."""
+        self._pids = {**pids, **self._pids}
+
+    async def events_for_end(self, run: TaskRun) -> list[dict]:
+        """Wait until the run's events being written are stored; take the ones still waiting, which the caller
+        stores with the task's end (one transaction, not two). A long backlog is written first, as usual."""
+        while run.inflight or len(run.pending) > WRITE_EVENTS_PER_TASK:
+            if run.pending:
+                self.events_ready(run)
+            run.drained.clear()
+            await run.drained.wait()
+        self._dirty.pop(run.task_id, None)
+        events = list(run.pending)
+        run.pending.clear()
+        return events
+
     async def events_drained(self, run: TaskRun) -> None:
         """Wait until every event the run produced is stored (the writer retries through hiccups)."""
         while run.pending or run.inflight:
@@ -973,10 +1003,12 @@ class Runtime:
                     total += len(batch)
             if not batches:
                 continue
+            pids = self._take_pids()
             try:
-                stored = await self.db(self.store.append_events, batches, pool=self._writer_pool)
+                stored = await self.db(self.store.append_events, batches, pids, pool=self._writer_pool)
             except Exception:  # noqa: BLE001 - keep them, in order, for the next try
                 logger.warning("storing %s events failed, retrying", total, exc_info=True)
+                self._give_back_pids(pids)
                 for run in taken:
                     run.pending.extendleft(reversed(batches[run.task_id]))
                     run.inflight -= len(batches[run.task_id])
@@ -986,7 +1018,7 @@ class Runtime:
                 continue
             for run in taken:
                 run.inflight -= len(batches[run.task_id])
-                if not run.pending and not run.inflight:
+                if not run.inflight:  # events_for_end waits for this; events_drained checks pending too
                     run.drained.set()
             for task_id, events in stored.items():
                 for event in events:
@@ -1053,7 +1085,7 @@ class Runtime:
         while True:
             now = time.monotonic()
             if now >= next_beat and (beat is None or beat.done()) and self.runs:
-                beat = self.background(self.db(self.store.heartbeat, list(self.runs), pool=self._house_pool))
+                beat = self.background(self._heartbeat())
                 next_beat = now + settings.TASK_HEARTBEAT_SECONDS
             if now >= next_poll and (poll is None or poll.done()) and self.runs:
                 scope = {r.task_id: r.customer_id for r in self.runs.values() if r.ctx is not None}
@@ -1067,6 +1099,14 @@ class Runtime:
                     publish = self.background(self._publish_stats(spawned))
                 next_stats = now + STATS_SECONDS
             await asyncio.sleep(min(CANCEL_POLL_SECONDS, STATS_SECONDS) / 2)
+
+    async def _heartbeat(self) -> None:
+        pids = self._take_pids()
+        try:
+            await self.db(self.store.heartbeat, list(self.runs), pids, pool=self._house_pool)
+        except Exception:
+            self._give_back_pids(pids)
+            raise
 
     async def _poll_stops(self, scope: dict[int, int]) -> None:
         for task_id, reason in (await self.db(self.store.stop_reasons, scope, pool=self._house_pool)).items():

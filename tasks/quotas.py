@@ -1,36 +1,41 @@
-"""The customer's quotas on starting tasks: tasks a day and tokens a month. They count tasks, so they live
-in tasks (accounts, below, holds the quotas' values on Customer)."""
+"""The customer's quotas on starting tasks (tasks a day, tokens a month) and the tokens left to a running
+task. They read the per-day usage counters (accounts.CustomerUsage, kept by every write of a task's existence
+or tokens_used: accounts.services.customer_usage_add), never the tasks table, so each check costs the same
+however many tasks the customer ever had. They live in tasks, the layer that creates and runs tasks; accounts,
+below, holds the quotas' values on Customer and the counters."""
 from datetime import timedelta
 
-from django.db.models import Sum
+from django.db.models import BigIntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.models import Customer
+from accounts.models import Customer, CustomerUsage
 from autogen_platform.errors import QuotaExceeded
-
-from .models import Task
 
 
 def quota_check_task_create(customer: Customer) -> None:
-    """Daily task count and monthly token budget. Called inside task_create's transaction."""
+    """Daily task count and monthly token budget. Called inside task_create's transaction, which then counts
+    the task it creates (customer_usage_add): one query here, whatever the customer's history."""
+    now = timezone.now()
+    today, month_start = now.date(), now.date().replace(day=1)
     # Serialize concurrent creations of one customer so the last slot is given once.
     # The locked row's quotas are the current ones (an admin may have just changed them).
     customer = Customer.objects.select_for_update().filter(pk=customer.pk).first() or customer
-    now = timezone.now()
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    today = Task.objects.filter(customer=customer, created_at__gte=day_start).count()
-    if today >= customer.max_tasks_per_day:
+    used = CustomerUsage.objects.filter(customer=customer, day__gte=month_start).aggregate(
+        today=Sum("tasks", filter=Q(day=today)), tokens=Sum("tokens"))
+    if (used["today"] or 0) >= customer.max_tasks_per_day:
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         retry = int((day_start + timedelta(days=1) - now).total_seconds()) + 1
         raise QuotaExceeded(
             f"Daily task limit of {customer.max_tasks_per_day} reached",
             details={"quota": "max_tasks_per_day", "limit": customer.max_tasks_per_day},
             headers={"Retry-After": str(retry)},
         )
-    used = customer_tokens_this_month(customer)
-    if used >= customer.monthly_token_budget:
+    tokens = used["tokens"] or 0
+    if tokens >= customer.monthly_token_budget:
         raise QuotaExceeded(
             f"Monthly token budget of {customer.monthly_token_budget} used up",
-            details={"quota": "monthly_token_budget", "limit": customer.monthly_token_budget, "used": used},
+            details={"quota": "monthly_token_budget", "limit": customer.monthly_token_budget, "used": tokens},
             headers={"Retry-After": str(int((_next_month_start(now) - now).total_seconds()) + 1)},
         )
 
@@ -41,6 +46,21 @@ def _next_month_start(now):
 
 
 def customer_tokens_this_month(customer: Customer) -> int:
-    month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    used = Task.objects.filter(customer=customer, created_at__gte=month_start).aggregate(n=Sum("tokens_used"))["n"]
+    month_start = timezone.now().date().replace(day=1)
+    used = CustomerUsage.objects.filter(customer=customer, day__gte=month_start).aggregate(n=Sum("tokens"))["n"]
     return int(used or 0)
+
+
+def customer_month_tokens(customer):
+    """The tokens the customer used this month, as an expression (customer: its id, or an OuterRef to it)."""
+    month_start = timezone.now().date().replace(day=1)
+    used = (CustomerUsage.objects.filter(customer_id=customer, day__gte=month_start).order_by()
+            .values("customer_id").annotate(n=Sum("tokens")).values("n"))
+    return Coalesce(Subquery(used), Value(0), output_field=BigIntegerField())
+
+
+def customer_tokens_left(customer_id: int) -> int:
+    """What is left of the customer's monthly token budget (0 when it is gone): one query."""
+    row = (Customer.objects.filter(pk=customer_id).annotate(used=customer_month_tokens(OuterRef("pk")))
+           .values_list("monthly_token_budget", "used").first())
+    return row[0] - row[1] if row else 0

@@ -3,7 +3,7 @@ running task needs, batched across the tasks a worker holds where it can be."""
 import logging
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, Subquery
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
@@ -14,7 +14,7 @@ from runtime.ports import TaskContext
 
 from . import services
 from .models import Task
-from .quotas import customer_tokens_this_month
+from .quotas import customer_month_tokens, customer_tokens_left
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +64,12 @@ class DjangoTaskStore:
             resume=resume,
         )
 
-    def attach(self, task_id: int, pid: int | None) -> None:
-        services.task_attach_process(task_id=task_id, pid=pid)
+    def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
+        services.task_heartbeat_many(task_ids=task_ids, pids=pids)
 
-    def heartbeat(self, task_ids: list[int]) -> None:
-        services.task_heartbeat_many(task_ids=task_ids)
-
-    def append_events(self, batches: dict[int, list[dict]]) -> dict[int, list[dict]]:
-        return services.task_events_append_many(batches=batches, announce=False)
+    def append_events(self, batches: dict[int, list[dict]], pids: dict[int, int | None] | None = None
+                      ) -> dict[int, list[dict]]:
+        return services.task_events_append_many(batches=batches, announce=False, pids=pids)
 
     def stop_reasons(self, scope: dict[int, int]) -> dict[int, str]:
         if not scope:
@@ -86,11 +84,17 @@ class DjangoTaskStore:
         return reasons
 
     def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
-        services.task_record_tokens(task_id=task_id, tokens=task_tokens)
-        customer = Customer.objects.filter(pk=customer_id).first()
-        if customer is None:
-            return 0
-        return customer.monthly_token_budget - customer_tokens_this_month(customer)
+        budget = Customer.objects.filter(pk=customer_id).values("monthly_token_budget")
+        row = (Task.objects.filter(pk=task_id)
+               .annotate(budget=Subquery(budget), used=customer_month_tokens(customer_id))
+               .values_list("tokens_used", "budget", "used").first())
+        if row is None:
+            return customer_tokens_left(customer_id)
+        recorded, budget, used = row
+        if recorded != task_tokens:  # nothing to write when it did not change (the check before a first call)
+            services.task_record_tokens(task_id=task_id, tokens=task_tokens)
+            used += task_tokens - recorded  # what that added to the customer's counter
+        return (budget or 0) - used
 
     def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
         return services.task_finish(

@@ -1,15 +1,16 @@
 """Every write to tasks, threads and task events."""
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Customer
-from accounts.services import customer_notices_publish
+from accounts.services import customer_notices_publish, customer_usage_add
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
 from autogen_platform.redis_clients import web_redis
@@ -143,6 +144,7 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
                 webhook=webhook,
                 schedule=schedule,
                 waits_for_thread=busy,
+                last_seq=1,
             )
     except IntegrityError:
         trace.end(None)
@@ -151,20 +153,24 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             raise
         return existing, False
     trace.end(task.pk, customer.pk)
-    task_event_append(task_id=task.pk, type=TaskEvent.Type.STATUS, content={"status": task.status})
+    customer_usage_add(_usage_change({}, task, tasks=1))  # what quota_check_task_create reads
+    # Its first event: seq 1 of a row created in this transaction (no need to lock it for the next seq).
+    event = TaskEvent.objects.create(task=task, seq=1, type=TaskEvent.Type.STATUS, content={"status": task.status})
+    transaction.on_commit(lambda: realtime.send_many([realtime.task_event_frame(task.pk, event.as_dict())]))
+    transaction.on_commit(lambda: metrics.events_written(1))
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
-    # Announced before its job is enqueued: the customer's stream stores `queued` before a worker's `running`.
-    transaction.on_commit(lambda: _announce_status(task.customer_id, task.pk, task.status), robust=True)
     if busy:
         pass  # no job: the thread's running task, when it ends, starts it (_thread_start_next)
     elif _starting(customer.pk).exclude(pk=task.pk).count() >= customer.max_concurrent_tasks:
         # Its customer cannot start it now: it waits without a job (woken FIFO when a slot frees), so a
         # customer's backlog never stands in the queue in front of other customers' tasks.
-        Task.objects.filter(pk=task.pk).update(waiting_since=timezone.now())
+        _wait_for_slot(task.pk, customer.pk)
     else:
         # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
         # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
-        transaction.on_commit(lambda: task_enqueue(task.pk), robust=True)
+        transaction.on_commit(lambda: task_enqueue(task.pk, task_job_id(task.pk, 0, 0)), robust=True)
+    # Stored with the task, so the customer's stream has `queued` before a worker's `running`.
+    _announce_with_changes([(customer.pk, task.pk, task.status)])
     return task, True
 
 
@@ -203,6 +209,7 @@ def _thread_busy(thread: Thread, strategy: str, *, actor, request) -> bool:
             task_request_stop(task=task, reason=StopReason(strategy))
         elif rollback:
             task.delete()
+            customer_usage_add(_usage_change({}, task, tasks=-1, tokens=-task.tokens_used))  # it counts no more
         else:
             outcome = stop_outcome(StopReason.INTERRUPT)
             task_finish(task_id=task.pk, status=outcome.status, error=outcome.error)
@@ -223,7 +230,7 @@ def _thread_start_next(thread_id: int) -> int | None:
 
         limit = Customer.objects.filter(pk=customer_id).values_list("max_concurrent_tasks", flat=True).first() or 0
         if _starting(customer_id).exclude(pk=task_id).count() >= limit:
-            Task.objects.filter(pk=task_id).update(waiting_since=timezone.now())
+            _wait_for_slot(task_id, customer_id)
         else:
             transaction.on_commit(lambda: task_enqueue(task_id), robust=True)
         return task_id
@@ -232,6 +239,18 @@ def _thread_start_next(thread_id: int) -> int | None:
 
 def _announce_status(customer_id: int, task_id: int, status: str) -> None:
     _announce_statuses([(customer_id, task_id, status)])
+
+
+def _announce_with_changes(changes: list[tuple[int, int, str]]) -> None:
+    """Inside the transaction of the status changes: their notices are stored with them (one write transaction,
+    not a second one after the commit, which a process dying in between also lost), and the frames go out
+    once it commits. Called last in the transaction: the customers' stream rows stay locked until the commit."""
+    if not changes:
+        return
+    frames = [realtime.task_status_frame(task_id, status) for _, task_id, status in changes]
+    transaction.on_commit(lambda: realtime.send_many(frames))
+    customer_notices_publish(notices=[(customer_id, {"type": "task_status", "task": task_id, "status": status})
+                                      for customer_id, task_id, status in changes])
 
 
 def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
@@ -273,20 +292,28 @@ def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
     return task_events_append_many(batches={task_id: events}, announce=True).get(task_id, [])
 
 
-def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool) -> dict[int, list[dict]]:
+def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool,
+                            pids: dict[int, int | None] | None = None) -> dict[int, list[dict]]:
     """Append several tasks' events in one transaction, each task's in order with contiguous seqs.
 
     The task rows are locked in id order (two writers never deadlock). announce: also send them live
-    once committed (the runtime sends them itself from its event loop). Returns the stored events by task.
+    once committed (the runtime sends them itself from its event loop). pids: sandboxes started since the
+    worker's last write (task id -> pid), recorded in the same transaction. Returns the stored events by task.
     """
     batches = {task_id: events for task_id, events in batches.items() if events}
     if not batches:
+        if pids:
+            with transaction.atomic():
+                _record_pids(pids)
         return {}
     created: dict[int, list[dict]] = {}
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # nested, it needs no savepoint: nothing catches its errors
+        # every row this writes is locked first, in id order (the pids' too): two writers never deadlock
         last = dict(
-            Task.objects.select_for_update().filter(pk__in=batches).order_by("pk").values_list("pk", "last_seq")
+            Task.objects.select_for_update().filter(pk__in={*batches, *(pids or {})}).order_by("pk")
+            .values_list("pk", "last_seq")
         )
+        _record_pids(pids)
         rows, bumped = [], []
         for task_id, events in batches.items():
             if task_id not in last:
@@ -321,13 +348,18 @@ def task_event_append(*, task_id: int, type: str, source: str = "", content=None
     return created[0] if created else None
 
 
-def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> bool:
+def task_mark_running(*, task_id: int, worker: str, pid: int | None = None, task: Task | None = None) -> bool:
     """queued -> running; False when the task is no longer queued (cancelled meanwhile, or taken).
 
     No quota check: workers go through task_start, which claims one of the customer's slots first.
+    The `running` event and notice are written in the same transaction (which a caller's may hold).
+    task: the queued row as read in that transaction, if the caller has it (its customer, creation time and
+    last seq: a queued task's events only change with its status, which the UPDATE below checks; the
+    (task, seq) unique constraint stands behind that).
     """
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
+        # last_seq + 1 in the same UPDATE: the row is ours until the commit, so that seq is the event's
         changed = Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(
             status=Task.Status.RUNNING,
             started_at=Coalesce(F("started_at"), Value(now)),  # a task resumed after input keeps its start
@@ -336,12 +368,20 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
             worker=worker[:200],
             pid=pid,
             attempts=F("attempts") + 1,
+            last_seq=F("last_seq") + 1,
         )
         if changed:
-            task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": Task.Status.RUNNING})
-            customer_id, created_at = Task.objects.filter(pk=task_id).values_list("customer_id", "created_at").first()
-            transaction.on_commit(lambda: _announce_status(customer_id, task_id, Task.Status.RUNNING))
+            if task is not None:
+                customer_id, created_at, seq = task.customer_id, task.created_at, task.last_seq + 1
+            else:
+                customer_id, created_at, seq = (
+                    Task.objects.filter(pk=task_id).values_list("customer_id", "created_at", "last_seq").first())
+            event = TaskEvent.objects.create(task_id=task_id, seq=seq, type=TaskEvent.Type.STATUS,
+                                             content={"status": Task.Status.RUNNING})
+            transaction.on_commit(lambda: realtime.send_many([realtime.task_event_frame(task_id, event.as_dict())]))
+            transaction.on_commit(lambda: metrics.events_written(1))
             transaction.on_commit(lambda: metrics.task_started(queue_wait=(now - created_at).total_seconds()))
+            _announce_with_changes([(customer_id, task_id, Task.Status.RUNNING)])
     return bool(changed)
 
 
@@ -351,73 +391,88 @@ def task_start(*, task_id: int, worker: str) -> bool:
     A task whose customer is under the killswitch, or whose agent (or a team member) was
     stopped while it waited, ends cancelled instead. A task whose customer has no free
     max_concurrent_tasks slot stays queued, waiting (task_claim_slot). False when there is
-    nothing to run now.
+    nothing to run now. One write transaction, whichever way it goes.
     """
-    task = Task.objects.select_related("agent", "team").filter(pk=task_id).first()
-    if task is None or task.status != Task.Status.QUEUED:
-        return False
-    if killswitch_scope_engaged(task.customer_id):
-        task_finish(
-            task_id=task_id,
-            status=Task.Status.CANCELLED,
-            error={"code": ErrorCode.KILLSWITCH, "message": "The killswitch is engaged: the task did not start"},
-        )
-        return False
-    stopped = _stopped_agents(agent=task.agent, team=task.team)
-    if stopped:
-        task_finish(
-            task_id=task_id,
-            status=Task.Status.CANCELLED,
-            error={"code": ErrorCode.CANCELLED, "message": f"Stopped before it started: {', '.join(stopped)}"},
-        )
-        return False
-    return task_claim_slot(task_id=task_id, worker=worker)
-
-
-def _slot_holders(customer_id: int):
-    """The customer's tasks that hold or are about to take a slot: running, or woken and not yet started."""
-    return Task.objects.filter(customer_id=customer_id).filter(
-        Q(status=Task.Status.RUNNING)
-        | Q(status=Task.Status.QUEUED, waiting_since__isnull=True, waits_for_thread=False, requeues__gt=0)
-    )
+    with transaction.atomic():
+        task = Task.objects.select_related("agent", "team").filter(pk=task_id).first()
+        if task is None or task.status != Task.Status.QUEUED:
+            return False
+        if killswitch_scope_engaged(task.customer_id):
+            task_finish(
+                task_id=task_id,
+                status=Task.Status.CANCELLED,
+                error={"code": ErrorCode.KILLSWITCH, "message": "The killswitch is engaged: the task did not start"},
+            )
+            return False
+        stopped = _stopped_agents(agent=task.agent, team=task.team)
+        if stopped:
+            task_finish(
+                task_id=task_id,
+                status=Task.Status.CANCELLED,
+                error={"code": ErrorCode.CANCELLED, "message": f"Stopped before it started: {', '.join(stopped)}"},
+            )
+            return False
+        return _claim_slot(task, worker)
 
 
 def task_claim_slot(*, task_id: int, worker: str) -> bool:
-    """queued -> running if the customer has a free max_concurrent_tasks slot; else the task waits.
-
-    One transaction under the customer's row lock, so that two workers never both take the last
-    slot. A task also waits while an older task of its customer waits (first in, first out).
-    A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees.
-    """
+    """queued -> running if the customer has a free max_concurrent_tasks slot; else the task waits."""
     with transaction.atomic():
-        task = Task.objects.filter(pk=task_id).values("customer_id", "created_at", "status").first()
-        if task is None or task["status"] != Task.Status.QUEUED:
+        task = Task.objects.filter(pk=task_id).first()
+        if task is None or task.status != Task.Status.QUEUED:
             return False
-        customer = Customer.objects.select_for_update().filter(pk=task["customer_id"]).first()
-        if customer is None:
-            return False
-        mine = Task.objects.filter(customer_id=customer.pk)
-        thread_id = Task.objects.filter(pk=task_id).values_list("thread_id", flat=True).first()
-        if mine.filter(thread_id=thread_id, status=Task.Status.RUNNING).exists():
-            # a thread's tasks never run at the same time: it waits for the running one, which starts it
-            Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(waits_for_thread=True, waiting_since=None)
-            logger.info("task %s waits for its thread's running task", task_id)
-            return False
-        running = mine.filter(status=Task.Status.RUNNING).count()
-        ahead = (
-            mine.filter(status=Task.Status.QUEUED, waiting_since__isnull=False)
-            .filter(Q(created_at__lt=task["created_at"]) | Q(created_at=task["created_at"], pk__lt=task_id))
-            .exists()
-        )
-        if running < customer.max_concurrent_tasks and not ahead:
-            return task_mark_running(task_id=task_id, worker=worker)
-        Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(waiting_since=timezone.now())
-        if running < customer.max_concurrent_tasks:
-            # a free slot, yet older tasks wait: their wake-up was lost; hand them the slot now
-            transaction.on_commit(lambda: task_wake_waiting(customer_id=customer.pk), robust=True)
-    logger.info("task %s waits for a slot (customer %s: %s running, limit %s)",
-                task_id, customer.pk, running, customer.max_concurrent_tasks)
+        return _claim_slot(task, worker)
+
+
+def _claim_slot(task: Task, worker: str) -> bool:
+    """In the caller's transaction, under the customer's row lock, so that two workers never both take the last
+    slot. A task also waits while an older task of its customer waits (first in, first out).
+    A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees."""
+    task_id, customer_id = task.pk, task.customer_id
+    limit = Customer.objects.select_for_update().filter(pk=customer_id).values_list(
+        "max_concurrent_tasks", flat=True).first()
+    if limit is None:
+        return False
+    older = Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, pk__lt=task_id)
+    waiting = Q(status=Task.Status.QUEUED, waiting_since__isnull=False)
+    seen = Task.objects.filter(customer_id=customer_id).filter(Q(status=Task.Status.RUNNING) | waiting).aggregate(
+        running=Count("pk", filter=Q(status=Task.Status.RUNNING)),
+        thread_running=Count("pk", filter=Q(status=Task.Status.RUNNING, thread_id=task.thread_id)),
+        ahead=Count("pk", filter=waiting & older),
+    )
+    running = seen["running"]
+    if seen["thread_running"]:
+        # a thread's tasks never run at the same time: it waits for the running one, which starts it
+        Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(waits_for_thread=True, waiting_since=None)
+        logger.info("task %s waits for its thread's running task", task_id)
+        return False
+    if running < limit and not seen["ahead"]:
+        return task_mark_running(task_id=task_id, worker=worker, task=task)
+    _wait_for_slot(task_id, customer_id)
+    logger.info("task %s waits for a slot (customer %s: %s running, limit %s)", task_id, customer_id, running, limit)
     return False
+
+
+def _wait_for_slot(task_id: int, customer_id: int) -> None:
+    """The task waits for one of its customer's slots, without a job. Once that commits, a slot that is free by
+    then (a task that ended after this one counted, whose own look for waiting tasks came too early to see this
+    one; or older waiting tasks whose wake-up was lost) is handed out: no wake-up is lost between the two."""
+    Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(waiting_since=timezone.now())
+    transaction.on_commit(lambda: _wake_if_free(customer_id), robust=True)
+
+
+def _wake_if_free(customer_id: int) -> None:
+    limit = Customer.objects.filter(pk=customer_id).values_list("max_concurrent_tasks", flat=True).first()
+    if limit is not None and _starting(customer_id).count() < limit:
+        task_wake_waiting(customer_id=customer_id)
+
+
+def _wake_if_waiting(customer_id: int) -> None:
+    """A slot of the customer freed: wake its waiting tasks, if it has any. A read, not a locked transaction, when
+    it has none (the common case); a task that starts waiting meanwhile looks for a free slot itself once its
+    wait committed (_wait_for_slot)."""
+    if Task.objects.filter(customer_id=customer_id, status=Task.Status.QUEUED, waiting_since__isnull=False).exists():
+        task_wake_waiting(customer_id=customer_id)
 
 
 def task_wake_waiting(*, customer_id: int) -> list[int]:
@@ -426,7 +481,10 @@ def task_wake_waiting(*, customer_id: int) -> list[int]:
         customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
         if customer is None:
             return []
-        free = customer.max_concurrent_tasks - _slot_holders(customer_id).count()
+        # Every task with a job on its way counts, woken or never made to wait: counting only the woken ones
+        # let the reaper's periodic wake-up give a waiting task the slot of an older task whose first job was
+        # still in the queue (two jobs for one slot, and the younger one could start first).
+        free = customer.max_concurrent_tasks - _starting(customer_id).count()
         if free <= 0:
             return []
         woken = list(
@@ -440,11 +498,6 @@ def task_wake_waiting(*, customer_id: int) -> list[int]:
             jobs = [(pk, task_job_id(pk, attempts, requeues)) for pk, attempts, requeues in counters]
             transaction.on_commit(lambda: [task_enqueue(pk, job_id) for pk, job_id in jobs])
     return woken
-
-
-def task_attach_process(*, task_id: int, pid: int | None) -> None:
-    """Record the pid of the task's sandbox (shown to operators; the reaper does not rely on it)."""
-    Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(pid=pid, heartbeat_at=timezone.now())
 
 
 def task_requeue(*, task_id: int) -> bool:
@@ -489,24 +542,54 @@ def task_requeue(*, task_id: int) -> bool:
 
 def task_record_tokens(*, task_id: int, tokens: int) -> None:
     """The running task's tokens so far, so that the customer's monthly budget counts them while it runs."""
-    Task.objects.filter(pk=task_id, status=Task.Status.RUNNING).update(tokens_used=tokens)
+    with transaction.atomic():
+        task = (Task.objects.select_for_update().filter(pk=task_id, status=Task.Status.RUNNING)
+                .only("pk", "customer_id", "created_at", "tokens_used").first())
+        if task is None or task.tokens_used == tokens:
+            return
+        Task.objects.filter(pk=task_id).update(tokens_used=tokens)
+        customer_usage_add(_usage_change({}, task, tokens=tokens - task.tokens_used))
+
+
+def _usage_change(changes: dict, task: Task, *, tasks: int = 0, tokens: int = 0) -> dict:
+    """Add a task's change to (customer, day of its creation) -> (tasks, tokens), for customer_usage_add."""
+    key = (task.customer_id, task.created_at.date())
+    before = changes.get(key, (0, 0))
+    changes[key] = (before[0] + tasks, before[1] + tokens)
+    return changes
 
 
 def task_heartbeat(*, task_id: int) -> None:
     task_heartbeat_many(task_ids=[task_id])
 
 
-def task_heartbeat_many(*, task_ids: list[int]) -> None:
-    """One write for every running task of a worker."""
-    if task_ids:
-        Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
+def task_heartbeat_many(*, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
+    """One write for every running task of a worker; pids: sandboxes started since the last write
+    (task id -> pid), recorded with it."""
+    with transaction.atomic() if pids else nullcontext():
+        if task_ids:
+            Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
+        _record_pids(pids)
 
 
-def task_finish(*, task_id: int, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
-    """Move a queued or running task to a final status, once. A finished task never changes again."""
-    return task_finish_many(
-        [(task_id, {"status": status, "result": result, "error": error, "usage": usage, "thread_state": thread_state})]
-    )[0]
+def _record_pids(pids: dict[int, int | None] | None) -> None:
+    """The pids of the tasks' sandboxes (shown to operators; the reaper does not rely on them)."""
+    if pids:
+        connection = connections[Task.objects.db]
+        quote = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {quote(Task._meta.db_table)} SET {quote('pid')} = %s WHERE {quote('id')} = %s "
+                f"AND {quote('status')} = %s",
+                [(pid, task_id, Task.Status.RUNNING.value) for task_id, pid in sorted(pids.items())])
+
+
+def task_finish(*, task_id: int, status: str, result=None, error=None, usage=None, thread_state=None,
+                events=None) -> bool:
+    """Move a queued or running task to a final status, once. A finished task never changes again.
+    events: its last events ({type, source, content}), stored before the closing ones."""
+    return task_finish_many([(task_id, {"status": status, "result": result, "error": error, "usage": usage,
+                                        "thread_state": thread_state, "events": events})])[0]
 
 
 # suspension, input_deadline: a state saved while waiting for input is not kept once the task ended
@@ -517,8 +600,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
     """End several tasks in one transaction, each once (True where this call ended it).
 
     Each end is the keyword arguments of task_finish. The rows are locked in id order, written with one
-    UPDATE, their closing events appended together; once committed, the customers whose slot freed get
-    one wake-up each and the status frames go out together. A killswitch or a burst of ends costs a few
+    UPDATE, their last and closing events appended together, their status notices stored in the same
+    transaction; once committed, the customers whose slot freed get one wake-up each (if they have waiting
+    tasks) and the status frames go out together. A killswitch or a burst of ends costs a few
     queries, not six per task (measured: 200 ends one by one held a killswitch for 0.9 s).
     """
     for _, end in ends:
@@ -530,9 +614,11 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             for t in Task.objects.select_for_update()
             .filter(pk__in=[task_id for task_id, _ in ends])
             .order_by("pk")
-            .only("pk", "status", "customer_id", "thread_id", "started_at", "stop_requested", "webhook_id")
+            .only("pk", "status", "customer_id", "thread_id", "started_at", "stop_requested", "webhook_id",
+                  "tokens_used", "created_at")
         }
         results, changed, kept, events, freed, finished, forgotten = [], [], [], {}, set(), [], []
+        usage_changes: dict = {}  # (customer, day) -> (tasks, tokens): the customers' usage counters follow
         for task_id, end in ends:
             task = rows.get(task_id)
             if task is None or task.is_finished:
@@ -543,6 +629,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             status, error, usage = end["status"], end.get("error"), end.get("usage")
             task.status, task.result, task.error, task.finished_at, task.pid = status, end.get("result"), error, now, None
             task.suspension, task.input_deadline = None, None
+            tokens_before = task.tokens_used
             if usage is not None:
                 task.usage = usage
                 task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
@@ -551,9 +638,12 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
                 kept.append(task)
             if task.stop_requested == StopReason.ROLLBACK:
                 forgotten.append(task_id)  # multitask_strategy rollback: deleted below, its state not kept
-            elif end.get("thread_state") is not None:
-                Thread.objects.filter(pk=task.thread_id).update(state=end["thread_state"], updated_at=now)
-            closing = []
+                _usage_change(usage_changes, task, tasks=-1, tokens=-tokens_before)  # it counts no more
+            else:
+                _usage_change(usage_changes, task, tokens=task.tokens_used - tokens_before)
+                if end.get("thread_state") is not None:
+                    Thread.objects.filter(pk=task.thread_id).update(state=end["thread_state"], updated_at=now)
+            closing = [e for e in end.get("events") or [] if task.stop_requested != StopReason.ROLLBACK]
             if usage:
                 closing.append({"type": TaskEvent.Type.USAGE, "content": usage})
             if error:
@@ -565,6 +655,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             results.append(True)
         _update_each(changed, FINISH_FIELDS)
         _update_each(kept, [f for f in FINISH_FIELDS if f not in ("usage", "tokens_used")])
+        customer_usage_add(usage_changes)
         if events:
             task_events_append_many(batches=events, announce=True)
             if forgotten:
@@ -579,9 +670,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
                               .values_list("thread_id", flat=True).distinct().order_by()):
                 _thread_start_next(thread_id)
             for customer_id in freed:  # the reaper retries a lost wake-up
-                transaction.on_commit(lambda c=customer_id: task_wake_waiting(customer_id=c), robust=True)
-            transaction.on_commit(lambda: _announce_statuses([(c, t, s) for c, t, s, _, _ in finished]))
+                transaction.on_commit(lambda c=customer_id: _wake_if_waiting(c), robust=True)
             transaction.on_commit(lambda: [metrics.task_finished(s, code, d) for _, _, s, code, d in finished])
+            _announce_with_changes([(c, t, s) for c, t, s, _, _ in finished])  # last: it locks the streams
     return results
 
 
@@ -811,7 +902,9 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
         task.suspension = {**suspension, "request": shown, "answer": None}
         task.input_deadline = deadline
         task.usage = usage
+        tokens_before = task.tokens_used
         task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        customer_usage_add(_usage_change({}, task, tokens=task.tokens_used - tokens_before))
         task.pid = None
         task.heartbeat_at = None
         task.worker = ""

@@ -84,6 +84,22 @@ class Processes:
         """A webhook delivery worker (`manage.py runwebhooks`)."""
         return self._start(name, ["runwebhooks", "--name", f"{settings.REDIS_NAMESPACE}-{name}-{os.getpid()}"])
 
+    def wait_ready(self, names, timeout: float = 180.0) -> None:
+        """Until these workers take jobs (registered in RQ, which a worker does once its runtime and zygote are
+        up): a test's own timeouts then measure its tasks, not a worker's start on a busy machine (which took
+        over 30 s there and failed the first test of a module now and then)."""
+        import django_rq
+        from rq import Worker
+
+        connection = django_rq.get_connection("default")
+        wanted = {self.rq_names[name] for name in names}
+        deadline = time.monotonic() + timeout
+        while not wanted <= {w.name for w in Worker.all(connection=connection)}:
+            exited = [name for name in names if self.procs[name].poll() is not None]
+            if exited or time.monotonic() > deadline:
+                raise AssertionError(f"workers {exited or sorted(wanted)} did not start (logs in {self.log_dir})")
+            time.sleep(0.1)
+
     def worker_for(self, task_worker: str) -> tuple[str, subprocess.Popen]:
         """The (name, process) of the worker whose RQ name is in Task.worker."""
         for name, proc in self.procs.items():
@@ -138,6 +154,7 @@ def running(*workers: str, reaper: bool = False, webhooks: int = 0, **env):
     for n in range(webhooks):
         procs.start_webhooks(f"webhooks-{n + 1}")
     try:
+        procs.wait_ready(workers)
         yield procs
     finally:
         procs.stop()

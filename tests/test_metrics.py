@@ -166,9 +166,11 @@ def test_counts_from_a_worker_process_show_in_the_web_process_metrics(make_custo
             assert Task.objects.get(pk=task.pk).status == "succeeded", Task.objects.get(pk=task.pk).error
 
             # then the web process' /metrics shows what the worker counted
-            # (the worker counts right after its commit, which the test may see first)
-            web = wait_for(lambda: (m := parse(requests.get(server.http_url + "/metrics", timeout=10).text)).get(SUCCEEDED) and m,
-                           10, message="the finished task counted")
+            # (the worker counts right after its commit, which the test may see first; it reports its slots once
+            # a second, so the finished task's slot shows free up to a second after its end)
+            busy = 'platform_worker_slots{state="busy"}'
+            web = wait_for(lambda: (m := parse(requests.get(server.http_url + "/metrics", timeout=10).text)).get(SUCCEEDED)
+                           and m.get(busy) == 0 and m, 10, message="the finished task counted and its slot free")
             assert web[SUCCEEDED] == 1
             assert web["platform_tasks_started_total"] == 1
             assert web["platform_task_queue_wait_seconds_count"] == 1

@@ -7,10 +7,14 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import Customer
+from django.db.models import Count, Sum
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import Customer, CustomerUsage
 from agents.models import Agent
 from conftest import token_for
 from tasks.models import Task
+from tasks.services import task_finish
 from tests.admin_support import make_agent
 
 
@@ -22,6 +26,17 @@ def _client(user):
 
 def _submit(client, agent):
     return client.post("/api/tasks/", {"agent": agent.pk, "input": "hi"}, format="json")
+
+
+def _created_at(customer, when):
+    """As if all the customer's tasks had been created at `when` (the clock cannot be turned in a test): their
+    created_at, and the usage counters kept by the day of creation."""
+    Task.objects.filter(customer=customer).update(created_at=when)
+    usage = CustomerUsage.objects.filter(customer=customer)
+    totals = usage.aggregate(tasks=Sum("tasks"), tokens=Sum("tokens"))
+    usage.delete()
+    CustomerUsage.objects.create(customer=customer, day=when.date(), tasks=totals["tasks"] or 0,
+                                 tokens=totals["tokens"] or 0)
 
 
 def _quota_error(response, quota):
@@ -50,7 +65,7 @@ def test_max_tasks_per_day_refuses_the_task_after_the_last(make_customer):
     # another customer is not affected
     assert _submit(_client(other_user), other_agent).status_code == 201
     # yesterday's tasks do not count
-    Task.objects.filter(customer=customer).update(created_at=now - timedelta(days=1, minutes=1))
+    _created_at(customer, now - timedelta(days=1, minutes=1))
     assert _submit(client, agent).status_code == 201
 
 
@@ -69,17 +84,17 @@ def test_monthly_token_budget_refuses_new_tasks_once_used_up(make_customer):
     customer, user = make_customer("acme", monthly_token_budget=1000)
     agent, client = make_agent(customer), _client(user)
     first = _submit(client, agent).json()["id"]
-    Task.objects.filter(pk=first).update(status="succeeded", tokens_used=999)
+    task_finish(task_id=first, status="succeeded", usage={"prompt_tokens": 900, "completion_tokens": 99})
     second = _submit(client, agent)
     assert second.status_code == 201  # one token left
-    Task.objects.filter(pk=second.json()["id"]).update(status="succeeded", tokens_used=1)
+    task_finish(task_id=second.json()["id"], status="succeeded", usage={"prompt_tokens": 1, "completion_tokens": 0})
     refused = _submit(client, agent)
     error = _quota_error(refused, "monthly_token_budget")
     assert error["details"]["used"] == 1000 and error["details"]["limit"] == 1000
     assert int(refused["Retry-After"]) > 0
     # last month's tokens do not count against this month
     month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    Task.objects.filter(customer=customer).update(created_at=month_start - timedelta(minutes=1))
+    _created_at(customer, month_start - timedelta(minutes=1))
     assert _submit(client, agent).status_code == 201
 
 
@@ -161,3 +176,37 @@ def test_concurrent_agent_creations_get_the_last_slot_once(make_customer):
 
     assert sorted(_race([create(i) for i in range(3)])) == [201, 429, 429]
     assert Customer.objects.get(pk=customer.pk).agents.count() == 1
+
+
+@pytest.mark.django_db
+def test_usage_counters_stay_the_sum_over_the_tasks_and_the_checks_never_read_the_tasks(make_customer):
+    """The quotas read per-day counters, not the tasks: every write of a task's existence or tokens keeps them
+    equal to what counting the tasks gives, whatever way the task went."""
+    from tasks.quotas import customer_tokens_left, quota_check_task_create
+    from tasks.services import task_create, task_mark_running, task_record_tokens, task_suspend
+
+    customer, user = make_customer("acme", monthly_token_budget=10_000)
+    agent = make_agent(customer)
+
+    def submit(**kwargs):
+        return task_create(actor=user, customer=customer, input="hi", agent=agent, **kwargs)[0]
+
+    finished, suspended, interrupted = submit(), submit(), submit()
+    for task in (finished, suspended):
+        task_mark_running(task_id=task.pk, worker="w")
+        task_record_tokens(task_id=task.pk, tokens=40)
+        task_record_tokens(task_id=task.pk, tokens=70)  # the tokens so far, not an increment
+    task_finish(task_id=finished.pk, status="succeeded", usage={"prompt_tokens": 100, "completion_tokens": 25})
+    task_suspend(task_id=suspended.pk, request={"prompt": "?", "kind": "input"}, suspension={},
+                 usage={"prompt_tokens": 80, "completion_tokens": 0})
+    # a task on the same thread with multitask_strategy rollback deletes the queued one before it
+    submit(thread=interrupted.thread, multitask_strategy="rollback")
+    assert not Task.objects.filter(pk=interrupted.pk).exists()
+
+    counted = Task.objects.filter(customer=customer).aggregate(tasks=Count("pk"), tokens=Sum("tokens_used"))
+    usage = CustomerUsage.objects.filter(customer=customer).aggregate(tasks=Sum("tasks"), tokens=Sum("tokens"))
+    assert (usage["tasks"], usage["tokens"]) == (counted["tasks"], counted["tokens"]) == (3, 125 + 80)
+    with CaptureQueriesContext(connection) as queries:
+        quota_check_task_create(customer)
+        assert customer_tokens_left(customer.pk) == 10_000 - 205
+    assert queries.captured_queries and not any("tasks_task" in q["sql"] for q in queries.captured_queries)

@@ -96,6 +96,32 @@ def test_workers_racing_for_the_last_slot_start_one_task_and_the_other_waits_for
     django_rq.get_queue("default").empty()
 
 
+def test_the_reapers_wake_up_never_starts_a_waiting_task_before_an_older_one_on_its_way(make_customer):
+    # (no worker runs in this test either) A reaper pass between an older task's enqueue and a worker taking
+    # it used to wake the waiting task too: two jobs for one slot, and whichever worker came first won.
+    import django_rq
+
+    from tasks.services import task_create, task_finish, task_requeue_orphans, task_start
+
+    acme, actor = make_customer("acme", max_concurrent_tasks=1)
+    agent = make_agent(acme, ["Hi. TERMINATE"])
+    queue = django_rq.get_queue("default")
+    queue.empty()
+    first, _ = task_create(actor=actor, customer=acme, input="one", agent=agent)
+    second, _ = task_create(actor=actor, customer=acme, input="two", agent=agent)
+    assert Task.objects.get(pk=second.pk).waiting_since is not None
+    # when: the reaper passes while the first task's job is still in the queue
+    task_requeue_orphans(older_than_seconds=30)
+    # then: only the first task has a job; if the second had been handed one too, a worker could start it first
+    assert queue.get_job_ids() == [f"task-{first.pk}-0"]
+    assert Task.objects.get(pk=second.pk).waiting_since is not None
+    assert task_start(task_id=first.pk, worker="w0") is True
+    task_finish(task_id=first.pk, status="succeeded")
+    assert f"task-{second.pk}-0-1" in queue.get_job_ids()
+    assert task_start(task_id=second.pk, worker="w1") is True
+    queue.empty()
+
+
 def test_tasks_over_max_concurrent_wait_queued_without_blocking_other_customers(workers, make_customer, client_for):
     # given: a customer allowed one running task at a time, two workers, and another customer
     acme, acme_user = make_customer("acme", max_concurrent_tasks=1)
