@@ -223,8 +223,6 @@ def _customer_notices_publish_named(notices: list[tuple[int, dict]], named: set[
     seqs are taken with one UPDATE ... RETURNING (which also locks its row until the commit), in customer
     order, and the notices inserted together: two statements for one customer, where locking, reading and
     writing back the stream took four."""
-    from autogen_platform import realtime
-
     wanted = Counter(cid for cid, _ in notices)
     last = {}
     table = connection.ops.quote_name(CustomerStream._meta.db_table)
