@@ -20,7 +20,12 @@ def quota_check_task_create(customer: Customer) -> None:
     today, month_start = now.date(), now.date().replace(day=1)
     # Serialize concurrent creations of one customer so the last slot is given once.
     # The locked row's quotas are the current ones (an admin may have just changed them).
-    customer = Customer.objects.select_for_update().filter(pk=customer.pk).first() or customer
+    # FOR NO KEY UPDATE, not FOR UPDATE: on PostgreSQL a FOR UPDATE lock on the customer also blocks every
+    # foreign-key check of a row naming it (FOR KEY SHARE: a stream notice, a usage counter's first row of
+    # the day) that another transaction makes while it holds the customer's stream or usage row, and the two
+    # wait on each other (a deadlock seen in the suite). These locks only serialize each other, which NO KEY
+    # UPDATE still does; the customer's key never changes.
+    customer = Customer.objects.select_for_update(no_key=True).filter(pk=customer.pk).first() or customer
     used = CustomerUsage.objects.filter(customer=customer, day__gte=month_start).aggregate(
         today=Sum("tasks", filter=Q(day=today)), tokens=Sum("tokens"))
     if (used["today"] or 0) >= customer.max_tasks_per_day:

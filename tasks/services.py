@@ -429,7 +429,9 @@ def _claim_slot(task: Task, worker: str) -> bool:
     slot. A task also waits while an older task of its customer waits (first in, first out).
     A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees."""
     task_id, customer_id = task.pk, task.customer_id
-    limit = Customer.objects.select_for_update().filter(pk=customer_id).values_list(
+    # FOR NO KEY UPDATE (see quota_check_task_create): serializes the customer's slot and quota
+    # decisions without blocking the foreign-key checks of rows that name the customer
+    limit = Customer.objects.select_for_update(no_key=True).filter(pk=customer_id).values_list(
         "max_concurrent_tasks", flat=True).first()
     if limit is None:
         return False
@@ -478,7 +480,7 @@ def _wake_if_waiting(customer_id: int) -> None:
 def task_wake_waiting(*, customer_id: int) -> list[int]:
     """Enqueue again the customer's oldest waiting tasks, one per free max_concurrent_tasks slot."""
     with transaction.atomic():
-        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        customer = Customer.objects.select_for_update(no_key=True).filter(pk=customer_id).first()
         if customer is None:
             return []
         # Every task with a job on its way counts, woken or never made to wait: counting only the woken ones
