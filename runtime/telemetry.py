@@ -24,6 +24,8 @@ from autogen_platform import metrics, tracing
 
 # The span a model call made now belongs under (its agent's turn); set in each model call's asyncio task.
 MODEL_CALL_PARENT: contextvars.ContextVar = contextvars.ContextVar("model_call_parent", default=None)
+# The customer whose task makes the model call (its tokens are counted per customer); set alongside.
+MODEL_CALL_CUSTOMER: contextvars.ContextVar = contextvars.ContextVar("model_call_customer", default=None)
 # Spans one task's child can cause at most (turns and tool calls; a flooding child makes no more).
 MAX_SPANS = 1000
 NAME_MAX = 120
@@ -80,6 +82,7 @@ class _ModelCall:
     def __init__(self, client: ObservedClient):
         self.client = client
         self.started = time.monotonic()
+        self.customer_id = MODEL_CALL_CUSTOMER.get()
         self.done = False
         self.span = None
         if tracing.active():
@@ -107,7 +110,8 @@ class _ModelCall:
         usage = getattr(result, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        metrics.model_request(self.client.provider, outcome, time.monotonic() - self.started, prompt, completion)
+        metrics.model_request(self.client.provider, outcome, time.monotonic() - self.started, prompt, completion,
+                              customer_id=self.customer_id)
         if self.span is None:
             return
         from opentelemetry.trace import Status, StatusCode

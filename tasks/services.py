@@ -333,7 +333,7 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
             task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": "running"})
             customer_id, created_at = Task.objects.filter(pk=task_id).values_list("customer_id", "created_at").first()
             transaction.on_commit(lambda: _announce_status(customer_id, task_id, "running"))
-            transaction.on_commit(lambda: metrics.task_started(queue_wait=(now - created_at).total_seconds()))
+            transaction.on_commit(lambda: metrics.task_started((now - created_at).total_seconds(), customer_id))
     return bool(changed)
 
 
@@ -580,7 +580,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             for customer_id in freed:  # the reaper retries a lost wake-up
                 transaction.on_commit(lambda c=customer_id: task_wake_waiting(customer_id=c), robust=True)
             transaction.on_commit(lambda: _announce_statuses([(c, t, s) for c, t, s, _, _ in finished]))
-            transaction.on_commit(lambda: [metrics.task_finished(s, code, d) for _, _, s, code, d in finished])
+            transaction.on_commit(lambda: [metrics.task_finished(s, code, d, c) for c, _, s, code, d in finished])
     return results
 
 
