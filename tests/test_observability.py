@@ -232,6 +232,12 @@ def test_a_real_worker_counts_what_its_tasks_did(platform, observed):
     assert delta('platform_model_request_duration_seconds_count{outcome="cancelled",provider="openai"}') == 1
     assert delta('platform_model_tokens_total{kind="prompt"}') > 0
     assert delta('platform_model_tokens_total{kind="completion"}') > 0
+    # and per customer (METRICS_CUSTOMERS=all by default): the task owner's id, never its name
+    customer = observed["tasks"]["ok"]["customer"]
+    assert delta(f'platform_customer_model_tokens_total{{customer="{customer}",kind="prompt"}}') == \
+        delta('platform_model_tokens_total{kind="prompt"}')
+    assert delta(f'platform_customer_tasks_started_total{{customer="{customer}"}}') == 3
+    assert delta(f'platform_customer_tasks_finished_total{{customer="{customer}",outcome="failed"}}') == 1
     spawned = delta('platform_sandbox_spawn_seconds_count{start="warm"}') + delta('platform_sandbox_spawn_seconds_count{start="cold"}')
     assert spawned == 3
     assert delta("platform_sandbox_cpu_seconds_count") == 3 and delta("platform_sandbox_cpu_seconds_sum") > 0
