@@ -12,9 +12,10 @@ representation shows the trace id (`trace_id`), and so do its JSON log lines.
 Instrumented libraries, in the web process: Django (server spans; probes and scrapes excluded),
 psycopg and Redis (client spans under a request). Not in the workers: their queries and Redis
 commands run on shared threads and loops outside any task's span (batched for many tasks), so
-they would only make orphan spans. httpx is not instrumented: the OpenAI client of this
-platform's openai package speaks httpx2, which opentelemetry-instrumentation-httpx does not patch;
-the broker's own model-call span stands for the provider call.
+they would only make orphan spans. The model providers' HTTP requests are, in every process: the
+openai package here speaks httpx2, which opentelemetry-instrumentation-httpx patches with its
+HTTPX2ClientInstrumentor; each request (one per attempt, the client's own retries included) is a
+child of the broker's `chat` span.
 
 Sampling: child spans follow their parent; a root span is kept unless it is a client span (a query
 or a Redis command outside any request: a WebSocket consumer's, say), which would make one trace
@@ -78,6 +79,7 @@ def setup(service: str | None = None) -> bool:
         # Only there do queries and Redis commands run under a span (a request's); in a worker, a reaper or
         # a command they would all be orphans, dropped by the sampler after costing their wrapping.
         _instrument_libraries()
+    _instrument_model_http()
     from . import logctx
 
     logctx.trace_id_source = current_trace_id
@@ -95,6 +97,17 @@ def _instrument_libraries() -> None:
     DjangoInstrumentor().instrument(excluded_urls=os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", EXCLUDED_URLS))
     PsycopgInstrumentor().instrument()
     RedisInstrumentor().instrument()
+
+
+def _instrument_model_http() -> None:
+    """The HTTP requests of the model providers' clients (openai here speaks httpx2): in a worker they run
+    under the broker's `chat` span (runtime.telemetry makes it current), in the web process under the
+    request (POST /api/models/{id}/test/)."""
+    try:
+        from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+    except ImportError:  # an installation without it, or without httpx2: the chat span still times the call
+        return
+    HTTPX2ClientInstrumentor().instrument()
 
 
 def _root_sampler():
