@@ -22,7 +22,8 @@ or a Redis command outside any request: a WebSocket consumer's, say), which woul
 per query and bury the tasks' traces.
 
 The SDK reads its usual variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
-OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...); OTEL_SDK_DISABLED=true turns it off.
+OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...); OTEL_SDK_DISABLED=true turns it off, and
+OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (django, psycopg, redis, httpx) leaves out a library's spans.
 """
 import logging
 import os
@@ -88,21 +89,33 @@ def setup(service: str | None = None) -> bool:
     return True
 
 
+def _disabled(name: str) -> bool:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (OpenTelemetry's own variable, e.g. `psycopg,redis`) names it."""
+    listed = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return name in {part.strip().lower() for part in listed.split(",")}
+
+
 def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.django import DjangoInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     # Before Django loads its middleware (AppConfig.ready runs first): it inserts its own at the top.
-    DjangoInstrumentor().instrument(excluded_urls=os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", EXCLUDED_URLS))
-    PsycopgInstrumentor().instrument()
-    RedisInstrumentor().instrument()
+    if not _disabled("django"):
+        DjangoInstrumentor().instrument(excluded_urls=os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", EXCLUDED_URLS))
+    # Most of a traced request's cost: one span per query and per Redis command (docs/benchmarks.md)
+    if not _disabled("psycopg"):
+        PsycopgInstrumentor().instrument()
+    if not _disabled("redis"):
+        RedisInstrumentor().instrument()
 
 
 def _instrument_model_http() -> None:
     """The HTTP requests of the model providers' clients (openai here speaks httpx2): in a worker they run
     under the broker's `chat` span (runtime.telemetry makes it current), in the web process under the
     request (POST /api/models/{id}/test/)."""
+    if _disabled("httpx"):
+        return
     try:
         from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
     except ImportError:  # an installation without it, or without httpx2: the chat span still times the call
