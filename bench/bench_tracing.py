@@ -5,13 +5,13 @@
    (task.create, queue wait, spawn, a turn, a model call through ObservedClient, task end, the
    metrics), with tracing off and with tracing on (the real SDK, batching to an OTLP/HTTP receiver
    on 127.0.0.1 started by the bench; its export time is included: the bench flushes at the end).
-2. End to end, through a real daphne (the API, DEBUG off) and a real `manage.py runworker`: trivial
-   replay tasks POSTed one after another, tracing off and on in alternating rounds of a fresh web
-   process and worker each. Reported: the CPU seconds per task of the web process and of the worker
-   process (psutil; each one's idle use over the same time taken away), which do not depend on how
-   loaded the machine is (also with tracing on but without the psycopg and Redis spans,
-   OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg,redis), then the wall time created -> succeeded (p50/p95, which does), and the
-   spans the receiver got per task.
+2. End to end, through real daphnes (the API, DEBUG off) and real `manage.py runworker`s: three stacks
+   running at once, each a web process and a worker on a Redis database of its own, with tracing
+   off, on, and on without the psycopg and Redis spans (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=
+   psycopg,redis); trivial replay tasks POSTed to each stack in turn, so that the machine's load
+   weighs on the three alike. Reported: the CPU seconds per task of each web process and each worker
+   (psutil; each one's idle use over the same time taken away), then the wall time created ->
+   succeeded (p50/p95), and the spans each traced stack exported per task, by library.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench PLATFORM_VAR_DIR=/tmp/bench \\
         .venv/bin/python bench/bench_tracing.py [--runs 30] [--calls 2000]
@@ -170,11 +170,12 @@ def _cpu(pid: int) -> float:
     return times.user + times.system  # the process itself: its sandboxes' CPU is theirs, tracing or not
 
 
-def end_to_end(runs: int, sink: Sink) -> dict:
-    """Per setting (off, on), in alternating rounds of a fresh daphne and a fresh worker: trivial replay tasks
-    one after another, each POSTed to the API and awaited; the CPU seconds the web and worker processes
-    used per task (their idle use over the same time taken away), the wall time created -> finished, and
-    the spans exported. CPU per task does not depend on how loaded the machine is; the wall time does."""
+def end_to_end(runs: int) -> dict:
+    """Three stacks at once, each a daphne and a worker on a Redis database of its own: tracing off, on,
+    and on without the psycopg and Redis spans (`lean`). Trivial replay tasks go to each stack in turn
+    (ABC, CBA, ...), each POSTed and awaited, so that the machine's load weighs on the three alike. The
+    CPU seconds each process used per task (psutil; its idle use over the same time taken away), in
+    BLOCKS blocks, then the wall time created -> finished, and the spans exported per task."""
     import django
 
     django.setup()
@@ -184,7 +185,7 @@ def end_to_end(runs: int, sink: Sink) -> dict:
     from django.core.management import call_command
 
     from accounts.models import Membership
-    from bench.bench_tasks import Bench, percentile, start_workers, stop, wait_until
+    from bench.bench_tasks import Bench, percentile, stop, wait_until
     from tests.execution_support import database_url
 
     redis_proc = None
@@ -203,13 +204,19 @@ def end_to_end(runs: int, sink: Sink) -> dict:
     token["scope"] = "customer"
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
-    base_env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict), REDIS_URL=settings.REDIS_URL,
-                    LOG_LEVEL="WARNING")
-    on_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
-    lean_env = {**on_env, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "psycopg,redis"}
-    modes = (("off", {}), ("on", on_env), ("lean", lean_env))
-    out = {label: {"latency": [], "web_cpu": [], "worker_cpu": [], "web_idle": [], "worker_idle": [], "spans": 0, "tasks": 0}
-           for label, _ in modes}
+    redis_url = settings.REDIS_URL.split("?")[0]
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    base_env.update(DATABASE_URL=database_url(connection.settings_dict), LOG_LEVEL="WARNING")
+    sinks = {"on": Sink(), "lean": Sink()}  # one receiver per traced stack: its spans counted apart
+    modes = {"off": {}, "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": sinks["on"].url},
+             "lean": {"OTEL_EXPORTER_OTLP_ENDPOINT": sinks["lean"].url, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "psycopg,redis"}}
+    stacks = {}
+    for n, (label, extra) in enumerate(modes.items(), start=1):
+        sep = "&" if "?" in redis_url else "?"
+        env = dict(base_env, REDIS_URL=f"{redis_url}{sep}db={n}", **extra)
+        worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runworker", "--name", f"bench-{os.getpid()}-{label}"],
+                                  env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+        stacks[label] = {"web": Web(env), "worker": worker, "latency": [], "web_cpu": [], "worker_cpu": [], "spans": 0}
 
     def one_task(web) -> float:
         from tasks.models import Task
@@ -221,58 +228,56 @@ def end_to_end(runs: int, sink: Sink) -> dict:
         assert task.status == "succeeded", task.error
         return (task.finished_at - task.created_at).total_seconds()
 
+    def pids(stack):
+        return stack["web"].proc.pid, stack["worker"].pid
+
     try:
-        # off and on alternate, so that the machine's load changing over time weighs on both alike
-        for _ in range(ROUNDS):
-            for label, extra in modes:
-                figures = out[label]
-                saved = dict(os.environ)
-                os.environ.clear()
-                os.environ.update(base_env, **extra)
-                web, workers = Web(dict(os.environ)), start_workers(1)
-                os.environ.clear()
-                os.environ.update(saved)
-                try:
-                    web.wait()
-                    for _ in range(3):  # both finish starting (imports, first queries, the zygote)
-                        one_task(web)
-                    time.sleep(1.0)
-                    pids = (web.proc.pid, workers[0].pid)
-                    # idle use (heartbeats, slot reports, the exporter's timer) over a quiet stretch
-                    idle_cpu, idle_started = [_cpu(p) for p in pids], time.monotonic()
-                    time.sleep(IDLE_SECONDS)
-                    idle_rate = [(_cpu(p) - c) / (time.monotonic() - idle_started) for p, c in zip(pids, idle_cpu)]
-                    spans_before, cpu_before, started = sink.spans, [_cpu(p) for p in pids], time.monotonic()
-                    scopes_before = dict(sink.by_scope)
-                    n = max(1, runs // ROUNDS)
-                    figures["latency"] += [one_task(web) for _ in range(n)]
-                    if extra:
-                        time.sleep(6.0)  # the last batches go out (OTEL_BSP_SCHEDULE_DELAY: 5 s)
-                    used = [_cpu(p) - c for p, c in zip(pids, cpu_before)]
-                    waited = time.monotonic() - started
-                    figures["web_cpu"].append((used[0] - idle_rate[0] * waited) / n)
-                    figures["worker_cpu"].append((used[1] - idle_rate[1] * waited) / n)
-                    figures["web_idle"].append(idle_rate[0])
-                    figures["worker_idle"].append(idle_rate[1])
-                    figures["spans"] += sink.spans - spans_before
-                    for scope, count in sink.by_scope.items():
-                        figures.setdefault("by_scope", {})[scope] = figures.get("by_scope", {}).get(scope, 0) + count - scopes_before.get(scope, 0)
-                    figures["tasks"] += n
-                finally:
-                    stop(workers)
-                    web.proc.terminate()
-                    web.proc.wait(15)
+        for stack in stacks.values():
+            stack["web"].wait()
+        for _ in range(3):  # every process finishes starting (imports, first queries, the zygote)
+            for stack in stacks.values():
+                one_task(stack["web"])
+        time.sleep(6.0)  # the warm-up's spans go out
+        spans_start = {label: (sink.spans, dict(sink.by_scope)) for label, sink in sinks.items()}
+        # idle use (heartbeats, slot reports, the exporter's timer) over a quiet stretch, all stacks at once
+        before = {label: [_cpu(p) for p in pids(stack)] for label, stack in stacks.items()}
+        started = time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        idle = {label: [(_cpu(p) - c) / (time.monotonic() - started) for p, c in zip(pids(stack), before[label])]
+                for label, stack in stacks.items()}
+        order = list(stacks)
+        per_block = max(1, runs // BLOCKS)
+        for block in range(BLOCKS):
+            before = {label: [_cpu(p) for p in pids(stack)] for label, stack in stacks.items()}
+            started = time.monotonic()
+            for i in range(per_block):
+                for label in (order if i % 2 == 0 else order[::-1]):
+                    stacks[label]["latency"].append(one_task(stacks[label]["web"]))
+            time.sleep(6.0)  # the last batches go out (OTEL_BSP_SCHEDULE_DELAY: 5 s)
+            waited = time.monotonic() - started
+            for label, stack in stacks.items():
+                used = [_cpu(p) - c for p, c in zip(pids(stack), before[label])]
+                stack["web_cpu"].append((used[0] - idle[label][0] * waited) / per_block)
+                stack["worker_cpu"].append((used[1] - idle[label][1] * waited) / per_block)
         result = {}
-        for label, figures in out.items():
+        for label, stack in stacks.items():
             result[label] = {
-                "p50": percentile(figures["latency"], 50), "p95": percentile(figures["latency"], 95),
-                "web_cpu": statistics.median(figures["web_cpu"]), "worker_cpu": statistics.median(figures["worker_cpu"]),
-                "web_cpu_rounds": figures["web_cpu"], "worker_cpu_rounds": figures["worker_cpu"],
-                "web_idle": statistics.median(figures["web_idle"]), "worker_idle": statistics.median(figures["worker_idle"]),
-                "spans_per_task": figures["spans"] / max(1, figures["tasks"]),
-                "spans_by_scope": {k: v / max(1, figures["tasks"]) for k, v in figures.get("by_scope", {}).items() if v},
+                "p50": percentile(stack["latency"], 50), "p95": percentile(stack["latency"], 95),
+                "web_cpu": statistics.median(stack["web_cpu"]), "worker_cpu": statistics.median(stack["worker_cpu"]),
+                "web_cpu_rounds": stack["web_cpu"], "worker_cpu_rounds": stack["worker_cpu"],
+                "web_idle": idle[label][0], "worker_idle": idle[label][1], "tasks": len(stack["latency"]),
             }
+            if label in sinks:
+                start_count, start_scopes = spans_start[label]
+                n = len(stack["latency"])
+                result[label]["spans_per_task"] = (sinks[label].spans - start_count) / n
+                result[label]["spans_by_scope"] = {
+                    k: (v - start_scopes.get(k, 0)) / n for k, v in sinks[label].by_scope.items() if v > start_scopes.get(k, 0)}
     finally:
+        for stack in stacks.values():
+            stop([stack["worker"]])
+            stack["web"].proc.terminate()
+            stack["web"].proc.wait(15)
         bench.delete()
         user.delete()
         if redis_proc is not None:
@@ -282,7 +287,7 @@ def end_to_end(runs: int, sink: Sink) -> dict:
     return result
 
 
-ROUNDS = 3
+BLOCKS = 4
 IDLE_SECONDS = 4.0
 
 
@@ -306,7 +311,7 @@ def main():
     off = micro_in_subprocess(args.calls, base)
     on = micro_in_subprocess(args.calls, {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url})
     assert on["tracing"] and not off["tracing"]
-    e2e = end_to_end(args.runs, sink)
+    e2e = end_to_end(args.runs)
 
     ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
     cpu = lambda s: f"{s * 1000:.1f} ms"  # noqa: E731
@@ -318,19 +323,20 @@ def main():
          f"{cpu(off_['web_cpu'])} / {cpu(on_['web_cpu'])} / {cpu(lean['web_cpu'])}"),
         ("CPU per task, worker process: off / on / on without psycopg+redis spans",
          f"{cpu(off_['worker_cpu'])} / {cpu(on_['worker_cpu'])} / {cpu(lean['worker_cpu'])}"),
-        ("  per round (web; worker), off", "; ".join(", ".join(cpu(x) for x in off_[k]) for k in ("web_cpu_rounds", "worker_cpu_rounds"))),
-        ("  per round (web; worker), on", "; ".join(", ".join(cpu(x) for x in on_[k]) for k in ("web_cpu_rounds", "worker_cpu_rounds"))),
-        ("  per round (web; worker), lean", "; ".join(", ".join(cpu(x) for x in lean[k]) for k in ("web_cpu_rounds", "worker_cpu_rounds"))),
-        ("idle CPU per second (web, worker): off / on", f"{off_['web_idle'] * 1000:.1f}, {off_['worker_idle'] * 1000:.1f} ms"
-                                                         f" / {on_['web_idle'] * 1000:.1f}, {on_['worker_idle'] * 1000:.1f} ms"),
+        ("  per block (web; worker), off", "; ".join(", ".join(cpu(x) for x in off_[k]) for k in ("web_cpu_rounds", "worker_cpu_rounds"))),
+        ("  per block (web; worker), on", "; ".join(", ".join(cpu(x) for x in on_[k]) for k in ("web_cpu_rounds", "worker_cpu_rounds"))),
+        ("  per block (web; worker), lean", "; ".join(", ".join(cpu(x) for x in lean[k]) for k in ("web_cpu_rounds", "worker_cpu_rounds"))),
+        ("idle CPU per second (web, worker): off / on / lean", " / ".join(
+            f"{x['web_idle'] * 1000:.1f}, {x['worker_idle'] * 1000:.1f} ms" for x in (off_, on_, lean))),
         ("trivial task created -> finished (wall), p50 / p95: off", f"{ms(off_['p50'])} / {ms(off_['p95'])}"),
         ("trivial task created -> finished (wall), p50 / p95: on", f"{ms(on_['p50'])} / {ms(on_['p95'])}"),
         ("trivial task created -> finished (wall), p50 / p95: lean", f"{ms(lean['p50'])} / {ms(lean['p95'])}"),
         ("spans exported per trivial task (tracing on)", f"{on_['spans_per_task']:.1f} ("
-         + ", ".join(f"{k.rsplit('.', 1)[-1]} {v:.1f}" for k, v in sorted(on_["spans_by_scope"].items())) + f"); lean {lean['spans_per_task']:.1f}"),
+         + ", ".join(f"{k.rsplit('.', 1)[-1]} {v:.1f}" for k, v in sorted(on_["spans_by_scope"].items()))
+         + f"); lean {lean['spans_per_task']:.1f}"),
     ]
     print(f"load average before: {load_before}; after: {', '.join(f'{x:.1f}' for x in os.getloadavg())};"
-          f" {os.cpu_count()} CPUs; {args.calls} tasks in-process, {args.runs} end to end per setting")
+          f" {os.cpu_count()} CPUs; {args.calls} tasks in-process, {off_['tasks']} end to end per setting")
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
