@@ -14,7 +14,7 @@
    succeeded (p50/p95), and the spans each traced stack exported per task, by library.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench PLATFORM_VAR_DIR=/tmp/bench \\
-        .venv/bin/python bench/bench_tracing.py [--runs 30] [--calls 2000]
+        .venv/bin/python bench/bench_tracing.py [--runs 60] [--calls 2000]
 
 The bench creates its own customer and deletes it at the end.
 """
