@@ -125,3 +125,32 @@ class CustomerNotice(models.Model):
 
     def as_frame(self) -> dict:
         return {**self.payload, "seq": self.seq}
+
+
+class Notification(models.Model):
+    """A notice kept for a customer (or, customer null, a broadcast to every customer), listed by
+    /api/notifications/. Written by the admin plane (broadcasts, killswitch); moved here from adminpanel
+    with its table (db_table), since customers read it."""
+
+    class Level(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    # Null customer: a broadcast to every customer.
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    message = models.TextField()
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "adminpanel_notification"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(level__in=["info", "warning", "critical"]), name="notification_level_valid")
+        ]
+
+    def __str__(self):
+        scope = self.customer or "everyone"
+        return f"{self.level} to {scope}: {self.message[:60]}"

@@ -1,7 +1,7 @@
 """Reads scoped to the caller: the caller's membership and customer, API keys, notifications."""
 from autogen_platform.errors import NotFound, PermissionDeniedError
 
-from .models import ApiKey, Customer, Membership
+from .models import ApiKey, Customer, CustomerNotice, CustomerStream, Membership, Notification
 
 
 def membership_for_user(user) -> Membership:
@@ -47,8 +47,6 @@ def notification_list_for_user(user):
     """The customer's own notifications plus broadcasts (customer null), newest first."""
     from django.db.models import Q
 
-    from adminpanel.models import Notification
-
     customer_id = membership_for_user(user).customer_id
     return Notification.objects.filter(Q(customer__isnull=True) | Q(customer_id=customer_id)).order_by(
         "-created_at", "-id"
@@ -58,8 +56,6 @@ def notification_list_for_user(user):
 def customer_stream_read(*, customer_id: int, after: int | None, upto: int | None = None) -> dict:
     """A customer's events stream from the database: `notices` (frames with seq > after, up to `upto`, in
     order; none when after is None), its `last_seq` and `pruned_through` (what a resume can no longer get)."""
-    from .models import CustomerNotice, CustomerStream
-
     position = CustomerStream.objects.filter(customer_id=customer_id).values_list("last_seq", "pruned_through").first()
     last_seq, pruned_through = position or (0, 0)
     notices = []

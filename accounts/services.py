@@ -1,4 +1,4 @@
-"""Writes for customers, memberships and API keys; quota checks."""
+"""Writes for customers, memberships and API keys; customers' stream notices."""
 import secrets
 from datetime import timedelta
 
@@ -8,9 +8,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from adminpanel.services import audit_record
-from autogen_platform.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
+from autogen_platform import realtime
+from autogen_platform.errors import Conflict, NotFound, ValidationFailed
+from core.services import audit_record
 
+from . import signals, tokens
 from .authentication import hash_api_key
 from .models import ApiKey, Customer, CustomerNotice, CustomerStream, Membership
 
@@ -65,47 +67,6 @@ def api_key_revoke(*, actor, key: ApiKey, request=None) -> ApiKey:
     return key
 
 
-def quota_check_task_create(customer: Customer) -> None:
-    """Daily task count and monthly token budget. Called inside task_create's transaction."""
-    from tasks.models import Task
-
-    # Serialize concurrent creations of one customer so the last slot is given once.
-    # The locked row's quotas are the current ones (an admin may have just changed them).
-    customer = Customer.objects.select_for_update().filter(pk=customer.pk).first() or customer
-    now = timezone.now()
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    today = Task.objects.filter(customer=customer, created_at__gte=day_start).count()
-    if today >= customer.max_tasks_per_day:
-        retry = int((day_start + timedelta(days=1) - now).total_seconds()) + 1
-        raise QuotaExceeded(
-            f"Daily task limit of {customer.max_tasks_per_day} reached",
-            details={"quota": "max_tasks_per_day", "limit": customer.max_tasks_per_day},
-            headers={"Retry-After": str(retry)},
-        )
-    used = customer_tokens_this_month(customer)
-    if used >= customer.monthly_token_budget:
-        raise QuotaExceeded(
-            f"Monthly token budget of {customer.monthly_token_budget} used up",
-            details={"quota": "monthly_token_budget", "limit": customer.monthly_token_budget, "used": used},
-            headers={"Retry-After": str(int((_next_month_start(now) - now).total_seconds()) + 1)},
-        )
-
-
-def _next_month_start(now):
-    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return (month_start + timedelta(days=32)).replace(day=1)
-
-
-def customer_tokens_this_month(customer: Customer) -> int:
-    from tasks.models import Task
-
-    from django.db.models import Sum
-
-    month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    used = Task.objects.filter(customer=customer, created_at__gte=month_start).aggregate(n=Sum("tokens_used"))["n"]
-    return int(used or 0)
-
-
 @transaction.atomic
 def customer_update(*, actor, customer: Customer, name: str | None = None, quotas: dict | None = None,
                     request=None) -> Customer:
@@ -136,12 +97,8 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
 
     The customer's users are deactivated (their tokens and logins are refused), its API keys revoked,
     its queued tasks cancelled and its running sandboxes killed (on commit). Nothing is deleted here:
-    customer_purge_deleted does that later, in bounded batches, off the request path.
+    tasks.purge.customer_purge_deleted does that later, in bounded batches, off the request path.
     """
-    from runtime.services import sandbox_kill_scope
-    from tasks.models import Task
-    from tasks.services import task_finish_many, task_request_stop
-
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
     if customer.deleted_at is not None:
         raise NotFound("Customer not found")
@@ -154,60 +111,17 @@ def customer_delete(*, actor, customer: Customer, request=None) -> Customer:
         user.save(update_fields=["is_active"])  # a save, so that every token of the user ends (accounts.tokens)
         deactivated += 1
     revoked = ApiKey.objects.filter(customer=customer, revoked_at__isnull=True).update(revoked_at=now)
-    error = {"code": "cancelled", "message": "The customer was deleted"}
-    unstarted = []
-    for task in Task.objects.filter(customer=customer, status__in=(Task.Status.QUEUED, Task.Status.RUNNING,
-                                                                   Task.Status.INPUT_REQUIRED)):
-        if task.status == Task.Status.RUNNING:
-            task_request_stop(task=task, reason="cancelled")
-        else:
-            unstarted.append((task.pk, {"status": Task.Status.CANCELLED, "error": error}))
-    task_finish_many(unstarted)
+    signals.customer_deleted.send(sender=Customer, customer=customer)  # tasks: queued ones end, running ones stop
     purge_after = now + timedelta(days=settings.CUSTOMER_RETENTION_DAYS)
     audit_record(actor=actor, action="customer.delete", target=f"customer:{customer.pk}", request=request,
                  details={"name": customer.name, "users_deactivated": deactivated, "api_keys_revoked": revoked,
                           "purge_after": purge_after.isoformat()})
-    customer_id = customer.pk
-    transaction.on_commit(lambda: sandbox_kill_scope(customer_id, "cancelled"), robust=True)
     return customer
-
-
-def customer_purge_deleted(*, batch: int = 500) -> int:
-    """Hard-delete what customers deleted more than CUSTOMER_RETENTION_DAYS ago still hold, `batch`
-    tasks (with their events) per call, and each customer once it holds no task. Returns the tasks
-    deleted. The reaper calls it on every sweep, so a large customer goes in many short transactions."""
-    from agents.models import Agent, ModelConfig
-    from tasks.models import Task, TaskEvent, Thread
-    from teams.models import Team
-
-    cutoff = timezone.now() - timedelta(days=settings.CUSTOMER_RETENTION_DAYS)
-    deleted = 0
-    for customer_id, name in Customer.objects.filter(deleted_at__lt=cutoff).values_list("pk", "name"):
-        with transaction.atomic():
-            ids = list(Task.objects.filter(customer_id=customer_id).order_by("pk").values_list("pk", flat=True)[:batch])
-            if ids:
-                TaskEvent.objects.filter(task_id__in=ids).delete()
-                Task.objects.filter(pk__in=ids).delete()
-                deleted += len(ids)
-                if len(ids) == batch:
-                    return deleted
-            # Dependents first, in the order their PROTECT foreign keys (team member -> agent -> model) need.
-            Thread.objects.filter(customer_id=customer_id).delete()
-            Team.objects.filter(customer_id=customer_id).delete()
-            Agent.objects.filter(customer_id=customer_id).delete()
-            ModelConfig.objects.filter(customer_id=customer_id).delete()
-            get_user_model().objects.filter(membership__customer_id=customer_id, is_staff=False).delete()
-            Customer.objects.filter(pk=customer_id).delete()
-            audit_record(actor="system", action="customer.purge", target=f"customer:{customer_id}",
-                         details={"name": name, "retention_days": settings.CUSTOMER_RETENTION_DAYS})
-    return deleted
 
 
 @transaction.atomic
 def token_logout(*, raw_refresh: str, scope: str, request=None) -> None:
     """End a refresh token of `scope` (customer or admin): it is blacklisted and refused from then on."""
-    from . import tokens
-
     from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
     refresh = tokens.refresh_token_parse(raw_refresh, scope)
@@ -239,8 +153,6 @@ def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[
     """Several notices, in this order, in one transaction (the task ends of a killswitch or of a worker's
     batch): as customer_notice_publish, one {customer id: seq} per notice."""
     from django.db.models import Q
-
-    from autogen_platform import realtime
 
     named = {cid for cid, _ in notices if cid is not None}
     everyone = any(cid is None for cid, _ in notices)

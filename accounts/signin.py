@@ -21,8 +21,8 @@ from django.http import HttpResponse, JsonResponse
 
 from axes.handlers.database import AxesDatabaseHandler
 
-from adminpanel.services import audit_record
 from autogen_platform.errors import RateLimited, error_body
+from core.services import audit_record
 
 LOCKED_MESSAGE = "Too many failed sign-ins from this client for this account: try again later"
 

@@ -5,13 +5,13 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
 from . import services
-from .models import AuditLog, Killswitch, Notification
+from accounts.models import Notification
+from core.models import AuditLog, Killswitch
+from tasks.models import Task
 
 
 def killswitch_reach(customer) -> dict:
     """What engaging the switch of `customer` (None: the global one) would stop now."""
-    from tasks.models import Task
-
     tasks = Task.objects.all() if customer is None else Task.objects.filter(customer=customer)
     return {
         "label": "global: every customer" if customer is None else f"customer {customer}",

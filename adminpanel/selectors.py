@@ -10,10 +10,11 @@ from django.utils.dateparse import parse_date, parse_datetime
 from accounts.models import Customer
 from agents.models import Agent
 from autogen_platform.errors import NotFound, ValidationFailed
+from core.models import AuditLog, Killswitch
+from core.selectors import GLOBAL_SCOPE, killswitch_scope
+from runtime.models import WorkerHost
+from runtime.services import sandbox_processes, worker_slots
 from tasks.models import Task
-
-from .models import AuditLog, Killswitch
-from .services import GLOBAL_SCOPE, killswitch_scope
 
 
 def _iso(value):
@@ -130,8 +131,6 @@ def queue_depth() -> int:
 
 
 def _worker_slots() -> dict:
-    from runtime.services import worker_slots
-
     try:
         return worker_slots()
     except Exception:  # noqa: BLE001 - statistics report an unreachable Redis instead of failing
@@ -164,9 +163,6 @@ def platform_stats() -> dict:
 def runtime_overview() -> dict:
     """Each worker host's sandbox layers, and the sandboxes running now."""
     from django.conf import settings
-
-    from runtime.models import WorkerHost
-    from runtime.services import sandbox_processes
 
     now = timezone.now()
     stale_after = max(60.0, settings.TASK_LEASE_SECONDS * 4)

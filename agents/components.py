@@ -16,7 +16,15 @@ import inspect
 import math
 import textwrap
 
+from accounts.crypto import decrypt
 from autogen_platform.errors import ValidationFailed
+from core.services import audit_record
+from runtime.agentchild import tools as registry
+from runtime.agentchild.names import agent_identifier
+from runtime.tools import tool_names
+
+from .models import Agent, ModelConfig
+from .services import agent_create, model_config_create
 
 # Provider strings, as AgentChat 0.7.5 dumps them, and the short names its loader also knows.
 ASSISTANT = "autogen_agentchat.agents.AssistantAgent"
@@ -28,6 +36,7 @@ UNBOUNDED_CONTEXT = "autogen_core.model_context.UnboundedChatCompletionContext"
 STATIC_WORKBENCHES = ("autogen_core.tools.StaticWorkbench", "autogen_core.tools.StaticStreamWorkbench")
 LOCAL_EXECUTOR = "autogen_ext.code_executors.local.LocalCommandLineCodeExecutor"
 DOCKER_EXECUTOR = "autogen_ext.code_executors.docker.DockerCommandLineCodeExecutor"
+CODE_TOOL = "autogen_ext.tools.code_execution.PythonCodeExecutionTool"
 MODEL_ALIASES = {"OpenAIChatCompletionClient": OPENAI, "openai_chat_completion_client": OPENAI}
 
 REPLAY_MODEL_INFO = {"vision": False, "function_calling": True, "json_output": True, "family": "unknown",
@@ -80,8 +89,6 @@ def _module_source(module, name: str) -> str:
 
 
 def tool_component(name: str) -> dict:
-    from runtime.agentchild import tools as registry
-
     tool = registry.TOOLS[name]
     source = textwrap.dedent(inspect.getsource(tool["function"]))
     helpers = [_module_source(registry, h) for h in TOOL_HELPERS.get(name, ())]
@@ -94,13 +101,17 @@ def tool_component(name: str) -> dict:
 
 
 def assistant_component(*, ident: str, description: str, system_message: str, model_config, tools: list,
-                        handoffs: list | None = None) -> dict:
-    """An AssistantAgent as the sandboxed child builds it."""
+                        handoffs: list | None = None, code_timeout: int | None = None) -> dict:
+    """An AssistantAgent as the sandboxed child builds it (with `code_timeout`: also AgentChat's code tool,
+    as a swarm or graph member with code_execution runs its code)."""
+    tool_components = [tool_component(t) for t in tools]
+    if code_timeout is not None:
+        tool_components.append(code_tool_component(code_timeout))
     config = {
         "name": ident,
         "model_client": model_component(model_config),
         "workbench": [component("autogen_core.tools.StaticStreamWorkbench", "workbench",
-                                {"tools": [tool_component(t) for t in tools], "tool_overrides": {}},
+                                {"tools": tool_components, "tool_overrides": {}},
                                 label="StaticStreamWorkbench",
                                 description="A workbench that provides a static set of tools that do not change after "
                                             "each tool execution, and supports streaming results.")],
@@ -110,9 +121,9 @@ def assistant_component(*, ident: str, description: str, system_message: str, mo
         "description": description or DEFAULT_DESCRIPTION,
         "system_message": system_message or None,
         "model_client_stream": True,
-        "reflect_on_tool_use": bool(tools),
+        "reflect_on_tool_use": bool(tool_components),
         "tool_call_summary_format": "{result}",
-        "max_tool_iterations": 5 if tools else 1,
+        "max_tool_iterations": 5 if tool_components else 1,
         "metadata": {},
     }
     if handoffs:
@@ -126,13 +137,22 @@ def assistant_component(*, ident: str, description: str, system_message: str, mo
                      description="An agent that provides assistance with tool use.")
 
 
+def _local_executor(timeout: int) -> dict:
+    return component(LOCAL_EXECUTOR, "code_executor", {"timeout": max(1, int(timeout)), "work_dir": ".",
+                                                       "functions_module": "functions", "cleanup_temp_files": True},
+                     label="LocalCommandLineCodeExecutor",
+                     description="A code executor class that executes code through a local command line environment.")
+
+
+def code_tool_component(timeout: int) -> dict:
+    """AgentChat's code tool (in the platform its code runs inside the task's sandbox)."""
+    return component(CODE_TOOL, "tool", {"executor": _local_executor(timeout)}, label="PythonCodeExecutionTool",
+                     description="A tool that executes Python code in a code executor and returns output.")
+
+
 def executor_component(ident: str, timeout: int) -> dict:
     """The code executor agent that runs what `ident` writes (in the platform: inside the task's sandbox)."""
-    executor = component(LOCAL_EXECUTOR, "code_executor", {"timeout": max(1, int(timeout)), "work_dir": ".",
-                                                           "functions_module": "functions",
-                                                           "cleanup_temp_files": True},
-                         label="LocalCommandLineCodeExecutor",
-                         description="A code executor class that executes code through a local command line environment.")
+    executor = _local_executor(timeout)
     return component(CODE_EXECUTOR, "agent", {
         "name": f"{ident}_executor", "code_executor": executor,
         "description": f"Runs the Python and shell code blocks that {ident} writes and reports the output.",
@@ -143,8 +163,6 @@ def executor_component(ident: str, timeout: int) -> dict:
 def agent_export(agent) -> dict:
     """GET /api/agents/{id}/component/: an AssistantAgent; an agent with code_execution runs as AgentChat's
     pair (a RoundRobinGroupChat of the assistant and a CodeExecutorAgent), so that is what it exports."""
-    from runtime.agentchild.names import agent_identifier
-
     taken = set()
     ident = agent_identifier(agent.name, taken)
     assistant = assistant_component(ident=ident, description=agent.description, system_message=agent.system_message,
@@ -308,10 +326,10 @@ def _model_info(problems, path, info, *, replay: bool) -> dict:
     return cleaned
 
 
-def read_tools(problems: Problems, path: str, config: dict) -> list[str]:
-    """An agent's tools (from `tools` or a static `workbench`) -> names of the platform's built-in tools."""
-    from runtime.tools import tool_names
-
+def read_tools(problems: Problems, path: str, config: dict, code_tools: list | None = None) -> list[str]:
+    """An agent's tools (from `tools` or a static `workbench`) -> names of the platform's built-in tools.
+    AgentChat's code tool is taken where a member runs code with it (swarm and graph teams: the caller
+    passes `code_tools`, which gets its path), refused elsewhere."""
     found = []
     entries = []
     if isinstance(config.get("tools"), list):
@@ -344,6 +362,15 @@ def read_tools(problems: Problems, path: str, config: dict) -> list[str]:
         if read is None:
             continue
         provider, tconfig = read
+        if provider == CODE_TOOL:
+            if code_tools is None:
+                problems.add(f"{tpath}.provider", "the code tool runs code for members of swarm and graph teams (import "
+                                                  "the team); elsewhere an agent's code runs through a CodeExecutorAgent "
+                                                  "after it in a team")
+            else:
+                _code_executor(problems, f"{tpath}.config.executor", tconfig.get("executor"))
+                code_tools.append(tpath)
+            continue
         if provider != FUNCTION_TOOL:
             problems.add(f"{tpath}.provider", f"tool provider {provider!r} is not supported; supported: {FUNCTION_TOOL} "
                                               "named like a tool of GET /api/tools/")
@@ -362,7 +389,8 @@ def read_tools(problems: Problems, path: str, config: dict) -> list[str]:
 AGENT_KEYS_PLATFORM = "the platform decides it for every agent"
 
 
-def read_agent(problems: Problems, path: str, data, *, handoffs_allowed: set | None = None) -> dict | None:
+def read_agent(problems: Problems, path: str, data, *, handoffs_allowed: set | None = None,
+               code_tool: bool = False) -> dict | None:
     """An AssistantAgent (or a CodeExecutorAgent with a model client: an agent with code_execution) ->
     {name, description, system_message, model: {...}, tools, code_execution, kind}. A CodeExecutorAgent
     without a model client comes back with kind "executor" (it runs the code of the agent before it)."""
@@ -414,14 +442,15 @@ def read_agent(problems: Problems, path: str, data, *, handoffs_allowed: set | N
             where = "a swarm's members or its handoff termination targets" if handoffs_allowed is not None else \
                 "only members of a swarm team hand off (import the team)"
             problems.add(f"{cpath}.handoffs[{i}]", f"handoff to {target!r} is not supported: {where}")
+    code_tools = [] if code_tool else None
     return {
         "kind": "agent",
         "name": _text(problems, f"{cpath}.name", config.get("name"), required=True, limit=100),
         "description": _text(problems, f"{cpath}.description", config.get("description")),
         "system_message": _text(problems, f"{cpath}.system_message", config.get("system_message")),
         "model": read_model(problems, f"{cpath}.model_client", config.get("model_client")),
-        "tools": read_tools(problems, cpath, config),
-        "code_execution": False,
+        "tools": read_tools(problems, cpath, config, code_tools),
+        "code_execution": bool(code_tools),
     }
 
 
@@ -466,8 +495,6 @@ class Creator:
     giving a name already in use a numeric suffix (listed in `renamed`)."""
 
     def __init__(self, *, actor, customer, request):
-        from .models import Agent, ModelConfig
-
         self.actor, self.customer, self.request = actor, customer, request
         self.model_names = set(ModelConfig.objects.filter(customer=customer).values_list("name", flat=True))
         self.agent_names = set(Agent.objects.filter(customer=customer).values_list("name", flat=True))
@@ -477,11 +504,6 @@ class Creator:
 
     def model(self, fields: dict, wanted_name: str):
         import json
-
-        from accounts.crypto import decrypt
-
-        from .models import ModelConfig
-        from .services import model_config_create
 
         key = json.dumps(fields, sort_keys=True)
         if key in self._models:
@@ -504,8 +526,6 @@ class Creator:
         return created
 
     def agent(self, read: dict):
-        from .services import agent_create
-
         model = read["model"]
         model_name = model["model"] or f"{read['name']}-replay"
         model_config = self.model(model, model_name)
@@ -550,8 +570,6 @@ def import_document(data) -> tuple[str, list]:
 def agents_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/agents/import/: one agent component, or every agent of a gallery file, in one transaction."""
     from django.db import transaction
-
-    from adminpanel.services import audit_record
 
     kind, documents = import_document(data)
     problems = Problems()

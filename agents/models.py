@@ -15,7 +15,7 @@ class ModelConfig(models.Model):
     provider = models.CharField(max_length=20, choices=Provider.choices)
     model = models.CharField(max_length=200, blank=True, default="")
     base_url = models.CharField(max_length=500, blank=True, default="")
-    # Fernet token of the provider key (see agents.crypto); never returned by the API.
+    # Fernet token of the provider key (see accounts.crypto); never returned by the API.
     api_key_encrypted = models.TextField(blank=True, default="")
     model_info = models.JSONField(default=dict, blank=True)
     responses = models.JSONField(default=list, blank=True)
@@ -55,9 +55,6 @@ class ModelConfig(models.Model):
 
 
 class Agent(models.Model):
-    # A change to any of these makes a new version; description and name do not.
-    BEHAVIOUR_FIELDS = ("system_message", "model_id", "tools", "code_execution", "limits", "human_input", "approval")
-
     class Status(models.TextChoices):
         ACTIVE = "active"
         STOPPED = "stopped"
@@ -91,7 +88,8 @@ class Agent(models.Model):
         return self.name
 
     def behaviour(self) -> dict:
-        """The snapshot stored in AgentVersion: everything a task needs to rebuild this agent."""
+        """The snapshot stored in AgentVersion: everything a task needs to rebuild this agent. A change to it makes
+        a new version (agents.services.agent_update); name, description and status do not."""
         return {
             "system_message": self.system_message,
             "model": self.model_id,

@@ -1,8 +1,8 @@
 """Reads of model configurations and agents, scoped to the caller's customer."""
-from django.db.models import Q
-
 from accounts.selectors import membership_for_user, scoped_get
+from runtime.services import sandbox_processes
 
+from . import signals
 from .models import Agent, AgentVersion, ModelConfig
 
 
@@ -26,23 +26,7 @@ def agent_version_list(agent: Agent):
     return AgentVersion.objects.filter(agent=agent).order_by("-version")
 
 
-def agent_tasks_in_flight(agent: Agent):
-    """Unfinished tasks the agent takes part in (queued, running, waiting for input): its own, and those of
-    teams it is a member of."""
-    from tasks.models import Task
-
-    return (
-        Task.objects.filter(status__in=[Task.Status.QUEUED, Task.Status.RUNNING, Task.Status.INPUT_REQUIRED])
-        .filter(Q(agent=agent) | Q(team__members__agent=agent))
-        .distinct()
-        .order_by("created_at", "id")
-    )
-
-
 def agent_processes(agent: Agent) -> list[dict]:
     """The sandboxes running for the agent now: [{task, pid, cpu_seconds, memory_mb, started_at}]."""
-    from runtime.services import sandbox_processes
-    from tasks.models import Task
-
-    running = agent_tasks_in_flight(agent).filter(status=Task.Status.RUNNING)
-    return sandbox_processes(list(running.values_list("id", flat=True)))
+    running = [task_id for _, ids in signals.agent_running_tasks.send(sender=Agent, agent=agent) for task_id in ids]
+    return sandbox_processes(running)

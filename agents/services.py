@@ -2,14 +2,19 @@
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import ProtectedError
 
 from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
-from adminpanel.services import audit_record
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.naming import unique_name_save
+from core.services import audit_record
+from runtime.services import model_config_problems, model_config_test as runtime_test
+from runtime.tools import tool_names
+from runtime.outcomes import StopReason
 
+from . import signals
 from .models import Agent, AgentVersion, ModelConfig
 
 LIMIT_KEYS = ("memory_mb", "cpu_seconds", "timeout_seconds", "max_tokens")
@@ -74,8 +79,6 @@ def model_config_errors(*, provider: str, model: str, base_url: str, model_info,
     elif responses and (not isinstance(responses, list) or not all(isinstance(r, str) for r in responses)):
         errors["responses"] = ["Must be a list of strings"]
     if not errors:
-        from runtime.services import model_config_problems
-
         errors.update(model_config_problems(provider=provider, model=model, base_url=base_url, model_info=model_info,
                                             has_api_key=has_api_key))
     if "responses" not in errors and isinstance(responses, list):
@@ -115,16 +118,7 @@ def _model_config_save(model_config: ModelConfig, *, key_may_follow: bool = Fals
             errors[field] = ["A price cannot be negative"]
     if errors:
         raise ValidationFailed(details=errors)
-    duplicate = ModelConfig.objects.filter(customer_id=model_config.customer_id, name=model_config.name)
-    if duplicate.exclude(pk=model_config.pk).exists():
-        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
-                       details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            model_config.save()
-    except IntegrityError:
-        raise Conflict(f"A model configuration named {model_config.name!r} already exists",
-                       details={"name": ["Already in use"]}) from None
+    unique_name_save(model_config, label="A model configuration")
 
 
 @transaction.atomic
@@ -193,8 +187,6 @@ def model_config_runtime(model_config: ModelConfig) -> dict:
 def model_config_test(*, actor, model_config: ModelConfig, request=None) -> dict:
     """One real call to the configuration's endpoint through the runtime's model client:
     {ok, latency_ms, error: {code, message} | null}. Not a transaction: it waits on the network."""
-    from runtime.services import model_config_test as runtime_test
-
     outcome = runtime_test(model_config_runtime(model_config))
     audit_record(actor=actor, action="model_config.test", target=f"model_config:{model_config.pk}",
                  customer=model_config.customer, request=request,
@@ -220,8 +212,6 @@ def model_config_delete(*, actor, model_config: ModelConfig, request=None) -> No
 
 def _agent_check(agent: Agent, customer: Customer) -> None:
     """The rules every agent write keeps: the caller's model, registry tools, limits within quota."""
-    from runtime.tools import tool_names
-
     errors = {}
     for field, limit in (("system_message", "MAX_SYSTEM_MESSAGE_CHARS"), ("description", "MAX_DESCRIPTION_CHARS")):
         problems = text_too_long(getattr(agent, field), getattr(settings, limit), limit)
@@ -286,13 +276,7 @@ def _approval_problems(agent: Agent) -> list[str]:
 
 def _agent_save(agent: Agent, customer: Customer) -> None:
     _agent_check(agent, customer)
-    if Agent.objects.filter(customer=customer, name=agent.name).exclude(pk=agent.pk).exists():
-        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            agent.save()
-    except IntegrityError:
-        raise Conflict(f"An agent named {agent.name!r} already exists", details={"name": ["Already in use"]}) from None
+    unique_name_save(agent, label="An agent")
 
 
 def _version_add(agent: Agent, actor) -> AgentVersion:
@@ -389,36 +373,14 @@ def agent_rollback(*, actor, agent: Agent, version: int, request=None) -> Agent:
     return agent
 
 
-def _tasks_stop(agent: Agent, *, reason: str) -> dict:
-    """Asks the workers of the agent's running tasks to stop them with `reason`. Queued tasks are
-    cancelled on a stop, and moved to the agent's current version on a restart."""
-    from tasks.models import Task
-    from tasks.services import task_finish_many, task_request_stop, task_requeue
-
-    from .selectors import agent_tasks_in_flight
-
-    cancelled, requeued, stopping = [], [], []
-    for task_id in list(agent_tasks_in_flight(agent).values_list("id", flat=True)):
-        # The row lock keeps a worker from taking a queued task between our look and our write.
-        task = Task.objects.select_for_update().filter(pk=task_id).first()
-        if task is None or task.is_finished:
-            continue
-        if task.status == Task.Status.INPUT_REQUIRED and reason == "restart":
-            continue  # it holds nothing; answered, it runs the version it started on
-        if task.status == Task.Status.RUNNING:
-            task_request_stop(task=task, reason=reason)
-            stopping.append(task.pk)
-        elif reason == "restart":
-            task_requeue(task_id=task.pk)  # still queued, now with the current version's spec
-            requeued.append(task.pk)
-        else:
-            cancelled.append(task.pk)
-    # the queued (and waiting) ones end together: one transaction's writes, not six queries each
-    ended = task_finish_many([(task_id, {"status": Task.Status.CANCELLED,
-                                         "error": {"code": "cancelled", "message": "agent stopped"}})
-                              for task_id in cancelled])
-    cancelled = [task_id for task_id, done in zip(cancelled, ended) if done]
-    return {"cancelled": cancelled, "requeued": requeued, "stopping": stopping}
+def _tasks_stop(agent: Agent, *, reason: str, message: str) -> dict:
+    """Asks tasks (through agents.signals.agent_tasks_stop: it sits above agents) to stop the agent's tasks
+    with `reason` (tasks.services.tasks_stop, the one rule for every scope)."""
+    details = {"cancelled": [], "requeued": [], "stopping": []}
+    for _, answer in signals.agent_tasks_stop.send(sender=Agent, agent=agent, reason=reason, message=message):
+        for key in details:
+            details[key] += answer[key]
+    return details
 
 
 @transaction.atomic
@@ -428,7 +390,7 @@ def agent_stop(*, actor, agent: Agent, request=None) -> Agent:
     if agent.status != Agent.Status.STOPPED:
         agent.status = Agent.Status.STOPPED
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, reason="cancelled")
+    details = _tasks_stop(agent, reason=StopReason.CANCELLED, message="agent stopped")
     audit_record(actor=actor, action="agent.stop", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details=details)
     return agent
@@ -453,7 +415,7 @@ def agent_restart(*, actor, agent: Agent, request=None) -> Agent:
     if agent.status != Agent.Status.ACTIVE:
         agent.status = Agent.Status.ACTIVE
         agent.save(update_fields=["status", "updated_at"])
-    details = _tasks_stop(agent, reason="restart")
+    details = _tasks_stop(agent, reason=StopReason.RESTART, message="agent restarted")
     audit_record(actor=actor, action="agent.restart", target=f"agent:{agent.pk}", customer=agent.customer,
                  request=request, details={"restarting": details["stopping"], "requeued": details["requeued"]})
     return agent
@@ -461,18 +423,9 @@ def agent_restart(*, actor, agent: Agent, request=None) -> Agent:
 
 @transaction.atomic
 def agent_delete(*, actor, agent: Agent, request=None) -> None:
-    from teams.models import TeamMember
-
-    from .selectors import agent_tasks_in_flight
-
     agent = Agent.objects.select_for_update(of=("self",)).select_related("customer").get(pk=agent.pk)
-    teams = sorted(TeamMember.objects.filter(agent=agent).values_list("team__name", flat=True))
-    if teams:
-        raise Conflict(f"Agent {agent.name!r} is a member of teams: {', '.join(teams)}", details={"teams": teams})
-    in_flight = list(agent_tasks_in_flight(agent).values_list("id", flat=True))
-    if in_flight:
-        raise Conflict(f"Agent {agent.name!r} has queued or running tasks; stop it first",
-                       details={"tasks": in_flight})
+    # teams refuses while the agent is a member of a team, then tasks while it has unfinished tasks (Conflict)
+    signals.agent_deleting.send(sender=Agent, agent=agent)
     pk, name = agent.pk, agent.name
     try:
         with transaction.atomic():

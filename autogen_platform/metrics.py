@@ -21,6 +21,8 @@ import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+# The runtime's vocabulary (runtime.outcomes: ErrorCode, StopReason), written out because this module imports
+# no app; tests/test_metrics.py keeps the two in step.
 OUTCOMES = ("succeeded", "failed", "cancelled", "timed_out")
 ERROR_CODES = (
     "timeout", "memory_limit", "cpu_limit", "token_budget", "killswitch", "cancelled", "agent_error", "model_error",
@@ -28,7 +30,7 @@ ERROR_CODES = (
 )
 PROVIDERS = ("openai", "replay")
 MODEL_OUTCOMES = ("ok", "error", "timeout", "cancelled")
-KILL_REASONS = (*ERROR_CODES, "stopped", "restart", "shutdown")
+KILL_REASONS = (*ERROR_CODES, "stopped", "restart", "shutdown", "interrupt", "rollback")
 STARTS = ("warm", "cold")
 TOKEN_KINDS = ("prompt", "completion")
 OTHER = "other"

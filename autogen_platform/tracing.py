@@ -28,6 +28,8 @@ OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (django, psycopg, redis, httpx) leaves out
 import logging
 import os
 
+from . import logctx
+
 logger = logging.getLogger(__name__)
 
 INSTRUMENTATION = "autogen_platform"
@@ -81,7 +83,6 @@ def setup(service: str | None = None) -> bool:
         # a command they would all be orphans, dropped by the sampler after costing their wrapping.
         _instrument_libraries()
     _instrument_model_http()
-    from . import logctx
 
     logctx.trace_id_source = current_trace_id
     logger.info("tracing on: spans go to %s", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

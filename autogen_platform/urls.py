@@ -5,15 +5,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import urls as accounts_urls
-from agents.api import spec_views
 from agents.api import urls as agents_urls
 from integrations.api import urls as integrations_urls
+from runtime import health
+from specs import views as spec_views
 from studio import views as studio_views
 from tasks import streams
 from tasks.api import urls as tasks_urls
 from teams.api import urls as teams_urls
 
-from . import health, metrics
+from . import metrics
 
 handler400 = "autogen_platform.middleware.handler400"
 handler403 = "autogen_platform.middleware.handler403"

@@ -186,9 +186,10 @@ def _cmdline(process):
 
 def child_start(runs: int) -> tuple[list, list]:
     """Seconds from spawn to exit of a sandboxed `python -c pass`, and of one importing AgentChat."""
-    from runtime.sandbox import Sandbox, SandboxLimits
+    from runtime.sandbox import Sandbox, SandboxLimits, probe_capabilities
     from runtime.supervisor import child_env
 
+    probe_capabilities()  # the layers a Sandbox uses by default
     results = {"bare": [], "agentchat": []}
     code = {"bare": "pass", "agentchat": "import agentchild.build, agentchild.events"}
     for _ in range(runs):

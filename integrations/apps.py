@@ -6,6 +6,15 @@ class IntegrationsConfig(AppConfig):
     verbose_name = "Integrations (webhooks, schedules)"
 
     def ready(self):
+        # import-time: receivers import models, which Django allows only once the app registry is ready
+        from tasks import signals as task_signals
+
+        from . import receivers
+
+        task_signals.tasks_ended.connect(receivers.on_tasks_ended, dispatch_uid="integrations.tasks_ended")
+        task_signals.task_event.connect(receivers.on_task_event, dispatch_uid="integrations.task_event")
+        task_signals.reaper_sweep.connect(receivers.on_reaper_sweep, dispatch_uid="integrations.reaper_sweep")
+
         from . import metrics
 
         metrics.register()

@@ -14,14 +14,19 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.crypto import decrypt, encrypt
-from adminpanel.services import audit_record
 from autogen_platform import metrics
 from autogen_platform.errors import ApplicationError, Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.naming import unique_name_save
+from autogen_platform.redis_clients import web_redis
+from core.services import audit_record
+from tasks.api.serializers import TaskSerializer
+from tasks.models import Task
+from tasks.services import task_create
 
 from . import scheduling, signing
 from .models import TASK_EVENTS, Schedule, Webhook, WebhookDelivery
@@ -43,6 +48,7 @@ SWEEP_BATCH = 500
 # -- webhooks ------------------------------------------------------------------------------------------
 
 def _url_check(url: str) -> None:
+    # lazy: runtime.broker loads AutoGen, which the web process loads only when it checks a URL
     from runtime.broker import public_addresses
 
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
@@ -153,8 +159,6 @@ def webhooks_tasks_ended(ends: list[tuple[int, int, str]], *, customers: set, ta
     wanted = [(task_id, event, targets) for task_id, event, targets in wanted if targets]
     if not wanted:
         return []
-    from tasks.api.serializers import TaskSerializer
-    from tasks.models import Task
 
     tasks = {t.pk: t for t in Task.objects.filter(pk__in=[task_id for task_id, _, _ in wanted])}
     now = timezone.now()
@@ -183,8 +187,6 @@ def deliveries_enqueue(ids: list[int]) -> None:
     """Jobs on the `webhooks` queue (bounded Redis timeouts: a lost enqueue is redone by deliveries_sweep)."""
     import django_rq
 
-    from autogen_platform.redis_clients import web_redis
-
     if not ids:
         return
     queue = django_rq.get_queue("webhooks", connection=web_redis(settings.RQ_QUEUES["webhooks"]["URL"]))
@@ -204,6 +206,7 @@ def retry_delay(attempts: int) -> float:
 def delivery_attempt(*, delivery_id: int) -> str | None:
     """One attempt at one delivery (a delivery worker's job). Returns the delivery's status after it,
     or None when there was nothing to do (another worker has it, it is done, or not due yet)."""
+    # lazy: sender imports runtime.broker (AutoGen), needed only by the delivery workers
     from . import sender
 
     now = timezone.now()
@@ -375,13 +378,7 @@ def _schedule_plan(schedule: Schedule, now=None) -> None:
 
 
 def _schedule_save(schedule: Schedule) -> None:
-    if Schedule.objects.filter(customer_id=schedule.customer_id, name=schedule.name).exclude(pk=schedule.pk).exists():
-        raise Conflict(f"A schedule named {schedule.name!r} already exists", details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            schedule.save()
-    except IntegrityError as exc:
-        raise Conflict(f"A schedule named {schedule.name!r} already exists", details={"name": ["Already in use"]}) from exc
+    unique_name_save(schedule, label="A schedule")
 
 
 SCHEDULE_FIELDS = ("name", "cron", "interval_seconds", "timezone", "agent", "team", "input", "thread", "enabled")
@@ -454,8 +451,6 @@ def schedules_fire_due(*, now=None) -> list[int]:
     other's UPDATE waits for that commit and then matches nothing). Missed firings (downtime) are not
     replayed: one firing now, then the next future time (scheduling.next_after_firing). A firing that
     cannot create its task (quota, killswitch, stopped agent) is skipped; last_error says why."""
-    from tasks.services import task_create
-
     now = now or timezone.now()
     due = list(
         Schedule.objects.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at")

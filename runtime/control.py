@@ -4,6 +4,8 @@ import logging
 
 from django.conf import settings
 
+from autogen_platform.redis_clients import web_redis
+
 logger = logging.getLogger(__name__)
 
 
@@ -14,8 +16,6 @@ def control_channel() -> str:
 
 def redis_connection():
     """Bounded timeouts, no retries: a kill order or a stats read never hangs a request on a hung Redis."""
-    from autogen_platform.redis_clients import web_redis
-
     return web_redis()
 
 

@@ -11,7 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
+from runtime.agentchild.linux import PR_SET_PDEATHSIG
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -1,5 +1,5 @@
 """What a model configuration needs before a task can use it, what went wrong when a model call failed,
-and the one-call connection test of `POST /api/models/{id}/test/`.
+(the one-call connection test of `POST /api/models/{id}/test/` is runtime.model_test).
 
 A failed call used to read `model_error: <name>: Connection error.`; `describe_failure` names the endpoint
 and the cause (connection refused, DNS, TLS, timeout, the HTTP status with the provider's own message).
@@ -8,7 +8,6 @@ import asyncio
 import errno
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -147,44 +146,3 @@ def describe_failure(exc: BaseException, *, timeout_seconds: float | None = None
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:500]
-
-
-# -- the connection test --------------------------------------------------------------------------
-
-
-def model_test(config: dict, *, timeout_seconds: float) -> dict:
-    """One real call through the broker's client code (private-address rules included):
-    {ok, latency_ms, error: {code, message} | null}. Blocking; runs its own event loop."""
-    return asyncio.run(_model_test(config, timeout_seconds))
-
-
-async def _model_test(config: dict, timeout_seconds: float) -> dict:
-    from autogen_core.models import UserMessage
-
-    from .broker import ModelFailed, build_client
-
-    name, endpoint = config.get("name", "model"), endpoint_of(config)
-    started = time.monotonic()
-    client = None
-    try:
-        client = build_client(config, max_retries=0)
-        result = await asyncio.wait_for(
-            client.create([UserMessage(content="Reply with the word OK.", source="user")],
-                          extra_create_args={"max_tokens": 5} if config.get("provider") == "openai" else {}),
-            timeout_seconds,
-        )
-        del result
-        error = None
-    except ModelFailed as exc:
-        error = {"code": "configuration_error", "message": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - every failure is the answer
-        failure = describe_failure(exc, timeout_seconds=timeout_seconds)
-        error = {"code": failure.code, "message": failure.message(name, endpoint)}
-    finally:
-        if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-    latency_ms = round((time.monotonic() - started) * 1000, 1)
-    return {"ok": error is None, "latency_ms": latency_ms, "error": error}

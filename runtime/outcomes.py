@@ -3,8 +3,10 @@ outcome a run reports. One place for these names; the apps above import them fro
 from dataclasses import dataclass
 from enum import StrEnum
 
+from django.db import models
 
-class ErrorCode(StrEnum):
+
+class ErrorCode(models.TextChoices):
     """The `error.code` a finished task carries (the public contract's list)."""
 
     TIMEOUT = "timeout"
@@ -21,14 +23,18 @@ class ErrorCode(StrEnum):
     INPUT_TIMEOUT = "input_timeout"
 
 
-class StopReason(StrEnum):
-    """Why a running task is asked to stop (Task.cancel_requested, control messages)."""
+class StopReason(models.TextChoices):
+    """Why a running task is asked to stop (Task.stop_requested, control messages)."""
 
     CANCELLED = "cancelled"
     KILLSWITCH = "killswitch"
     STOPPED = "stopped"  # its agent was stopped
     RESTART = "restart"  # its agent was restarted: the task runs again on the current version
     SHUTDOWN = "shutdown"  # its worker shut down before the task ended
+    # a newer task on its thread stopped it (tasks.services.task_create's multitask_strategy); a rollback
+    # also deletes it once it ended
+    INTERRUPT = "interrupt"
+    ROLLBACK = "rollback"
 
 
 class Final(StrEnum):
@@ -51,6 +57,8 @@ STOP_OUTCOMES = {
     StopReason.KILLSWITCH: (Final.CANCELLED, ErrorCode.KILLSWITCH, "Stopped by the killswitch"),
     StopReason.STOPPED: (Final.CANCELLED, ErrorCode.CANCELLED, "The agent was stopped"),
     StopReason.SHUTDOWN: (Final.FAILED, ErrorCode.WORKER_LOST, "The worker running the task shut down before it ended"),
+    StopReason.INTERRUPT: (Final.CANCELLED, ErrorCode.CANCELLED, "Interrupted by a newer task on its thread"),
+    StopReason.ROLLBACK: (Final.CANCELLED, ErrorCode.CANCELLED, "Interrupted by a newer task on its thread"),
 }
 
 
@@ -67,9 +75,10 @@ def failed(code: ErrorCode, message: str) -> Outcome:
     return Outcome(Final.FAILED, error={"code": str(code), "message": message})
 
 
-def stop_outcome(reason: str) -> Outcome:
-    """How a task ends when it is stopped for `reason` (a restart puts it back in the queue)."""
+def stop_outcome(reason: str, message: str | None = None) -> Outcome:
+    """How a task ends when it is stopped for `reason` (a restart puts it back in the queue): the one mapping
+    from stop reason to outcome. `message` replaces the reason's own."""
     if reason == StopReason.RESTART:
         return Outcome(REQUEUE)
-    status, code, message = STOP_OUTCOMES.get(reason, (Final.CANCELLED, ErrorCode.CANCELLED, f"Stopped ({reason})"))
-    return Outcome(str(status), error={"code": str(code), "message": message})
+    status, code, own = STOP_OUTCOMES.get(reason, (Final.CANCELLED, ErrorCode.CANCELLED, f"Stopped ({reason})"))
+    return Outcome(str(status), error={"code": str(code), "message": message or own})

@@ -27,7 +27,8 @@ class TaskContext:
     limits: dict = field(default_factory=dict)  # memory_mb, cpu_seconds, timeout_seconds, max_tokens
     traceparent: str = ""  # W3C trace context of the request that created the task ("": tracing was off)
     created_at: float | None = None  # unix time the task was queued
-    # A run that resumes after a person answered: {pending (the child's), answer, usage, broker}; its
+    # A run that resumes after a person answered: {pending (the child's), answer, usage, broker, workdir
+    # (the code runner's packed work dir, or None)}; its
     # saved AgentChat state is thread_state.
     resume: dict | None = None
 

@@ -6,6 +6,9 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from . import control
+from .keys import WORKER_SLOTS_STALE_SECONDS, sandbox_index_key, sandbox_stats_key, worker_slots_key
+from .model_check import config_problems
+from .models import WorkerHost
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +19,7 @@ def sandbox_run(task_id: int) -> None:
     What a plain RQ worker does with tasks.jobs.run_task; `manage.py runworker` hands tasks to its
     concurrent runtime instead. Always leaves the task finished (or re-queued), its process tree gone.
     """
+    # lazy: the task runtime (supervisor, sandbox, AutoGen) stays out of processes that never run a task
     from .supervisor import run_one
 
     # The runtime's database work happens on its own threads: drop this thread's connection.
@@ -25,8 +29,6 @@ def sandbox_run(task_id: int) -> None:
 
 def model_config_problems(*, provider: str, model: str, base_url: str, model_info, has_api_key) -> dict:
     """Field -> messages for what a run of this model configuration would miss (runtime.model_check)."""
-    from .model_check import config_problems
-
     return config_problems(provider=provider, model=model, base_url=base_url, model_info=model_info,
                            has_api_key=has_api_key)
 
@@ -35,7 +37,8 @@ def model_config_test(config: dict) -> dict:
     """One real call through the broker's client code, from this process (the web's), under the same rules
     as a worker's (MODEL_ENDPOINTS_ALLOW_PRIVATE), bounded by MODEL_CALL_TIMEOUT_SECONDS (at most
     MODEL_TEST_MAX_SECONDS): {ok, latency_ms, error: {code, message} | null}."""
-    from .model_check import model_test
+    # lazy: as above (the connection test loads AutoGen through the broker)
+    from .model_test import model_test
 
     return model_test(config, timeout_seconds=min(settings.MODEL_CALL_TIMEOUT_SECONDS, MODEL_TEST_MAX_SECONDS))
 
@@ -54,8 +57,6 @@ def sandbox_kill_scope(customer_id: int | None, reason: str) -> None:
 
 
 def _live_entries(task_ids) -> list[dict]:
-    from .supervisor import sandbox_stats_key
-
     task_ids = [int(t) for t in task_ids]
     if not task_ids:
         return []
@@ -94,8 +95,6 @@ def sandbox_processes(task_ids: list[int]) -> list[dict]:
 
 def sandbox_running() -> list[dict]:
     """Every live sandbox on every worker: [{task, pid, cpu_seconds, memory_mb, started_at, customer, agent}]."""
-    from .supervisor import sandbox_index_key
-
     conn = control.redis_connection()
     ids = [int(t) for t in conn.smembers(sandbox_index_key())]
     live = _live_entries(ids)
@@ -103,14 +102,6 @@ def sandbox_running() -> list[dict]:
     if gone:
         conn.srem(sandbox_index_key(), *gone)
     return live
-
-
-def worker_slots_key() -> str:
-    return f"{settings.REDIS_NAMESPACE}:worker_slots"
-
-
-# A worker's slot report older than this is a worker that is gone.
-WORKER_SLOTS_STALE_SECONDS = 10.0
 
 
 def worker_slots() -> dict:
@@ -138,7 +129,7 @@ def worker_slots() -> dict:
 
 def worker_host_register(hostname: str) -> tuple[bool, dict]:
     """Probe this host's sandbox layers, record them on WorkerHost; returns (level_ok, capabilities)."""
-    from .models import WorkerHost
+    # lazy: as above (only a worker probes its host)
     from .sandbox import meets_min_level, probe_capabilities
 
     capabilities = dict(probe_capabilities())
@@ -166,8 +157,6 @@ def worker_host_seen(hostname: str, every_seconds: float = 15.0) -> None:
     again at once, so that no horse inherits it.
     """
     import time
-
-    from .models import WorkerHost
 
     global _last_seen_written
     if time.monotonic() - _last_seen_written < every_seconds:

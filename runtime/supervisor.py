@@ -35,17 +35,18 @@ from django.conf import settings
 from django.db import connections
 
 from autogen_platform import logctx, metrics
+from autogen_platform.realtime import task_group
 
 from . import control, telemetry
-from .broker import BudgetExceeded, ModelBroker, ModelFailed
+from .broker import BudgetExceeded, ClientCache, ModelBroker, ModelFailed
+from .keys import sandbox_index_key, sandbox_stats_key, worker_slots_key
 from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
 from .ports import TaskContext, TaskStore, task_store
-from .sandbox import Sandbox, SandboxLimits
+from .sandbox import Sandbox, SandboxLimits, probe_capabilities
+from .sandbox.zygote import AGENTCHILD_PARENT
 
 logger = logging.getLogger(__name__)
 
-# The directory that holds the agentchild package: the only platform code a child can import.
-AGENTCHILD_PARENT = Path(__file__).resolve().parent
 # Event types a child may report; status, usage and error events are the supervisor's alone.
 CHILD_EVENT_TYPES = {"message", "tool_call", "tool_result", "code_execution", "log"}
 # A thread keeps at most this much AgentChat state (the whole `done` line, in bytes).
@@ -91,14 +92,6 @@ def child_env(workdir: Path, fd: int) -> dict:
         "PYTHONUNBUFFERED": "1",
         "AGENTCHILD_FD": str(fd),
     }
-
-
-def sandbox_stats_key(task_id: int) -> str:
-    return f"{settings.REDIS_NAMESPACE}:sandbox:{task_id}"
-
-
-def sandbox_index_key() -> str:
-    return f"{settings.REDIS_NAMESPACE}:sandboxes"
 
 
 def _now_iso() -> str:
@@ -282,6 +275,7 @@ class TaskRun:
                 "state": ctx.thread_state,
                 "stream": True,
                 "resume": _child_resume(ctx.resume),
+                "workdir_limit": _packed_limit(),
             }
         )
         reading = asyncio.ensure_future(self._read_loop(reader))
@@ -538,6 +532,9 @@ class TaskRun:
             raise ProtocolViolation("an input request while a model call is still unanswered")
         if not isinstance(message.get("state"), dict) or not isinstance(message.get("pending"), dict):
             raise ProtocolViolation("an input request without the state to resume from")
+        workdir = message.get("workdir")
+        if workdir is not None and not (isinstance(workdir, str) and len(workdir) <= _packed_limit() * 4 // 3 + 4):
+            raise ProtocolViolation("an input request whose work directory is not a packed one within its limit")
         self.reported = True
         self._sample_stats()
         if len(line) > MAX_STATE_BYTES:
@@ -551,12 +548,14 @@ class TaskRun:
         for key in ("tool_calls", "code"):
             if key in request:
                 shown[key] = request[key]
-        self.end(Outcome(INPUT_REQUIRED, state={"state": message["state"], "pending": message["pending"]},
-                         request=_bounded(shown)))
+        # the work dir (packed by the code runner, opaque here) is kept with the state, on the task row
+        self.end(Outcome(INPUT_REQUIRED, state={"state": message["state"], "pending": message["pending"],
+                                                "workdir": workdir}, request=_bounded(shown)))
 
     async def _suspend(self, outcome: Outcome) -> None:
         """Store what the run needs to resume and the question, then remove the sandbox (its tree is gone; the
-        slot is given back when this returns). The work dir does not outlive the wait."""
+        slot is given back when this returns). The work dir outlives the wait packed in the state, when the
+        child kept it (TASK_INPUT_WORKDIR_MAX_BYTES)."""
         end = self.ended_at or time.monotonic()
         usage = _with_earlier_usage({
             "prompt_tokens": self.broker.prompt_tokens if self.broker else 0,
@@ -611,11 +610,11 @@ class TaskRun:
         return failed(ErrorCode.SANDBOX_ERROR, f"The task's process ended unexpectedly (exit status {code})")
 
     def _limit_outcome(self, reason: str) -> Outcome:
-        if reason == "memory_limit":
+        if reason == ErrorCode.MEMORY_LIMIT:
             return failed(ErrorCode.MEMORY_LIMIT, f"The task went over its memory limit of {self.box.limits.memory_mb} MB")
-        if reason == "cpu_limit":
+        if reason == ErrorCode.CPU_LIMIT:
             return failed(ErrorCode.CPU_LIMIT, f"The task went over its CPU limit of {self.box.limits.cpu_seconds} s")
-        if reason == "timeout":
+        if reason == ErrorCode.TIMEOUT:
             return self._timeout_outcome()
         return failed(ErrorCode.SANDBOX_ERROR, f"The sandbox ended the task ({reason})")
 
@@ -710,7 +709,13 @@ def _child_resume(resume: dict | None) -> dict | None:
     """What the child needs to continue after a person answered (never the platform's counters)."""
     if not resume:
         return None
-    return {"pending": resume.get("pending") or {}, "answer": resume.get("answer") or {}}
+    return {"pending": resume.get("pending") or {}, "answer": resume.get("answer") or {},
+            "workdir": resume.get("workdir")}
+
+
+def _packed_limit() -> int:
+    """How large a work dir kept over a wait for input may be, packed (it travels in the state's message)."""
+    return max(0, min(int(settings.TASK_INPUT_WORKDIR_MAX_BYTES), MAX_STATE_BYTES // 2))
 
 
 def _with_earlier_usage(usage: dict, resume: dict | None) -> dict:
@@ -785,6 +790,9 @@ class Runtime:
     # -- the worker's side (main thread) --------------------------------------------------------
 
     def start(self) -> "Runtime":
+        # The sandboxes take this host's layers from the probe: run it here, at start (once per process,
+        # cached; runworker already did), never from a Sandbox's constructor.
+        probe_capabilities()
         self._thread.start()
         self._ready.wait(30)
         return self
@@ -832,8 +840,6 @@ class Runtime:
 
     async def _open(self) -> None:
         import redis.asyncio as aioredis
-
-        from .broker import ClientCache
 
         self.clients = ClientCache()
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
@@ -1025,8 +1031,6 @@ class Runtime:
     async def _live_sender(self) -> None:
         from channels.layers import get_channel_layer
 
-        from autogen_platform.realtime import task_group
-
         layer = get_channel_layer()
         while True:
             await self._live_ready.wait()
@@ -1070,8 +1074,6 @@ class Runtime:
                 run.stop(reason)
 
     async def _publish_stats(self, runs: list[TaskRun]) -> None:
-        from .services import worker_slots_key
-
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(worker_slots_key(), self.worker_name, json.dumps(
@@ -1139,8 +1141,6 @@ class Runtime:
         await asyncio.gather(*pending, return_exceptions=True)
         await self.clients.close()
         try:
-            from .services import worker_slots_key
-
             await self.redis.hdel(worker_slots_key(), self.worker_name)
         except Exception:  # noqa: BLE001 - the report goes stale on its own
             pass

@@ -5,6 +5,7 @@ from django.contrib.auth.forms import AuthenticationForm
 
 from agents.models import ModelConfig
 from runtime.tools import tool_catalog
+from tasks.models import Task
 from teams.models import Team
 
 RESPONSE_SEPARATOR = "\n---\n"
@@ -201,8 +202,6 @@ class RunFilterForm(forms.Form):
     until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(self, *args, agents=(), teams=(), **kwargs):
-        from tasks.models import Task
-
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", "any")] + [(s, s) for s in Task.Status.values]
         self.fields["agent"].choices = [("", "any")] + _choices(agents)

@@ -15,6 +15,7 @@ urlpatterns = [
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/live/", views.run_live, name="run-live"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
+    path("runs/<int:pk>/input/", views.run_input, name="run-input"),
     path("runs/<int:pk>/continue/", views.run_continue, name="run-continue"),
     path("models/", views.models_list, name="models"),
     path("models/new/", views.model_new, name="model-new"),
@@ -27,5 +28,7 @@ urlpatterns = [
     path("teams/", views.teams_list, name="teams"),
     path("teams/new/", views.team_new, name="team-new"),
     path("teams/<int:pk>/", views.team_edit, name="team"),
+    path("teams/<int:pk>/diff/", views.team_diff, name="team-diff"),
+    path("teams/<int:pk>/rollback/", views.team_rollback, name="team-rollback"),
     path("usage/", views.usage, name="usage"),
 ]

@@ -7,11 +7,13 @@ import difflib
 import json
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -19,14 +21,14 @@ from accounts.selectors import customer_for_user
 from agents import selectors as agent_selectors
 from agents import services as agent_services
 from autogen_platform.errors import ApplicationError, NotFound
+from autogen_platform.markdown import render_markdown
 from tasks import selectors as task_selectors
 from tasks import services as task_services
+from tasks.transcript import ERROR_EXPLANATIONS, build_transcript, shown_seqs
 from teams import selectors as team_selectors
 from teams import services as team_services
 
 from . import forms, selectors
-from .markdown import render_markdown
-from .transcript import ERROR_EXPLANATIONS, build_transcript, shown_seqs
 
 RUNS_PER_PAGE = 25
 
@@ -163,6 +165,14 @@ def runs(request):
     return render(request, "studio/runs.html", context)
 
 
+def _error_text(exc: ApplicationError) -> str:
+    """A service's refusal for people: its field messages when it has them (validation), else its message."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    messages = [m for value in details.values() for m in (value if isinstance(value, list) else [value])
+                if isinstance(m, str)]
+    return " ".join(messages) or exc.message
+
+
 def _run_context(request, task):
     events = list(task_selectors.task_events_page(task, after=0, limit=task_selectors.EVENTS_MAX_LIMIT))
     turns = build_transcript(events, started_at=task.started_at or task.created_at)
@@ -182,6 +192,11 @@ def _run_context(request, task):
         "thread_runs": selectors.thread_runs(task),
         "cost": selectors.task_cost(task) if task.is_finished else None,
         "usage_rows": [(k.replace("_", " "), k, v) for k, v in (task.usage or {}).items()],
+        "input_request": (asked := task_services.task_input_request(task)),
+        "input_expires": parse_datetime(asked["expires_at"]) if asked and isinstance(asked.get("expires_at"), str)
+        else None,
+        "input_request_seq": next((e.seq for e in reversed(events) if e.type == "input_request"), 0),
+        "answer_max": settings.MAX_TASK_INPUT_CHARS,
     }
 
 
@@ -211,6 +226,33 @@ def run_cancel(request, pk):
     except ApplicationError:
         pass  # it finished meanwhile: the page shows how
     return redirect("studio:run", pk=task.pk)
+
+
+@writer_required
+@require_POST
+def run_input(request, pk):
+    """The person's answer to a run waiting in input_required: `text` for a question, `approve` (true/false)
+    for an approval. The same service as POST /api/tasks/{id}/input/; the run resumes on a worker and the
+    page follows it live. From htmx the live part comes back (a refusal shown in it); else the run page."""
+    task = task_selectors.task_get_for_user(user=request.user, pk=pk)
+    approve = {"true": True, "false": False}.get(request.POST.get("approve", ""))
+    answer_error = None
+    try:
+        task = task_services.task_answer(actor=request.user, task=task, text=request.POST.get("text"),
+                                         approve=approve, request=request)
+    except ApplicationError as exc:
+        answer_error, answer_status = _error_text(exc), exc.status
+    if request.headers.get("HX-Request"):
+        # htmx swaps only 2xx answers: a refusal is shown in the live part it swaps in
+        context = _context(request, "runs", **_run_context(request, task), answer_error=answer_error,
+                           answered=answer_error is None)
+        return render(request, "studio/partials/run_live.html", context)
+    if answer_error is None:
+        return redirect("studio:run", pk=task.pk)
+    context = _context(request, "runs", **_run_context(request, task), answer_error=answer_error)
+    context.update(continue_form=forms.ContinueForm(),
+                   target_name=task.agent.name if task.agent else task.team.name if task.team else "(deleted)")
+    return render(request, "studio/run.html", context, status=answer_status)
 
 
 @writer_required
@@ -340,11 +382,9 @@ def _snapshot_lines(snapshot: dict, model_names: dict) -> list[str]:
     return lines + (snapshot.get("system_message") or "").splitlines()
 
 
-@member_required
-def agent_diff(request, pk):
-    """Two versions of an agent side by side as a unified diff (defaults: the previous and the current one)."""
-    agent = agent_selectors.agent_get_for_user(request.user, pk)
-    versions = {v.version: v for v in agent_selectors.agent_version_list(agent)}
+def _version_diff(request, versions: dict, current: int, lines) -> tuple:
+    """Versions `a` and `b` of the query (defaults: the previous and the current one) and their unified diff
+    as (kind, line) rows; `lines` turns a snapshot into the lines compared."""
 
     def pick(name, default):
         try:
@@ -353,30 +393,44 @@ def agent_diff(request, pk):
             number = default
         return versions.get(number) or versions.get(default)
 
-    new = pick("b", agent.version)
+    new = pick("b", current)
     old = pick("a", max(new.version - 1, 1))
-    names = dict(agent_selectors.model_config_list_for_user(request.user).values_list("pk", "name"))
-    diff = list(difflib.unified_diff(_snapshot_lines(old.snapshot, names), _snapshot_lines(new.snapshot, names),
+    diff = list(difflib.unified_diff(lines(old.snapshot), lines(new.snapshot),
                                      fromfile=f"v{old.version}", tofile=f"v{new.version}", lineterm="", n=3))
     rows = [("add" if line.startswith("+") and not line.startswith("+++") else
              "del" if line.startswith("-") and not line.startswith("---") else
              "hunk" if line.startswith("@@") else "same", line) for line in diff]
-    return render(request, "studio/agent_diff.html", _context(
-        request, "agents", agent=agent, old=old, new=new, rows=rows, versions=sorted(versions)))
+    return old, new, rows
+
+
+@member_required
+def agent_diff(request, pk):
+    """Two versions of an agent side by side as a unified diff (defaults: the previous and the current one)."""
+    agent = agent_selectors.agent_get_for_user(request.user, pk)
+    versions = {v.version: v for v in agent_selectors.agent_version_list(agent)}
+    names = dict(agent_selectors.model_config_list_for_user(request.user).values_list("pk", "name"))
+    old, new, rows = _version_diff(request, versions, agent.version, lambda s: _snapshot_lines(s, names))
+    return render(request, "studio/version_diff.html", _context(
+        request, "agents", kind="Agent", obj=agent, page="studio:agent", old=old, new=new, rows=rows,
+        versions=sorted(versions)))
+
+
+def _rollback(request, kind: str, obj, service, page: str):
+    try:
+        version = int(request.POST.get("version", ""))
+        obj = service(actor=request.user, version=version, request=request, **{kind: obj})
+    except (ValueError, ApplicationError) as exc:
+        message = _error_text(exc) if isinstance(exc, ApplicationError) else "Choose a version"
+        return render(request, "studio/error.html", _context(request, f"{kind}s", title="Rollback refused",
+                                                             message=message), status=getattr(exc, "status", 400))
+    return redirect(f"{reverse(page, args=[obj.pk])}?saved=rollback")
 
 
 @writer_required
 @require_POST
 def agent_rollback(request, pk):
     agent = agent_selectors.agent_get_for_user(request.user, pk)
-    try:
-        version = int(request.POST.get("version", ""))
-        agent = agent_services.agent_rollback(actor=request.user, agent=agent, version=version, request=request)
-    except (ValueError, ApplicationError) as exc:
-        message = getattr(exc, "message", "Choose a version")
-        return render(request, "studio/error.html", _context(request, "agents", title="Rollback refused",
-                                                             message=message), status=400)
-    return redirect(f"{reverse('studio:agent', args=[agent.pk])}?saved=rollback")
+    return _rollback(request, "agent", agent, agent_services.agent_rollback, "studio:agent")
 
 
 # -- teams -------------------------------------------------------------------------------------------------
@@ -404,9 +458,10 @@ def _team_form_page(request, team=None):
     else:
         form = forms.TeamForm(initial=forms.TeamForm.initial_for(team) if editing else {
             "mode": "round_robin", "max_messages": 10, "text_mention": "TERMINATE"}, agents=agents, models=models)
+    versions = list(team_selectors.team_version_list(team)) if editing else []
     return render(request, "studio/team_form.html", _context(
-        request, "teams", form=form, team=team, saved=request.GET.get("saved"), no_agents=not agents.exists()),
-        status=400 if request.method == "POST" else 200)
+        request, "teams", form=form, team=team, versions=versions, saved=request.GET.get("saved"),
+        no_agents=not agents.exists()), status=400 if request.method == "POST" else 200)
 
 
 @member_required
@@ -417,6 +472,45 @@ def team_new(request):
 @member_required
 def team_edit(request, pk):
     return _team_form_page(request, team_selectors.team_get_for_user(request.user, pk))
+
+
+def _team_snapshot_lines(snapshot: dict, agent_names: dict, model_names: dict) -> list[str]:
+    snapshot = dict(snapshot or {})
+    members = [agent_names.get(pk, f"(deleted agent {pk})") for pk in snapshot.get("members") or []]
+    lines = [f"mode: {snapshot.get('mode', '')}",
+             "members: " + (", ".join(members) or "(none)")]
+    for field in ("selector_model", "orchestrator_model"):
+        if snapshot.get(field) is not None:
+            lines.append(f"{field}: {model_names.get(snapshot[field], snapshot[field])}")
+    lines.append(f"termination: {json.dumps(snapshot.get('termination') or {}, sort_keys=True)}")
+    for edge in (snapshot.get("graph") or {}).get("edges", []):
+        condition = f" when {edge['condition']!r}" if edge.get("condition") else ""
+        lines.append(f"edge: {agent_names.get(edge.get('source'), edge.get('source'))} -> "
+                     f"{agent_names.get(edge.get('target'), edge.get('target'))}{condition}")
+    return lines
+
+
+@member_required
+def team_diff(request, pk):
+    """Two versions of a team as a unified diff: members by name, mode, models, termination, graph edges."""
+    team = team_selectors.team_get_for_user(request.user, pk)
+    versions = {v.version: v for v in team_selectors.team_version_list(team)}
+    if not versions:
+        raise NotFound()
+    agents = dict(agent_selectors.agent_list_for_user(request.user).values_list("pk", "name"))
+    models = dict(agent_selectors.model_config_list_for_user(request.user).values_list("pk", "name"))
+    old, new, rows = _version_diff(request, versions, team.version,
+                                   lambda s: _team_snapshot_lines(s, agents, models))
+    return render(request, "studio/version_diff.html", _context(
+        request, "teams", kind="Team", obj=team, page="studio:team", old=old, new=new, rows=rows,
+        versions=sorted(versions)))
+
+
+@writer_required
+@require_POST
+def team_rollback(request, pk):
+    team = team_selectors.team_get_for_user(request.user, pk)
+    return _rollback(request, "team", team, team_services.team_rollback, "studio:team")
 
 
 # -- usage ------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 from autogen_platform.errors import Conflict
 
 from . import services
+from .transcript import ERROR_EXPLANATIONS, build_transcript
 from .models import Task, TaskEvent, Thread
 
 
@@ -42,12 +43,12 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
         ("Transcript", {"fields": ["transcript"]}),
         ("Times", {"fields": ["created_at", "started_at", "finished_at", "waiting_since", "heartbeat_at"]}),
         ("Internals", {"classes": ["collapse"], "fields": [
-            "idempotency_key", "cancel_requested", "attempts", "requeues", "worker", "pid", "tokens_used",
+            "idempotency_key", "stop_requested", "attempts", "requeues", "worker", "pid", "tokens_used",
             "input_deadline", "suspension", "spec_pretty"]}),
     ]
     readonly_fields = ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input",
                        "outcome", "result_text", "usage_table", "transcript", "created_at", "started_at",
-                       "finished_at", "waiting_since", "heartbeat_at", "idempotency_key", "cancel_requested",
+                       "finished_at", "waiting_since", "heartbeat_at", "idempotency_key", "stop_requested",
                        "attempts", "requeues", "worker", "pid", "tokens_used", "input_deadline", "suspension", "spec_pretty"]
     actions = ["cancel_selected"]
 
@@ -67,8 +68,6 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="outcome")
     def outcome(self, obj):
-        from studio.transcript import ERROR_EXPLANATIONS
-
         error = obj.error if isinstance(obj.error, dict) else None
         stop = (obj.result or {}).get("stop_reason") if isinstance(obj.result, dict) else None
         parts = [format_html("<strong>{}</strong>", obj.status)]
@@ -94,8 +93,6 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="transcript")
     def transcript(self, obj):
-        from studio.transcript import build_transcript
-
         events = obj.events.order_by("seq")[:2000]
         turns = build_transcript(list(events), started_at=obj.started_at or obj.created_at)
         return render_to_string("admin/tasks/transcript.html", {"turns": turns})

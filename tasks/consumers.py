@@ -26,13 +26,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework import exceptions as drf_exceptions
 
+from accounts.authentication import CustomerJWTAuthentication
 from accounts.selectors import customer_stream_read
 from autogen_platform import metrics
-from autogen_platform.errors import ApplicationError, error_body
+from autogen_platform.errors import ApplicationError, NotFound, PermissionDeniedError, ValidationFailed, error_body
 from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group, task_group
 
 from . import selectors
+from .api.serializers import TaskInputSerializer
 from .models import Task
+from .services import task_answer
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +56,6 @@ def user_for_access_token(raw_token: str | None):
 
 def access_token_check(raw_token: str | None) -> tuple[object | None, float | None]:
     """(user, expiry as a Unix time) for a valid `customer`-scoped access token of a customer's user, else (None, None)."""
-    from accounts.authentication import CustomerJWTAuthentication
-
     if not raw_token:
         return None, None
     auth = CustomerJWTAuthentication()
@@ -137,11 +138,6 @@ async def group_leave(layer, groups, channel):
 @database_sync_to_async
 def _answer_input(raw_token, task_id, answer) -> dict:
     """A task socket's {"input": {...}} frame: the same rules as POST /api/tasks/{id}/input/."""
-    from autogen_platform.errors import NotFound, PermissionDeniedError, ValidationFailed
-
-    from .api.serializers import TaskInputSerializer
-    from .services import task_answer
-
     try:
         user = user_for_access_token(raw_token)
         if user is None:

@@ -13,6 +13,11 @@ import logging
 from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily
 
+from autogen_platform.metrics import register_scrape_collector
+from runtime import health
+
+from .models import Task
+
 logger = logging.getLogger(__name__)
 
 LIVE_STATUSES = ("queued", "running")
@@ -29,8 +34,6 @@ class LiveTasksCollector:
         yield from self._workers()
 
     def _tasks(self):
-        from tasks.models import Task
-
         try:
             rows = Task.objects.filter(status__in=LIVE_STATUSES).order_by().values_list("status").annotate(n=Count("id"))
             counted = dict(rows)
@@ -56,8 +59,6 @@ class LiveTasksCollector:
 
 
     def _workers(self):
-        from autogen_platform import health
-
         try:
             workers = health.live_workers(health.redis_connection())
         except Exception as exc:  # noqa: BLE001
@@ -74,8 +75,6 @@ class LiveTasksCollector:
 
 
 def register() -> None:
-    from autogen_platform.metrics import register_scrape_collector
-
     register_scrape_collector(_collector)
 
 

@@ -4,7 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Customer
-from runtime.outcomes import ErrorCode
+from runtime.outcomes import ErrorCode, StopReason
 from agents.models import Agent
 from teams.models import Team
 
@@ -62,8 +62,9 @@ class Task(models.Model):
     spec = models.JSONField(default=dict, blank=True)
     # Highest seq handed out for this task's events; incremented under a row lock.
     last_seq = models.PositiveIntegerField(default=0)
-    # Set when a cancel (or stop, restart, killswitch) was asked of a running task.
-    cancel_requested = models.CharField(max_length=20, blank=True, default="")
+    # Set when a running task is asked to stop, to why: a cancel, its agent's stop or restart (a restart ends
+    # nothing: the task goes back to the queue), the killswitch, a newer task on its thread. Empty otherwise.
+    stop_requested = models.CharField(max_length=20, blank=True, default="", choices=StopReason.choices)
     attempts = models.PositiveIntegerField(default=0)
     # Set while the task waits `queued` for one of its customer's max_concurrent_tasks slots (no job
     # in the queue then: a finishing task of the customer, or the reaper, enqueues it again).

@@ -3,18 +3,18 @@ running task needs, batched across the tasks a worker holds where it can be."""
 import logging
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from accounts.services import customer_tokens_this_month
-from adminpanel.services import killswitch_scopes_engaged
 from agents.models import ModelConfig
+from core.selectors import killswitch_scopes_engaged
+from runtime.outcomes import StopReason
 from runtime.ports import TaskContext
 
 from . import services
 from .models import Task
+from .quotas import customer_tokens_this_month
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,12 @@ class DjangoTaskStore:
         if not scope:
             return {}
         reasons = dict(
-            Task.objects.filter(pk__in=scope).filter(~Q(cancel_requested="")).values_list("pk", "cancel_requested")
+            Task.objects.filter(pk__in=scope).filter(~Q(stop_requested="")).values_list("pk", "stop_requested")
         )
         engaged = killswitch_scopes_engaged(set(scope.values()))
         for task_id, customer_id in scope.items():
             if task_id not in reasons and customer_id in engaged:
-                reasons[task_id] = "killswitch"
+                reasons[task_id] = StopReason.KILLSWITCH
         return reasons
 
     def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
@@ -127,6 +127,7 @@ def _resume(task: Task) -> dict | None:
         "pending": suspension.get("pending") or {},
         "answer": suspension["answer"],
         "broker": suspension.get("broker") or {},
+        "workdir": suspension.get("workdir"),
         "usage": dict(task.usage or {}),
     }
 

@@ -1,7 +1,9 @@
 """Every read of tasks and their events, scoped to the acting user where it starts from a request."""
+from django.db.models import Q
+
 from autogen_platform.errors import NotFound
 
-from .models import Task, TaskEvent
+from .models import Task, TaskEvent, Thread
 
 
 def customer_id_for_user(user) -> int | None:
@@ -63,16 +65,29 @@ def task_events_page(task: Task, *, after: int = 0, limit: int = EVENTS_DEFAULT_
 
 
 def thread_list_for_user(user):
-    from .models import Thread
-
     return Thread.objects.filter(customer_id=customer_id_for_user(user)).order_by("-created_at", "-id")
 
 
 def thread_get_for_user(*, user, pk):
     """The user's customer's thread, or NotFound."""
-    from .models import Thread
-
     thread = Thread.objects.filter(pk=pk, customer_id=customer_id_for_user(user)).first()
     if thread is None:
         raise NotFound("Thread not found")
     return thread
+
+
+def agent_tasks_in_flight(agent):
+    """Unfinished tasks the agent takes part in (queued, running, waiting for input): its own, and those of
+    teams it is a member of."""
+    return (
+        Task.objects.filter(status__in=[Task.Status.QUEUED, Task.Status.RUNNING, Task.Status.INPUT_REQUIRED])
+        .filter(Q(agent=agent) | Q(team__members__agent=agent))
+        .distinct()
+        .order_by("created_at", "id")
+    )
+
+
+def team_tasks_in_flight(team):
+    """Unfinished tasks of the team (queued, running, waiting for input)."""
+    return Task.objects.filter(team=team, status__in=[Task.Status.QUEUED, Task.Status.RUNNING,
+                                                     Task.Status.INPUT_REQUIRED])

@@ -8,15 +8,25 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from adminpanel.services import audit_record, killswitch_scope_engaged
+from accounts.models import Customer
+from accounts.services import customer_notices_publish
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
+from autogen_platform.redis_clients import web_redis
+from core.selectors import killswitch_scope_engaged
+from core.services import audit_record
+from runtime.outcomes import REQUEUE, ErrorCode, StopReason, failed, stop_outcome
+from runtime.services import sandbox_kill, sandbox_kill_scope
 
+from . import signals
 from .models import Task, TaskEvent, Thread
+from .quotas import quota_check_task_create
+from .selectors import agent_tasks_in_flight
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = (Task.Status.QUEUED, Task.Status.RUNNING)
+# A thread's tasks that hold it: a task waiting for input does not (it has no process and no state in use).
+QUEUED_OR_RUNNING = (Task.Status.QUEUED, Task.Status.RUNNING)
 # What POST /api/tasks/ does on a thread that has an unfinished task.
 MULTITASK_STRATEGIES = ("reject", "enqueue", "interrupt", "rollback")
 
@@ -33,8 +43,6 @@ def task_enqueue(task_id: int, job_id: str | None = None) -> None:
     queued task without a job is enqueued again by the reaper (task_requeue_orphans).
     """
     import django_rq
-
-    from autogen_platform.redis_clients import web_redis
 
     if job_id is None:
         attempts, requeues = Task.objects.filter(pk=task_id).values_list("attempts", "requeues").first() or (0, 0)
@@ -98,16 +106,13 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             f"A string of at most {settings.MAX_TASK_INPUT_CHARS} characters (MAX_TASK_INPUT_CHARS)"]})
     if killswitch_scope_engaged(customer.pk):
         raise KillswitchEngaged()
-    if agent is not None and agent.status != agent.Status.ACTIVE:
+    stopped = _stopped_agents(agent=agent, team=team)
+    if stopped and agent is not None:
         raise Conflict(f"Agent {agent.name!r} is stopped: start it before submitting tasks")
-    if team is not None:
-        stopped = [a.name for a in team.agents.all() if a.status != a.Status.ACTIVE]
-        if stopped:
-            raise Conflict(f"Team members are stopped: {', '.join(sorted(stopped))}")
-        if not team.members.exists():
-            raise Conflict("The team has no members")
-    from accounts.services import quota_check_task_create
-
+    if stopped:
+        raise Conflict(f"Team members are stopped: {', '.join(stopped)}")
+    if team is not None and not team.members.exists():
+        raise Conflict("The team has no members")
     quota_check_task_create(customer)
     new_thread = thread is None
     if new_thread:
@@ -163,6 +168,12 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
     return task, True
 
 
+def _stopped_agents(*, agent=None, team=None) -> list[str]:
+    """The names of the stopped agents a task of this agent or team would run (sorted): no task of theirs starts."""
+    agents = [agent] if agent is not None else list(team.agents.all()) if team is not None else []
+    return sorted(a.name for a in agents if a.status != a.Status.ACTIVE)
+
+
 def _starting(customer_id: int):
     """The customer's tasks that run or have a job on the way to a worker."""
     return Task.objects.filter(customer_id=customer_id).filter(
@@ -175,7 +186,7 @@ def _thread_busy(thread: Thread, strategy: str, *, actor, request) -> bool:
 
     The thread's row is locked, so two tasks submitted to one thread at once are ordered."""
     Thread.objects.select_for_update().filter(pk=thread.pk).first()
-    unfinished = list(Task.objects.filter(thread=thread, status__in=ACTIVE).order_by("created_at", "pk"))
+    unfinished = list(Task.objects.filter(thread=thread, status__in=QUEUED_OR_RUNNING).order_by("created_at", "pk"))
     if not unfinished:
         return False
     if strategy == "reject":
@@ -189,18 +200,18 @@ def _thread_busy(thread: Thread, strategy: str, *, actor, request) -> bool:
                      request=request)
         if task.status == Task.Status.RUNNING:
             # it ends `cancelled` as soon as its worker has killed it (and, for a rollback, is deleted then)
-            task_request_stop(task=task, reason=strategy)
+            task_request_stop(task=task, reason=StopReason(strategy))
         elif rollback:
             task.delete()
         else:
-            task_finish(task_id=task.pk, status=Task.Status.CANCELLED,
-                        error={"code": "cancelled", "message": "Interrupted by a newer task on its thread"})
+            outcome = stop_outcome(StopReason.INTERRUPT)
+            task_finish(task_id=task.pk, status=outcome.status, error=outcome.error)
     return any(t.status == Task.Status.RUNNING for t in unfinished)
 
 
 def _thread_start_next(thread_id: int) -> int | None:
     """Once the thread has no task running or on its way, start its oldest task waiting for it."""
-    if Task.objects.filter(thread_id=thread_id, status__in=ACTIVE, waits_for_thread=False).exists():
+    if Task.objects.filter(thread_id=thread_id, status__in=QUEUED_OR_RUNNING, waits_for_thread=False).exists():
         return None
     for task_id, customer_id in (
         Task.objects.filter(thread_id=thread_id, status=Task.Status.QUEUED, waits_for_thread=True)
@@ -209,7 +220,6 @@ def _thread_start_next(thread_id: int) -> int | None:
         if not Task.objects.filter(pk=task_id, status=Task.Status.QUEUED, waits_for_thread=True).update(
                 waits_for_thread=False, requeues=F("requeues") + 1):
             continue
-        from accounts.models import Customer
 
         limit = Customer.objects.filter(pk=customer_id).values_list("max_concurrent_tasks", flat=True).first() or 0
         if _starting(customer_id).exclude(pk=task_id).count() >= limit:
@@ -227,8 +237,6 @@ def _announce_status(customer_id: int, task_id: int, status: str) -> None:
 def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
     """After the changes committed: status frames on the tasks' sockets, sent together, and a notice each on
     the customers' streams, stored together (one transaction) and then sent live."""
-    from accounts.services import customer_notices_publish
-
     realtime.send_many([realtime.task_status_frame(task_id, status) for _, task_id, status in changes])
     notices = [(customer_id, {"type": "task_status", "task": task_id, "status": status})
                for customer_id, task_id, status in changes]
@@ -330,9 +338,9 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None) -> b
             attempts=F("attempts") + 1,
         )
         if changed:
-            task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": "running"})
+            task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": Task.Status.RUNNING})
             customer_id, created_at = Task.objects.filter(pk=task_id).values_list("customer_id", "created_at").first()
-            transaction.on_commit(lambda: _announce_status(customer_id, task_id, "running"))
+            transaction.on_commit(lambda: _announce_status(customer_id, task_id, Task.Status.RUNNING))
             transaction.on_commit(lambda: metrics.task_started((now - created_at).total_seconds(), customer_id))
     return bool(changed)
 
@@ -352,16 +360,15 @@ def task_start(*, task_id: int, worker: str) -> bool:
         task_finish(
             task_id=task_id,
             status=Task.Status.CANCELLED,
-            error={"code": "killswitch", "message": "The killswitch is engaged: the task did not start"},
+            error={"code": ErrorCode.KILLSWITCH, "message": "The killswitch is engaged: the task did not start"},
         )
         return False
-    agents = [task.agent] if task.agent_id else list(task.team.agents.all()) if task.team_id else []
-    stopped = sorted(a.name for a in agents if a.status != a.Status.ACTIVE)
+    stopped = _stopped_agents(agent=task.agent, team=task.team)
     if stopped:
         task_finish(
             task_id=task_id,
             status=Task.Status.CANCELLED,
-            error={"code": "cancelled", "message": f"Stopped before it started: {', '.join(stopped)}"},
+            error={"code": ErrorCode.CANCELLED, "message": f"Stopped before it started: {', '.join(stopped)}"},
         )
         return False
     return task_claim_slot(task_id=task_id, worker=worker)
@@ -382,8 +389,6 @@ def task_claim_slot(*, task_id: int, worker: str) -> bool:
     slot. A task also waits while an older task of its customer waits (first in, first out).
     A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees.
     """
-    from accounts.models import Customer
-
     with transaction.atomic():
         task = Task.objects.filter(pk=task_id).values("customer_id", "created_at", "status").first()
         if task is None or task["status"] != Task.Status.QUEUED:
@@ -417,8 +422,6 @@ def task_claim_slot(*, task_id: int, worker: str) -> bool:
 
 def task_wake_waiting(*, customer_id: int) -> list[int]:
     """Enqueue again the customer's oldest waiting tasks, one per free max_concurrent_tasks slot."""
-    from accounts.models import Customer
-
     with transaction.atomic():
         customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
         if customer is None:
@@ -458,14 +461,14 @@ def task_requeue(*, task_id: int) -> bool:
             task_finish(
                 task_id=task_id,
                 status=Task.Status.FAILED,
-                error={"code": "agent_error", "message": "The agent or team was deleted before the task could restart"},
+                error={"code": ErrorCode.AGENT_ERROR, "message": "The agent or team was deleted before the task could restart"},
             )
             return False
         was_running = task.status == Task.Status.RUNNING
         task.spec = build_task_spec(agent=task.agent, team=task.team)
         task.agent_version = task.agent.version if task.agent is not None else None
         task.status = Task.Status.QUEUED
-        task.cancel_requested = ""
+        task.stop_requested = ""
         task.suspension = None  # a restart runs the conversation again from its start
         task.started_at = None
         task.heartbeat_at = None
@@ -473,14 +476,14 @@ def task_requeue(*, task_id: int) -> bool:
         task.pid = None
         task.save(
             update_fields=[
-                "spec", "agent_version", "status", "cancel_requested", "started_at", "heartbeat_at", "worker", "pid",
+                "spec", "agent_version", "status", "stop_requested", "started_at", "heartbeat_at", "worker", "pid",
                 "suspension",
             ]
         )
         if was_running:
-            task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": "queued", "reason": "restart"})
+            task_event_append(task_id=task_id, type=TaskEvent.Type.STATUS, content={"status": Task.Status.QUEUED, "reason": StopReason.RESTART})
             transaction.on_commit(lambda: task_enqueue(task_id))
-            transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, "queued"))
+            transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, Task.Status.QUEUED))
     return True
 
 
@@ -527,7 +530,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             for t in Task.objects.select_for_update()
             .filter(pk__in=[task_id for task_id, _ in ends])
             .order_by("pk")
-            .only("pk", "status", "customer_id", "thread_id", "started_at", "cancel_requested", "webhook_id")
+            .only("pk", "status", "customer_id", "thread_id", "started_at", "stop_requested", "webhook_id")
         }
         results, changed, kept, events, freed, finished, forgotten = [], [], [], {}, set(), [], []
         for task_id, end in ends:
@@ -546,7 +549,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
                 changed.append(task)
             else:  # what it used so far stays
                 kept.append(task)
-            if task.cancel_requested == "rollback":
+            if task.stop_requested == StopReason.ROLLBACK:
                 forgotten.append(task_id)  # multitask_strategy rollback: deleted below, its state not kept
             elif end.get("thread_state") is not None:
                 Thread.objects.filter(pk=task.thread_id).update(state=end["thread_state"], updated_at=now)
@@ -567,11 +570,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             if forgotten:
                 Task.objects.filter(pk__in=forgotten).delete()  # with its events
             # Every way a task ends comes through here: the webhook deliveries of these ends are written in
-            # this transaction and sent by the delivery workers once it commits.
-            from integrations.services import webhooks_tasks_ended
-
-            webhooks_tasks_ended([(t, c, f"task.{s}") for c, t, s, _, _ in finished if t not in forgotten],
-                                 customers={c for c, *_ in finished}, task_webhooks={t: r.webhook_id for t, r in rows.items()})
+            # this transaction (integrations' receiver) and sent by the delivery workers once it commits.
+            signals.tasks_ended.send(sender=Task, ends=[(t, c, f"task.{s}") for c, t, s, _, _ in finished if t not in forgotten],
+                                     customers={c for c, *_ in finished}, task_webhooks={t: r.webhook_id for t, r in rows.items()})
             # the next task waiting for each of these threads may start now
             threads = {rows[t].thread_id for _, t, *_ in finished}
             for thread_id in (Task.objects.filter(thread_id__in=threads, status=Task.Status.QUEUED, waits_for_thread=True)
@@ -584,28 +585,55 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
     return results
 
 
-# Queued tasks ended in one transaction at most.
+# Unstarted tasks ended in one transaction at most by tasks_stop.
 CANCEL_QUEUED_BATCH = 200
 
 
-def tasks_cancel_queued(*, customer_id: int | None, error: dict) -> list[int]:
-    """End every queued task of a customer (None: of everyone) cancelled with `error`, in batches of one
-    transaction each; their jobs leave the queue too. Returns the ids."""
-    ended = []
+def tasks_stop(*, reason: str, message: str, agent=None, customer_id: int | None = None, everyone: bool = False) -> dict:
+    """Stop the unfinished tasks of one scope: an agent's (its own and its teams'), a customer's, or everyone's.
+
+    The one rule behind agent stop and restart, the killswitch and customer deletion. Running tasks are asked to
+    stop for `reason` (a runtime.outcomes.StopReason): one UPDATE, and the kill order goes to their workers when
+    it commits (one per task for an agent, one for the whole scope otherwise); the workers end them as
+    runtime.outcomes.stop_outcome says. Queued tasks end now, cancelled with `message`, in batches of one
+    transaction each (a large backlog never delays the kill), their jobs leaving the queue; on a restart they
+    move to the current version instead. Tasks waiting for input end too, except on a restart (answered, they
+    run the version they started on) and under the killswitch (an answer is refused while it is engaged).
+    Returns the task ids: {"stopping": [...], "cancelled": [...], "requeued": [...]}."""
+    assert (agent is not None) + (customer_id is not None) + everyone == 1, "give exactly one scope"
+    if agent is not None:
+        scope = Task.objects.filter(pk__in=agent_tasks_in_flight(agent).order_by().values("pk"))
+    elif customer_id is not None:
+        scope = Task.objects.filter(customer_id=customer_id)
+    else:
+        scope = Task.objects.all()
+    with transaction.atomic():
+        stopping = list(scope.filter(status=Task.Status.RUNNING).order_by("pk").values_list("pk", flat=True))
+        Task.objects.filter(pk__in=stopping, status=Task.Status.RUNNING).update(stop_requested=reason)
+        # robust: the workers' database poll (Task.stop_requested) is the backstop of a lost kill order
+        if agent is not None:
+            transaction.on_commit(lambda: [sandbox_kill(task_id, reason) for task_id in stopping], robust=True)
+        else:
+            transaction.on_commit(lambda: sandbox_kill_scope(customer_id, reason), robust=True)
+    requeued, cancelled = [], []
+    if reason == StopReason.RESTART:
+        for task_id in scope.filter(status=Task.Status.QUEUED).order_by("created_at", "pk").values_list("pk", flat=True):
+            if task_requeue(task_id=task_id):  # still queued, now with the current version's spec
+                requeued.append(task_id)
+        return {"stopping": stopping, "cancelled": cancelled, "requeued": requeued}
+    unstarted = [Task.Status.QUEUED] + ([] if reason == StopReason.KILLSWITCH else [Task.Status.INPUT_REQUIRED])
+    error = {"code": stop_outcome(reason).error["code"], "message": message}
     while True:
         with transaction.atomic():
-            queued = Task.objects.filter(status=Task.Status.QUEUED)
-            if customer_id is not None:
-                queued = queued.filter(customer_id=customer_id)
-            batch = list(queued.order_by("pk").values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
-            if not batch:
-                return ended
-            ended_now = task_finish_many([(pk, {"status": Task.Status.CANCELLED, "error": error}) for pk, _, _ in batch])
-            done = [row for row, ok in zip(batch, ended_now) if ok]
-            ended += [pk for pk, _, _ in done]
+            # locked, so that no worker takes one of them between this look and the write
+            batch = list(scope.filter(status__in=unstarted).select_for_update(of=("self",)).order_by("pk")
+                         .values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
+            ended = task_finish_many([(pk, {"status": Task.Status.CANCELLED, "error": error}) for pk, _, _ in batch])
+            done = [row for row, ok in zip(batch, ended) if ok]
+            cancelled += [pk for pk, _, _ in done]
             transaction.on_commit(lambda jobs=[task_job_id(*d) for d in done]: _drop_jobs(jobs), robust=True)
         if len(batch) < CANCEL_QUEUED_BATCH:
-            return ended
+            return {"stopping": stopping, "cancelled": cancelled, "requeued": requeued}
 
 
 def _drop_jobs(job_ids: list[str]) -> None:
@@ -623,10 +651,8 @@ def _drop_jobs(job_ids: list[str]) -> None:
 
 
 def task_request_stop(*, task: Task, reason: str) -> None:
-    """Ask the worker running the task to kill its sandbox; `reason` is the error code it ends with."""
-    from runtime.services import sandbox_kill
-
-    Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(cancel_requested=reason)
+    """Ask the worker running the task to kill its sandbox; `reason` (a StopReason) says how it ends (stop_outcome)."""
+    Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(stop_requested=reason)
     transaction.on_commit(lambda: sandbox_kill(task.pk, reason))
 
 
@@ -640,16 +666,16 @@ def task_cancel(*, actor, task: Task, request=None) -> Task:
         task_finish(
             task_id=task.pk,
             status=Task.Status.CANCELLED,
-            error={"code": "cancelled", "message": "Cancelled before it started"},
+            error={"code": ErrorCode.CANCELLED, "message": "Cancelled before it started"},
         )
     elif task.status == Task.Status.INPUT_REQUIRED:
         task_finish(
             task_id=task.pk,
             status=Task.Status.CANCELLED,
-            error={"code": "cancelled", "message": "Cancelled while it waited for input"},
+            error={"code": ErrorCode.CANCELLED, "message": "Cancelled while it waited for input"},
         )
     else:
-        task_request_stop(task=task, reason="cancelled")
+        task_request_stop(task=task, reason=StopReason.CANCELLED)
     task.refresh_from_db()
     return task
 
@@ -658,25 +684,19 @@ def task_reap_lost(*, lease_seconds: float) -> list[int]:
     """End running tasks whose worker stopped heart-beating: failed/worker_lost (cancelled if a stop was asked)."""
     cutoff = timezone.now() - timedelta(seconds=lease_seconds)
     lost = list(
-        Task.objects.filter(status=Task.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "cancel_requested")
+        Task.objects.filter(status=Task.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "stop_requested")
     )
     ended = []
     for task_id, reason in lost:
-        if reason and reason != "restart":
-            code = "killswitch" if reason == "killswitch" else "cancelled"
-            done = task_finish(
-                task_id=task_id,
-                status=Task.Status.CANCELLED,
-                error={"code": code, "message": "Stopped; its worker was lost before it could confirm"},
-            )
-        elif reason == "restart":
+        if reason:  # a stop was asked: it ends as that stop says (a restart goes back to the queue)
+            outcome = stop_outcome(reason, "Stopped; its worker was lost before it could confirm")
+        else:
+            outcome = failed(ErrorCode.WORKER_LOST,
+                             f"The worker running the task stopped responding for over {lease_seconds:g} s")
+        if outcome.status == REQUEUE:
             done = task_requeue(task_id=task_id)
         else:
-            done = task_finish(
-                task_id=task_id,
-                status=Task.Status.FAILED,
-                error={"code": "worker_lost", "message": f"The worker running the task stopped responding for over {lease_seconds:g} s"},
-            )
+            done = task_finish(task_id=task_id, status=outcome.status, error=outcome.error)
         if done:
             logger.warning("reaped task %s (worker lost)", task_id)
             ended.append(task_id)
@@ -775,15 +795,13 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
     and the slot go). The question becomes an `input_request` event; nobody answering within
     TASK_INPUT_TIMEOUT_SECONDS ends the task timed_out (input_timeout, task_expire_input).
     A stop asked meanwhile wins: the task ends (or restarts) as that stop says."""
-    from runtime.outcomes import REQUEUE, stop_outcome
-
     now = timezone.now()
     with transaction.atomic():
         task = Task.objects.select_for_update().filter(pk=task_id).first()
         if task is None or task.status != Task.Status.RUNNING:
             return False
-        if task.cancel_requested:
-            outcome = stop_outcome(task.cancel_requested)
+        if task.stop_requested:
+            outcome = stop_outcome(task.stop_requested)
             if outcome.status == REQUEUE:
                 return task_requeue(task_id=task_id)
             return task_finish(task_id=task_id, status=outcome.status, error=outcome.error, usage=usage)
@@ -806,9 +824,7 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
         # it holds no slot while it waits: the customer's next waiting task may start
         transaction.on_commit(lambda: task_wake_waiting(customer_id=task.customer_id), robust=True)
         transaction.on_commit(lambda: _announce_status(task.customer_id, task_id, Task.Status.INPUT_REQUIRED))
-        from integrations.services import webhooks_task_event
-
-        webhooks_task_event(task=task, event="task.input_required")  # sent once this commits
+        signals.task_event.send(sender=Task, task=task, event="task.input_required")  # webhooks: sent once this commits
     return True
 
 
@@ -867,6 +883,6 @@ def task_expire_input(*, now=None) -> list[int]:
                                                            input_deadline__lt=now).exists():
                 continue
             if task_finish(task_id=task_id, status=Task.Status.TIMED_OUT,
-                           error={"code": "input_timeout", "message": message}):
+                           error={"code": ErrorCode.INPUT_TIMEOUT, "message": message}):
                 ended.append(task_id)
     return ended

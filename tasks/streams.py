@@ -14,6 +14,7 @@ from channels.layers import get_channel_layer
 from django.http import StreamingHttpResponse
 from rest_framework import exceptions as drf_exceptions
 
+from accounts.authentication import ApiKeyAuthentication, CustomerJWTAuthentication
 from autogen_platform import metrics
 from autogen_platform.errors import ApplicationError, error_response
 from autogen_platform.realtime import task_group
@@ -33,8 +34,6 @@ SSE_RETRY_MS = 2000
 
 def _authenticate_request(request):
     """The request's customer user like the REST API authenticates it, or an ApplicationError to render."""
-    from accounts.authentication import ApiKeyAuthentication, CustomerJWTAuthentication
-
     try:
         for authenticator in (CustomerJWTAuthentication(), ApiKeyAuthentication()):
             result = authenticator.authenticate(request)

@@ -3,7 +3,7 @@ from django.contrib import admin
 
 from autogen_platform.admin_helpers import ViewOnlyAdminMixin
 
-from .models import Team, TeamMember
+from .models import Team, TeamMember, TeamVersion
 
 
 class TeamMemberInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -14,16 +14,34 @@ class TeamMemberInline(ViewOnlyAdminMixin, admin.TabularInline):
     ordering = ["position"]
 
 
+class TeamVersionInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = TeamVersion
+    extra = 0
+    fields = ["version", "created_by", "created_at", "snapshot"]
+    readonly_fields = fields
+    ordering = ["-version"]
+
+
 @admin.register(Team)
 class TeamAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "customer", "mode", "member_count", "selector_model", "orchestrator_model", "updated_at"]
+    list_display = ["name", "customer", "mode", "member_count", "version", "selector_model", "orchestrator_model",
+                    "updated_at"]
     list_filter = ["mode", "customer"]
     search_fields = ["name", "customer__name", "agents__name"]
-    fields = ["name", "customer", "mode", "selector_model", "orchestrator_model", "termination", "graph", "created_at",
-              "updated_at"]
+    fields = ["name", "customer", "mode", "selector_model", "orchestrator_model", "termination", "graph", "version",
+              "created_at", "updated_at"]
     readonly_fields = fields
-    inlines = [TeamMemberInline]
+    inlines = [TeamMemberInline, TeamVersionInline]
 
     @admin.display(description="members")
     def member_count(self, obj):
         return obj.members.count()
+
+
+@admin.register(TeamVersion)
+class TeamVersionAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["team", "version", "created_by", "created_at"]
+    list_filter = ["team__customer"]
+    search_fields = ["team__name", "created_by"]
+    fields = ["team", "version", "snapshot", "created_by", "created_at"]
+    readonly_fields = fields

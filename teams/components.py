@@ -3,7 +3,8 @@ team class) and import read as plain data (see agents.components: no `load_compo
 module a document names, an explicit allow-list of providers, refusals that name their path)."""
 from django.db import transaction
 
-from adminpanel.services import audit_record
+from agents.api.serializers import ModelConfigSerializer
+from core.services import audit_record
 from agents.components import (
     Creator,
     Problems,
@@ -21,9 +22,12 @@ from agents.components import (
     timeout_value,
     unique_name,
 )
+from agents.components import model_component
 from runtime.agentchild.names import agent_identifier
 
+from .conditions import handoff_targets
 from .models import Team
+from .services import team_create
 
 TEAMS = {
     Team.Mode.ROUND_ROBIN: "autogen_agentchat.teams.RoundRobinGroupChat",
@@ -74,8 +78,6 @@ def termination_component(conf: dict, idents: dict) -> dict:
 def team_export(team: Team) -> dict:
     """GET /api/teams/{id}/component/: the team as AgentChat's class of its mode, members in order (a member
     with code_execution followed by its CodeExecutorAgent), model keys removed."""
-    from .conditions import handoff_targets
-
     members = [m.agent for m in team.members.select_related("agent__model").order_by("position")]
     taken: set = set()
     idents = {a.name: agent_identifier(a.name, taken) for a in members}
@@ -86,12 +88,15 @@ def team_export(team: Team) -> dict:
         handoffs = list(external)
         if team.mode == Team.Mode.SWARM:
             handoffs = [idents[a.name] for a in members if a.pk != agent.pk] + handoffs
+        timeout = int((agent.limits or {}).get("timeout_seconds") or 60)
+        # swarm and graph members run their code with AgentChat's code tool; other modes add an executor agent
+        code_tool = agent.code_execution and team.mode in (Team.Mode.SWARM, Team.Mode.GRAPH)
         participants.append(assistant_component(ident=idents[agent.name], description=agent.description,
                                                 system_message=agent.system_message, model_config=agent.model,
-                                                tools=list(agent.tools), handoffs=handoffs))
-        if agent.code_execution:
-            participants.append(executor_component(idents[agent.name],
-                                                   int((agent.limits or {}).get("timeout_seconds") or 60)))
+                                                tools=list(agent.tools), handoffs=handoffs,
+                                                code_timeout=timeout if code_tool else None))
+        if agent.code_execution and not code_tool:
+            participants.append(executor_component(idents[agent.name], timeout))
     config = {"name": team.name, "description": f"{team.name}: a {team.mode} team of the platform",
               "participants": participants,
               "termination_condition": termination_component(team.termination or {"max_messages": 10}, idents)}
@@ -99,16 +104,12 @@ def team_export(team: Team) -> dict:
         # AgentChat's default prompts are part of the config it dumps (imported here only, for these modes).
         from autogen_agentchat.teams import SelectorGroupChat
 
-        from agents.components import model_component
-
         defaults = SelectorGroupChat.__init__.__kwdefaults__
         config.update(model_client=model_component(team.selector_model), selector_prompt=defaults["selector_prompt"],
                       allow_repeated_speaker=False, max_selector_attempts=3, emit_team_events=False,
                       model_client_streaming=False)
     elif team.mode == Team.Mode.MAGENTIC_ONE:
         from autogen_agentchat.teams._group_chat._magentic_one._prompts import ORCHESTRATOR_FINAL_ANSWER_PROMPT
-
-        from agents.components import model_component
 
         config.update(model_client=model_component(team.orchestrator_model), max_turns=20, max_stalls=3,
                       final_answer_prompt=ORCHESTRATOR_FINAL_ANSWER_PROMPT, emit_team_events=False)
@@ -209,8 +210,6 @@ def _rename(termination, names: dict):
 
 
 def _handoff_targets_in(termination) -> set:
-    from .conditions import handoff_targets
-
     return set(handoff_targets(termination)) if termination else set()
 
 
@@ -260,13 +259,16 @@ def _read_team(problems: Problems, path: str, data) -> dict | None:
         if isinstance(participant, dict) and participant.get("component_type") == "team":
             problems.add(ppath, "nested teams are not supported")
             continue
-        agent = read_agent(problems, ppath, participant, handoffs_allowed=allowed)
+        agent = read_agent(problems, ppath, participant, handoffs_allowed=allowed,
+                           code_tool=mode in (Team.Mode.SWARM, Team.Mode.GRAPH))
         if agent is None:
             continue
         if agent["kind"] == "executor":
             if not agents or agents[-1]["code_execution"] or mode in (Team.Mode.SWARM, Team.Mode.GRAPH):
                 problems.add(f"{ppath}.config.model_client", "a CodeExecutorAgent without a model client runs the "
-                             "code of the AssistantAgent right before it (round robin, selector, magentic_one teams)")
+                             "code of the AssistantAgent right before it (round robin, selector, magentic_one teams; "
+                             "in swarm and graph teams a member runs its code with AgentChat's code tool, "
+                             "PythonCodeExecutionTool)")
                 continue
             agents[-1]["code_execution"] = True
             agents[-1]["executor"] = agent["name"]
@@ -337,10 +339,6 @@ def _read_graph(problems: Problems, path: str, graph, names: list[str]) -> dict 
 def teams_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/teams/import/: one team component, or every team of a gallery file, in one transaction: its
     models, agents (the entry of a graph first) and the team."""
-    from agents.api.serializers import ModelConfigSerializer  # noqa: F401 - keeps the app registry warm
-
-    from .services import team_create
-
     kind, documents = import_document(data)
     problems = Problems()
     reads = []

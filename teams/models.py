@@ -28,6 +28,8 @@ class Team(models.Model):
     # Graph mode: {"edges": [{"source": agent id, "target": agent id, "condition": text, "activation": all|any}]}.
     graph = models.JSONField(default=dict, blank=True)
     agents = models.ManyToManyField(Agent, through="TeamMember", related_name="teams")
+    # Every change to the behaviour (all but the name) makes a new immutable TeamVersion, as agents do.
+    version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -45,6 +47,7 @@ class Team(models.Model):
                 condition=~Q(mode="magentic_one") | Q(orchestrator_model__isnull=False),
                 name="team_magentic_one_has_model",
             ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="team_version_positive"),
         ]
 
     def __str__(self):
@@ -52,6 +55,35 @@ class Team(models.Model):
 
     def member_ids(self) -> list[int]:
         return list(self.members.order_by("position").values_list("agent_id", flat=True))
+
+    def behaviour(self) -> dict:
+        """The snapshot stored in TeamVersion: members (agent ids, in order), mode, its models, termination, graph."""
+        return {
+            "members": self.member_ids(),
+            "mode": self.mode,
+            "selector_model": self.selector_model_id,
+            "orchestrator_model": self.orchestrator_model_id,
+            "termination": dict(self.termination or {}),
+            "graph": dict(self.graph or {}),
+        }
+
+
+class TeamVersion(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    snapshot = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "version"], name="teamversion_unique"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="teamversion_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.team} v{self.version}"
 
 
 class TeamMember(models.Model):

@@ -3,7 +3,7 @@ from django.db.models import Prefetch
 
 from accounts.selectors import membership_for_user, scoped_get
 
-from .models import Team, TeamMember
+from .models import Team, TeamMember, TeamVersion
 
 
 def _with_members(queryset):
@@ -18,8 +18,5 @@ def team_get_for_user(user, pk) -> Team:
     return scoped_get(_with_members(Team.objects.all()), user, pk, what="Team")
 
 
-def team_tasks_in_flight(team: Team):
-    from tasks.models import Task
-
-    return Task.objects.filter(team=team, status__in=[Task.Status.QUEUED, Task.Status.RUNNING,
-                                                     Task.Status.INPUT_REQUIRED])
+def team_version_list(team: Team):
+    return TeamVersion.objects.filter(team=team).order_by("-version")

@@ -1,14 +1,17 @@
-"""Every write to teams: members (ordered), mode and the model it needs, termination, graph; audit rows."""
+"""Every write to teams: members (ordered), mode and the model it needs, termination, graph; versions
+(every behaviour change is a new immutable TeamVersion; a rollback applies an old one as a new version);
+audit rows."""
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from accounts.models import Customer
-from adminpanel.services import audit_record
 from agents.models import Agent, ModelConfig
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
+from autogen_platform.naming import unique_name_save
+from core.services import audit_record
 
-from . import conditions
-from .models import Team, TeamMember
+from . import conditions, signals
+from .models import Team, TeamMember, TeamVersion
 
 # A team given no termination condition stops after this many messages, so it always ends.
 DEFAULT_TERMINATION = {"max_messages": 10}
@@ -94,32 +97,29 @@ def _member_names(member_ids: list[int]) -> list[str]:
 
 
 def _mode_members_clean(team: Team, member_ids: list[int]) -> None:
-    """What a mode asks of its members: swarm and graph teams run no code (their routing has no place for
-    a code executor); a swarm starts with someone to hand off to."""
-    if team.mode in (Team.Mode.SWARM, Team.Mode.GRAPH):
-        coders = list(Agent.objects.filter(pk__in=member_ids, code_execution=True).values_list("pk", flat=True))
-        if coders:
-            raise ValidationFailed(details={"members": [
-                f"members[{member_ids.index(pk)}]: agent {pk} has code_execution on, which {team.mode} teams do not run"
-                for pk in coders]})
+    """What a mode asks of its members: a swarm starts with someone to hand off to. (In swarm and graph
+    teams a member with code_execution runs its code itself, with AgentChat's code tool.)"""
     if team.mode == Team.Mode.SWARM and len(member_ids) < 2 and not conditions.handoff_targets(team.termination):
         raise ValidationFailed(details={"members": [
             "A swarm needs two members to hand off between (or a handoff condition in termination)"]})
 
 
 def _team_save(team: Team, members: list[int] | None) -> None:
-    if Team.objects.filter(customer_id=team.customer_id, name=team.name).exclude(pk=team.pk).exists():
-        raise Conflict(f"A team named {team.name!r} already exists", details={"name": ["Already in use"]})
-    try:
-        with transaction.atomic():
-            team.save()
-    except IntegrityError:
-        raise Conflict(f"A team named {team.name!r} already exists", details={"name": ["Already in use"]}) from None
+    unique_name_save(team, label="A team")
     if members is not None:
         TeamMember.objects.filter(team=team).delete()
         TeamMember.objects.bulk_create(
             [TeamMember(team=team, agent_id=agent_id, position=i) for i, agent_id in enumerate(members)]
         )
+
+
+def _actor_name(actor) -> str:
+    return (getattr(actor, "username", None) or str(actor or ""))[:150]
+
+
+def _version_add(team: Team, actor) -> TeamVersion:
+    return TeamVersion.objects.create(team=team, version=team.version, snapshot=team.behaviour(),
+                                      created_by=_actor_name(actor))
 
 
 @transaction.atomic
@@ -136,15 +136,68 @@ def team_create(*, actor, customer: Customer, name: str, members, mode: str = Te
     team.termination = _termination_clean(termination, customer, _member_names(member_ids))
     _graph_clean(team, member_ids, given=graph is not None)
     _mode_members_clean(team, member_ids)
+    team.version = 1
     _team_save(team, member_ids)
+    _version_add(team, actor)
     audit_record(actor=actor, action="team.create", target=f"team:{team.pk}", customer=customer, request=request,
-                 details={"name": team.name, "members": member_ids, "mode": team.mode})
+                 details={"name": team.name, "members": member_ids, "mode": team.mode, "version": 1})
     return team
+
+
+def _team_locked(team: Team) -> Team:
+    return Team.objects.select_for_update(of=("self",)).select_related("customer").get(pk=team.pk)
 
 
 @transaction.atomic
 def team_update(*, actor, team: Team, data: dict, request=None) -> Team:
-    team = Team.objects.select_for_update(of=("self",)).select_related("customer").get(pk=team.pk)
+    """Changes the given fields; a change to anything but the name makes a new version."""
+    team = _team_locked(team)
+    before = team.behaviour()
+    changed = _team_change(team, data)
+    if team.behaviour() != before:
+        team.version += 1
+        team.save(update_fields=["version"])
+        _version_add(team, actor)
+    audit_record(actor=actor, action="team.update", target=f"team:{team.pk}", customer=team.customer,
+                 request=request, details={"changed": changed, "version": team.version})
+    return team
+
+
+@transaction.atomic
+def team_rollback(*, actor, team: Team, version: int, request=None) -> Team:
+    """Applies an earlier version's snapshot as a NEW version: history is never rewritten. The snapshot is
+    checked as any change is (the agents and models it names must still be the customer's)."""
+    team = _team_locked(team)
+    old = TeamVersion.objects.filter(team=team, version=version).first()
+    if old is None:
+        raise ValidationFailed(details={"version": [f"The team has no version {version}"]})
+    snapshot = old.snapshot
+    members = list(snapshot.get("members") or [])
+    gone = sorted(set(members) - set(Agent.objects.filter(customer=team.customer, pk__in=members)
+                                     .values_list("pk", flat=True)))
+    if gone:
+        raise Conflict(f"Agents of version {version} no longer exist: {', '.join(map(str, gone))}",
+                       details={"members": gone})
+    for field in MODEL_FIELDS:
+        pk = snapshot.get(field)
+        if pk is not None and not ModelConfig.objects.filter(pk=pk, customer=team.customer).exists():
+            raise Conflict(f"The {field.replace('_', ' ')} of version {version} no longer exists")
+    _team_change(team, {
+        "mode": snapshot.get("mode", Team.Mode.ROUND_ROBIN), "members": members,
+        # the mode's own model is given, the other cleared (given as None it is not "given" to the checks)
+        **{field: snapshot.get(field) for field in MODEL_FIELDS},
+        "termination": snapshot.get("termination") or {}, "graph": snapshot.get("graph") or {},
+    })
+    team.version += 1
+    team.save(update_fields=["version"])
+    _version_add(team, actor)
+    audit_record(actor=actor, action="team.rollback", target=f"team:{team.pk}", customer=team.customer,
+                 request=request, details={"from_version": version, "version": team.version})
+    return team
+
+
+def _team_change(team: Team, data: dict) -> list[str]:
+    """Applies `data` to the (locked) team with every check of a write and saves it; the fields named."""
     customer = team.customer
     changed = [f for f in ("name", "mode", *MODEL_FIELDS, "termination", "graph", "members") if f in data]
     if "name" in data:
@@ -165,19 +218,13 @@ def team_update(*, actor, team: Team, data: dict, request=None) -> Team:
     _graph_clean(team, final_members, given=data.get("graph") is not None)
     _mode_members_clean(team, final_members)
     _team_save(team, member_ids)
-    audit_record(actor=actor, action="team.update", target=f"team:{team.pk}", customer=customer, request=request,
-                 details={"changed": changed})
-    return team
+    return changed
 
 
 @transaction.atomic
 def team_delete(*, actor, team: Team, request=None) -> None:
-    from .selectors import team_tasks_in_flight
-
     team = Team.objects.select_for_update(of=("self",)).select_related("customer").get(pk=team.pk)
-    in_flight = list(team_tasks_in_flight(team).values_list("id", flat=True))
-    if in_flight:
-        raise Conflict(f"Team {team.name!r} has queued or running tasks", details={"tasks": in_flight})
+    signals.team_deleting.send(sender=Team, team=team)  # tasks refuses while the team has unfinished tasks (Conflict)
     pk, name = team.pk, team.name
     team.delete()
     audit_record(actor=actor, action="team.delete", target=f"team:{pk}", customer=team.customer, request=request,

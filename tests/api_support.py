@@ -69,7 +69,7 @@ class Tenant:
 def make_tenant(make_customer, name: str) -> Tenant:
     """Every kind of object a customer can own, one running task included (marked running as a worker would)."""
     from accounts.services import api_key_create
-    from adminpanel.models import Notification
+    from accounts.models import Notification
     from tasks.services import task_mark_running
 
     customer, owner = make_customer(name, role="owner")

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from tests.admin_support import make_agent
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from adminpanel.models import Killswitch
+from core.models import Killswitch
 from tasks.models import Task
 from tasks.services import task_events_append, task_finish
 from tests.admin_support import admin_site_login
@@ -61,14 +61,14 @@ def test_the_killswitch_says_what_it_stops_and_needs_a_confirmation(operator, ma
     make_task(owner, agent=agent)
 
     # when an operator engages the global switch without confirming
-    first = operator.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on", "reason": "drill"})
+    first = operator.post("/admin/core/killswitch/add/", {"customer": "", "engaged": "on", "reason": "drill"})
 
     # then nothing is engaged and the page says the scope and how many tasks it would stop
     assert first.status_code == 200
     assert "global: every customer" in text(first) and "cancels 2 queued task(s)" in text(first)
     assert not Killswitch.objects.filter(engaged=True).exists()
     # and with the confirmation it engages, and the queued tasks end
-    second = operator.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on", "reason": "drill",
+    second = operator.post("/admin/core/killswitch/add/", {"customer": "", "engaged": "on", "reason": "drill",
                                                                  "confirm": "on"})
     assert second.status_code == 302
     assert Killswitch.objects.get(scope="global").engaged
@@ -78,6 +78,6 @@ def test_the_killswitch_says_what_it_stops_and_needs_a_confirmation(operator, ma
     switch = Killswitch.objects.get(scope="global")
     switch.engaged = False
     switch.save()
-    asked = operator.post("/admin/adminpanel/killswitch/", {"action": "engage_selected", "_selected_action": switch.pk})
+    asked = operator.post("/admin/core/killswitch/", {"action": "engage_selected", "_selected_action": switch.pk})
     assert asked.status_code == 200 and "Yes, engage" in asked.content.decode() and "every customer" in text(asked)
     assert not Killswitch.objects.get(pk=switch.pk).engaged

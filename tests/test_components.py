@@ -304,3 +304,42 @@ def test_code_execution_travels_through_export_and_import(api, customer):
     # The agent alone exports as AgentChat's pair (a team): the agents import says where it belongs.
     error = assert_error(as_agent, 400, "validation_error")
     assert error["details"] == {"component.component_type": ["a team: import it with POST /api/teams/import/"]}
+
+
+def test_a_swarm_member_that_runs_code_exports_with_the_code_tool_runs_in_autogen_and_imports_back(api, customer,
+                                                                                                  tmp_path):
+    model = openai_model(customer)
+    coder = make_agent(customer, model=model, name="coder", code_execution=True, limits={"timeout_seconds": 30})
+    reviewer = make_agent(customer, model=model, name="reviewer")
+    swarm = make_team(customer, [coder, reviewer], name="relay", mode="swarm", termination={"text_mention": "DONE"})
+
+    doc = api.get(f"/api/teams/{swarm.pk}/component/").json()
+
+    # the coder carries AgentChat's code tool; no CodeExecutorAgent joins the swarm
+    assert [p["provider"].rsplit(".", 1)[1] for p in doc["config"]["participants"]] == ["AssistantAgent"] * 2
+    tools = doc["config"]["participants"][0]["config"]["workbench"][0]["config"]["tools"]
+    assert [t["provider"] for t in tools] == ["autogen_ext.tools.code_execution.PythonCodeExecutionTool"]
+    assert tools[0]["config"]["executor"]["config"]["timeout"] == 30
+    # AutoGen loads it and the coder's code runs there (in AutoGen's local executor, as its user asked)
+    done = subprocess.run([sys.executable, "-c", LOADER], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          input=json.dumps([{"task": "Compute", "component": with_replay(doc, {
+                              "coder": [[("CodeExecutor", {"code": "print(6 * 7)"})], [("transfer_to_reviewer", {})]],
+                              "reviewer": ["42 it is. DONE"]})}]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(done.stdout)[0]
+    assert any(m[0] == "coder" and m[1] == "ToolCallExecutionEvent" and "42" in m[2] for m in run["messages"])
+    assert [m[0] for m in run["messages"] if m[1] in ("TextMessage", "HandoffMessage")] == ["user", "coder", "reviewer"]
+    # and it imports back as the same team: the member with the code tool has code_execution
+    imported = api.post("/api/teams/import/", {"component": doc}, format="json")
+    assert imported.status_code == 201, imported.content
+    coder_copy = Agent.objects.get(name="coder-2")
+    assert coder_copy.code_execution and coder_copy.tools == []
+    assert Team.objects.get(name="relay-2").mode == "swarm"
+
+    # outside swarm and graph teams the code tool is refused, by path
+    doc["config"]["participants"] = doc["config"]["participants"][:1]
+    doc["provider"], doc["config"] = "autogen_agentchat.teams.RoundRobinGroupChat", {
+        "participants": doc["config"]["participants"], "termination_condition": doc["config"]["termination_condition"]}
+    error = assert_error(api.post("/api/teams/import/", {"component": doc}, format="json"), 400, "validation_error")
+    path = "component.config.participants[0].config.workbench[0].config.tools[0].provider"
+    assert "swarm and graph" in error["details"][path][0], error

@@ -8,9 +8,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Customer
-from accounts.services import api_key_create, customer_purge_deleted
-from adminpanel.models import AuditLog
+from accounts.services import api_key_create
+from core.models import AuditLog
 from tasks.models import Task, TaskEvent
+from tasks.purge import customer_purge_deleted
 from tests.api_support import assert_error, make_agent, make_task
 
 pytestmark = pytest.mark.django_db

@@ -157,7 +157,7 @@ SECRET = "sk-live-abcdefghijklmnopqrstuvwxyz0123456789"
 def test_provider_keys_are_encrypted_at_rest_and_never_returned_or_logged(make_customer, client_for, admin_api,
                                                                          caplog, django_user_model):
     from accounts import crypto
-    from adminpanel.models import AuditLog
+    from core.models import AuditLog
     from agents.models import ModelConfig
 
     caplog.set_level(logging.DEBUG)

@@ -9,8 +9,8 @@ import redis
 from django.conf import settings
 from django.core.management import call_command
 
-from adminpanel.models import AuditLog, Killswitch
 from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group
+from core.models import AuditLog, Killswitch
 from runtime.control import control_channel
 from tasks.models import Task
 from tests.admin_support import GroupListener, make_agent
@@ -82,13 +82,13 @@ def test_engaging_for_one_customer_affects_only_that_customer(
         # acme: the queued task ended cancelled/killswitch, the running one was told to stop, new tasks are refused
         queued = _task(world, "acme", "queued")
         assert (queued.status, queued.error["code"]) == ("cancelled", "killswitch")
-        assert _task(world, "acme", "running").cancel_requested == "killswitch"
+        assert _task(world, "acme", "running").stop_requested == "killswitch"
         refused = _submit(world, "acme")
         assert (refused.status_code, refused.json()["error"]["code"]) == (423, "killswitch_engaged")
 
         # globex: untouched, and still served
         assert _task(world, "globex", "queued").status == "queued"
-        assert _task(world, "globex", "running").cancel_requested == ""
+        assert _task(world, "globex", "running").stop_requested == ""
         assert _submit(world, "globex").status_code == 201
 
         # the workers got one kill order for the customer's scope (each worker stops its tasks in it)
@@ -154,7 +154,7 @@ def test_global_engage_refuses_everyone_and_release_restores(
     for name in ("acme", "globex"):
         assert (_task(world, name, "queued").status, _task(world, name, "queued").error["code"]) == ("cancelled",
                                                                                                       "killswitch")
-        assert _task(world, name, "running").cancel_requested == "killswitch"
+        assert _task(world, name, "running").stop_requested == "killswitch"
         assert _submit(world, name).json()["error"]["code"] == "killswitch_engaged"
     assert {"kind": "kill_scope", "customer": None, "reason": "killswitch"} in control_messages()
     assert admin_api.get("/api/admin/killswitch/").json()["engaged"] is True
@@ -225,7 +225,7 @@ def test_django_admin_engages_and_releases_through_the_service(client, two_custo
     admin_site_login(client, superuser)
     # engage the global switch from the add form
     # (engaging asks for a confirmation first: tests/test_admin_site_pages.py)
-    response = client.post("/admin/adminpanel/killswitch/add/", {"customer": "", "engaged": "on", "confirm": "on",
+    response = client.post("/admin/core/killswitch/add/", {"customer": "", "engaged": "on", "confirm": "on",
                                                                  "reason": "from the admin site"})
     assert response.status_code == 302, response.content[:2000]
     switch = Killswitch.objects.get(scope="global")
@@ -233,7 +233,7 @@ def test_django_admin_engages_and_releases_through_the_service(client, two_custo
     assert _task(world, "globex", "queued").error["code"] == "killswitch"
     assert _submit(world, "globex").status_code == 423
     # release it with the changelist action
-    response = client.post("/admin/adminpanel/killswitch/", {"action": "release_selected",
+    response = client.post("/admin/core/killswitch/", {"action": "release_selected",
                                                              "_selected_action": [switch.pk]})
     assert response.status_code == 302
     assert not Killswitch.objects.get(scope="global").engaged

@@ -7,7 +7,7 @@ import psutil
 import pytest
 from django.db import connection
 
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from tasks.models import Task
 from tests.admin_support import make_agent
 from tests.execution_support import Processes, running, wait_for, worker_env
@@ -166,7 +166,7 @@ def test_killswitch_kills_sandboxes_in_scope_on_every_worker(workers, make_custo
 def test_a_worker_started_later_honours_an_engaged_killswitch(make_customer):
     import django_rq
 
-    from adminpanel.models import Killswitch
+    from core.models import Killswitch
     from tasks.services import task_create
 
     # given: a task queued while no worker runs, then the killswitch engaged for its customer

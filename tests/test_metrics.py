@@ -100,6 +100,15 @@ def test_recording_functions_keep_labels_bounded(client):
     assert not any("unheard" in name or "typed-by" in name for name in after)
 
 
+def test_label_values_are_the_runtimes_vocabulary():
+    from autogen_platform import metrics
+    from runtime.outcomes import ErrorCode, Final, StopReason
+
+    assert set(metrics.ERROR_CODES) == set(ErrorCode.values)
+    assert set(metrics.OUTCOMES) == set(Final)
+    assert set(metrics.KILL_REASONS) == set(ErrorCode.values) | set(StopReason.values)
+
+
 def _finished_tasks(customer, user, agent, n):
     from django.utils import timezone
 

@@ -19,7 +19,7 @@ def readiness_redis(settings):
     conn = redis.Redis.from_url(settings.REDIS_URL)
 
     def report_worker(name="w1", total=4, busy=1, at=None) -> str:
-        from runtime.services import worker_slots_key
+        from runtime.keys import worker_slots_key
 
         conn.hset(worker_slots_key(), name, json.dumps({"total": total, "busy": busy, "at": at or time.time()}))
         return name
@@ -127,7 +127,7 @@ def test_readyz_needs_a_live_worker(client, readiness_redis):
     assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "workers": 1}}
 
     # and a worker whose last report is older than the bound (SIGKILLed, hung, cut off) no longer counts
-    from runtime.services import WORKER_SLOTS_STALE_SECONDS
+    from runtime.keys import WORKER_SLOTS_STALE_SECONDS
 
     readiness_redis("w1", at=time.time() - WORKER_SLOTS_STALE_SECONDS - 1)
     response = client.get("/readyz")

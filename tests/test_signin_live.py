@@ -10,7 +10,7 @@ from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -311,7 +311,14 @@ def test_a_viewer_reads_but_cannot_edit_and_pages_have_labels_and_keyboard_acces
     unlabeled = """() => [...document.querySelectorAll('input, select, textarea')]
         .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
         .map(e => e.name || e.id)"""
+    from teams.services import team_create, team_update
+
+    second = Agent.objects.create(customer=customer, name="second", model=model)
+    team = team_create(actor="test", customer=customer, name="pair", members=[agent])
+    team_update(actor="test", team=team, data={"members": [agent, second]})
     for path, name in ((f"/studio/agents/{agent.pk}/", "14-viewer-agent"), ("/studio/agents/new/", None),
+                       (f"/studio/teams/{team.pk}/", "17-viewer-team-versions"),
+                       (f"/studio/teams/{team.pk}/diff/", "18-viewer-team-diff"),
                        ("/studio/teams/new/", None), ("/studio/models/new/", None), ("/studio/runs/", None)):
         page.goto(f"{daphne_server.http_url}{path}")
         assert page.evaluate(unlabeled) == [], path
@@ -322,9 +329,62 @@ def test_a_viewer_reads_but_cannot_edit_and_pages_have_labels_and_keyboard_acces
     assert page.is_disabled("#id_name") and page.locator("#save-agent").count() == 0
     page.goto(f"{daphne_server.http_url}/studio/agents/")
     assert page.locator("#new-agent").count() == 0
+    # the team's history is there to read (v2 adds a member), without a way to roll back
+    page.goto(f"{daphne_server.http_url}/studio/teams/{team.pk}/diff/")
+    assert "+members: shown, second" in page.inner_text("#diff")
+    page.goto(f"{daphne_server.http_url}/studio/teams/{team.pk}/")
+    assert page.locator("#versions tr[data-version]").count() == 2
+    assert page.locator("#versions button").count() == 0
     # and a write sent anyway is refused
     status = page.evaluate("""async (url) => (await fetch(url, {method: 'POST', body: new URLSearchParams({
         csrfmiddlewaretoken: document.querySelector('[name=csrfmiddlewaretoken]').value, name: 'x'})})).status""",
                            f"/studio/agents/{agent.pk}/")
     assert status == 403
     assert Agent.objects.get(pk=agent.pk).name == "shown"
+
+
+def test_a_run_asks_a_question_and_the_user_answers_in_the_page(daphne_server, worker, browser_page, make_customer):
+    from teams.models import TeamMember
+
+    page = browser_page
+    customer, user = make_customer("studio-ask")
+    model = ModelConfig.objects.create(customer=customer, name="replay", provider="replay",
+                                       responses=["Which colour do you like?", "Blue it is. TERMINATE"])
+    writer = Agent.objects.create(customer=customer, name="writer", model=model)
+    person = Agent.objects.create(customer=customer, name="customer", model=model, human_input=True)
+    team = Team.objects.create(customer=customer, name="ask-me", termination={"max_messages": 10,
+                                                                              "text_mention": "TERMINATE"})
+    TeamMember.objects.create(team=team, agent=writer, position=0)
+    TeamMember.objects.create(team=team, agent=person, position=1)
+    sign_in(page, daphne_server, user.username)
+
+    # given a run whose team asks the person in the middle
+    task_id = start_run(page, daphne_server, f"team:{team.pk}", "Pick a colour for the logo")
+    # then the question appears live, with a labelled answer box, and is announced
+    page.wait_for_selector("#input-request")
+    assert page.inner_text("#task-status") == "input_required"
+    assert "Which colour do you like?" in page.inner_text("#input-question")
+    assert page.inner_text("label[for='answer-text']") == "Your answer to customer"
+    page.wait_for_function("document.getElementById('run-announce').textContent.includes('Which colour')")
+    shot(page, "15-run-asks")
+
+    # when they type the answer from the keyboard and send it
+    page.focus("#answer-text")
+    page.keyboard.type("Blue, please")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "answer-button"
+    page.keyboard.press("Enter")
+    # the answer is taken: announced, and the focus rests on the run (not lost with the removed box)
+    page.wait_for_function("document.getElementById('run-announce').textContent.startsWith('Answer sent')")
+    assert page.evaluate("document.activeElement.id") == "run-live"
+
+    # then the run resumes on a worker and finishes, live on the same page
+    page.wait_for_selector("#outcome")
+    assert page.inner_text("#task-status") == "succeeded"
+    assert page.locator("#input-request").count() == 0
+    transcript = page.inner_text("#transcript")
+    assert "Blue, please" in transcript and "Blue it is." in transcript
+    assert f"answered by {user.username}: Blue, please" in transcript
+    assert Task.objects.get(pk=task_id).result["text"] == "Blue it is. TERMINATE"
+    assert shown_seqs(page) == stored_seqs(task_id)
+    shot(page, "16-run-answered")

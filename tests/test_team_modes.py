@@ -195,3 +195,88 @@ def test_a_swarm_that_handed_off_to_the_user_resumes_with_the_agent_that_asked(w
         ("user", "HandoffMessage"), ("critic", "TextMessage")]
     assert second.result["text"] == "Thanks, noted. DONE"
     assert stub.requests[2]["body"]["messages"][-1]["content"] == "Yes, go ahead"
+
+
+# A member's code in a swarm or a graph: AgentChat's code tool, run by the sandbox's code runner.
+UIDS = ("import os\nagent = int(open('/proc/1/status').read().split('Uid:')[1].split()[0])\n"
+        "print('product', 6 * 7, 'code uid - agent uid', os.getuid() - agent)")
+
+
+def code_call(code: str = UIDS) -> dict:
+    return {"tool_calls": [{"name": "CodeExecutor", "arguments": {"code": code}}]}
+
+
+def code_results(task_id: int) -> list[dict]:
+    return [e["content"] for e in events_of(task_id) if e["type"] == "tool_result" and e["content"]["name"] == "CodeExecutor"]
+
+
+def need_code_identity():
+    from conftest import host_lacks
+    from runtime.sandbox import probe_capabilities
+
+    info = probe_capabilities()["layers"]["code_identity"]
+    if not info["active"]:
+        host_lacks(f"the code_identity layer: {info['detail']}")
+
+
+def test_a_swarm_member_runs_its_code_in_the_code_runner_then_hands_off(workers, customer, client_for):
+    need_code_identity()
+    org, user = customer
+    client = client_for(user)
+    replies = [code_call(), {"tool_calls": [{"name": "transfer_to_reviewer", "arguments": {}}]}, "Checked. TERMINATE"]
+    with OpenAIStub(replies) as stub:
+        model = stub_model(org, stub)
+        coder = make_agent(org, model, "coder", code_execution=True)
+        reviewer = make_agent(org, model, "reviewer")
+        team = make_team(client, [coder, reviewer], mode="swarm", termination={"text_mention": "TERMINATE"})
+        task = finished(submit(client, team=team["id"], input="Compute 6*7 with code")["id"], timeout=60)
+    assert task.status == "succeeded", task.error
+    # the code ran under the sandbox's second uid (the agent's + 100000), not in the agent's process
+    assert [r["content"].strip() for r in code_results(task.pk)] == ["product 42 code uid - agent uid 100000"]
+    assert [(m["source"], m["content"]["message_type"]) for m in messages(task.pk)] == [
+        ("user", "TextMessage"), ("coder", "HandoffMessage"), ("reviewer", "TextMessage")]
+    # the coder was offered the code tool beside its handoff; the reviewer, who runs no code, was not
+    offered = [sorted(t["function"]["name"] for t in r["body"].get("tools", [])) for r in stub.requests]
+    assert offered[0] == ["CodeExecutor", "transfer_to_reviewer"] and "CodeExecutor" not in offered[2]
+
+
+def test_a_graph_members_code_run_waits_for_approval_given_over_the_websocket(workers, customer, client_for):
+    import asyncio
+
+    from channels.testing import WebsocketCommunicator
+
+    from autogen_platform.asgi import application
+    from conftest import token_for
+    from tests.test_human_input import waiting
+
+    org, user = customer
+    client = client_for(user)
+    coder_model = replay_model(org, [json.dumps(code_call("print('ran', 6 * 7)")), "It printed 42."], name="coder")
+    coder = make_agent(org, coder_model, "coder", code_execution=True, approval=["code_execution"])
+    editor = make_agent(org, replay_model(org, ["Published: 42."], name="editor"), "editor")
+    team = make_team(client, [coder, editor], mode="graph",
+                     graph={"edges": [{"source": coder.pk, "target": editor.pk}]})
+    created = submit(client, team=team["id"], input="Compute 6*7 with code")
+    task = waiting(client, created["id"])
+    assert task["input_request"]["kind"] == "approval" and task["input_request"]["agent"] == "coder"
+    assert task["input_request"]["tool_calls"][0]["arguments"] == {"code": "print('ran', 6 * 7)"}
+    assert code_results(created["id"]) == []  # nothing ran before the approval
+
+    async def approve_over_the_socket():
+        socket = WebsocketCommunicator(application, f"/ws/tasks/{created['id']}/?token={token_for(user)}")
+        assert (await socket.connect(timeout=5))[0]
+        await socket.send_json_to({"input": {"approve": True}})
+        reply = await socket.receive_json_from(timeout=5)
+        while reply.get("type") != "input_accepted":
+            assert "error" not in reply, reply
+            reply = await socket.receive_json_from(timeout=5)
+        await socket.disconnect()
+        return reply
+
+    assert asyncio.run(approve_over_the_socket())["status"] == "queued"
+    done = finished(created["id"], timeout=60)
+    assert done.status == "succeeded", done.error
+    assert [r["content"].strip() for r in code_results(done.pk)] == ["ran 42"]
+    assert [m["source"] for m in messages(done.pk)] == ["user", "coder", "editor"]
+    assert done.result["text"] == "Published: 42."
+    assert "Digraph execution is complete" in done.result["stop_reason"]

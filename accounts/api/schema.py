@@ -3,15 +3,23 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
 
-class CustomerJWTScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.CustomerJWTAuthentication"
-    name = "customerJWT"
+class JWTScheme(OpenApiAuthenticationExtension):
+    """A bearer JWT access token (the customer and the admin API's schemes differ only in name and description).
+    With no target_class it matches no authentication class itself."""
+
+    description = ""
 
     def get_security_definition(self, auto_schema):
         scheme = build_bearer_security_scheme_object(header_name="AUTHORIZATION", token_prefix="Bearer",
                                                      bearer_format="JWT")
-        scheme["description"] = "Access token from POST /api/auth/token/ (scope customer)."
+        scheme["description"] = self.description
         return scheme
+
+
+class CustomerJWTScheme(JWTScheme):
+    target_class = "accounts.authentication.CustomerJWTAuthentication"
+    name = "customerJWT"
+    description = "Access token from POST /api/auth/token/ (scope customer)."
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

@@ -4,8 +4,7 @@ from rest_framework_simplejwt.serializers import TokenObtainSerializer
 
 from accounts import signin, tokens
 from accounts.authentication import CUSTOMER_SCOPE
-from accounts.models import ApiKey, Customer
-from adminpanel.models import Notification
+from accounts.models import ApiKey, Customer, Notification
 from autogen_platform import serializers as strict
 from autogen_platform.serializers import RefuseUnknownFieldsMixin
 
@@ -28,18 +27,36 @@ class CustomerTokenObtainSerializer(RefuseUnknownFieldsMixin, TokenObtainSeriali
         return tokens.token_pair(self.user, CUSTOMER_SCOPE)
 
 
-class CustomerTokenRefreshSerializer(strict.Serializer):
-    """A customer refresh token -> a new access token and a new refresh token (the one sent is used up)."""
+class TokenRefreshSerializer(strict.Serializer):
+    """A refresh token of `scope` -> a new access token and a new refresh token (the one sent is used up).
+
+    The customer and the admin API subclass it: the scope, and who may still hold a token of it."""
+
+    scope = ""
+    no_account = ""  # the 401's message when the token's user may no longer hold one
 
     refresh = serializers.CharField()
     access = serializers.CharField(read_only=True)
 
+    def account_allowed(self, user) -> bool:
+        raise NotImplementedError
+
     def validate(self, attrs):
-        refresh = tokens.refresh_token_parse(attrs["refresh"], CUSTOMER_SCOPE)
+        refresh = tokens.refresh_token_parse(attrs["refresh"], self.scope)
         user = tokens.refresh_token_user(refresh)
-        if user is None or getattr(user, "membership", None) is None:
-            raise exceptions.AuthenticationFailed("No active customer account for this token", "no_active_account")
+        if user is None or not self.account_allowed(user):
+            raise exceptions.AuthenticationFailed(self.no_account, "no_active_account")
         return tokens.refresh_token_rotate(refresh)
+
+
+class CustomerTokenRefreshSerializer(TokenRefreshSerializer):
+    """A customer refresh token -> a new access token and a new refresh token (the one sent is used up)."""
+
+    scope = CUSTOMER_SCOPE
+    no_account = "No active customer account for this token"
+
+    def account_allowed(self, user) -> bool:
+        return getattr(user, "membership", None) is not None
 
 
 class LogoutSerializer(strict.Serializer):

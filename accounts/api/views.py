@@ -10,9 +10,8 @@ from rest_framework_simplejwt.views import TokenViewBase
 
 from accounts import selectors, services, signin
 from accounts.authentication import CUSTOMER_SCOPE
-from accounts.models import ApiKey
+from accounts.models import ApiKey, Notification
 from accounts.permissions import IsCustomerOwner
-from adminpanel.models import Notification
 
 from . import schema  # noqa: F401 - registers the security schemes with drf-spectacular
 from .mixins import CustomerScopedViewMixin

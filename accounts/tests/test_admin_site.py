@@ -13,7 +13,7 @@ EXPECTED = {
     "accounts.customer", "accounts.membership", "accounts.apikey",
     "agents.modelconfig", "agents.agent", "agents.agentversion",
     "teams.team", "tasks.task", "tasks.taskevent", "tasks.thread",
-    "adminpanel.auditlog", "adminpanel.notification", "adminpanel.killswitch",
+    "core.auditlog", "accounts.notification", "core.killswitch",
     "runtime.workerhost",
 }
 

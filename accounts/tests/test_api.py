@@ -5,7 +5,8 @@ from django.conf import settings
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from adminpanel.models import AuditLog, Notification
+from accounts.models import Notification
+from core.models import AuditLog
 from conftest import token_for
 from tests.api_support import assert_error
 

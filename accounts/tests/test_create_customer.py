@@ -5,7 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import Customer, Membership
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from tests.admin_support import totp_now
 
 pytestmark = pytest.mark.django_db
@@ -110,7 +110,7 @@ def test_the_staff_password_alone_opens_nothing_under_admin(admin_with_device):
     browser = Client(REMOTE_ADDR=ATTACKER)
     # a session from the browsable API's login form (password only)
     assert browser.post("/api-auth/login/", {"username": "root-admin", "password": "password123"}).status_code == 302
-    for path in ("/admin/", "/admin/accounts/apikey/", "/admin/adminpanel/killswitch/add/", "/admin/rq/",
+    for path in ("/admin/", "/admin/accounts/apikey/", "/admin/core/killswitch/add/", "/admin/rq/",
                  "/admin/rq/stats.json/", "/admin/django_rq/dashboard/", "/admin/auth/user/"):
         response = browser.get(path)
         assert response.status_code == 302 and response["Location"].startswith("/admin/login/"), path

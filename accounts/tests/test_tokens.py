@@ -5,7 +5,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 

@@ -3,9 +3,9 @@ import django_filters
 
 from accounts.models import Customer
 from adminpanel import selectors
-from adminpanel.models import AuditLog
 from agents.models import Agent
 from autogen_platform.filters import IdFilter, ordering
+from core.models import AuditLog
 
 
 class CustomerFilter(django_filters.FilterSet):

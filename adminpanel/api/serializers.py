@@ -2,14 +2,15 @@
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.serializers import TokenObtainSerializer
 
-from accounts import signin, tokens
+from accounts import signin
+from accounts.api.serializers import TokenRefreshSerializer
 from accounts.authentication import ADMIN_SCOPE
-from accounts.models import Customer
+from accounts.models import Customer, Notification
 from adminpanel.authentication import admin_token_pair
-from adminpanel.models import AuditLog, Notification
+from agents.models import Agent
 from autogen_platform.serializers import Serializer as StrictSerializer
 from autogen_platform.serializers import RefuseUnknownFieldsMixin
-from agents.models import Agent
+from core.models import AuditLog
 
 
 class AdminTokenObtainSerializer(RefuseUnknownFieldsMixin, TokenObtainSerializer):
@@ -31,18 +32,14 @@ class AdminTokenObtainSerializer(RefuseUnknownFieldsMixin, TokenObtainSerializer
         return admin_token_pair(self.user)
 
 
-class AdminTokenRefreshSerializer(StrictSerializer):
+class AdminTokenRefreshSerializer(TokenRefreshSerializer):
     """An admin refresh token -> a new access token and a new refresh token (the one sent is used up)."""
 
-    refresh = serializers.CharField()
-    access = serializers.CharField(read_only=True)
+    scope = ADMIN_SCOPE
+    no_account = "No active staff account for this token"
 
-    def validate(self, attrs):
-        refresh = tokens.refresh_token_parse(attrs["refresh"], ADMIN_SCOPE)
-        user = tokens.refresh_token_user(refresh)
-        if user is None or not user.is_staff:
-            raise exceptions.AuthenticationFailed("No active staff account for this token", "no_active_account")
-        return tokens.refresh_token_rotate(refresh)
+    def account_allowed(self, user) -> bool:
+        return user.is_staff
 
 
 INT_MAX, BIGINT_MAX = 2**31 - 1, 2**63 - 1

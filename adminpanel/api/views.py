@@ -15,6 +15,7 @@ from accounts.authentication import ADMIN_SCOPE
 from adminpanel import selectors, services
 from adminpanel.authentication import AdminJWTAuthentication
 from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
+from agents.services import agent_stop
 
 from . import schema  # noqa: F401 - registers the admin security scheme with drf-spectacular
 from .filters import AdminAgentFilter, AuditFilter, CustomerFilter
@@ -159,8 +160,6 @@ class AgentStopView(AdminAPIView):
 
     @extend_schema(summary="Stop an agent: no new tasks start and its running tasks are stopped", request=None)
     def post(self, request, pk):
-        from agents.services import agent_stop
-
         agent = agent_stop(actor=request.user, agent=selectors.agent_get(pk), request=request)
         return Response(AdminAgentSerializer(agent).data)
 

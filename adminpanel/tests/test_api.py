@@ -5,7 +5,8 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Customer
-from adminpanel.models import AuditLog, Notification
+from accounts.models import Notification
+from core.models import AuditLog
 from tasks.models import Task
 from tests.admin_support import GroupListener, make_agent
 
@@ -98,7 +99,7 @@ def test_deleting_a_customer_removes_everything_it_owns_after_the_retention(admi
     from django.conf import settings
     from django.utils import timezone
 
-    from accounts.services import customer_purge_deleted
+    from tasks.purge import customer_purge_deleted
     from agents.models import Agent, ModelConfig
     from teams.models import Team, TeamMember
 
@@ -183,7 +184,7 @@ def test_broadcast_reaches_customers_notifications(admin_api, make_customer, cli
 
 
 def test_audit_log_filters_and_pages_newest_first(admin_api, make_customer, staff_user):
-    from adminpanel.services import audit_record
+    from core.services import audit_record
 
     acme, alice = make_customer("acme", username="alice")
     globex, bob = make_customer("globex", username="bob")

@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
 
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from conftest import token_for
 
 pytestmark = pytest.mark.django_db

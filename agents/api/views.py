@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from accounts.api.mixins import CustomerScopedViewMixin, ServiceWriteMixin
 from accounts.selectors import customer_for_user
 from agents import selectors, services
+from agents.components import agent_export, agents_import
 from agents.models import Agent, ModelConfig
 from runtime.tools import tool_catalog
 
@@ -150,8 +151,6 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
     )
     @action(detail=True, methods=["get"])
     def component(self, request, pk=None):
-        from agents.components import agent_export
-
         return Response(agent_export(self.get_object()))
 
     @extend_schema(
@@ -163,8 +162,6 @@ class AgentViewSet(CustomerScopedViewMixin, ServiceWriteMixin, viewsets.ModelVie
     )
     @action(detail=False, methods=["post"], url_path="import")
     def import_component(self, request):
-        from agents.components import agents_import
-
         result = agents_import(actor=request.user, customer=customer_for_user(request.user), data=request.data,
                                request=request)
         return Response(result, status=201)

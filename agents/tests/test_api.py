@@ -2,8 +2,8 @@
 import pytest
 
 from accounts.crypto import decrypt
-from adminpanel.models import AuditLog
 from agents.models import Agent, AgentVersion, ModelConfig
+from core.models import AuditLog
 from tasks.models import Task
 from tasks.services import task_mark_running
 from tests.api_support import assert_error, make_agent, make_model, make_task, make_team
@@ -218,7 +218,7 @@ def test_stop_cancels_queued_tasks_stops_running_ones_and_start_reopens(owner, a
     queued.refresh_from_db()
     running.refresh_from_db()
     assert queued.status == "cancelled" and queued.error == {"code": "cancelled", "message": "agent stopped"}
-    assert running.status == "running" and running.cancel_requested == "cancelled"
+    assert running.status == "running" and running.stop_requested == "cancelled"
     assert_error(api.post("/api/tasks/", {"agent": agent.pk, "input": "hi"}, format="json"), 409, "conflict")
 
     assert api.post(f"/api/agents/{agent.pk}/start/").json()["status"] == "active"
@@ -236,7 +236,7 @@ def test_restart_stops_running_tasks_and_moves_queued_ones_to_the_current_versio
     assert response.status_code == 200 and response.json()["status"] == "active"
     running.refresh_from_db()
     queued.refresh_from_db()
-    assert running.status == "running" and running.cancel_requested == "restart"
+    assert running.status == "running" and running.stop_requested == "restart"
     assert queued.status == "queued" and queued.agent_version == 2
     assert queued.spec["agents"][0]["system_message"] == "v2"
 

@@ -85,12 +85,14 @@ INSTALLED_APPS = [
     "runtime",
     "channels",
     "django_rq",
+    "core",
     "accounts",
     "agents",
     "teams",
     "tasks",
     "adminpanel",
     "integrations",
+    "specs",
     "studio",
 ]
 
@@ -263,7 +265,7 @@ AXES_FAILURE_LIMIT = env("LOGIN_FAILURE_LIMIT", 5, int)
 LOGIN_CLIENT_FAILURE_LIMIT = env("LOGIN_CLIENT_FAILURE_LIMIT", 30, int)
 AXES_COOLOFF_TIME = timedelta(minutes=env("LOGIN_LOCKOUT_MINUTES", 15, int))
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "adminpanel.services.client_ip"
+AXES_CLIENT_IP_CALLABLE = "core.services.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.signin.lockout_response"
 AXES_VERBOSE = False
 # Successful sign-ins are in the audit log already (accounts.signin); axes keeps only the failure counters.
@@ -278,7 +280,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "autogen_platform.schema.refuse_unknown_properties"],
+                             "autogen_platform.schema.refuse_unknown_properties",
+                             # the SSE stream and the WebSocket frames, which are not DRF views
+                             "autogen_platform.schema_streams.add_live_streams"],
     # Swagger UI and Redoc from drf-spectacular-sidecar's files, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -338,6 +342,9 @@ TASK_REQUEUE_SECONDS = env("TASK_REQUEUE_SECONDS", 30, float)
 REAPER_INTERVAL_SECONDS = env("REAPER_INTERVAL_SECONDS", 2, float)
 # A task waiting in input_required for a person's answer longer than this ends timed_out (input_timeout).
 TASK_INPUT_TIMEOUT_SECONDS = env("TASK_INPUT_TIMEOUT_SECONDS", 86400, float)
+# A task's work dir kept (packed, on the task row) while it waits for input, at most this many bytes
+# compressed; over it the files are dropped and a log event says so. 0: never kept.
+TASK_INPUT_WORKDIR_MAX_BYTES = env("TASK_INPUT_WORKDIR_MAX_BYTES", 2 * 1024 * 1024, int)
 # Whether model calls (made by workers, on the customers' behalf) may go to loopback, private or
 # link-local addresses, e.g. a local Ollama. Production (settings.prod) defaults to no.
 MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", True, bool)

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from adminpanel.models import AuditLog
+from core.models import AuditLog
 from integrations import scheduling
 from integrations.models import Schedule, WebhookDelivery
 from integrations.services import schedules_fire_due

@@ -13,6 +13,7 @@ import traceback
 import warnings
 
 from .channel import Channel, die_with_group
+from .linux import PR_SET_DUMPABLE, PR_SET_PDEATHSIG
 
 
 def _harden() -> None:
@@ -20,7 +21,7 @@ def _harden() -> None:
     open /proc/1/mem, ptrace us or pidfd_getfd the broker channel; and no import from the work dir,
     which the code runner writes (`python -m` put it first on sys.path)."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):
         pass
     try:
@@ -34,7 +35,7 @@ def _die_with_parent() -> None:
     """Belt and braces next to the channel's EOF: the kernel kills us if the supervisor dies."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:
             os._exit(70)
     except (OSError, AttributeError):
@@ -75,7 +76,7 @@ async def run(channel: Channel, start: dict) -> None:
     resume = start.get("resume")
     if saved:
         if saved.get("shape") == shape:
-            await runnable.load_state(human.prepare_state(saved["state"], resume["pending"]) if resume else saved["state"])
+            await human.load_state(runnable, saved["state"], resume["pending"] if resume else None)
         elif resume:
             raise RuntimeError("The state saved while the task waited for input does not fit its agents any more")
         else:

@@ -26,9 +26,10 @@ from autogen_agentchat.teams import (
     Swarm,
 )
 from autogen_core.tools import FunctionTool
+from autogen_ext.tools.code_execution import PythonCodeExecutionTool
 
 from . import human
-from .broker import BrokerChatCompletionClient
+from .model_client import BrokerChatCompletionClient
 from .coderun import RunnerCodeExecutor
 from .names import agent_identifier
 from .tools import TOOLS
@@ -59,11 +60,23 @@ def _tools(names: list[str]) -> list[FunctionTool]:
     ]
 
 
-def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, handoffs=()) -> AssistantAgent:
+def _timeout(entry: dict) -> int:
+    return int((entry.get("limits") or {}).get("timeout_seconds") or 60)
+
+
+def _code_tool(entry: dict) -> PythonCodeExecutionTool:
+    """AgentChat's code tool, for a member that runs code where no executor agent can follow it (swarm, graph):
+    the agent calls it with the code, which the sandbox's code runner runs (another uid), never this process."""
+    return PythonCodeExecutionTool(RunnerCodeExecutor(timeout=max(1, _timeout(entry))))
+
+
+def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, handoffs=(),
+               code_tool: bool = False) -> AssistantAgent:
     client = BrokerChatCompletionClient(
         channel, caller=ident, agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
     )
-    tools = human.gate_tools(_tools(entry.get("tools") or []), entry, ident)
+    tools = _tools(entry.get("tools") or []) + ([_code_tool(entry)] if code_tool else [])
+    tools = human.gate_tools(tools, entry, ident)
     kwargs = {}
     if tools:
         kwargs.update(tools=tools, reflect_on_tool_use=True, max_tool_iterations=5)
@@ -96,8 +109,7 @@ def _with_person(entry: dict, ident: str, assistant, taken: set):
     after its code runs, with code_execution), until someone says TERMINATE."""
     participants = [assistant]
     if entry.get("code_execution"):
-        timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
-        participants.append(_executor(ident, taken, timeout, entry))
+        participants.append(_executor(ident, taken, _timeout(entry), entry))
     participants.append(human.user_proxy({"description": "The person who gave the task"},
                                          agent_identifier("person", taken)))
     team = RoundRobinGroupChat(
@@ -172,9 +184,8 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
             return assistant, "agent", names
         if entry.get("human_input"):
             return _with_person(entry, ident, assistant, taken)
-        timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
         team = RoundRobinGroupChat(
-            [assistant, _executor(ident, taken, timeout, entry)],
+            [assistant, _executor(ident, taken, _timeout(entry), entry)],
             termination_condition=TextMentionTermination("TERMINATE", sources=[ident])
             | MaxMessageTermination(CODE_LOOP_MAX_MESSAGES),
         )
@@ -188,10 +199,9 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
     idents = {name: ident for ident, name in names.items()}
     # A handoff condition names a member or an outside target such as "user": every agent can hand off to it.
     external = [idents.get(t, t) for t in handoff_targets(conf) if t not in idents]
-    if mode in ("swarm", "graph"):
-        running_code = [e["name"] for e in entries if e.get("code_execution")]
-        if running_code:
-            raise ValueError(f"{mode} teams do not run code: {', '.join(running_code)} has code_execution on")
+    # In a swarm or a graph the next speaker follows from the member's own message (a handoff, an edge), so
+    # a member that runs code does it itself, with the code tool, instead of an executor agent after it.
+    code_tool = mode in ("swarm", "graph")
     participants = []
     by_id = {}
     for entry in entries:
@@ -204,12 +214,12 @@ def build(spec: dict, channel, models: dict, stream: bool = True):
         handoffs = list(external)
         if mode == "swarm":
             handoffs = [idents[e["name"]] for e in entries if e is not entry] + handoffs
-        agent = _assistant(entry, ident, channel, models, stream, handoffs=handoffs)
+        runs_code = bool(entry.get("code_execution"))
+        agent = _assistant(entry, ident, channel, models, stream, handoffs=handoffs, code_tool=runs_code and code_tool)
         by_id[entry.get("id")] = agent
         participants.append(agent)
-        if entry.get("code_execution"):
-            timeout = int((entry.get("limits") or {}).get("timeout_seconds") or 60)
-            participants.append(_executor(ident, taken, timeout, entry))
+        if runs_code and not code_tool:
+            participants.append(_executor(ident, taken, _timeout(entry), entry))
     termination = _termination(conf, idents)
     shape = "team:" + mode + ":" + ",".join(p.name for p in participants)
 

@@ -57,6 +57,21 @@ class _Runner:
             return _result(line)
 
 
+    async def call(self, request: dict) -> dict:
+        """One request that is not a run (pack, unpack): its answer, {} when there is none."""
+        async with self.lock:
+            try:
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(sock=socket.socket(fileno=self.fd),
+                                                                             limit=REPLY_LIMIT)
+                self.writer.write((json.dumps(request) + "\n").encode())
+                await self.writer.drain()
+                answer = json.loads(await self.reader.readline())
+            except (ValueError, ConnectionError, RuntimeError, asyncio.LimitOverrunError):
+                return {}
+            return answer if isinstance(answer, dict) else {}
+
+
 def _result(line: bytes) -> CodeResult:
     try:
         answer = json.loads(line)
@@ -99,3 +114,21 @@ class RunnerCodeExecutor(CodeExecutor):
 
     async def restart(self) -> None:
         pass
+
+
+async def pack_workdir(limit: int) -> tuple[str | None, bool]:
+    """The work dir, packed by the code runner (which owns it) to outlive a wait for a person:
+    (base64 tar.gz or None, whether it was over `limit`)."""
+    target = runner()
+    if target is None or limit <= 0:
+        return None, False
+    answer = await target.call({"op": "pack", "limit": int(limit)})
+    archive = answer.get("archive")
+    return (archive if isinstance(archive, str) else None), bool(answer.get("too_large"))
+
+
+async def unpack_workdir(archive: str) -> bool:
+    target = runner()
+    if target is None:
+        return False
+    return (await target.call({"op": "unpack", "archive": archive})).get("ok") is True

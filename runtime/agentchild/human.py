@@ -5,7 +5,9 @@ the run cannot wait here: the child saves the AgentChat state, tells the supervi
 (`{"op": "input", request, pending, state}`) and ends; the task waits without a process. When the
 answer comes, a new child loads the state and finishes the interrupted turn from `pending` and the
 answer (the person's text becomes the user proxy's message; approved calls run, denied ones do not and
-the agent is told), then the run continues from there.
+the agent is told), then the run continues from there: the team's manager takes that message as the
+asking member's response, whatever the team class. The code runner packs the work dir with the state
+and unpacks it in the new sandbox.
 """
 import asyncio
 import json
@@ -20,14 +22,19 @@ from autogen_agentchat.messages import (
     TextMessage,
     ToolCallExecutionEvent,
 )
-from autogen_core import CancellationToken
+from autogen_agentchat.teams._group_chat._events import GroupChatAgentResponse, GroupChatStart
+from autogen_core import CancellationToken, DefaultTopicId
 from autogen_core.models import FunctionExecutionResult, FunctionExecutionResultMessage
 from autogen_core.tools import FunctionTool
+from autogen_ext.tools.code_execution import PythonCodeExecutionTool
+
+from . import coderun
 
 # What a denied tool call returns to the model.
 DENIED_TOOL = "The user denied this tool call; it was not run."
 DENIED_CODE = "denied by the user"
 MAX_PROMPT = 4000
+CODE_TOOL = "CodeExecutor"  # the name of AgentChat's PythonCodeExecutionTool
 # After someone asked: how long the events already produced get to reach the channel before the state is saved.
 SETTLE_TICKS = 10
 SETTLE_SECONDS = 0.01
@@ -94,18 +101,30 @@ class PlatformUserProxy(UserProxyAgent):
         return ""  # not reached
 
 
-class ApprovalTool(FunctionTool):
-    """A tool whose calls wait for a person's approval."""
+class _Gated:
+    """A tool whose calls wait for a person's approval (mixed into the tool's own class)."""
 
-    def __init__(self, func, *, description: str, name: str, agent: str):
-        super().__init__(func, description=description, name=name)
-        self._agent = agent
+    _agent: str
 
     async def run_json(self, args, cancellation_token, call_id=None):
         await GATE.ask({"kind": "approval", "what": "tools", "agent": self._agent})
 
     async def run_approved(self, args, cancellation_token):
         return await super().run_json(args, cancellation_token)
+
+
+class ApprovalTool(_Gated, FunctionTool):
+    def __init__(self, func, *, description: str, name: str, agent: str):
+        super().__init__(func, description=description, name=name)
+        self._agent = agent
+
+
+class ApprovalCodeTool(_Gated, PythonCodeExecutionTool):
+    """AgentChat's code tool (a swarm or graph member's code runs) whose runs wait for approval."""
+
+    def __init__(self, executor, *, agent: str):
+        super().__init__(executor)
+        self._agent = agent
 
 
 def user_proxy(entry: dict, ident: str) -> PlatformUserProxy:
@@ -117,10 +136,14 @@ def gate_tools(tools: list, entry: dict, ident: str) -> list:
     approval = set(entry.get("approval") or [])
     if not approval:
         return tools
+    if "code_execution" in approval:  # the code tool's runs are the agent's code runs
+        approval.add(CODE_TOOL)
     GATE.approval[ident] = approval
     gated = []
     for tool in tools:
-        if tool.name in approval:
+        if isinstance(tool, PythonCodeExecutionTool) and tool.name in approval:
+            tool = ApprovalCodeTool(tool._executor, agent=ident)
+        elif tool.name in approval:
             tool = ApprovalTool(tool._func, description=tool.description, name=tool.name, agent=ident)
         gated.append(tool)
     GATE.tools[ident] = {tool.name: tool for tool in gated}
@@ -193,6 +216,7 @@ async def run_or_ask(channel, runnable, shape: str, start: dict, mapper, names: 
     async def work():
         task = start["input"]
         if start.get("resume"):
+            await _restore_workdir(channel, start["resume"].get("workdir"))
             task = await _continue(runnable, start["resume"], channel, mapper)
             if isinstance(task, TaskResult):
                 return task
@@ -212,11 +236,32 @@ async def run_or_ask(channel, runnable, shape: str, start: dict, mapper, names: 
         return running.result()
     for _ in range(SETTLE_TICKS):  # what the team produced before asking reaches the channel first
         await asyncio.sleep(SETTLE_SECONDS)
-    pending = asked.result()
+    pending = {**asked.result(), "run_from": _run_from}
     request = await _describe(pending, runnable, names)
     state = await runnable.save_state()
-    await channel.send({"op": "input", "request": request, "pending": pending, "state": {"shape": shape, "state": state}})
+    workdir = await _keep_workdir(channel, int(start.get("workdir_limit") or 0))
+    await channel.send({"op": "input", "request": request, "pending": pending, "state": {"shape": shape, "state": state},
+                        "workdir": workdir})
     return ASKED
+
+
+async def _note(channel, kind: str, text: str) -> None:
+    await channel.send({"op": "event", "type": "log", "source": "platform", "content": {"kind": kind, "text": text}})
+
+
+async def _keep_workdir(channel, limit: int) -> str | None:
+    """What the code wrote, packed to be unpacked when the task resumes (the sandbox ends meanwhile)."""
+    archive, too_large = await coderun.pack_workdir(limit)
+    if too_large:
+        await _note(channel, "workdir_not_kept", f"The work directory is over {limit} bytes packed: its files are "
+                                                 "not kept while the task waits for input.")
+    return archive
+
+
+async def _restore_workdir(channel, archive) -> None:
+    if isinstance(archive, str) and archive and not await coderun.unpack_workdir(archive):
+        await _note(channel, "workdir_not_restored", "The work directory kept while the task waited could not be "
+                                                     "restored; the task goes on without its files.")
 
 
 # -- resuming ------------------------------------------------------------------------------------
@@ -233,9 +278,90 @@ def prepare_state(state: dict, pending: dict) -> dict:
     return state
 
 
+class _AnswerOfTheAskingTurn:
+    """Stands in for a team manager's GroupChatStart handler in a resumed run: the start message is the
+    answer of the member whose turn asked (the user proxy's reply, the agent's reply after its approved
+    calls), delivered as AgentChat delivers a member's response: logged, given to the other members, then
+    the manager's own handle_agent_response (thread, turn count, termination, next speaker). A new start
+    (and MagenticOne's planning) would not continue the run where it stopped; this is the same for every
+    team class, since each manager handles a member's response in handle_agent_response."""
+
+    def __init__(self, ordinary: list):
+        self.ordinary = ordinary
+
+    @staticmethod
+    def router(message, ctx) -> bool:
+        return True
+
+    async def __call__(self, manager, start, ctx):
+        manager._handlers[GroupChatStart] = self.ordinary  # used once
+        message = start.messages[-1]
+        answer = GroupChatAgentResponse(response=Response(chat_message=message), name=message.source)
+        await manager._output_message_queue.put(message)
+        # To the members, as the member's container publishes it (the runtime does not deliver it to us).
+        await manager.publish_message(answer, topic_id=DefaultTopicId(type=manager._group_topic_type),
+                                      cancellation_token=ctx.cancellation_token)
+        manager._active_speakers = [message.source]  # what the manager was waiting for when the state was saved
+        await manager.handle_agent_response(answer, ctx)
+
+
+def _resume_at_the_asking_turn(team) -> None:
+    """Before the team is initialised (load_state does it): its manager takes the resumed run's start as
+    the asking member's answer. AgentChat builds the manager through this factory method; its message
+    handlers are looked up per instance (RoutedAgent._handlers), so one entry is replaced."""
+    original = team._create_group_chat_manager_factory
+
+    def factory(*args, **kwargs):
+        make = original(*args, **kwargs)
+
+        def create():
+            manager = make()
+            manager._handlers[GroupChatStart] = [_AnswerOfTheAskingTurn(list(manager._handlers[GroupChatStart]))]
+            return manager
+
+        return create
+
+    team._create_group_chat_manager_factory = factory
+
+
+# Where this task's run starts in its team's message thread (a thread's earlier tasks come before it).
+_run_from = 0
+
+
+def _thread(runnable, state: dict) -> list:
+    name = getattr(runnable, "_group_chat_manager_name", None)
+    manager = ((state or {}).get("agent_states") or {}).get(name) if name else None
+    thread = manager.get("message_thread") if isinstance(manager, dict) else None
+    return thread if isinstance(thread, list) else []
+
+
+async def _count_the_run_so_far(runnable, thread: list) -> None:
+    """A termination condition keeps no saved state in AgentChat: given the messages of the run before the
+    question again, it counts (max_messages, max_tokens, an `all` half met) from where the run stood."""
+    condition = getattr(runnable, "_termination_condition", None)
+    if condition is None or not thread:
+        return
+    if await condition([runnable._message_factory.create(m) for m in thread]) is not None:
+        await condition.reset()  # cannot be (the run went on after these), but never start terminated
+
+
+async def load_state(runnable, state: dict, pending: dict | None) -> None:
+    """Load a saved state; when it was saved while someone was asked (pending), ready to finish that turn."""
+    global _run_from
+    if pending is None:
+        await runnable.load_state(state)
+        _run_from = len(_thread(runnable, state))
+        return
+    if hasattr(runnable, "_participants"):
+        _resume_at_the_asking_turn(runnable)
+    await runnable.load_state(prepare_state(state, pending))
+    _run_from = int(pending.get("run_from") or 0)
+    await _count_the_run_so_far(runnable, _thread(runnable, state)[_run_from:])
+
+
 def _skip_own_messages(agent) -> None:
-    """The turn finished on resume is given to the team as its start; its author must not get it back
-    (AgentChat never delivers an agent its own message)."""
+    """The turn finished on resume is delivered to the team's members by its manager; its author must not
+    get it back (AgentChat never delivers an agent its own message)."""
     original = agent.on_messages_stream
 
     async def on_messages_stream(messages, cancellation_token):
@@ -257,7 +383,7 @@ async def _run_call(ident: str, call) -> FunctionExecutionResult:
                                        is_error=True, name=call.name)
     try:
         args = json.loads(call.arguments or "{}")
-        run = tool.run_approved if isinstance(tool, ApprovalTool) else tool.run_json
+        run = tool.run_approved if isinstance(tool, _Gated) else tool.run_json
         value = await run(args, CancellationToken())
         return FunctionExecutionResult(content=tool.return_value_as_string(value), call_id=call.id, is_error=False,
                                        name=call.name)

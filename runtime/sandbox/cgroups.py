@@ -134,6 +134,18 @@ def detect() -> Hierarchies:
     return h
 
 
+
+_hierarchies_cache: Hierarchies | None = None
+
+
+def hierarchies() -> Hierarchies:
+    """detect(), once per process."""
+    global _hierarchies_cache
+    if _hierarchies_cache is None:
+        _hierarchies_cache = detect()
+    return _hierarchies_cache
+
+
 def _read(path: Path, default=None):
     try:
         return path.read_text()

@@ -16,6 +16,16 @@ and serves requests, one at a time, as JSON lines on its socket:
                       {"op": "cancel"}          (while a run is under way: stop it)
     runner -> agent   {"exit_code": int, "output": str, "code_file": str | null}
 
+    agent -> runner   {"op": "pack", "limit": bytes}     (the task stops to wait for a person)
+    runner -> agent   {"archive": base64 tar.gz of the work dir | null, "too_large": bool}
+    agent -> runner   {"op": "unpack", "archive": ...}   (the resumed task: the work dir as it was)
+    runner -> agent   {"ok": bool, "error": str}
+
+Packing and unpacking run here, as the code's uid inside the sandbox: the archive holds only what the
+code could read, and unpacking ("data" filter: absolute names made relative, no "..", no links out, no
+devices, no setuid)
+can only write where the code could, within the work dir's size cap.
+
 Each block runs the way AutoGen's LocalCommandLineCodeExecutor runs it (the same languages, file
 names, output order, exit codes 124 for a timeout and 125 for a cancel), as a child of the runner in
 the work directory, with the task's environment minus the AGENTCHILD_* descriptors' names.
@@ -46,12 +56,19 @@ def serve(fd: int, config: dict) -> None:
             request = json.loads(line)
         except ValueError:
             request = None
-        if not isinstance(request, dict) or request.get("op") != "run":
+        op = request.get("op") if isinstance(request, dict) else None
+        if op not in ("run", "pack", "unpack"):
             continue  # a cancel that came after its run ended, or noise: nothing to answer
         try:
-            reply = _run(request, fd, workdir, env)
+            if op == "pack":
+                reply = _pack(workdir, int(request.get("limit") or 0))
+            elif op == "unpack":
+                reply = _unpack(workdir, str(request.get("archive") or ""))
+            else:
+                reply = _run(request, fd, workdir, env)
         except Exception as exc:  # noqa: BLE001 - the agent always gets an answer
-            reply = {"exit_code": 1, "output": f"the code runner failed: {type(exc).__name__}: {exc}", "code_file": None}
+            failure = f"the code runner failed: {type(exc).__name__}: {exc}"
+            reply = {"exit_code": 1, "output": failure, "code_file": None} if op == "run" else {"ok": False, "error": failure}
         data = (json.dumps(reply) + "\n").encode()
         try:
             while data:
@@ -75,6 +92,54 @@ def _read_line(fd: int, pending: bytes):
         pending += chunk
     line, _, rest = pending.partition(b"\n")
     return line, rest
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _pack(workdir: str, limit: int) -> dict:
+    """The work dir as a base64 tar.gz of at most `limit` bytes (None, too_large, when it does not fit)."""
+    import base64
+    import io
+    import tarfile
+
+    class Bounded(io.BytesIO):
+        def write(self, data):
+            if self.tell() + len(data) > limit:
+                raise _TooLarge
+            return super().write(data)
+
+    names = sorted(os.listdir(workdir))
+    if not names:
+        return {"archive": None, "too_large": False}
+    buffer = Bounded()
+    try:
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for name in names:
+                try:
+                    tar.add(os.path.join(workdir, name), arcname=name)
+                except OSError:
+                    pass  # what the code made unreadable is not kept
+    except _TooLarge:
+        return {"archive": None, "too_large": True}
+    return {"archive": base64.b64encode(buffer.getvalue()).decode(), "too_large": False}
+
+
+def _unpack(workdir: str, archive: str) -> dict:
+    import base64
+    import io
+    import tarfile
+
+    def data_only(member, path):
+        try:
+            return tarfile.data_filter(member, path)
+        except tarfile.FilterError:
+            return None  # e.g. a link out of the work dir: left out, the rest comes back
+
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(archive, validate=True)), mode="r:gz") as tar:
+        tar.extractall(workdir, filter=data_only)
+    return {"ok": True}
 
 
 def _silence_pip(code: str, lang: str) -> str:

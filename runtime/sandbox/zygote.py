@@ -23,7 +23,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-AGENTCHILD_PARENT = HERE.parent  # runtime/: the directory that holds the agentchild package
+# runtime/: the directory that holds the agentchild package, the only platform code a child can import (defined
+# here, the stdlib-only script that needs it first; the sandbox and the supervisor import it from here)
+AGENTCHILD_PARENT = HERE.parent
+AGENTCHILD_DIR = AGENTCHILD_PARENT / "agentchild"
 REPLY_TIMEOUT = 2.0
 READY_TIMEOUT = 60.0
 MAX_FDS = 32
@@ -171,7 +174,6 @@ def _read_all(fd: int, timeout: float) -> bytes:
 def _preload() -> None:
     """Import what a task's child imports (nothing runs: no loop, no thread, no socket)."""
     sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(AGENTCHILD_PARENT))
     import asyncio  # noqa: F401
     import warnings  # noqa: F401
 
@@ -279,7 +281,7 @@ def _run_agentchild(config: dict) -> None:
                     pass
         os.environ.clear()
         os.environ.update(config["env"])
-        sys.argv = [str(AGENTCHILD_PARENT / "agentchild" / "__main__.py")]
+        sys.argv = [str(AGENTCHILD_DIR / "__main__.py")]
         sys.dont_write_bytecode = True
         # The signal dispositions a fresh interpreter sets up.
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -310,8 +312,11 @@ def main() -> None:
     import ctypes
     import signal
 
+    sys.path.insert(0, str(AGENTCHILD_PARENT))  # the agentchild package: what a task's child imports (_preload)
+    from agentchild.linux import PR_SET_PDEATHSIG
+
     control_fd, worker_pid = int(sys.argv[1]), int(sys.argv[2])
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the worker
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the worker
     if os.getppid() != worker_pid:
         os._exit(0)
     sock = socket.socket(fileno=control_fd)

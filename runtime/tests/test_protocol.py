@@ -104,6 +104,17 @@ def test_an_input_request_of_an_agent_that_may_ask_stops_the_run_with_its_state(
         handle(run, {"op": "done", "result": {"text": "forged"}, "state": {}})
 
 
+def test_an_input_request_keeps_a_packed_work_dir_within_its_limit_only(run, settings):
+    settings.TASK_INPUT_WORKDIR_MAX_BYTES = 30
+    run.ctx.spec = {"agents": [{"id": 3, "human_input": True}]}
+    with pytest.raises(ProtocolViolation, match="work directory"):
+        handle(run, {**INPUT_REQUEST, "workdir": "A" * 45})
+    with pytest.raises(ProtocolViolation, match="work directory"):
+        handle(run, {**INPUT_REQUEST, "workdir": {"path": "/etc"}})
+    handle(run, {**INPUT_REQUEST, "workdir": "H4sI" + "A" * 36})
+    assert run.outcome.result().state["workdir"] == "H4sI" + "A" * 36
+
+
 def test_an_approval_request_needs_an_agent_with_approval(run):
     run.ctx.spec = {"agents": [{"id": 3, "human_input": True}]}
     with pytest.raises(ProtocolViolation, match="cannot make"):

@@ -723,6 +723,26 @@ time.sleep(5)
         out.close()
 
 
+def test_a_sandbox_never_runs_the_probe_itself(root):
+    """The probe runs when a worker starts (probe_capabilities()); a Sandbox only takes its choice."""
+    box = Sandbox(task_id=5, limits=SandboxLimits(), root=root)
+    config = REPORT["config"]
+    assert (box.mode, box.use_cgroups, box.use_seccomp) == (config["namespaces"], config["cgroups"], config["seccomp"])
+    # In a fresh process where nothing probed, building one fails at once instead of probing.
+    program = (
+        "import sys\n"
+        "from runtime.sandbox import Sandbox, SandboxError, SandboxLimits\n"
+        "try:\n"
+        "    Sandbox(task_id=5, limits=SandboxLimits(), root=sys.argv[1])\n"
+        "except SandboxError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program, str(root)], capture_output=True, text=True, timeout=60,
+                          cwd=settings.BASE_DIR)
+    assert done.returncode == 0 and "call probe_capabilities() at start-up" in done.stdout, done.stdout + done.stderr
+    assert not list(root.glob("task-5-*"))
+
+
 def test_a_sandbox_that_cannot_be_built_raises_a_clear_error_and_leaves_nothing(root):
     box = Sandbox(task_id=5, limits=SandboxLimits(), root=root)
     with pytest.raises(SandboxError, match="nonexistent"):
@@ -758,14 +778,14 @@ def test_older_cgroup_setups_still_kill_and_count(root, marker, monkeypatch, var
     """Kill by freeze + SIGKILL, and CPU time from v1 cpuacct, as on hosts without cgroup.kill or v2."""
     import dataclasses
 
-    import runtime.sandbox as sandbox_module
+    from runtime.sandbox import cgroups
 
     need("cgroup_memory", "cgroup_pids", "cgroup_cpu")
-    real = sandbox_module._hierarchies()
+    real = cgroups.hierarchies()
     if "freezer" not in real.v1 or ("cpuacct" not in real.v1 and variant == "cgroup v1 only"):
         host_lacks("a writable v1 freezer or cpuacct hierarchy")
     fake = dataclasses.replace(real, v2_kill=False, v2=None if variant == "cgroup v1 only" else real.v2)
-    monkeypatch.setattr(sandbox_module, "_hierarchies", lambda: fake)
+    monkeypatch.setattr(cgroups, "hierarchies", lambda: fake)
     _escape_and_kill(root, marker)
     box, status, output = run(root, "while True: pass", marker, limits=SandboxLimits(memory_mb=128, cpu_seconds=1))
     assert box.cgroup.uses["kill"] is None and box.cgroup.uses["freezer"] == "v1"

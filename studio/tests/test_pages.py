@@ -263,3 +263,102 @@ def test_seed_demo_objects_and_runs_show_in_the_studio():
     assert "4 runs" in runs and "demo-team (team)" in runs
     assert "demo-agent → demo-critic" in teams
     assert "calculator" in agents and "runs code" in agents
+
+
+def _waiting_task(owner, agent, request):
+    from tasks.services import task_mark_running, task_suspend
+
+    task = make_task(owner, agent=agent, input="Plan my trip")
+    task_mark_running(task_id=task.pk, worker="w", pid=1)
+    assert task_suspend(task_id=task.pk, request=request, suspension={"state": {}}, usage={})
+    return task
+
+
+def test_a_run_waiting_for_input_shows_the_question_and_takes_the_answer(make_customer):
+    customer, owner = make_customer("asking-co")
+    agent = make_agent(customer, name="planner", human_input=True)
+    task = _waiting_task(owner, agent, {"kind": "input", "agent": "planner", "prompt": "Which city <b>first</b>?"})
+    client = signed_in(owner)
+
+    # the run page shows the question (escaped) and a labelled answer box posting to the answer view
+    page = client.get(f"/studio/runs/{task.pk}/")
+    html = page.content.decode()
+    assert 'id="input-request"' in html and "Which city &lt;b&gt;first&lt;/b&gt;?" in html
+    assert '<label for="answer-text">Your answer to planner</label>' in html
+    assert f'action="/studio/runs/{task.pk}/input/"' in html and 'id="approve-button"' not in html
+    assert "planner asks: Which city" in text(page)
+    # a viewer sees the question but cannot answer
+    _, viewer = make_customer("asking-co", role="viewer")
+    as_viewer = signed_in(viewer)
+    shown = as_viewer.get(f"/studio/runs/{task.pk}/").content.decode()
+    assert "Which city" in shown and 'id="answer-form"' not in shown and "Viewers cannot answer" in shown
+    assert as_viewer.post(f"/studio/runs/{task.pk}/input/", {"text": "Rome"}).status_code == 403
+    assert Task.objects.get(pk=task.pk).status == "input_required"
+
+    # when the owner answers (htmx), the live part comes back without the box, and the run is queued again
+    answered = client.post(f"/studio/runs/{task.pk}/input/", {"text": "Rome"}, HTTP_HX_REQUEST="true")
+    assert answered.status_code == 200 and 'id="answer-sent"' in answered.content.decode()
+    assert 'id="answer-form"' not in answered.content.decode()
+    task.refresh_from_db()
+    assert task.status == "queued" and task.suspension["answer"] == {"kind": "input", "text": "Rome"}
+    assert f"answered by {owner.username}: Rome" in text(client.get(f"/studio/runs/{task.pk}/"))
+    # and a second answer is refused, saying why (a plain form post: the run page with 409)
+    again = client.post(f"/studio/runs/{task.pk}/input/", {"text": "Paris"})
+    assert again.status_code == 409 and "not waiting for input" in text(again)
+
+
+def test_an_approval_is_approved_or_denied_with_buttons(make_customer):
+    customer, owner = make_customer("approving-co")
+    agent = make_agent(customer, name="calc", tools=["calculator"], approval=["calculator"])
+    task = _waiting_task(owner, agent, {"kind": "approval", "agent": "calc", "prompt": "calc wants to call:\ncalculator",
+                                        "tool_calls": [{"id": "c1", "name": "calculator",
+                                                        "arguments": {"expression": "6*7"}}]})
+    client = signed_in(owner)
+
+    html = client.get(f"/studio/runs/{task.pk}/").content.decode()
+    assert 'id="approve-button"' in html and 'id="deny-button"' in html and 'id="answer-text"' not in html
+    assert "calc asks for your approval" in html and "6*7" in html
+    # a text answer to an approval is refused on the page
+    wrong = client.post(f"/studio/runs/{task.pk}/input/", {"text": "ok"})
+    assert wrong.status_code == 400 and "approve" in text(wrong)
+
+    denied = client.post(f"/studio/runs/{task.pk}/input/", {"approve": "false"})
+
+    assert denied.status_code == 302 and denied["Location"] == f"/studio/runs/{task.pk}/"
+    task.refresh_from_db()
+    assert task.status == "queued" and task.suspension["answer"] == {"kind": "approval", "approve": False}
+    assert f"denied by {owner.username}" in text(client.get(f"/studio/runs/{task.pk}/"))
+
+
+def test_a_team_has_versions_a_diff_and_a_rollback(make_customer):
+    customer, owner = make_customer("team-versions-co")
+    first, second, third = (make_agent(customer, name=n) for n in ("first", "second", "third"))
+    client = signed_in(owner)
+    form = {"name": "duo", "mode": "round_robin", "member_1": first.pk, "member_2": second.pk, "max_messages": "6",
+            "text_mention": "DONE"}
+    client.post("/studio/teams/new/", form)
+    team = Team.objects.get(customer=customer, name="duo")
+    # when a member is added, a new version is recorded
+    saved = client.post(f"/studio/teams/{team.pk}/", {**form, "member_3": third.pk}, follow=True)
+    team.refresh_from_db()
+    assert team.version == 2 and "Saved (version 2)" in text(saved)
+    # then the team page lists both versions, and the diff names the members
+    page = text(client.get(f"/studio/teams/{team.pk}/"))
+    assert "v2 (current)" in page and "diff with v1" in page
+    diff = text(client.get(f"/studio/teams/{team.pk}/diff/?a=1&b=2"))
+    assert "-members: first, second" in diff and "+members: first, second, third" in diff
+    # and a rollback to version 1 is version 3 with two members
+    rolled = text(client.post(f"/studio/teams/{team.pk}/rollback/", {"version": 1}, follow=True))
+    team.refresh_from_db()
+    assert team.version == 3 and team.member_ids() == [first.pk, second.pk]
+    assert "Rolled back" in rolled and "v3 (current)" in rolled
+    # an unknown version is refused; a viewer sees the history but cannot roll back
+    unknown = client.post(f"/studio/teams/{team.pk}/rollback/", {"version": 9})
+    assert unknown.status_code == 400 and "The team has no version 9" in text(unknown)
+    _, viewer = make_customer("team-versions-co", role="viewer")
+    as_viewer = signed_in(viewer)
+    shown = as_viewer.get(f"/studio/teams/{team.pk}/").content.decode()
+    assert 'id="versions"' in shown and "Roll back to v1" not in shown
+    assert as_viewer.post(f"/studio/teams/{team.pk}/rollback/", {"version": 1}).status_code == 403
+    team.refresh_from_db()
+    assert team.version == 3

@@ -7,9 +7,9 @@ from accounts.api.fields import CustomerPrimaryKeyRelatedField, StringField
 from agents.api.serializers import PassThroughMixin
 from agents.models import Agent
 from autogen_platform import serializers as strict
-from integrations.models import Webhook
 from tasks.models import Task, TaskEvent, Thread
 from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
+from tasks.services import task_input_request
 from teams.models import Team
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cpu_seconds", "peak_memory_mb", "wall_seconds")
@@ -27,7 +27,8 @@ class TaskCreateSerializer(strict.Serializer):
         help_text="Continue this earlier conversation (same agent or team); omit to start a new thread.",
     )
     webhook = CustomerPrimaryKeyRelatedField(
-        queryset=Webhook.objects.all(), required=False, allow_null=True,
+        # integrations.Webhook, named by Task.webhook: integrations sits above tasks, so no import
+        queryset=Task._meta.get_field("webhook").related_model.objects.all(), required=False, allow_null=True,
         help_text="A webhook id (GET /api/webhooks/) told when this task ends, whatever events it lists.",
     )
     multitask_strategy = serializers.ChoiceField(
@@ -108,8 +109,6 @@ class TaskSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(InputRequestSerializer(allow_null=True))
     def get_input_request(self, obj) -> dict | None:
-        from tasks.services import task_input_request
-
         return task_input_request(obj)
 
 

@@ -2,7 +2,7 @@
 import django_rq
 import pytest
 
-from adminpanel.models import Killswitch
+from core.models import Killswitch
 from tasks.models import Task
 from tasks.services import task_event_append, task_finish
 from tests.api_support import assert_error, make_agent, make_task, make_team

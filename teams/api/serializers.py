@@ -7,7 +7,7 @@ from accounts.api.fields import CustomerPrimaryKeyRelatedField
 from agents.models import Agent, ModelConfig
 from autogen_platform import serializers as strict
 from teams.conditions import CONDITIONS
-from teams.models import Team
+from teams.models import Team, TeamVersion
 
 _POSITIVE = {"type": "integer", "minimum": 1}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 100}
@@ -104,8 +104,10 @@ class TeamSerializer(strict.ModelSerializer):
     class Meta:
         model = Team
         fields = ["id", "name", "members", "mode", "selector_model", "orchestrator_model", "termination", "graph",
-                  "created_at", "updated_at"]
-        read_only_fields = ["id", "created_at", "updated_at"]
+                  "version", "created_at", "updated_at"]
+        read_only_fields = ["id", "version", "created_at", "updated_at"]
+        extra_kwargs = {"version": {"help_text": "Current behaviour version (changed by anything but the name); "
+                                                 "see the versions action."}}
         validators = []
 
     def to_representation(self, instance):
@@ -113,3 +115,25 @@ class TeamSerializer(strict.ModelSerializer):
         data["members"] = [m.agent_id for m in sorted(instance.members.all(), key=lambda m: m.position)]
         data["graph"] = instance.graph or None
         return data
+
+
+class TeamSnapshotSerializer(serializers.Serializer):
+    """A version's behaviour, as stored (model and agent references are ids)."""
+
+    members = serializers.ListField(child=serializers.IntegerField(), help_text="Agent ids in speaking order.")
+    mode = serializers.ChoiceField(choices=Team.Mode.choices)
+    selector_model = serializers.IntegerField(allow_null=True)
+    orchestrator_model = serializers.IntegerField(allow_null=True)
+    termination = TerminationField()
+    graph = GraphField()
+
+    def to_representation(self, instance):
+        return dict(instance or {})
+
+
+class TeamVersionSerializer(serializers.ModelSerializer):
+    snapshot = TeamSnapshotSerializer(read_only=True)
+
+    class Meta:
+        model = TeamVersion
+        fields = ["version", "snapshot", "created_at", "created_by"]

@@ -76,13 +76,15 @@ def test_swarm_team_needs_someone_to_hand_off_to(api, agents):
     assert swarm.status_code == 201 and swarm.json()["mode"] == "swarm"
 
 
-def test_swarm_and_graph_teams_refuse_members_that_run_code(owner, api, agents):
+@pytest.mark.parametrize("mode", ["swarm", "graph"])
+def test_swarm_and_graph_teams_take_members_that_run_code(owner, api, agents, mode):
     coder = make_agent(owner.membership.customer, name="coder", code_execution=True)
 
-    error = assert_error(create(api, [agents[0], coder], mode="swarm"), 400, "validation_error")
+    graph = {"edges": [{"source": agents[0].pk, "target": coder.pk}]} if mode == "graph" else None
+    created = create(api, [agents[0], coder], mode=mode, **({"graph": graph} if graph else {}))
 
-    assert error["details"]["members"] == ["members[1]: agent %d has code_execution on, which swarm teams do not run"
-                                           % coder.pk]
+    assert created.status_code == 201, created.content
+    assert created.json()["members"] == [agents[0].pk, coder.pk]
 
 
 def test_graph_team_keeps_its_edges_and_starts_at_the_first_member(api, agents):

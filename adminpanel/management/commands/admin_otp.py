@@ -10,8 +10,9 @@ from base64 import b32encode
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from adminpanel.services import admin_otp_enrol, audit_record
+from adminpanel.services import admin_otp_enrol
 from autogen_platform.errors import ApplicationError
+from core.services import audit_record
 
 
 def enrolment_lines(device) -> list[str]:

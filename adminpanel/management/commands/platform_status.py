@@ -11,7 +11,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.db.models import Count
 
-from autogen_platform import health
+from core.models import Killswitch
+from runtime import health
+from runtime.models import WorkerHost
+from runtime.services import sandbox_running
+from tasks.models import Task
 
 NOT_READY_EXIT = 1
 
@@ -112,8 +116,6 @@ def _workers(checks: dict) -> dict:
 
 
 def _live_sandboxes() -> int | None:
-    from runtime.services import sandbox_running
-
     try:
         return len(sandbox_running())
     except Exception:  # noqa: BLE001
@@ -121,8 +123,6 @@ def _live_sandboxes() -> int | None:
 
 
 def _hosts() -> list[dict]:
-    from runtime.models import WorkerHost
-
     return [
         {"hostname": h.hostname, "level": (h.capabilities or {}).get("level"), "last_seen": h.last_seen.isoformat()}
         for h in WorkerHost.objects.order_by("-last_seen")[:20]
@@ -147,15 +147,11 @@ def _read(query):
 
 
 def _tasks_by_status() -> dict:
-    from tasks.models import Task
-
     rows = Task.objects.order_by().values("status").annotate(n=Count("id"))
     return {row["status"]: row["n"] for row in sorted(rows, key=lambda r: r["status"])}
 
 
 def _killswitch() -> list[dict]:
-    from adminpanel.models import Killswitch
-
     return list(
         Killswitch.objects.filter(engaged=True).order_by("scope").values("scope", "reason", "changed_by", "changed_at")
     )

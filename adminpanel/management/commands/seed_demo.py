@@ -20,6 +20,18 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accounts.models import Customer
+from accounts.services import customer_create, member_add
+from adminpanel.management.commands.admin_otp import enrolment_lines
+from adminpanel.services import admin_otp_enrol
+from agents.models import Agent, ModelConfig
+from agents.services import agent_create, model_config_create
+from autogen_platform.redis_clients import web_redis
+from tasks.models import Task
+from tasks.services import task_create
+from teams.models import Team
+from teams.services import team_create
+
 ACTOR = "system:seed_demo"
 CUSTOMER = "demo"
 ADMIN_USERNAME = "admin"
@@ -94,17 +106,12 @@ class Command(BaseCommand):
         """The demo admin's TOTP device (the Django admin's second factor), created once, when it has none."""
         from django_otp.plugins.otp_totp.models import TOTPDevice
 
-        from adminpanel.services import admin_otp_enrol
-
         admin = get_user_model().objects.filter(username=ADMIN_USERNAME, is_staff=True).first()
         if admin is None or TOTPDevice.objects.filter(user=admin).exists():
             return None
         return admin_otp_enrol(actor=ACTOR, user=admin, name="demo")
 
     def _customer(self):
-        from accounts.models import Customer
-        from accounts.services import customer_create
-
         customer = Customer.objects.filter(name=CUSTOMER).first()
         if customer is None:
             customer = customer_create(actor=ACTOR, name=CUSTOMER)
@@ -112,8 +119,6 @@ class Command(BaseCommand):
         return customer
 
     def _owner(self, customer) -> str | None:
-        from accounts.services import member_add
-
         if get_user_model().objects.filter(username=OWNER_USERNAME).exists():
             return None
         password = _password()
@@ -122,9 +127,6 @@ class Command(BaseCommand):
 
     def _model(self, customer, name, responses, prompt_price, completion_price):
         from decimal import Decimal
-
-        from agents.models import ModelConfig
-        from agents.services import model_config_create
 
         model = ModelConfig.objects.filter(customer=customer, name=name).first()
         if model is None:
@@ -136,9 +138,6 @@ class Command(BaseCommand):
         return model
 
     def _agent(self, customer, model, name, description, system_message, extra):
-        from agents.models import Agent
-        from agents.services import agent_create
-
         agent = Agent.objects.filter(customer=customer, name=name).first()
         if agent is None:
             agent = agent_create(
@@ -150,9 +149,6 @@ class Command(BaseCommand):
 
     def _runs(self, customer, targets):
         """One run of each demo agent and of the team, through task_create, when the customer has none at all."""
-        from tasks.models import Task
-        from tasks.services import task_create
-
         if Task.objects.filter(customer=customer).exists():
             return
         for kind, name, text in DEMO_RUNS:
@@ -166,8 +162,6 @@ class Command(BaseCommand):
         self._quiet_enqueue = not _redis_answers()
 
     def _team(self, customer, agents):
-        from teams.models import Team
-
         team = Team.objects.filter(customer=customer, name=TEAM_NAME).first()
         if team is None:
             team = _team_create(customer, agents)
@@ -196,8 +190,6 @@ class Command(BaseCommand):
                     f" X-Admin-Key: {_admin_key_hint()}")
             out("")
         if admin_device is not None:
-            from adminpanel.management.commands.admin_otp import enrolment_lines
-
             out(self.style.WARNING(f"Second factor of {ADMIN_USERNAME!r} for the Django admin (shown only now):"))
             for line in enrolment_lines(admin_device):
                 out(line)
@@ -212,8 +204,6 @@ class Command(BaseCommand):
 
 
 def _redis_answers() -> bool:
-    from autogen_platform.redis_clients import web_redis
-
     try:
         return bool(web_redis(settings.RQ_QUEUES["default"]["URL"]).ping())
     except Exception:  # noqa: BLE001 - any failure means: not reachable now
@@ -249,8 +239,6 @@ def _admin_key_hint() -> str:
 
 
 def _team_create(customer, agents):
-    from teams.services import team_create
-
     return team_create(
         actor=ACTOR, customer=customer, name=TEAM_NAME, members=agents, mode="round_robin",
         termination=dict(TEAM_TERMINATION),

@@ -5,6 +5,7 @@ At start it probes the host's sandbox layers, logs them, records them in WorkerH
 GET /api/admin/runtime/) and refuses to start when the isolation level is below SANDBOX_MIN_LEVEL.
 """
 import logging
+import os
 import resource
 import socket
 import sys
@@ -15,10 +16,14 @@ from django.core.management.base import BaseCommand
 from django.db import connections
 from django.utils import timezone
 
-logger = logging.getLogger("runtime.worker")
+from autogen_platform import metrics
+from runtime import broker
+from runtime.sandbox import zygote
+from runtime.services import worker_host_register, worker_host_seen
+from runtime.supervisor import Runtime
+from runtime.worker import ConcurrentWorker
 
-# Exit status when the host is below SANDBOX_MIN_LEVEL (EX_CONFIG: a supervisor should not restart it).
-EXIT_BELOW_MIN_LEVEL = 78
+logger = logging.getLogger("runtime.worker")
 
 
 class Command(BaseCommand):
@@ -30,8 +35,6 @@ class Command(BaseCommand):
         parser.add_argument("--max-jobs", type=int, default=None)
 
     def handle(self, *args, **options):
-        from runtime.services import worker_host_register, worker_host_seen
-
         # A worker serves no pages: DEBUG (on under `make run`) would only make Django format and keep
         # every SQL statement it runs (measured: half the time of storing 200 task ends at once).
         settings.DEBUG = False
@@ -44,27 +47,19 @@ class Command(BaseCommand):
                 capabilities.get("level"),
                 settings.SANDBOX_MIN_LEVEL,
             )
-            sys.exit(EXIT_BELOW_MIN_LEVEL)
+            sys.exit(os.EX_CONFIG)  # below SANDBOX_MIN_LEVEL: a supervisor (runplatform) does not restart it
 
         import django_rq
-
-        from runtime import broker
-        from runtime.supervisor import Runtime
-        from runtime.worker import ConcurrentWorker
 
         broker.preload()
         _raise_open_files_limit()
         warm = settings.SANDBOX_WARM_START and capabilities.get("mode") in ("root", "user")
         if warm:
-            from runtime.sandbox import zygote
-
             if zygote.ensure() is None:
                 logger.warning("the sandbox zygote did not start: tasks start cold")
 
         def keepalive():
             if warm:
-                from runtime.sandbox import zygote
-
                 zygote.ensure()  # a zygote that died is started again; meanwhile tasks start cold
             worker_host_seen(socket.gethostname())
 
@@ -80,7 +75,6 @@ class Command(BaseCommand):
         runtime.start()
         logger.info("worker %s: up to %s tasks at once", name, runtime.concurrency)
         if settings.METRICS_PORT:  # a worker host without a web process: its own /metrics
-            from autogen_platform import metrics
 
             metrics.serve(settings.METRICS_PORT, settings.METRICS_BIND_HOST)
             logger.info("metrics on http://%s:%s/metrics", settings.METRICS_BIND_HOST, settings.METRICS_PORT)

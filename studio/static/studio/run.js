@@ -2,6 +2,8 @@
 // makes the page fetch its live part again from the server (which renders the transcript: markdown, folded
 // tool calls), so what is shown is always what is stored. On a dropped connection it reconnects by itself
 // with {"after": last seq seen}: nothing is lost or shown twice. Streamed tokens show as they come.
+// A run waiting for a person shows its question with an answer box (or approve/deny buttons); what is typed
+// there survives the refreshes, and a new question is announced to screen readers.
 (function () {
   "use strict";
   const FINISHED = ["succeeded", "failed", "cancelled", "timed_out"];
@@ -15,7 +17,18 @@
     lastSeq: Number(runState().dataset.lastSeq || 0),
     finished: runState().dataset.finished === "1",
     socket: null, retries: 0, timer: null, refreshTimer: null, token: null, tokens: {},
+    askedSeq: document.getElementById("input-request")?.dataset.seq || null,
   };
+  const announcer = document.getElementById("run-announce");
+
+  function announceQuestion() {
+    const asking = document.getElementById("input-request");
+    if (!asking) { state.askedSeq = null; return; }
+    if (asking.dataset.seq === state.askedSeq) return;
+    state.askedSeq = asking.dataset.seq;
+    const heading = asking.querySelector("h2")?.textContent || "The run asks you";
+    announcer.textContent = heading + ": " + (document.getElementById("input-question")?.textContent || "");
+  }
 
   function setConnection(label) {
     connection.textContent = label;
@@ -37,8 +50,17 @@
         const response = await fetch(live.dataset.liveUrl, { credentials: "same-origin" });
         if (!response.ok) return;
         const open = [...live.querySelectorAll("details[open]")].map((d) => d.closest("[data-seq]")?.dataset.seq);
+        // an answer being typed stays (with its focus) while the same question is shown
+        const typing = document.getElementById("answer-text");
+        const draft = typing && { seq: state.askedSeq, value: typing.value, focused: document.activeElement === typing };
         live.innerHTML = await response.text();
         for (const seq of open) live.querySelector(`[data-seq="${seq}"] details`)?.setAttribute("open", "");
+        const box = document.getElementById("answer-text");
+        if (draft && box && document.getElementById("input-request")?.dataset.seq === draft.seq) {
+          box.value = draft.value;
+          if (draft.focused) box.focus();
+        }
+        announceQuestion();
         const threadRuns = document.getElementById("thread-runs-next");
         if (threadRuns) document.getElementById("thread-runs").replaceWith(threadRuns.content.cloneNode(true));
         if (window.htmx) window.htmx.process(live);
@@ -118,6 +140,20 @@
     tokensBox.hidden = entries.length === 0;
     tokensBox.textContent = entries.map(([source, text]) => source + " is writing: " + text).join("\n");
   }
+
+  // After an answer is sent (htmx swaps the live part): a refusal takes the focus; once taken, the focus
+  // rests on the live part itself (it stays while the resumed run refreshes it) and "sent" is announced.
+  document.body.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target !== live) return;
+    state.askedSeq = document.getElementById("input-request")?.dataset.seq || null;
+    const refused = document.getElementById("answer-error");
+    if (refused) return refused.focus();
+    const sent = document.getElementById("answer-sent");
+    if (sent) {
+      announcer.textContent = sent.textContent;
+      live.focus();
+    }
+  });
 
   window.addEventListener("online", () => { if (!state.finished && !state.socket) connect(); });
   if (!state.finished) connect();

@@ -6,7 +6,7 @@ for longer than TASK_REQUEUE_SECONDS are enqueued again, tasks waiting in input_
 TASK_INPUT_TIMEOUT_SECONDS end timed_out (input_timeout), and customers deleted more than
 CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep, and the customers' stream notices
 beyond the newest CUSTOMER_STREAM_KEEP are pruned. It is also the platform's scheduler: due schedules
-fire (integrations.services.schedules_fire_due: a database lease, so each firing happens once whichever
+fire (integrations.services.schedules_fire_due, through tasks.signals.reaper_sweep: a database lease, so each firing happens once whichever
 reapers run) and webhook deliveries due for a retry, or whose job or worker was lost, go back on the
 `webhooks` queue. Several reapers may run at once.
 """
@@ -17,6 +17,11 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
+
+from accounts.services import customer_notices_prune
+from tasks import signals
+from tasks.purge import customer_purge_deleted
+from tasks.services import task_expire_input, task_reap_lost, task_requeue_orphans
 
 logger = logging.getLogger("tasks.reaper")
 
@@ -43,8 +48,6 @@ class Command(BaseCommand):
         self.stopping = True
 
     def sweep(self) -> None:
-        from tasks.services import task_reap_lost, task_requeue_orphans
-
         close_old_connections()
         try:
             lost = task_reap_lost(lease_seconds=settings.TASK_LEASE_SECONDS)
@@ -54,33 +57,22 @@ class Command(BaseCommand):
         except Exception:  # noqa: BLE001 - the reaper must outlive a database or Redis hiccup
             logger.exception("reaper sweep failed")
         try:
-            from integrations.services import deliveries_sweep, schedules_fire_due
-
-            fired = schedules_fire_due()
-            if fired:
-                logger.info("scheduler: started task(s) %s", fired)
-            deliveries_sweep()
+            signals.reaper_sweep.send(sender=self.__class__)  # integrations: due schedules, webhook retries
         except Exception:  # noqa: BLE001 - retried at the next sweep
             logger.exception("scheduler or webhook sweep failed")
         try:
-            from tasks.services import task_expire_input
-
             expired = task_expire_input()
             if expired:
                 logger.warning("reaper: %s task(s) waited too long for input: %s", len(expired), expired)
         except Exception:  # noqa: BLE001 - retried at the next sweep
             logger.exception("ending tasks that waited too long for input failed")
         try:
-            from accounts.services import customer_purge_deleted
-
             purged = customer_purge_deleted()
             if purged:
                 logger.warning("reaper: purged %s task(s) of deleted customers", purged)
         except Exception:  # noqa: BLE001 - a failed purge is retried at the next sweep
             logger.exception("purge of deleted customers failed")
         try:
-            from accounts.services import customer_notices_prune
-
             customer_notices_prune()
         except Exception:  # noqa: BLE001 - retried at the next sweep
             logger.exception("pruning customers' stream notices failed")

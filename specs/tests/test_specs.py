@@ -1,4 +1,4 @@
-"""Declarative specs: plan, apply, prune and export (agents.specs), and POST /api/apply/, GET /api/export/."""
+"""Declarative specs: plan, apply, prune and export (specs/), and POST /api/apply/, GET /api/export/."""
 import json
 
 import pytest
@@ -6,10 +6,12 @@ import yaml
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from adminpanel.models import AuditLog
-from agents import specs
 from agents.models import Agent, AgentVersion, ModelConfig
 from autogen_platform.errors import Conflict, ValidationFailed
+from core.models import AuditLog
+from specs.apply import spec_apply
+from specs.export import spec_dump_yaml, spec_export
+from specs.reader import spec_load
 from tasks.services import task_mark_running
 from teams.models import Team
 from teams.services import team_create
@@ -54,7 +56,7 @@ def acme(make_customer):
 
 
 def apply(customer, text, *, environ=ENV, actor="test", **options):
-    return specs.spec_apply(actor=actor, customer=customer, spec=specs.spec_load(text), environ=environ, **options)
+    return spec_apply(actor=actor, customer=customer, spec=spec_load(text), environ=environ, **options)
 
 
 def counts(customer):
@@ -283,7 +285,7 @@ def test_export_applies_back_as_no_changes_and_never_holds_a_key(acme):
     other = Customer.objects.create(name="globex")
     make_model(other, name="globex-only")
 
-    exported = specs.spec_dump_yaml(specs.spec_export(customer))
+    exported = spec_dump_yaml(spec_export(customer))
 
     assert "sk-local-123" not in exported and "api_key_encrypted" not in exported and "globex" not in exported
     assert "api_key_env: LOCAL_LLM_API_KEY  # the key is not exported" in exported
@@ -447,7 +449,7 @@ def test_team_modes_apply_export_and_apply_back_as_no_changes(acme):
     assert pipeline.termination == {"any": [{"source_match": ["critic"]},
                                             {"all": [{"text_mention": "DONE"}, {"max_messages": 4}]}]}
     assert Team.objects.get(customer=customer, name="office").orchestrator_model.name == "demo"
-    exported = specs.spec_dump_yaml(specs.spec_export(customer))
+    exported = spec_dump_yaml(spec_export(customer))
     data = {t["name"]: t for t in yaml.safe_load(exported)["teams"]}
     assert data["pipeline"]["graph"] == {"edges": [{"source": "writer", "target": "critic", "condition": "READY"}]}
     assert data["office"]["orchestrator_model"] == "demo"
@@ -483,10 +485,10 @@ def test_human_input_and_approval_apply_export_and_name_their_path(acme):
     apply(customer, spec)
     writer, critic = Agent.objects.get(customer=customer, name="writer"), Agent.objects.get(customer=customer, name="critic")
     assert writer.approval == ["calculator"] and critic.human_input is True
-    exported = yaml.safe_load(specs.spec_dump_yaml(specs.spec_export(customer)))
+    exported = yaml.safe_load(spec_dump_yaml(spec_export(customer)))
     by_name = {a["name"]: a for a in exported["agents"]}
     assert by_name["writer"]["approval"] == ["calculator"] and by_name["critic"]["human_input"] is True
-    again = apply(customer, specs.spec_dump_yaml(specs.spec_export(customer)), environ={"LOCAL_LLM_API_KEY": "sk-local-123"})
+    again = apply(customer, spec_dump_yaml(spec_export(customer)), environ={"LOCAL_LLM_API_KEY": "sk-local-123"})
     assert again.summary_line() == "no changes", again.lines()
     with pytest.raises(ValidationFailed) as refused:
         apply(customer, spec.replace("approval: [calculator]", "approval: [word_count]"))
@@ -494,3 +496,53 @@ def test_human_input_and_approval_apply_export_and_name_their_path(acme):
     with pytest.raises(ValidationFailed) as refused:
         apply(customer, spec.replace("human_input: true", "human_input: maybe"))
     assert "agents[1].human_input" in json.dumps(refused.value.details)
+
+
+PRICED = """
+customer: acme
+models:
+  - name: priced
+    provider: replay
+    responses: ["Hi. TERMINATE"]
+    price_prompt_per_million: 0.15
+    price_completion_per_million: 2
+"""
+
+
+def test_prices_apply_export_and_apply_back_as_no_changes(acme):
+    from decimal import Decimal
+
+    customer, _ = acme
+    # given a spec with prices
+    assert apply(customer, PRICED).summary_line().startswith("1 to create")
+    model = ModelConfig.objects.get(customer=customer, name="priced")
+    assert (model.price_prompt_per_million, model.price_completion_per_million) == (Decimal("0.15"), Decimal(2))
+    # then the export holds them as numbers, and applies back as no changes
+    exported = spec_dump_yaml(spec_export(customer))
+    item = yaml.safe_load(exported)["models"][0]
+    assert item["price_prompt_per_million"] == 0.15 and item["price_completion_per_million"] == 2
+    assert apply(customer, exported).summary_line() == "no changes"
+    # when a price changes, the plan names it; a price left out is removed (a spec says the whole object)
+    changed = apply(customer, PRICED.replace("price_prompt_per_million: 0.15", "price_prompt_per_million: '0.2'")
+                    .replace("    price_completion_per_million: 2\n", ""))
+    assert changed.lines()[0] == "update model priced (price_prompt_per_million, price_completion_per_million)"
+    model.refresh_from_db()
+    assert (model.price_prompt_per_million, model.price_completion_per_million) == (Decimal("0.2"), None)
+    assert "price_completion_per_million" not in yaml.safe_load(
+        spec_dump_yaml(spec_export(customer)))["models"][0]
+
+
+@pytest.mark.parametrize("value,message", [
+    ("-1", "must not be negative"),
+    ("0.00001", "at most 4 decimal places"),
+    ("123456789", "at most 8 digits before the decimal point"),
+    ("cheap", "must be a number"),
+    ("true", "must be a number"),
+    ("[1]", "must be a number"),
+])
+def test_price_mistakes_name_their_path(acme, value, message):
+    customer, _ = acme
+    with pytest.raises(ValidationFailed) as error:
+        apply(customer, PRICED.replace("price_prompt_per_million: 0.15", f"price_prompt_per_million: {value}"))
+    assert message in " ".join(error.value.details["models[0].price_prompt_per_million"])
+    assert counts(customer) == (0, 0, 0, 0)

@@ -10,9 +10,12 @@ from rest_framework.views import APIView
 
 from accounts.permissions import OWNER
 from accounts.selectors import customer_for_user
-from agents import specs
 from autogen_platform.errors import PermissionDeniedError, ValidationFailed
 from autogen_platform.parsers import JSONParser
+
+from .apply import spec_apply
+from .export import spec_dump_yaml, spec_export
+from .reader import spec_load
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 
@@ -21,7 +24,7 @@ class YAMLParser(BaseParser):
     media_type = "application/yaml"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        return specs.spec_load(stream.read() if stream is not None else b"")
+        return spec_load(stream.read() if stream is not None else b"")
 
 
 class TextYAMLParser(YAMLParser):
@@ -38,7 +41,7 @@ class YAMLRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        return specs.spec_dump_yaml(data).encode("utf-8")
+        return spec_dump_yaml(data).encode("utf-8")
 
 
 def _flag(request, name: str) -> bool:
@@ -112,7 +115,7 @@ class SpecApplyView(APIView):
         dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
         if prune and not dry_run and request.user.membership.role != OWNER:
             raise PermissionDeniedError("Only a customer's owners may delete: prune deletes what the spec omits")
-        result = specs.spec_apply(actor=request.user, customer=customer_for_user(request.user), spec=request.data,
+        result = spec_apply(actor=request.user, customer=customer_for_user(request.user), spec=request.data,
                                   dry_run=dry_run, prune=prune, environ=None, request=request)
         return Response(result.as_dict())
 
@@ -130,7 +133,7 @@ class SpecExportView(APIView):
         responses={(200, "application/yaml"): OpenApiTypes.OBJECT, (200, "application/json"): OpenApiTypes.OBJECT},
     )
     def get(self, request):
-        return Response(specs.spec_export(customer_for_user(request.user)))
+        return Response(spec_export(customer_for_user(request.user)))
 
     def perform_content_negotiation(self, request, force=False):
         try:

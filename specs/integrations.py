@@ -1,10 +1,19 @@
-"""The webhooks and schedules sections of declarative specs (agents.specs owns the machinery: reading,
-plan, carrying it out in one transaction, export). Webhooks are matched by url, schedules by name;
+"""The webhooks and schedules sections of declarative specs (the rest of specs/ owns the machinery:
+reader, plan, apply in one transaction, export). Webhooks are matched by url, schedules by name;
 a webhook's signing secret never stands in a spec: `secret_env` names a variable of the applying side."""
-from .models import TASK_EVENTS, Schedule, Webhook
-from .services import schedule_create, schedule_delete, schedule_update, webhook_create, webhook_delete, webhook_secret
-from .services import webhook_update
-from .signing import secret_errors
+from agents.models import Agent
+from integrations.models import TASK_EVENTS, Schedule, Webhook
+from integrations.services import (
+    schedule_create,
+    schedule_delete,
+    schedule_update,
+    webhook_create,
+    webhook_delete,
+    webhook_secret,
+    webhook_update,
+)
+from integrations.signing import secret_errors
+from teams.models import Team
 
 WEBHOOK_KEYS = ("url", "description", "events", "enabled", "secret_env")
 SCHEDULE_KEYS = ("name", "cron", "interval_seconds", "timezone", "agent", "team", "input", "enabled")
@@ -114,9 +123,6 @@ def check_references(problems, objects, known_agents: set, known_teams: set, hin
 
 
 def carry_out(plan, *, actor, customer, request, keep, at, warnings: list[str]) -> None:
-    from agents.models import Agent
-    from teams.models import Team
-
     for item in plan:
         if item.kind != "webhook" or item.action not in ("create", "update"):
             continue

@@ -1,9 +1,11 @@
-"""The audit log, notifications (broadcasts) and the killswitch record."""
+"""The records every app writes or reads: the audit log and the killswitch state.
+
+They sit at the bottom of the apps (docs/architecture.md, "Layers") so that any app may write an
+audit row or check the killswitch without importing an app above it. Their tables kept the names
+they had in adminpanel (db_table): the move was a change of Django's state, no data moved.
+"""
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
-
-from accounts.models import Customer
 
 
 class AuditLog(models.Model):
@@ -11,7 +13,9 @@ class AuditLog(models.Model):
     actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A model name, not an import: core sits below accounts.
+    customer = models.ForeignKey("accounts.Customer", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
     action = models.CharField(max_length=100, db_index=True)
     target = models.CharField(max_length=200, blank=True, default="")
     ip = models.GenericIPAddressField(null=True, blank=True)
@@ -19,34 +23,11 @@ class AuditLog(models.Model):
     details = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        db_table = "adminpanel_auditlog"
         ordering = ["-at", "-id"]
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
-
-
-class Notification(models.Model):
-    class Level(models.TextChoices):
-        INFO = "info"
-        WARNING = "warning"
-        CRITICAL = "critical"
-
-    # Null customer: a broadcast to every customer.
-    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    message = models.TextField()
-    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
-    created_by = models.CharField(max_length=150, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(level__in=["info", "warning", "critical"]), name="notification_level_valid")
-        ]
-
-    def __str__(self):
-        scope = self.customer or "everyone"
-        return f"{self.level} to {scope}: {self.message[:60]}"
 
 
 class Killswitch(models.Model):
@@ -54,11 +35,15 @@ class Killswitch(models.Model):
 
     # "global" or "customer:<id>": unique, so there is one row per scope (nulls would not be).
     scope = models.CharField(max_length=50, unique=True)
-    customer = models.OneToOneField(Customer, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    customer = models.OneToOneField("accounts.Customer", null=True, blank=True, on_delete=models.CASCADE,
+                                    related_name="+")
     engaged = models.BooleanField(default=False)
     reason = models.TextField(blank=True, default="")
     changed_by = models.CharField(max_length=150, blank=True, default="")
     changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "adminpanel_killswitch"
 
     def __str__(self):
         return f"killswitch {self.scope}: {'engaged' if self.engaged else 'released'}"

@@ -2,7 +2,7 @@
 
 Ready means: the database answers, Redis answers, and at least one task worker is live. A worker
 is live while its slot report in Redis (`{REDIS_NAMESPACE}:worker_slots`, written by every worker
-each second: {total, busy, at}) is younger than runtime.services.WORKER_SLOTS_STALE_SECONDS: a worker
+each second: {total, busy, at}) is younger than runtime.keys.WORKER_SLOTS_STALE_SECONDS: a worker
 that is SIGKILLed, hung or cut off from Redis stops counting within that bound, on any host.
 """
 import json
@@ -12,7 +12,9 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from .errors import error_body
+from autogen_platform.errors import error_body
+
+from .keys import WORKER_SLOTS_STALE_SECONDS, worker_slots_key
 
 FAILURE_TEXT = {
     "database": "the database does not answer",
@@ -28,8 +30,6 @@ def healthz(request):
 
 def live_workers(conn) -> list[dict]:
     """Workers whose slot report is fresh: [{name, total, busy, age_seconds}], by name. Read only."""
-    from runtime.services import WORKER_SLOTS_STALE_SECONDS, worker_slots_key
-
     now, live = time.time(), []
     for name, raw in conn.hgetall(worker_slots_key()).items():
         try:

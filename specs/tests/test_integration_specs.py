@@ -3,9 +3,12 @@ import base64
 
 import pytest
 
-from agents import specs
+from autogen_platform.errors import ValidationFailed
 from integrations.models import Schedule, Webhook
 from integrations.services import webhook_secret
+from specs.apply import spec_apply
+from specs.export import spec_dump_yaml, spec_export
+from specs.reader import spec_load
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +50,7 @@ def acme(make_customer):
 
 
 def apply(customer, text, environ=ENV, **options):
-    return specs.spec_apply(actor="test", customer=customer, spec=specs.spec_load(text), environ=environ, **options)
+    return spec_apply(actor="test", customer=customer, spec=spec_load(text), environ=environ, **options)
 
 
 def test_a_spec_creates_webhooks_and_schedules_and_the_export_applies_back_as_no_changes(acme):
@@ -61,7 +64,7 @@ def test_a_spec_creates_webhooks_and_schedules_and_the_export_applies_back_as_no
     assert Schedule.objects.get(name="hourly-team").team.name == "duo"
     assert apply(acme, SPEC).lines() == [*(line.replace("create", "unchanged") for line in result.lines()[:-1]),
                                          "no changes"]
-    exported = specs.spec_dump_yaml(specs.spec_export(acme))
+    exported = spec_dump_yaml(spec_export(acme))
     assert SECRET not in exported and "secret_env: WEBHOOK_SECRET" in exported
     again = apply(acme, exported, environ={"WEBHOOK_SECRET": SECRET})
     assert again.summary_line() == "no changes", again.lines()
@@ -80,14 +83,14 @@ def test_a_changed_secret_or_schedule_is_an_update_naming_the_fields(acme):
 def test_spec_mistakes_name_their_path(acme):
     bad = SPEC.replace("agent: reporter\n    input: Nightly", "agent: ghost\n    input: Nightly").replace(
         "secret_env: ORDERS_WEBHOOK_SECRET", "secret: whsec_abc")
-    with pytest.raises(specs.ValidationFailed) as error:
+    with pytest.raises(ValidationFailed) as error:
         apply(acme, bad)
     assert "webhooks[0].secret" in error.value.details
     bad = SPEC.replace("agent: reporter\n    input: Nightly", "agent: ghost\n    input: Nightly")
-    with pytest.raises(specs.ValidationFailed) as error:
+    with pytest.raises(ValidationFailed) as error:
         apply(acme, bad)
     assert "schedules[0].agent" in error.value.details
-    with pytest.raises(specs.ValidationFailed) as error:
+    with pytest.raises(ValidationFailed) as error:
         apply(acme, SPEC, environ={})
     assert "webhooks[0].secret_env" in error.value.details
     assert not Webhook.objects.exists() and not Schedule.objects.exists()

@@ -1,4 +1,5 @@
-"""A ChatCompletionClient with no key and no network: every request goes to the supervisor.
+"""The child's model client: a ChatCompletionClient with no key and no network; every request goes to the
+supervisor's model broker (runtime/broker.py) over the task's channel.
 
 The supervisor holds the customer's real model client and credentials, counts tokens, enforces
 the agent's budget and answers with the CreateResult (streamed chunk by chunk when asked).

@@ -5,8 +5,9 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from agents import specs
 from autogen_platform.errors import ApplicationError
+from specs.apply import spec_apply
+from specs.reader import spec_customer, spec_load
 
 
 class Command(BaseCommand):
@@ -29,9 +30,9 @@ class Command(BaseCommand):
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read {file}: {exc}") from None
         try:
-            spec = specs.spec_load(text)
-            customer = specs.spec_customer(spec)
-            result = specs.spec_apply(actor=f"cli:{getpass.getuser()}", customer=customer, spec=spec,
+            spec = spec_load(text)
+            customer = spec_customer(spec)
+            result = spec_apply(actor=f"cli:{getpass.getuser()}", customer=customer, spec=spec,
                                       dry_run=dry_run, prune=prune, environ=os.environ)
         except ApplicationError as exc:
             raise CommandError(_error_text(exc)) from None

@@ -5,23 +5,24 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .markdown import render_markdown
+from autogen_platform.markdown import render_markdown
+from runtime.outcomes import ErrorCode
 
 FOLDED = ("tool_call", "tool_result", "code_execution")
 # What each end of a run means, for people (error codes of the contract).
 ERROR_EXPLANATIONS = {
-    "timeout": "The run took longer than its time limit (the agent's timeout_seconds or the team's termination).",
-    "memory_limit": "The sandbox went over the agent's memory limit (memory_mb).",
-    "cpu_limit": "The sandbox used more CPU time than the agent's limit (cpu_seconds).",
-    "token_budget": "The run used up its token budget (max_tokens) or the customer's monthly budget.",
-    "killswitch": "A platform operator engaged the killswitch.",
-    "cancelled": "Someone cancelled the run, or its agent was stopped.",
-    "agent_error": "The agent itself failed (see the message).",
-    "model_error": "The model endpoint failed or refused the call (see the message for the endpoint and cause).",
-    "worker_lost": "The worker running the task went away.",
-    "sandbox_error": "The sandbox could not be started or broke.",
-    "output_limit": "The run produced more output than the platform keeps.",
-    "input_timeout": "Nobody answered the run's question in time.",
+    ErrorCode.TIMEOUT: "The run took longer than its time limit (the agent's timeout_seconds or the team's termination).",
+    ErrorCode.MEMORY_LIMIT: "The sandbox went over the agent's memory limit (memory_mb).",
+    ErrorCode.CPU_LIMIT: "The sandbox used more CPU time than the agent's limit (cpu_seconds).",
+    ErrorCode.TOKEN_BUDGET: "The run used up its token budget (max_tokens) or the customer's monthly budget.",
+    ErrorCode.KILLSWITCH: "A platform operator engaged the killswitch.",
+    ErrorCode.CANCELLED: "Someone cancelled the run, or its agent was stopped.",
+    ErrorCode.AGENT_ERROR: "The agent itself failed (see the message).",
+    ErrorCode.MODEL_ERROR: "The model endpoint failed or refused the call (see the message for the endpoint and cause).",
+    ErrorCode.WORKER_LOST: "The worker running the task went away.",
+    ErrorCode.SANDBOX_ERROR: "The sandbox could not be started or broke.",
+    ErrorCode.OUTPUT_LIMIT: "The run produced more output than the platform keeps.",
+    ErrorCode.INPUT_TIMEOUT: "Nobody answered the run's question in time.",
 }
 
 
@@ -93,8 +94,19 @@ def _line(event) -> Turn:
     elif event.type == "log":
         if c.get("kind") == "select_speaker":
             text = "next speaker: " + ", ".join(map(str, c.get("speakers", [])))
+        elif c.get("kind") == "UserInputRequestedEvent":  # AgentChat's user proxy takes its turn
+            text = f"{event.source or 'a person'}'s turn: waiting for a person's answer"
         else:
             text = f"{c.get('kind', 'log')}: {c.get('text', '')}"
+    elif event.type == "input_request":
+        who = c.get("agent") or event.source or "the run"
+        text = (f"{who} asks for approval: " if c.get("kind") == "approval" else f"{who} asks: ") + str(c.get("prompt", ""))
+    elif event.type == "input_response":
+        by = event.source or "someone"
+        if c.get("kind") == "approval":
+            text = f"{'approved' if c.get('approve') else 'denied'} by {by}"
+        else:
+            text = f"answered by {by}: {c.get('text', '')}"
     else:
         text = f"{event.type}: {_text(event.content)}"
     return Turn(kind="line", seq=event.seq, source=event.source, text=text, at=event.created_at, event_type=event.type)

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Customer
-from agents import specs
+from specs.export import spec_dump_yaml, spec_export
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
             target = Customer.objects.filter(pk=int(customer)).first()
         if target is None:
             raise CommandError(f"unknown customer {customer!r}")
-        text = specs.spec_dump_yaml(specs.spec_export(target))
+        text = spec_dump_yaml(spec_export(target))
         if not output or output == "-":
             self.stdout.write(text, ending="")
             return
