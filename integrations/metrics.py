@@ -12,6 +12,10 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
+from autogen_platform.metrics import register_scrape_collector
+
+from .models import WebhookDelivery
+
 logger = logging.getLogger(__name__)
 
 WAITING_STATES = ("due", "retry_wait", "sending")
@@ -26,8 +30,6 @@ class WebhookDeliveriesCollector:
         yield from self._workers()
 
     def _deliveries(self):
-        from .models import WebhookDelivery
-
         Status = WebhookDelivery.Status
         now = timezone.now()
         due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
@@ -86,6 +88,4 @@ _collector = WebhookDeliveriesCollector()
 
 
 def register() -> None:
-    from autogen_platform.metrics import register_scrape_collector
-
     register_scrape_collector(_collector)

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
 
+from autogen_platform import metrics
+
 
 class Command(BaseCommand):
     help = "Run a webhook delivery worker (RQ, queue 'webhooks')."
@@ -35,8 +37,6 @@ class Command(BaseCommand):
         connections.close_all()
         logging.getLogger("integrations").info("webhook delivery worker %s", name)
         if options["metrics_port"]:
-            from autogen_platform import metrics
-
             metrics.serve(options["metrics_port"], settings.METRICS_BIND_HOST)
         worker.work(
             burst=options["burst"],
