@@ -7,8 +7,9 @@ under var/prometheus, emptied at each start) every process writes its values to 
 scrape of any one process' /metrics adds them up (prometheus_client's multiprocess mode), so nothing
 is lost or counted twice. Without it each process reports its own (one process per host, or tests).
 
-No label holds an id, a name or free text: outcomes, error codes, providers and reasons are mapped
-onto fixed sets (anything else is "other"). A scrape reads no table: the only figures computed at
+No label holds a task id, a name or free text: outcomes, error codes, providers and reasons are mapped
+onto fixed sets (anything else is "other"). The one id is the customer's, on the per-customer families
+(platform_customer_*), bounded by METRICS_CUSTOMERS (see customer_label). A scrape reads no table: the only figures computed at
 scrape time (tasks.metrics) are tasks queued/running (one COUNT on the indexed status column), the
 queue depth (one LLEN) and the live workers' slots (one HGETALL of the reports every worker writes
 each second: true across hosts, and a dead worker's report goes stale by itself), none of which
@@ -61,8 +62,32 @@ SANDBOX_MEMORY = Histogram("platform_sandbox_peak_memory_bytes", "Peak memory of
 SANDBOX_KILLS = Counter("platform_sandbox_kills", "Sandboxes stopped before their task ended on its own, by reason",
                         ["reason"])
 EVENTS_WRITTEN = Counter("platform_events_written", "Task events stored")
+# Per customer, where an operator needs it (who uses the tokens, who runs the tasks): families of their own,
+# so the fleet-wide ones keep their few series; the `customer` label is bounded (customer_label).
+CUSTOMER_TASKS_STARTED = Counter("platform_customer_tasks_started", "Tasks a worker started running, by customer",
+                                 ["customer"])
+CUSTOMER_TASKS_FINISHED = Counter("platform_customer_tasks_finished",
+                                  "Tasks that reached a final status, by customer and status", ["customer", "outcome"])
+CUSTOMER_MODEL_TOKENS = Counter("platform_customer_model_tokens", "Model tokens used, by customer and kind",
+                                ["customer", "kind"])
 STREAM_CONNECTIONS = Gauge("platform_stream_connections", "Open live connections, by kind (websocket, sse)",
                            ["kind"], multiprocess_mode="livesum")
+
+
+WEBHOOK_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
+WEBHOOK_OUTCOMES = ("succeeded", "gave_up", "not_sent")
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "platform_webhook_attempt_duration_seconds",
+    "Webhook POSTs made by the delivery workers, by result (the status class, timeout, or error: no answer)",
+    ["result"], buckets=SHORT_BUCKETS,
+)
+WEBHOOK_DELIVERIES_FINISHED = Counter(
+    "platform_webhook_deliveries_finished",
+    "Webhook deliveries that ended, by outcome (succeeded; gave_up after the last attempt; not_sent: refused address,"
+    " disabled webhook or unreadable secret)", ["outcome"],
+)
+WEBHOOK_DELIVERY_ATTEMPTS = Histogram("platform_webhook_delivery_attempts", "Attempts an ended webhook delivery took",
+                                      buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20))
 
 
 def _one_of(value, allowed) -> str:
@@ -70,26 +95,101 @@ def _one_of(value, allowed) -> str:
     return value if value in allowed else OTHER
 
 
-def task_started(queue_wait: float) -> None:
+class _CustomerLabels:
+    """The `customer` label value of a customer's figures: its id when METRICS_CUSTOMERS gives it one, else
+    "other" (the totals stay true either way).
+
+    METRICS_CUSTOMERS is `all` (the default: every customer, up to METRICS_CUSTOMERS_MAX distinct ones per
+    process; any further one counts as "other" and a warning is logged once), a comma-separated list of
+    customer ids (those only), or `none` (every customer is "other"). Ids, never names: a name is the
+    customer's free text. Decided per process from settings and what it has seen, without a query: the
+    recording functions run on the task path."""
+
+    def __init__(self):
+        self.mode = None
+        self.listed: frozenset = frozenset()
+        self.limit = 0
+        self.seen: set = set()
+        self.warned = False
+
+    def _configure(self) -> None:
+        from django.conf import settings
+
+        raw = str(getattr(settings, "METRICS_CUSTOMERS", "all") or "none").strip().lower()
+        self.limit = int(getattr(settings, "METRICS_CUSTOMERS_MAX", 100))
+        if raw in ("all", "none"):
+            self.mode = raw
+        else:
+            self.mode = "list"
+            self.listed = frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+    def __call__(self, customer_id) -> str:
+        if self.mode is None:
+            self._configure()
+        if customer_id is None or self.mode == "none":
+            return OTHER
+        value = str(customer_id)
+        if self.mode == "list":
+            return value if value in self.listed else OTHER
+        if value in self.seen:
+            return value
+        if len(self.seen) < self.limit:
+            self.seen.add(value)
+            return value
+        if not self.warned:
+            self.warned = True
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "more than METRICS_CUSTOMERS_MAX=%s customers in this process' metrics: further ones count as "
+                "customer=\"other\" (list the ones to watch in METRICS_CUSTOMERS, or raise the limit)", self.limit)
+        return OTHER
+
+
+customer_label = _CustomerLabels()
+
+
+def task_started(queue_wait: float, customer_id: int | None = None) -> None:
     """A worker started a task that waited `queue_wait` seconds since it was created."""
     TASKS_STARTED.inc()
     TASK_QUEUE_WAIT.observe(max(0.0, queue_wait))
+    CUSTOMER_TASKS_STARTED.labels(customer_label(customer_id)).inc()
 
 
-def task_finished(outcome: str, code: str | None, duration: float | None) -> None:
+def task_finished(outcome: str, code: str | None, duration: float | None, customer_id: int | None = None) -> None:
     """A task reached a final status; `duration` (running to finished) is None for a task that never ran."""
-    TASKS_FINISHED.labels(_one_of(outcome, OUTCOMES), "none" if not code else _one_of(code, ERROR_CODES)).inc()
+    outcome = _one_of(outcome, OUTCOMES)
+    TASKS_FINISHED.labels(outcome, "none" if not code else _one_of(code, ERROR_CODES)).inc()
+    CUSTOMER_TASKS_FINISHED.labels(customer_label(customer_id), outcome).inc()
     if duration is not None:
         TASK_DURATION.observe(max(0.0, duration))
 
 
-def model_request(provider: str, outcome: str, seconds: float, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+def model_request(provider: str, outcome: str, seconds: float, prompt_tokens: int = 0, completion_tokens: int = 0,
+                  customer_id: int | None = None) -> None:
     """One model call by the broker: outcome is ok, error, timeout or cancelled."""
     MODEL_REQUEST_DURATION.labels(_one_of(provider, PROVIDERS), _one_of(outcome, MODEL_OUTCOMES)).observe(max(0.0, seconds))
-    if prompt_tokens:
-        MODEL_TOKENS.labels("prompt").inc(int(prompt_tokens))
-    if completion_tokens:
-        MODEL_TOKENS.labels("completion").inc(int(completion_tokens))
+    if prompt_tokens or completion_tokens:
+        customer = customer_label(customer_id)
+        for kind, n in (("prompt", prompt_tokens), ("completion", completion_tokens)):
+            if n:
+                MODEL_TOKENS.labels(kind).inc(int(n))
+                CUSTOMER_MODEL_TOKENS.labels(customer, kind).inc(int(n))
+
+
+def webhook_attempt(status: int | None, seconds: float, timed_out: bool = False) -> None:
+    """One webhook POST by a delivery worker: the answer's HTTP status, or none (timed out, or another error)."""
+    if status is not None:
+        result = f"{int(status) // 100}xx"
+    else:
+        result = "timeout" if timed_out else "error"
+    WEBHOOK_ATTEMPT_DURATION.labels(_one_of(result, WEBHOOK_RESULTS)).observe(max(0.0, seconds))
+
+
+def webhook_delivery_ended(outcome: str, attempts: int) -> None:
+    """A webhook delivery is done with: succeeded, gave_up (its last attempt failed) or not_sent."""
+    WEBHOOK_DELIVERIES_FINISHED.labels(_one_of(outcome, WEBHOOK_OUTCOMES)).inc()
+    WEBHOOK_DELIVERY_ATTEMPTS.observe(max(0, int(attempts)))
 
 
 def sandbox_spawned(start: str, seconds: float) -> None:

@@ -12,16 +12,18 @@ representation shows the trace id (`trace_id`), and so do its JSON log lines.
 Instrumented libraries, in the web process: Django (server spans; probes and scrapes excluded),
 psycopg and Redis (client spans under a request). Not in the workers: their queries and Redis
 commands run on shared threads and loops outside any task's span (batched for many tasks), so
-they would only make orphan spans. httpx is not instrumented: the OpenAI client of this
-platform's openai package speaks httpx2, which opentelemetry-instrumentation-httpx does not patch;
-the broker's own model-call span stands for the provider call.
+they would only make orphan spans. The model providers' HTTP requests are, in every process: the
+openai package here speaks httpx2, which opentelemetry-instrumentation-httpx patches with its
+HTTPX2ClientInstrumentor; each request (one per attempt, the client's own retries included) is a
+child of the broker's `chat` span.
 
 Sampling: child spans follow their parent; a root span is kept unless it is a client span (a query
 or a Redis command outside any request: a WebSocket consumer's, say), which would make one trace
 per query and bury the tasks' traces.
 
 The SDK reads its usual variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
-OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...); OTEL_SDK_DISABLED=true turns it off.
+OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...); OTEL_SDK_DISABLED=true turns it off, and
+OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (django, psycopg, redis, httpx) leaves out a library's spans.
 """
 import logging
 import os
@@ -80,11 +82,18 @@ def setup(service: str | None = None) -> bool:
         # Only there do queries and Redis commands run under a span (a request's); in a worker, a reaper or
         # a command they would all be orphans, dropped by the sampler after costing their wrapping.
         _instrument_libraries()
+    _instrument_model_http()
 
     logctx.trace_id_source = current_trace_id
     logger.info("tracing on: spans go to %s", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     return True
+
+
+def _disabled(name: str) -> bool:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (OpenTelemetry's own variable, e.g. `psycopg,redis`) names it."""
+    listed = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return name in {part.strip().lower() for part in listed.split(",")}
 
 
 def _instrument_libraries() -> None:
@@ -93,9 +102,26 @@ def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     # Before Django loads its middleware (AppConfig.ready runs first): it inserts its own at the top.
-    DjangoInstrumentor().instrument(excluded_urls=os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", EXCLUDED_URLS))
-    PsycopgInstrumentor().instrument()
-    RedisInstrumentor().instrument()
+    if not _disabled("django"):
+        DjangoInstrumentor().instrument(excluded_urls=os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", EXCLUDED_URLS))
+    # Most of a traced request's cost: one span per query and per Redis command (docs/benchmarks.md)
+    if not _disabled("psycopg"):
+        PsycopgInstrumentor().instrument()
+    if not _disabled("redis"):
+        RedisInstrumentor().instrument()
+
+
+def _instrument_model_http() -> None:
+    """The HTTP requests of the model providers' clients (openai here speaks httpx2): in a worker they run
+    under the broker's `chat` span (runtime.telemetry makes it current), in the web process under the
+    request (POST /api/models/{id}/test/)."""
+    if _disabled("httpx"):
+        return
+    try:
+        from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+    except ImportError:  # an installation without it, or without httpx2: the chat span still times the call
+        return
+    HTTPX2ClientInstrumentor().instrument()
 
 
 def _root_sampler():

@@ -26,6 +26,7 @@ class Response:
     status: int | None
     latency_ms: int
     error: str = ""
+    timed_out: bool = False
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -74,8 +75,9 @@ def post(url: str, body: bytes, headers: dict, *, timeout: float, allow_private:
         return Response(status, _ms(started), error)
     except (OSError, http.client.HTTPException) as exc:
         elapsed = time.monotonic() - started
-        reason = f"no answer within {timeout:g} s" if elapsed >= timeout * 0.98 else f"{type(exc).__name__}: {exc}"
-        return Response(None, _ms(started), reason[:500])
+        timed_out = elapsed >= timeout * 0.98
+        reason = f"no answer within {timeout:g} s" if timed_out else f"{type(exc).__name__}: {exc}"
+        return Response(None, _ms(started), reason[:500], timed_out=timed_out)
     finally:
         watchdog.cancel()
         conn.close()

@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.crypto import decrypt, encrypt
+from autogen_platform import metrics
 from autogen_platform.errors import ApplicationError, Conflict, QuotaExceeded, ValidationFailed
 from autogen_platform.naming import unique_name_save
 from autogen_platform.redis_clients import web_redis
@@ -236,6 +237,7 @@ def delivery_attempt(*, delivery_id: int) -> str | None:
         try:
             response = sender.post(webhook.url, body, headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
                                    allow_private=settings.WEBHOOKS_ALLOW_PRIVATE)
+            metrics.webhook_attempt(response.status, response.latency_ms / 1000, timed_out=response.timed_out)
         except sender.Refused as exc:
             return _delivery_record(delivery, status=Status.FAILED, error=f"Refused: {exc}")
     finally:
@@ -279,6 +281,9 @@ def _delivery_record(delivery, *, status, response=None, error="", next_attempt_
     if status == Status.SUCCEEDED:
         fields["delivered_at"] = now
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**fields)
+    if status in (Status.SUCCEEDED, Status.FAILED):
+        outcome = "succeeded" if status == Status.SUCCEEDED else ("gave_up" if response is not None else "not_sent")
+        metrics.webhook_delivery_ended(outcome, delivery.attempts + (1 if count else 0))
     level = logging.INFO if status == Status.SUCCEEDED else logging.WARNING
     logger.log(level, "webhook delivery %s (%s) to webhook %s: %s%s", delivery.pk, delivery.event,
                delivery.webhook_id, status, f" ({error})" if error else "")

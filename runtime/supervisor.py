@@ -639,6 +639,7 @@ class TaskRun:
 
         started = time.monotonic()
         telemetry.MODEL_CALL_PARENT.set(self.trace.model_parent(caller))  # this call's own asyncio task
+        telemetry.MODEL_CALL_CUSTOMER.set(self.ctx.customer_id)  # whose tokens (platform_customer_model_tokens)
         self.mark("model call")
         try:
             result = await self.broker.call(

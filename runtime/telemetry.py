@@ -2,9 +2,10 @@
 tracing on, the task's spans (autogen_platform.metrics and autogen_platform.tracing do the rest).
 
 ObservedClient wraps a provider client: every call the broker makes is counted by provider and
-outcome (ok, error, timeout, cancelled) with its latency and tokens, and is a `chat {model}` span
-with the GenAI semantic conventions' attributes (gen_ai.system, gen_ai.request.model,
-gen_ai.usage.input_tokens/output_tokens, ...), under the calling agent's turn.
+outcome (ok, error, timeout, cancelled) with its latency and tokens (also per customer), and is a
+`chat {model}` span with the GenAI semantic conventions' attributes (gen_ai.system,
+gen_ai.request.model, gen_ai.usage.input_tokens/output_tokens, ...), under the calling agent's turn;
+the provider client's HTTP requests (httpx2, instrumented by autogen_platform.tracing) are its children.
 
 TaskTrace continues a task's trace in the worker (the traceparent stored on its row by the API):
 one `task.run` span from the task's creation to its stored end, with children for the queue wait,
@@ -24,6 +25,8 @@ from autogen_platform import metrics, tracing
 
 # The span a model call made now belongs under (its agent's turn); set in each model call's asyncio task.
 MODEL_CALL_PARENT: contextvars.ContextVar = contextvars.ContextVar("model_call_parent", default=None)
+# The customer whose task makes the model call (its tokens are counted per customer); set alongside.
+MODEL_CALL_CUSTOMER: contextvars.ContextVar = contextvars.ContextVar("model_call_customer", default=None)
 # Spans one task's child can cause at most (turns and tool calls; a flooding child makes no more).
 MAX_SPANS = 1000
 NAME_MAX = 120
@@ -55,7 +58,11 @@ class ObservedClient:
     async def create(self, messages, **kwargs):
         call = _ModelCall(self)
         try:
-            result = await self._client.create(messages, **kwargs)
+            token = call.enter()
+            try:
+                result = await self._client.create(messages, **kwargs)
+            finally:
+                call.leave(token)
         except BaseException as exc:
             call.end(exc=exc)
             raise
@@ -66,7 +73,16 @@ class ObservedClient:
         call = _ModelCall(self)
         result = None
         try:
-            async for item in self._client.create_stream(messages, **kwargs):
+            items = self._client.create_stream(messages, **kwargs).__aiter__()
+            while True:
+                # the span is current only while the provider client runs, never across a yield to the caller
+                token = call.enter()
+                try:
+                    item = await items.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    call.leave(token)
                 if not isinstance(item, str):
                     result = item
                 yield item
@@ -80,6 +96,7 @@ class _ModelCall:
     def __init__(self, client: ObservedClient):
         self.client = client
         self.started = time.monotonic()
+        self.customer_id = MODEL_CALL_CUSTOMER.get()
         self.done = False
         self.span = None
         if tracing.active():
@@ -99,6 +116,21 @@ class _ModelCall:
                 f"chat {client.model}", context=MODEL_CALL_PARENT.get(), kind=SpanKind.CLIENT, attributes=attributes
             )
 
+    def enter(self):
+        """Make the call's span the current one while the provider client works, so that its HTTP requests
+        (httpx2 instrumentation: one per attempt, the client's retries included) are children of it."""
+        if self.span is None:
+            return None
+        from opentelemetry import context, trace
+
+        return context.attach(trace.set_span_in_context(self.span))
+
+    def leave(self, token) -> None:
+        if token is not None:
+            from opentelemetry import context
+
+            context.detach(token)
+
     def end(self, result=None, exc: BaseException | None = None) -> None:
         if self.done:
             return
@@ -107,7 +139,8 @@ class _ModelCall:
         usage = getattr(result, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        metrics.model_request(self.client.provider, outcome, time.monotonic() - self.started, prompt, completion)
+        metrics.model_request(self.client.provider, outcome, time.monotonic() - self.started, prompt, completion,
+                              customer_id=self.customer_id)
         if self.span is None:
             return
         from opentelemetry.trace import Status, StatusCode

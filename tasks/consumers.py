@@ -28,6 +28,7 @@ from rest_framework import exceptions as drf_exceptions
 
 from accounts.authentication import CustomerJWTAuthentication
 from accounts.selectors import customer_stream_read
+from autogen_platform import metrics
 from autogen_platform.errors import ApplicationError, NotFound, PermissionDeniedError, ValidationFailed, error_body
 from autogen_platform.realtime import ALL_CUSTOMERS_GROUP, customer_group, task_group
 
@@ -176,6 +177,19 @@ async def _close_broken(consumer) -> None:
 class _StreamConsumer(AsyncJsonWebsocketConsumer):
     closed = False
     expiry = None
+    counted = False  # in platform_stream_connections{kind="websocket"}, from accept to disconnect
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        if not self.counted:
+            self.counted = True
+            metrics.stream_opened("websocket")
+
+    async def websocket_disconnect(self, message):
+        if self.counted:
+            self.counted = False
+            metrics.stream_closed("websocket")
+        await super().websocket_disconnect(message)
 
     async def dispatch(self, message):
         # Channels' dispatch first hops to Django's one sync thread to close stale connections, for

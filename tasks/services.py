@@ -380,7 +380,7 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None, task
                                              content={"status": Task.Status.RUNNING})
             transaction.on_commit(lambda: realtime.send_many([realtime.task_event_frame(task_id, event.as_dict())]))
             transaction.on_commit(lambda: metrics.events_written(1))
-            transaction.on_commit(lambda: metrics.task_started(queue_wait=(now - created_at).total_seconds()))
+            transaction.on_commit(lambda: metrics.task_started((now - created_at).total_seconds(), customer_id))
             _announce_with_changes([(customer_id, task_id, Task.Status.RUNNING)])
     return bool(changed)
 
@@ -673,7 +673,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
                 _thread_start_next(thread_id)
             for customer_id in freed:  # the reaper retries a lost wake-up
                 transaction.on_commit(lambda c=customer_id: _wake_if_waiting(c), robust=True)
-            transaction.on_commit(lambda: [metrics.task_finished(s, code, d) for _, _, s, code, d in finished])
+            transaction.on_commit(lambda: [metrics.task_finished(s, code, d, c) for c, _, s, code, d in finished])
             _announce_with_changes([(c, t, s) for c, t, s, _, _ in finished])  # last: it locks the streams
     return results
 

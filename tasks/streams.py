@@ -15,6 +15,7 @@ from django.http import StreamingHttpResponse
 from rest_framework import exceptions as drf_exceptions
 
 from accounts.authentication import ApiKeyAuthentication, CustomerJWTAuthentication
+from autogen_platform import metrics
 from autogen_platform.errors import ApplicationError, error_response
 from autogen_platform.realtime import task_group
 
@@ -102,6 +103,7 @@ async def _event_stream(task_id: int, after: int):
     listener = asyncio.create_task(listen())
     loop = asyncio.get_running_loop()
     last_write = loop.time()
+    metrics.stream_opened("sse")
     try:
         yield f"retry: {SSE_RETRY_MS}\n\n".encode()
         while True:
@@ -121,5 +123,6 @@ async def _event_stream(task_id: int, after: int):
                 yield b": keepalive\n\n"
                 last_write = loop.time()
     finally:
+        metrics.stream_closed("sse")
         listener.cancel()
         await group_leave(layer, [task_group(task_id)], wakeups)

@@ -198,3 +198,72 @@ def test_metrics_include_http_metrics(client):
     client.get("/healthz")
     body = client.get("/metrics").content.decode()
     assert "django_http_requests_total_by_method_total" in body
+
+
+@pytest.mark.django_db
+def test_per_customer_figures_keep_within_the_bound_an_operator_sets(client, settings, monkeypatch):
+    from autogen_platform import metrics
+
+    # given METRICS_CUSTOMERS=all with room for two customers
+    settings.METRICS_CUSTOMERS, settings.METRICS_CUSTOMERS_MAX = "all", 2
+    monkeypatch.setattr(metrics, "customer_label", metrics._CustomerLabels())
+    before = scrape(client)
+    # when three customers' tasks finish and use tokens
+    for customer_id in (901, 902, 903, 901):
+        metrics.task_finished("succeeded", None, 1.0, customer_id)
+        metrics.model_request("openai", "ok", 0.2, prompt_tokens=10, completion_tokens=2, customer_id=customer_id)
+    after = scrape(client)
+
+    def delta(name):
+        return after.get(name, 0) - before.get(name, 0)
+
+    # then the first two have their own series, the third counts as "other", and the totals stay true
+    assert delta('platform_customer_tasks_finished_total{customer="901",outcome="succeeded"}') == 2
+    assert delta('platform_customer_tasks_finished_total{customer="902",outcome="succeeded"}') == 1
+    assert delta('platform_customer_tasks_finished_total{customer="other",outcome="succeeded"}') == 1
+    assert delta('platform_customer_model_tokens_total{customer="901",kind="prompt"}') == 20
+    assert delta('platform_customer_model_tokens_total{customer="other",kind="completion"}') == 2
+    assert not any('customer="903"' in name for name in after)
+    assert delta(SUCCEEDED) == 4 and delta('platform_model_tokens_total{kind="prompt"}') == 40
+
+    # a list names the customers to watch; `none` gives every customer "other"
+    settings.METRICS_CUSTOMERS = "7, 9"
+    listed = metrics._CustomerLabels()
+    assert [listed(c) for c in (7, 8, 9, None)] == ["7", "other", "9", "other"]
+    settings.METRICS_CUSTOMERS = "none"
+    assert metrics._CustomerLabels()(7) == "other"
+
+
+@pytest.mark.django_db
+def test_webhook_deliveries_waiting_are_read_from_the_unfinished_rows_only(make_customer, client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from integrations.models import Webhook, WebhookDelivery
+
+    customer, _ = make_customer("hook-metrics")
+    hook = Webhook.objects.create(customer=customer, url="https://example.com/hook", secret_encrypted="x")
+    now = timezone.now()
+
+    def delivery(status, due_in):
+        WebhookDelivery.objects.create(webhook=hook, customer=customer, event="task.succeeded", message_id="m",
+                                       payload={}, status=status, next_attempt_at=now + timedelta(seconds=due_in))
+
+    # given a queued delivery due for 2 minutes, a retry due for 10 s, one backing off, one being sent, two done
+    delivery("queued", -120)
+    delivery("pending", -10)
+    delivery("pending", 600)
+    delivery("sending", -1)
+    delivery("succeeded", -900)
+    delivery("failed", -900)
+    # when Prometheus scrapes
+    with CaptureQueriesContext(connection) as queries:
+        values = scrape(client)
+    # then it sees them by state, how late the oldest due one is, and it read only the unfinished rows
+    assert values['platform_webhook_deliveries_waiting{state="due"}'] == 2
+    assert values['platform_webhook_deliveries_waiting{state="retry_wait"}'] == 1
+    assert values['platform_webhook_deliveries_waiting{state="sending"}'] == 1
+    assert 120 <= values["platform_webhook_oldest_due_seconds"] < 180
+    on_deliveries = [q["sql"] for q in queries if '"integrations_webhookdelivery"' in q["sql"]]
+    assert len(on_deliveries) == 1 and "IN ('pending', 'queued', 'sending')" in on_deliveries[0], on_deliveries

@@ -1,7 +1,8 @@
 """deploy/monitoring/ against the real servers: promtool checks the configuration and rules and runs each
 alert's own unit test; a real Prometheus (Debian's package) with the shipped configuration scrapes a
-running platform after a succeeded, a failed and a cancelled (killed) task, loads the alert rules, and
-evaluates every expression of the dashboard and the rules without error, naming only exported metrics."""
+running platform after tasks of two customers (succeeded, slow, failed, cancelled while running) and webhook
+deliveries (delivered, given up), loads the alert rules, evaluates every expression of the dashboard and the
+rules without error, naming only exported metrics, and finds data for every panel of the dashboard."""
 import json
 import re
 import shutil
@@ -47,12 +48,12 @@ def test_promtool_accepts_the_configuration_and_every_alert_passes_its_unit_test
     assert alerts == tested
 
 
-def _expressions() -> list[str]:
+def _expressions(panels_only: bool = False) -> list[str]:
     rules = [rule["expr"] for group in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"] for rule in group["rules"]]
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     panels = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     assert len(panels) >= 10
-    return rules + panels
+    return panels if panels_only else rules + panels
 
 
 def _exported_names(client) -> set[str]:
@@ -116,70 +117,123 @@ class Prometheus:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _query(prometheus, expr) -> list:
+    answer = prometheus.api("/api/v1/query", query=expr)
+    assert answer["status"] == "success", (expr, answer)
+    return answer["data"]["result"]
+
+
+def _by(prometheus, expr, label) -> dict:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in _query(prometheus, expr)}
+
+
 @pytest.mark.django_db(transaction=True)
-def test_prometheus_scrapes_the_platform_and_evaluates_every_rule_and_panel(make_customer):
+def test_prometheus_scrapes_the_platform_and_every_panel_and_rule_has_data(make_customer, settings):
+    """The operator's walk-through: the platform (web, task worker, webhook worker sharing one metrics
+    directory, as runplatform runs them), a few tasks of two customers (one succeeds, one on a slow model,
+    one fails, one is cancelled while running), webhook deliveries (one delivered, one given up), a
+    refused request and a live stream; then Prometheus with the shipped configuration and rules."""
     _need("prometheus")
+    from integrations.services import webhook_create
     from tasks.models import Task
     from tasks.services import task_cancel
+    from tests.webhook_receiver import Receiver
 
-    # given the platform (a web process and a worker sharing one metrics directory, as runplatform runs them)
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
     shared = tempfile.mkdtemp(prefix="prom-mp-", dir="/tmp")
     server = Daphne(env={"PROMETHEUS_MULTIPROC_DIR": shared}).start()
     release = threading.Event()
     prometheus = None
+    customer, user = make_customer("monitoring")
+    other, other_user = make_customer("monitoring-other")
     try:
-        with running("monitoring-w1", PROMETHEUS_MULTIPROC_DIR=shared), \
-                OpenAIStub([{"hold": release, "text": "Late. TERMINATE", "timeout": 120}]) as slow:
-            customer, user = make_customer("monitoring")
-            ok_agent = make_agent(customer)
+        # only `customer` is given its own label: the other one counts as "other" (the bound an operator sets)
+        with running("monitoring-w1", webhooks=1, PROMETHEUS_MULTIPROC_DIR=shared, METRICS_CUSTOMERS=str(customer.pk),
+                     WEBHOOKS_ALLOW_PRIVATE="1", WEBHOOK_MAX_ATTEMPTS="1"), \
+                OpenAIStub([{"hold": release, "text": "Late. TERMINATE", "timeout": 120}]) as held, \
+                OpenAIStub(["Slowly. TERMINATE"], latency=1.5) as slow, \
+                Receiver([200]) as listening, Receiver([500]) as failing_endpoint:
+            webhook_create(actor=user, customer=customer, url=listening.url, events=["task.succeeded"])
+            webhook_create(actor=other_user, customer=other, url=failing_endpoint.url, events=["task.succeeded"])
+            ok_agent, other_agent = make_agent(customer), make_agent(other)
             broken = make_model(customer, provider="openai", model="m", base_url=f"http://127.0.0.1:{free_port()}/v1",
                                 model_info=MODEL_INFO)
             failing_agent = make_agent(customer, model=broken)
-            held = make_model(customer, provider="openai", model="m", base_url=slow.base_url, model_info=MODEL_INFO)
-            slow_agent = make_agent(customer, model=held)
+            held_agent = make_agent(customer, model=make_model(customer, provider="openai", model="m", base_url=held.base_url,
+                                                               model_info=MODEL_INFO))
+            slow_agent = make_agent(customer, model=make_model(customer, provider="openai", model="m", base_url=slow.base_url,
+                                                               model_info=MODEL_INFO))
 
-            # when a task succeeds, one fails (its model does not answer) and one is cancelled while running
-            ok, failing, killed = (make_task(user, agent=a) for a in (ok_agent, failing_agent, slow_agent))
-            wait_for(lambda: slow.requests, 120, message="the slow task's model call")
+            # when a task succeeds, one answers slowly, one fails (its model does not answer), one is cancelled
+            # while running, and another customer's task succeeds
+            ok, slowly, failing, killed = (make_task(user, agent=a) for a in (ok_agent, slow_agent, failing_agent, held_agent))
+            elsewhere = make_task(other_user, agent=other_agent)
+            wait_for(lambda: held.requests, 120, message="the held task's model call")
             task_cancel(actor=user, task=Task.objects.get(pk=killed.pk))
-            wait_for(lambda: all(Task.objects.get(pk=t.pk).is_finished for t in (ok, failing, killed)), 120,
-                     message="three finished tasks")
-            statuses = {t.pk: Task.objects.get(pk=t.pk).status for t in (ok, failing, killed)}
-            assert statuses == {ok.pk: "succeeded", failing.pk: "failed", killed.pk: "cancelled"}, statuses
+            tasks = (ok, slowly, failing, killed, elsewhere)
+            wait_for(lambda: all(Task.objects.get(pk=t.pk).is_finished for t in tasks), 120, message="five finished tasks")
+            statuses = [Task.objects.get(pk=t.pk).status for t in tasks]
+            assert statuses == ["succeeded", "succeeded", "failed", "cancelled", "succeeded"], statuses
+            # and the deliveries are made (two to the listening endpoint, one refused with a 500 and given up)
+            wait_for(lambda: len(listening.requests) == 2 and failing_endpoint.requests, 60, message="the deliveries")
+            # and an operator's requests: one refused (401), one live stream of a task
+            assert requests.get(server.http_url + "/api/tasks/", timeout=10).status_code == 401
+            from conftest import token_for
+
+            stream = requests.get(f"{server.http_url}/api/tasks/{ok.pk}/stream/", timeout=10,
+                                  headers={"Authorization": f"Bearer {token_for(user)}"})
+            assert stream.status_code == 200 and "event:" in stream.text
 
             # and Prometheus runs with the shipped configuration, pointed at the platform
             prometheus = Prometheus(server.port)
             wait_for(prometheus.ready, 60, interval=0.2, message="Prometheus ready")
 
-            # then its target is up and it has the three outcomes
             def target_up():
                 targets = prometheus.api("/api/v1/targets")["data"]["activeTargets"]
                 return [t for t in targets if t["labels"]["job"] == "platform-web" and t["health"] == "up"]
 
             wait_for(target_up, 60, interval=0.5, message="the platform target up")
 
-            def outcomes():
-                result = prometheus.api("/api/v1/query", query="sum by (outcome) (platform_tasks_finished_total)")
-                return {r["metric"]["outcome"]: float(r["value"][1]) for r in result["data"]["result"]}
+            # then it has the tasks' outcomes, per customer within the bound, and the webhook deliveries
+            seen = wait_for(lambda: len(o := _by(prometheus, "sum by (outcome) (platform_tasks_finished_total)", "outcome")) == 3 and o,
+                            60, interval=0.5, message="three outcomes scraped")
+            assert seen == {"succeeded": 3.0, "failed": 1.0, "cancelled": 1.0}
+            assert _by(prometheus, "sum by (customer) (platform_customer_tasks_finished_total)", "customer") == {
+                str(customer.pk): 4.0, "other": 1.0}
+            assert _by(prometheus, "sum by (customer) (platform_customer_tasks_started_total)", "customer") == {
+                str(customer.pk): 4.0, "other": 1.0}
+            tokens = _by(prometheus, "sum by (customer) (platform_customer_model_tokens_total)", "customer")
+            assert set(tokens) == {str(customer.pk), "other"} and all(n > 0 for n in tokens.values()), tokens
+            assert _by(prometheus, "sum by (outcome) (platform_webhook_deliveries_finished_total)", "outcome") == {
+                "succeeded": 2.0, "gave_up": 1.0}
+            assert _by(prometheus, "sum by (result) (platform_webhook_attempt_duration_seconds_count)", "result") == {
+                "2xx": 2.0, "5xx": 1.0}
+            assert _by(prometheus, "max(platform_webhook_workers)", "") == {"": 1.0}
+            # the slow model shows in the model latency: one call of 1.5 s or more
+            buckets = {float(le): n for le, n in _by(
+                prometheus, "sum by (le) (platform_model_request_duration_seconds_bucket)", "le").items()}
+            assert buckets[2.0] - buckets[1.0] >= 1, buckets
 
-            seen = wait_for(lambda: len(outcomes()) == 3 and outcomes(), 60, interval=0.5, message="three outcomes scraped")
-            assert seen == {"succeeded": 1.0, "failed": 1.0, "cancelled": 1.0}
-
-            # and every expression of the rules and the dashboard evaluates without error
+            # and every expression of the rules and the dashboard evaluates, and every panel's query has data
             for expr in _expressions():
-                answer = prometheus.api("/api/v1/query", query=expr)
-                assert answer["status"] == "success", (expr, answer)
+                _query(prometheus, expr)
+            panels = _expressions(panels_only=True)
+            deadline = time.monotonic() + 30  # a rate() needs two scrapes of a series
+            while (missing := [x for x in panels if not _query(prometheus, x)]) and time.monotonic() < deadline:
+                time.sleep(1)
+            assert not missing, f"panels without data: {missing}"
 
             # and the rules are loaded and evaluated without error
             def rules_evaluated():
                 groups = prometheus.api("/api/v1/rules")["data"]["groups"]
                 rules = [r for g in groups for r in g["rules"]]
-                return len(rules) == 8 and all(r.get("lastEvaluation", "").startswith("20") for r in rules) and rules
+                return len(rules) == 9 and all(r.get("lastEvaluation", "").startswith("20") for r in rules) and rules
 
             rules = wait_for(rules_evaluated, 30, interval=0.5, message="every rule evaluated")
             assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
-            # a worker runs: the no-live-worker alert is quiet
-            assert next(r for r in rules if r["name"] == "PlatformNoLiveWorker")["state"] == "inactive"
+            # a task worker and a delivery worker run, nothing is late: those alerts are quiet
+            for name in ("PlatformNoLiveWorker", "PlatformWebhooksLate"):
+                assert next(r for r in rules if r["name"] == name)["state"] == "inactive", name
             release.set()
     finally:
         release.set()

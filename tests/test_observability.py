@@ -232,6 +232,12 @@ def test_a_real_worker_counts_what_its_tasks_did(platform, observed):
     assert delta('platform_model_request_duration_seconds_count{outcome="cancelled",provider="openai"}') == 1
     assert delta('platform_model_tokens_total{kind="prompt"}') > 0
     assert delta('platform_model_tokens_total{kind="completion"}') > 0
+    # and per customer (METRICS_CUSTOMERS=all by default): the task owner's id, never its name
+    customer = observed["tasks"]["ok"]["customer"]
+    assert delta(f'platform_customer_model_tokens_total{{customer="{customer}",kind="prompt"}}') == \
+        delta('platform_model_tokens_total{kind="prompt"}')
+    assert delta(f'platform_customer_tasks_started_total{{customer="{customer}"}}') == 3
+    assert delta(f'platform_customer_tasks_finished_total{{customer="{customer}",outcome="failed"}}') == 1
     spawned = delta('platform_sandbox_spawn_seconds_count{start="warm"}') + delta('platform_sandbox_spawn_seconds_count{start="cold"}')
     assert spawned == 3
     assert delta("platform_sandbox_cpu_seconds_count") == 3 and delta("platform_sandbox_cpu_seconds_sum") > 0
@@ -304,6 +310,12 @@ def test_every_task_is_one_trace_from_the_api_request_to_its_model_calls(platfor
         assert attributes["gen_ai.system"] == "openai" and attributes["gen_ai.request.model"] == "stub-model"
         assert attributes["gen_ai.operation.name"] == "chat"
         assert attributes["gen_ai.usage.input_tokens"] > 0 and attributes["gen_ai.usage.output_tokens"] > 0
+        # and the provider client's HTTP request (openai over httpx2, instrumented) is the call's child
+        [request] = [s for s in spans if s["parent"] == call["span_id"]]
+        assert request["kind"] == 3 and request["scope"] == "opentelemetry.instrumentation.httpx", request
+        http = request["attributes"]
+        assert http.get("http.response.status_code", http.get("http.status_code")) == 200, http
+        assert http.get("http.request.method", http.get("http.method")) == "POST"
     tool = next(s for s in spans if s["name"] == "execute_tool calculator")
     assert tool["attributes"]["gen_ai.tool.name"] == "calculator" and by_id[tool["parent"]]["name"] == "invoke_agent calc"
 
@@ -315,6 +327,9 @@ def test_every_task_is_one_trace_from_the_api_request_to_its_model_calls(platfor
     assert failed_run["status"] == 2 and failed_run["attributes"]["platform.task.error_code"] == "model_error"  # ERROR
     failed_call = next(s for s in platform["receiver"].trace(failing) if s["name"] == "chat stub-model")
     assert failed_call["status"] == 2
+    failed_request = next(s for s in platform["receiver"].trace(failing) if s["parent"] == failed_call["span_id"])
+    assert failed_request["attributes"].get("http.response.status_code",
+                                            failed_request["attributes"].get("http.status_code")) == 400
     slow_run = wait_for(lambda: next((s for s in platform["receiver"].trace(slow) if s["name"] == "task.run"), None),
                         20, message="the cancelled task's run span")
     assert "sandbox.kill" in slow_run["events"]

@@ -408,6 +408,10 @@ DEFAULT_CUSTOMER_QUOTAS = {
 # sets var/prometheus) makes every process of a host write there and any one's /metrics show them all.
 METRICS_PORT = env("METRICS_PORT", None, int)
 METRICS_BIND_HOST = env("METRICS_BIND_HOST", "127.0.0.1")
+# Which customers get their own `customer` label on the platform_customer_* metrics (the rest count as "other"):
+# `all` (up to METRICS_CUSTOMERS_MAX per process), a comma-separated list of customer ids, or `none`.
+METRICS_CUSTOMERS = env("METRICS_CUSTOMERS", "all")
+METRICS_CUSTOMERS_MAX = env("METRICS_CUSTOMERS_MAX", 100, int)
 
 # LOG_FORMAT=json: one JSON object a line on stderr (autogen_platform/logctx.py); otherwise readable lines.
 LOG_FORMAT = env("LOG_FORMAT", "plain")
