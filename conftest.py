@@ -127,6 +127,20 @@ def _fresh_throttles():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers():
+    """Every test gets channel layers of its own, as every process does. channels_redis' layer counts the
+    receive() calls in flight on it and takes the first one's event loop for its receive lock (one loop per
+    process in production); a test whose loop closes while a consumer still waits in receive() leaves that
+    count and lock behind, and every later test's receive() then fails with "bound to a different event loop"
+    (seen in two full runs, order-dependent)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 def staff_user(db):
     """A platform admin: a staff user with no customer; password "password123"."""
