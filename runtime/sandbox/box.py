@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from ..outcomes import ErrorCode
+
 from . import cgroups
 from . import zygote as zygotes
 from .mountview import mount_view
@@ -332,13 +334,13 @@ class Sandbox:
         reason = None
         memory_cgroup = bool(self.cgroup and self.cgroup.created and self.cgroup.uses["memory"])
         if memory_cgroup and self.cgroup.under_oom():
-            reason = "memory_limit"
+            reason = ErrorCode.MEMORY_LIMIT
         elif not memory_cgroup and self._memory()[0] > self.limits.memory_mb << 20:
-            reason = "memory_limit"
+            reason = ErrorCode.MEMORY_LIMIT
         elif self._cpu_seconds() >= self.limits.cpu_seconds:
-            reason = "cpu_limit"
+            reason = ErrorCode.CPU_LIMIT
         elif self.limits.timeout_seconds and time.monotonic() - self._started > self.limits.timeout_seconds + TIMEOUT_GRACE_SECONDS:
-            reason = "timeout"
+            reason = ErrorCode.TIMEOUT
         if reason:
             self._limit_reason = reason
             logger.info("task %s: sandbox over its %s, killing it", self.task_id, reason)
@@ -443,9 +445,9 @@ class Sandbox:
             return None
         final = self._final or {}
         if final.get("oom"):
-            return "memory_limit"
+            return ErrorCode.MEMORY_LIMIT
         if code == -signal.SIGXCPU or (code == -signal.SIGKILL and final.get("cpu", 0) >= self.limits.cpu_seconds - 0.05):
-            return "cpu_limit"
+            return ErrorCode.CPU_LIMIT
         return None
 
     def cleanup(self) -> None:

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from runtime.agentchild.linux import PR_SET_DUMPABLE
+
 from . import box as boxes
 from . import cgroups
 from .box import CODE_UID_OFFSET, CPU_RLIMIT_SLACK_SECONDS, UID_BASE, UID_RANGE, Sandbox, SandboxError, SandboxLimits
@@ -57,7 +59,7 @@ if os.environ.get("AGENTCHILD_RUNNER_FD"):
     # Play the agent: not dumpable (agentchild's first act), holding a channel; ask the code runner to
     # reach into us the way the escape did (its uid, /proc/PID/mem, pidfd_getfd of our fd 0).
     import ctypes
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     code = CODE_PROBE.replace("AGENT_PID", str(os.getpid()))
     runner = socket.socket(fileno=int(os.environ["AGENTCHILD_RUNNER_FD"]))
     runner.sendall(json.dumps({"op": "run", "blocks": [{"language": "python", "code": code}], "timeout": 10}).encode() + b"\n")
@@ -88,7 +90,8 @@ got = libc.syscall(438, pidfd, 0, 0) if pidfd >= 0 else -1
 found["getfd"] = "took a descriptor" if got >= 0 else os.strerror(ctypes.get_errno())
 print(json.dumps(found))
 """
-PROBE_PROGRAM = PROBE_PROGRAM.replace("CODE_PROBE", repr(CODE_PROBE))
+PROBE_PROGRAM = PROBE_PROGRAM.replace("CODE_PROBE", repr(CODE_PROBE)).replace(
+    "PR_SET_DUMPABLE", str(PR_SET_DUMPABLE))  # the program runs alone in the sandbox: the constant goes in as text
 
 
 def _attempt(root: Path, mode: str, use_cgroups: bool, use_seccomp: bool, marker: str, port: int) -> dict:
