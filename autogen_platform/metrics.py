@@ -30,7 +30,7 @@ ERROR_CODES = (
 )
 PROVIDERS = ("openai", "replay")
 MODEL_OUTCOMES = ("ok", "error", "timeout", "cancelled")
-KILL_REASONS = (*ERROR_CODES, "stopped", "restart", "shutdown", "interrupt", "rollback")
+KILL_REASONS = (*ERROR_CODES, "restart", "shutdown", "interrupt", "rollback")
 STARTS = ("warm", "cold")
 TOKEN_KINDS = ("prompt", "completion")
 OTHER = "other"

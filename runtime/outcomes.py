@@ -28,7 +28,6 @@ class StopReason(models.TextChoices):
 
     CANCELLED = "cancelled"
     KILLSWITCH = "killswitch"
-    STOPPED = "stopped"  # its agent was stopped
     RESTART = "restart"  # its agent was restarted: the task runs again on the current version
     SHUTDOWN = "shutdown"  # its worker shut down before the task ended
     # a newer task on its thread stopped it (tasks.services.task_create's multitask_strategy); a rollback
@@ -55,7 +54,6 @@ INPUT_REQUIRED = "input_required"
 STOP_OUTCOMES = {
     StopReason.CANCELLED: (Final.CANCELLED, ErrorCode.CANCELLED, "Cancelled"),
     StopReason.KILLSWITCH: (Final.CANCELLED, ErrorCode.KILLSWITCH, "Stopped by the killswitch"),
-    StopReason.STOPPED: (Final.CANCELLED, ErrorCode.CANCELLED, "The agent was stopped"),
     StopReason.SHUTDOWN: (Final.FAILED, ErrorCode.WORKER_LOST, "The worker running the task shut down before it ended"),
     StopReason.INTERRUPT: (Final.CANCELLED, ErrorCode.CANCELLED, "Interrupted by a newer task on its thread"),
     StopReason.ROLLBACK: (Final.CANCELLED, ErrorCode.CANCELLED, "Interrupted by a newer task on its thread"),
