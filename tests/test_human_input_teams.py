@@ -11,6 +11,7 @@ import pytest
 
 from tests.execution_support import running, wait_for
 from tests.openai_stub import OpenAIStub
+from tests.test_team_modes import make_team
 from tests.test_human_input import (
     events_of,
     finished,
@@ -34,12 +35,6 @@ def workers(django_db_setup, django_db_blocker):
 @pytest.fixture
 def customer(make_customer):
     return make_customer()
-
-
-def make_team(client, agents, **body) -> dict:
-    response = client.post("/api/teams/", {"name": "team", "members": [a.pk for a in agents], **body}, format="json")
-    assert response.status_code == 201, response.content
-    return response.json()
 
 
 def ask_and_answer(client, team: dict, agent, text: str, task_input: str = "Make a logo") -> tuple[dict, object]:
