@@ -193,7 +193,7 @@ class RunForm(forms.Form):
 
 
 class ContinueForm(forms.Form):
-    input = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Your answer")
+    input = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Your next message")
 
 
 class RunFilterForm(forms.Form):

@@ -179,6 +179,8 @@ def _run_context(request, task):
     error = task.error or None
     return {
         "task": task,
+        "target_name": task.agent.name if task.agent else task.team.name if task.team else "(deleted)",
+        "continue_form": forms.ContinueForm(),
         "turns": turns,
         # The run's input is the first message of its transcript; shown from the task until that event exists.
         "input_shown": any(t.kind == "message" and t.source == "user" for t in turns),
@@ -190,6 +192,7 @@ def _run_context(request, task):
         "result_text": render_markdown(task.result["text"]) if isinstance(task.result, dict)
         and isinstance(task.result.get("text"), str) and task.result["text"] else None,
         "thread_runs": selectors.thread_runs(task),
+        "member_versions": task_services.task_member_versions(task),
         "cost": selectors.task_cost(task) if task.is_finished else None,
         "usage_rows": [(k.replace("_", " "), k, v) for k, v in (task.usage or {}).items()],
         "input_request": (asked := task_services.task_input_request(task)),
@@ -203,10 +206,7 @@ def _run_context(request, task):
 @member_required
 def run_detail(request, pk):
     task = task_selectors.task_get_for_user(user=request.user, pk=pk)
-    context = _context(request, "runs", **_run_context(request, task))
-    context["continue_form"] = forms.ContinueForm()
-    context["target_name"] = task.agent.name if task.agent else task.team.name if task.team else "(deleted)"
-    return render(request, "studio/run.html", context)
+    return render(request, "studio/run.html", _context(request, "runs", **_run_context(request, task)))
 
 
 @member_required
@@ -250,8 +250,6 @@ def run_input(request, pk):
     if answer_error is None:
         return redirect("studio:run", pk=task.pk)
     context = _context(request, "runs", **_run_context(request, task), answer_error=answer_error)
-    context.update(continue_form=forms.ContinueForm(),
-                   target_name=task.agent.name if task.agent else task.team.name if task.team else "(deleted)")
     return render(request, "studio/run.html", context, status=answer_status)
 
 
@@ -270,8 +268,7 @@ def run_continue(request, pk):
         except ApplicationError as exc:
             forms.apply_service_error(form, exc)
     context = _context(request, "runs", **_run_context(request, task))
-    context.update(continue_form=form,
-                   target_name=task.agent.name if task.agent else task.team.name if task.team else "(deleted)")
+    context["continue_form"] = form
     return render(request, "studio/run.html", context, status=400)
 
 

@@ -38,7 +38,7 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["=id", "input", "customer__name", "agent__name", "team__name", "idempotency_key"]
     date_hierarchy = "created_at"
     fieldsets = [
-        (None, {"fields": ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input"]}),
+        (None, {"fields": ["customer", "created_by", "agent", "agent_version", "team", "team_version", "thread", "status", "input"]}),
         ("Outcome", {"fields": ["outcome", "result_text", "usage_table"]}),
         ("Transcript", {"fields": ["transcript"]}),
         ("Times", {"fields": ["created_at", "started_at", "finished_at", "waiting_since", "heartbeat_at"]}),
@@ -46,7 +46,7 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
             "idempotency_key", "stop_requested", "attempts", "requeues", "worker", "pid", "tokens_used",
             "input_deadline", "suspension", "spec_pretty"]}),
     ]
-    readonly_fields = ["customer", "created_by", "agent", "agent_version", "team", "thread", "status", "input",
+    readonly_fields = ["customer", "created_by", "agent", "agent_version", "team", "team_version", "thread", "status", "input",
                        "outcome", "result_text", "usage_table", "transcript", "created_at", "started_at",
                        "finished_at", "waiting_since", "heartbeat_at", "idempotency_key", "stop_requested",
                        "attempts", "requeues", "worker", "pid", "tokens_used", "input_deadline", "suspension", "spec_pretty"]

@@ -49,6 +49,9 @@ class Task(models.Model):
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     agent_version = models.PositiveIntegerField(null=True, blank=True)
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    # The team's version the task runs (TeamVersion.version), set with agent_version when the spec is frozen;
+    # null for an agent's task and for team tasks made before it was recorded.
+    team_version = models.PositiveIntegerField(null=True, blank=True)
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="tasks")
     input = models.TextField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)

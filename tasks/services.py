@@ -64,6 +64,7 @@ def build_task_spec(*, agent=None, team=None) -> dict:
         "team": {
             "id": team.pk,
             "name": team.name,
+            "version": team.version,
             "mode": team.mode,
             "selector_model": team.selector_model_id,
             "orchestrator_model": team.orchestrator_model_id,
@@ -72,6 +73,15 @@ def build_task_spec(*, agent=None, team=None) -> dict:
         },
         "agents": [_agent_entry(a) for a in members],
     }
+
+
+def task_member_versions(task) -> list[dict]:
+    """A team task's members as it runs them, from its frozen spec: [{agent, name, version}] in speaking order."""
+    spec = task.spec if isinstance(task.spec, dict) else {}
+    if spec.get("kind") != "team":
+        return []
+    return [{"agent": a.get("id"), "name": a.get("name", ""), "version": a.get("version")}
+            for a in spec.get("agents") or [] if isinstance(a, dict)]
 
 
 def _agent_entry(agent) -> dict:
@@ -137,6 +147,7 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
                 agent=agent,
                 agent_version=agent.version if agent is not None else None,
                 team=team,
+                team_version=team.version if team is not None else None,
                 thread=thread,
                 input=input,
                 idempotency_key=idempotency_key or None,
@@ -522,6 +533,7 @@ def task_requeue(*, task_id: int) -> bool:
         was_running = task.status == Task.Status.RUNNING
         task.spec = build_task_spec(agent=task.agent, team=task.team)
         task.agent_version = task.agent.version if task.agent is not None else None
+        task.team_version = task.team.version if task.team is not None else None
         task.status = Task.Status.QUEUED
         task.stop_requested = ""
         task.suspension = None  # a restart runs the conversation again from its start
@@ -531,7 +543,7 @@ def task_requeue(*, task_id: int) -> bool:
         task.pid = None
         task.save(
             update_fields=[
-                "spec", "agent_version", "status", "stop_requested", "started_at", "heartbeat_at", "worker", "pid",
+                "spec", "agent_version", "team_version", "status", "stop_requested", "started_at", "heartbeat_at", "worker", "pid",
                 "suspension",
             ]
         )

@@ -376,3 +376,66 @@ def test_a_team_has_versions_a_diff_and_a_rollback(make_customer):
     assert as_viewer.post(f"/studio/teams/{team.pk}/rollback/", {"version": 1}).status_code == 403
     team.refresh_from_db()
     assert team.version == 3
+
+
+@pytest.mark.parametrize("status, answer_box, continue_form, later_note", [
+    ("queued", False, False, True),
+    ("running", False, False, True),
+    ("input_required", True, False, False),
+    ("succeeded", False, True, False),
+    ("failed", False, True, False),
+    ("cancelled", False, True, False),
+    ("timed_out", False, True, False),
+])
+def test_the_run_page_offers_the_answer_box_while_waiting_and_continue_only_once_finished(
+        make_customer, status, answer_box, continue_form, later_note):
+    from tasks.services import task_mark_running
+
+    customer, owner = make_customer(f"status-{status}")
+    agent = make_agent(customer, name="planner", human_input=True)
+    if status == "input_required":
+        task = _waiting_task(owner, agent, {"kind": "input", "agent": "planner", "prompt": "Which city?"})
+    else:
+        task = make_task(owner, agent=agent, input="Plan my trip")
+        if status != "queued":
+            task_mark_running(task_id=task.pk, worker="w", pid=1)
+        if status in Task.FINISHED:
+            task_finish(task_id=task.pk, status=status, result={"text": "ok", "stop_reason": "done"}
+                        if status == "succeeded" else None,
+                        error=None if status == "succeeded" else {"code": "cancelled", "message": "stopped"})
+    assert Task.objects.get(pk=task.pk).status == status
+    client = signed_in(owner)
+
+    # the full page and its live part (fetched again as events arrive) agree
+    for url in (f"/studio/runs/{task.pk}/", f"/studio/runs/{task.pk}/live/"):
+        html = client.get(url).content.decode()
+        assert ('id="answer-form"' in html) is answer_box, url
+        assert ('id="continue-form"' in html) is continue_form, url
+        assert ('id="continue-later"' in html) is later_note, url
+        if continue_form:
+            assert '<label for="id_input">Your next message</label>' in html
+
+
+def test_runs_show_the_team_and_agent_version_they_ran(make_customer):
+    from teams.services import team_update
+
+    customer, owner = make_customer("versions-run-co")
+    first, second = make_agent(customer, name="first"), make_agent(customer, name="second")
+    team = make_team(customer, [first], name="pair")
+    old = make_task(owner, team=team, input="old run")
+    team = team_update(actor="test", team=team, data={"members": [first, second]})
+    new = make_task(owner, team=team, input="new run")
+    solo = make_task(owner, agent=second, input="solo run")
+    client = signed_in(owner)
+
+    # the run page says which team version and member versions it ran, linking to the team's history
+    old_page = client.get(f"/studio/runs/{old.pk}/")
+    assert "team version 1 · members first v1" in text(old_page)
+    assert f'href="/studio/teams/{team.pk}/#versions-heading"' in old_page.content.decode()
+    assert "team version 2 · members first v1, second v1" in text(client.get(f"/studio/runs/{new.pk}/"))
+    assert "agent version 1" in text(client.get(f"/studio/runs/{solo.pk}/"))
+    # and the history shows each run's version
+    rows = client.get("/studio/runs/").content.decode()
+    for task, version in ((old, 1), (new, 2), (solo, 1)):
+        row = re.search(rf'<tr data-task="{task.pk}">.*?</tr>', rows, re.S).group(0)
+        assert f'<span class="muted version">v{version}</span>' in row

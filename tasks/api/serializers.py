@@ -9,7 +9,7 @@ from agents.models import Agent
 from autogen_platform import serializers as strict
 from tasks.models import Task, TaskEvent, Thread
 from tasks.selectors import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
-from tasks.services import task_input_request
+from tasks.services import task_input_request, task_member_versions
 from teams.models import Team
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cpu_seconds", "peak_memory_mb", "wall_seconds")
@@ -89,6 +89,12 @@ class TaskInputSerializer(strict.Serializer):
         return attrs
 
 
+class MemberVersionSerializer(serializers.Serializer):
+    agent = serializers.IntegerField(help_text="The member agent's id.")
+    name = serializers.CharField(help_text="Its name when the task was created.")
+    version = serializers.IntegerField(help_text="The agent version the task runs.")
+
+
 class TaskSerializer(serializers.ModelSerializer):
     error = TaskErrorSerializer(allow_null=True, read_only=True, help_text="Why the task did not succeed, or null.")
     input_request = serializers.SerializerMethodField(
@@ -97,15 +103,22 @@ class TaskSerializer(serializers.ModelSerializer):
     result = TaskResultSerializer(read_only=True, allow_null=True,
                                   help_text="What the run produced (final message and stop reason); null until "
                                             "the task succeeds.")
+    member_versions = serializers.SerializerMethodField(
+        help_text="A team's task: the version of each member agent it runs, in speaking order ([] for an agent's "
+                  "task, whose version is agent_version).")
     trace_id = serializers.CharField(read_only=True, allow_null=True,
                                      help_text="The task's OpenTelemetry trace id (32 hex digits) when tracing was on "
                                                "at its creation, else null.")
 
     class Meta:
         model = Task
-        fields = ["id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
+        fields = ["id", "agent", "agent_version", "team", "team_version", "member_versions", "thread", "input", "status", "result", "error", "usage",
                   "schedule", "webhook", "input_request", "created_at", "started_at", "finished_at", "trace_id"]
         read_only_fields = fields
+
+    @extend_schema_field(MemberVersionSerializer(many=True))
+    def get_member_versions(self, obj) -> list[dict]:
+        return task_member_versions(obj)
 
     @extend_schema_field(InputRequestSerializer(allow_null=True))
     def get_input_request(self, obj) -> dict | None:

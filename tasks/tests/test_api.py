@@ -9,7 +9,7 @@ from tests.api_support import assert_error, make_agent, make_task, make_team
 
 pytestmark = pytest.mark.django_db
 
-TASK_FIELDS = {"id", "agent", "agent_version", "team", "thread", "input", "status", "result", "error", "usage",
+TASK_FIELDS = {"id", "agent", "agent_version", "team", "team_version", "member_versions", "thread", "input", "status", "result", "error", "usage",
                "schedule", "webhook", "input_request",
                "created_at", "started_at", "finished_at", "trace_id"}
 
@@ -27,6 +27,7 @@ def test_create_persists_a_queued_task_on_a_new_thread_and_enqueues_it(api, agen
     body = response.json()
     assert set(body) == TASK_FIELDS
     assert (body["status"], body["agent"], body["agent_version"], body["team"]) == ("queued", agent.pk, 1, None)
+    assert (body["team_version"], body["member_versions"]) == (None, [])
     assert body["error"] is None and body["usage"]["prompt_tokens"] == 0
     assert body["thread"] is not None
     assert body["trace_id"] is None  # tracing is off here (no OTEL_EXPORTER_OTLP_ENDPOINT)
@@ -58,6 +59,28 @@ def test_team_task_and_exactly_one_target(owner, api, agent):
 
     assert created.status_code == 201 and created.json()["team"] == team.pk and created.json()["agent"] is None
     assert_error(api.post("/api/tasks/", {"input": "nobody"}, format="json"), 400, "validation_error")
+
+
+def test_a_team_task_records_the_team_and_member_versions_it_runs(owner, api, agent):
+    # given a team at version 1 and a task of it
+    customer = owner.membership.customer
+    critic = make_agent(customer, name="critic")
+    team = make_team(customer, [agent])
+    first = api.post("/api/tasks/", {"team": team.pk, "input": "go"}, format="json").json()
+    # when the team and a member change, and a new task is created
+    assert api.patch(f"/api/teams/{team.pk}/", {"members": [agent.pk, critic.pk]}, format="json").status_code == 200
+    assert api.patch(f"/api/agents/{agent.pk}/", {"system_message": "Be brief."}, format="json").status_code == 200
+    second = api.post("/api/tasks/", {"team": team.pk, "input": "again"}, format="json").json()
+
+    # then each task shows the versions it was created with, the first one unchanged
+    assert (first["team_version"], first["agent_version"]) == (1, None)
+    assert first["member_versions"] == [{"agent": agent.pk, "name": agent.name, "version": 1}]
+    assert api.get(f"/api/tasks/{first['id']}/").json()["team_version"] == 1
+    assert second["team_version"] == 2
+    assert second["member_versions"] == [{"agent": agent.pk, "name": agent.name, "version": 2},
+                                         {"agent": critic.pk, "name": "critic", "version": 1}]
+    listed = {t["id"]: t["team_version"] for t in api.get(f"/api/tasks/?team={team.pk}").json()["results"]}
+    assert listed == {first["id"]: 1, second["id"]: 2}
     assert_error(api.post("/api/tasks/", {"agent": agent.pk, "team": team.pk, "input": "both"}, format="json"), 400,
                  "validation_error")
     error = assert_error(api.post("/api/tasks/", {"agent": agent.pk}, format="json"), 400, "validation_error")

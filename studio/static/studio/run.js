@@ -3,7 +3,8 @@
 // tool calls), so what is shown is always what is stored. On a dropped connection it reconnects by itself
 // with {"after": last seq seen}: nothing is lost or shown twice. Streamed tokens show as they come.
 // A run waiting for a person shows its question with an answer box (or approve/deny buttons); what is typed
-// there survives the refreshes, and a new question is announced to screen readers.
+// there survives the refreshes, and a new question is announced to screen readers. The box to continue the
+// conversation (a new run on the thread) is part of the live part, shown once the run has finished.
 (function () {
   "use strict";
   const FINISHED = ["succeeded", "failed", "cancelled", "timed_out"];
@@ -50,15 +51,23 @@
         const response = await fetch(live.dataset.liveUrl, { credentials: "same-origin" });
         if (!response.ok) return;
         const open = [...live.querySelectorAll("details[open]")].map((d) => d.closest("[data-seq]")?.dataset.seq);
-        // an answer being typed stays (with its focus) while the same question is shown
+        // an answer being typed stays (with its focus) while the same question is shown; so does a next
+        // message typed in the continue box of a finished run
         const typing = document.getElementById("answer-text");
         const draft = typing && { seq: state.askedSeq, value: typing.value, focused: document.activeElement === typing };
+        const next = document.querySelector("#continue-form textarea");
+        const nextDraft = next && { value: next.value, focused: document.activeElement === next };
         live.innerHTML = await response.text();
         for (const seq of open) live.querySelector(`[data-seq="${seq}"] details`)?.setAttribute("open", "");
         const box = document.getElementById("answer-text");
         if (draft && box && document.getElementById("input-request")?.dataset.seq === draft.seq) {
           box.value = draft.value;
           if (draft.focused) box.focus();
+        }
+        const nextBox = document.querySelector("#continue-form textarea");
+        if (nextDraft && nextBox) {
+          nextBox.value = nextDraft.value;
+          if (nextDraft.focused) nextBox.focus();
         }
         announceQuestion();
         const threadRuns = document.getElementById("thread-runs-next");
