@@ -3,6 +3,9 @@ blobs); a cancel action through task_cancel."""
 import json
 
 from django.contrib import admin, messages
+from django.db.models import TextField
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast, Length
 from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
 
@@ -17,6 +20,16 @@ from .models import Task, TaskEvent, Thread
 def _pre(value):
     return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
                        json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# The parts of a suspension kept to resume the run, by size only (the work dir is a base64 archive).
+SUSPENSION_KEPT = {"state": "AgentChat state", "pending": "pending events", "broker": "model broker state",
+                   "workdir": "work dir (packed, base64)"}
+
+
+def _size(chars: int) -> str:
+    return f"{chars / 1024 / 1024:.1f} MB" if chars >= 1024 * 1024 else f"{chars / 1024:.1f} KB" \
+        if chars >= 1024 else f"{chars} bytes"
 
 
 class ErrorCodeFilter(admin.SimpleListFilter):
@@ -44,13 +57,34 @@ class TaskAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
         ("Times", {"fields": ["created_at", "started_at", "finished_at", "waiting_since", "heartbeat_at"]}),
         ("Internals", {"classes": ["collapse"], "fields": [
             "idempotency_key", "stop_requested", "attempts", "requeues", "worker", "pid", "tokens_used",
-            "input_deadline", "suspension", "spec_pretty"]}),
+            "input_deadline", "suspension_summary", "spec_pretty"]}),
     ]
     readonly_fields = ["customer", "created_by", "agent", "agent_version", "team", "team_version", "thread", "status", "input",
                        "outcome", "result_text", "usage_table", "transcript", "created_at", "started_at",
                        "finished_at", "waiting_since", "heartbeat_at", "idempotency_key", "stop_requested",
-                       "attempts", "requeues", "worker", "pid", "tokens_used", "input_deadline", "suspension", "spec_pretty"]
+                       "attempts", "requeues", "worker", "pid", "tokens_used", "input_deadline", "suspension_summary",
+                       "spec_pretty"]
     actions = ["cancel_selected"]
+
+    def get_queryset(self, request):
+        # The suspension holds the saved state and the packed work dir (base64, up to ~2.8 MB): never loaded
+        # whole here; the change page reads its small parts and the sizes of the rest (suspension_summary).
+        return super().get_queryset(request).defer("suspension")
+
+    @admin.display(description="suspension (what a waiting task keeps)")
+    def suspension_summary(self, obj):
+        parts = {key: KeyTransform(key, "suspension") for key in ("request", "answer")}
+        sizes = {f"{key}_chars": Length(Cast(KeyTransform(key, "suspension"), TextField()))
+                 for key in SUSPENSION_KEPT}
+        row = Task.objects.filter(pk=obj.pk, suspension__isnull=False).values(**parts, **sizes).first()
+        if row is None:
+            return "—"
+        kept = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", (
+            (label, _size(row[f"{key}_chars"]) if row[f"{key}_chars"] else "none")
+            for key, label in SUSPENSION_KEPT.items()))
+        return format_html("<div><strong>asked</strong></div>{}<div><strong>answer</strong></div>{}"
+                           "<div><strong>kept to resume</strong> (sizes as stored)</div><table>{}</table>",
+                           _pre(row["request"]), _pre(row["answer"]) if row["answer"] else "none yet", kept)
 
     @admin.display(description="agent or team")
     def target(self, obj):

@@ -1,6 +1,7 @@
 """The Django admin for operators: a task reads as its transcript, outcome and usage (not JSON blobs); objects
 have useful names; the killswitch says what it will stop and engages only once confirmed."""
 import re
+from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -97,3 +98,40 @@ def test_customer_tools_are_listed_with_the_agents_using_them(operator, make_cus
 
     assert "shout" in listing and "crier" in listing and "tools-admin-co" in listing
     assert page.status_code == 200 and "return &#x27;HEY&#x27;" in page.content.decode()
+
+
+def test_a_waiting_tasks_suspension_shows_sizes_not_its_packed_work_dir(operator, make_customer):
+    import base64
+    import os
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks.services import task_mark_running, task_suspend
+
+    # given a task waiting for input that kept a ~2.8 MB packed work dir (base64) with its state
+    customer, owner = make_customer("suspended-co")
+    task = make_task(owner, agent=make_agent(customer, name="planner", human_input=True), input="Plan a trip")
+    task_mark_running(task_id=task.pk, worker="w", pid=1)
+    workdir = base64.b64encode(os.urandom(2 * 1024 * 1024)).decode()
+    assert task_suspend(task_id=task.pk, request={"kind": "input", "agent": "planner", "prompt": "Which city?"},
+                        suspension={"state": {"messages": ["x" * 5000]}, "pending": {}, "workdir": workdir}, usage={})
+
+    # when an operator opens it in the admin
+    with CaptureQueriesContext(connection) as queries:
+        page = operator.get(f"/admin/tasks/task/{task.pk}/change/")
+
+    # then the page is light: the question and the sizes of what is kept, never the archive itself
+    html, body = page.content.decode(), text(page)
+    assert page.status_code == 200
+    assert workdir[:200] not in html and len(page.content) < 200_000, len(page.content)
+    assert '"prompt": "Which city?"' in unescape(html) and "answer none yet" in body
+    assert "work dir (packed, base64) 2.7 MB" in body and "AgentChat state 4.9 KB" in body
+    # and no query read the whole column (only its small keys and the lengths of the rest)
+    whole = [q["sql"] for q in queries.captured_queries
+             if re.search(r'"tasks_task"\."suspension"(?!\s*(->|#>|IS NOT NULL))', q["sql"])]
+    assert whole == []
+    # the list does not load it either
+    with CaptureQueriesContext(connection) as queries:
+        assert operator.get("/admin/tasks/task/").status_code == 200
+    assert not any('"tasks_task"."suspension"' in q["sql"] for q in queries.captured_queries)
