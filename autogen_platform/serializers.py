@@ -14,22 +14,25 @@ from collections.abc import Mapping
 from rest_framework import serializers
 
 
-def unknown_field_errors(data, known) -> dict:
-    """{key: [message]} for the keys of `data` that are not in `known` (empty when all are known)."""
+def unknown_field_errors(data, known, read_only=()) -> dict:
+    """{key: [message]} for the keys of `data` that are not in `known` (empty when all are known). The
+    message lists the keys one can set, and apart the read-only ones (accepted, ignored)."""
     if not isinstance(data, Mapping):
         return {}
     unknown = sorted(str(key) for key in data if key not in known)
     if not unknown:
         return {}
-    allowed = ", ".join(sorted(known)) or "none"
-    return {key: [f"Unknown field; allowed: {allowed}"] for key in unknown}
+    allowed = ", ".join(sorted(set(known) - set(read_only))) or "none"
+    ignored = f"; read-only (accepted, ignored): {', '.join(sorted(read_only))}" if read_only else ""
+    return {key: [f"Unknown field; allowed: {allowed}{ignored}"] for key in unknown}
 
 
 class RefuseUnknownFieldsMixin:
     """A body key that is not one of the serializer's fields is a validation error on that key."""
 
     def to_internal_value(self, data):
-        unknown = unknown_field_errors(data, set(self.fields))
+        unknown = unknown_field_errors(data, set(self.fields),
+                                       {name for name, field in self.fields.items() if field.read_only})
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:

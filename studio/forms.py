@@ -19,8 +19,10 @@ def apply_service_error(form, exc) -> None:
         if not isinstance(messages, list):
             messages = [str(messages)]
         messages = [m if isinstance(m, str) else str(m) for m in messages]
-        target = key if key in form.fields else None
         for message in messages:
+            target, message = (form.place_service_error(key, message) if hasattr(form, "place_service_error")
+                               else (key, message))
+            target = target if target in form.fields else None
             form.add_error(target, message if target else f"{key}: {message}")
             placed = True
     if not placed or exc.code not in ("validation_error",):
@@ -40,7 +42,8 @@ class StudioLoginForm(AuthenticationForm):
 
 class ModelConfigForm(forms.Form):
     name = forms.CharField(max_length=100)
-    provider = forms.ChoiceField(choices=ModelConfig.Provider.choices, help_text=(
+    provider = forms.ChoiceField(choices=[(ModelConfig.Provider.OPENAI, "OpenAI-compatible endpoint"),
+                                          (ModelConfig.Provider.REPLAY, "Replay (scripted answers)")], help_text=(
         "openai: any OpenAI-compatible endpoint (OpenAI, Ollama, vLLM, llama.cpp server). "
         "replay: scripted answers, no network (demos and tests)."))
     model = forms.CharField(max_length=200, required=False, help_text="The model name the endpoint serves (openai).")
@@ -64,6 +67,14 @@ class ModelConfigForm(forms.Form):
                                                       label="Price per million completion tokens")
 
     MODEL_INFO_FLAGS = ("vision", "function_calling", "json_output", "structured_output")
+
+    def place_service_error(self, key: str, message: str) -> tuple[str, str]:
+        """The service names the API's model_info: on this form that is the family and its boxes."""
+        if key == "model_info" and "does not know" in message:
+            model = self.cleaned_data.get("model") or "this model"
+            return "family", (f"AutoGen does not know {model!r}: give its family (unknown will do) and tick what "
+                              "it can do below (Function calling for agents with tools).")
+        return ("family" if key == "model_info" else key), message
 
     @classmethod
     def initial_for(cls, model: ModelConfig) -> dict:
@@ -139,7 +150,8 @@ class AgentForm(forms.Form):
 class TeamForm(forms.Form):
     name = forms.CharField(max_length=100)
     mode = forms.ChoiceField(choices=Team.Mode.choices, help_text=(
-        "round_robin: the members speak in order. selector: a model picks the next speaker."))
+        "Round robin: the members speak in order. Selector: a model (below) picks the next speaker. Swarm: the "
+        "speaker hands off to another member. Graph and Magentic One: set them up through the API."))
     selector_model = forms.TypedChoiceField(coerce=int, required=False, empty_value=None,
                                             label="Selector model (selector mode)")
     max_messages = forms.IntegerField(required=False, min_value=1, label="Stop after this many messages")

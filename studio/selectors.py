@@ -133,16 +133,29 @@ def usage_for_user(user, *, days: int = 30) -> dict:
 
 def task_cost(task: Task):
     """The run's cost from its models' prices (None when none of them has a price)."""
-    messages = []
-    if (task.spec or {}).get("kind") == "team":
-        messages = [(s, u) for s, u in TaskEvent.objects.filter(task=task, type__in=USAGE_EVENTS)
-                    .values_list("source", "content__models_usage") if isinstance(u, dict)]
-    split = task_token_split({"spec": task.spec, "usage": task.usage}, messages)
-    ids = {model_id for _, model_id, _, _ in split if model_id}
-    models = {m.pk: m for m in ModelConfig.objects.filter(customer_id=task.customer_id, pk__in=ids)}
-    total = None
-    for _, model_id, p, c in split:
-        money = models[model_id].cost(p, c) if model_id in models else None
-        if money is not None:
-            total = (total or Decimal(0)) + money
-    return total
+    return task_costs([task]).get(task.pk)
+
+
+def task_costs(tasks) -> dict:
+    """{task id: cost or None} for finished runs of one customer (a page of the history): two queries in all."""
+    tasks = [t for t in tasks if t.is_finished]
+    teams = [t.pk for t in tasks if (t.spec or {}).get("kind") == "team"]
+    messages = defaultdict(list)
+    if teams:
+        for task_id, source, usage in (TaskEvent.objects.filter(task_id__in=teams, type__in=USAGE_EVENTS)
+                                       .values_list("task_id", "source", "content__models_usage")):
+            if isinstance(usage, dict):
+                messages[task_id].append((source, usage))
+    splits = {t.pk: task_token_split({"spec": t.spec, "usage": t.usage}, messages[t.pk]) for t in tasks}
+    ids = {model_id for split in splits.values() for _, model_id, _, _ in split if model_id}
+    customers = {t.customer_id for t in tasks}
+    models = {m.pk: m for m in ModelConfig.objects.filter(customer_id__in=customers, pk__in=ids)} if ids else {}
+    costs = {}
+    for task_id, split in splits.items():
+        total = None
+        for _, model_id, p, c in split:
+            money = models[model_id].cost(p, c) if model_id in models else None
+            if money is not None:
+                total = (total or Decimal(0)) + money
+        costs[task_id] = total
+    return costs

@@ -125,7 +125,7 @@ def _targets(user):
 @member_required
 def home(request):
     agents, teams = _targets(request.user)
-    form = forms.RunForm(agents=agents, teams=teams)
+    form = forms.RunForm(agents=agents, teams=teams, initial={"target": request.GET.get("target", "")})
     recent = selectors.run_list_for_user(request.user)[:10]
     return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent))
 
@@ -155,11 +155,15 @@ def runs(request):
     agents, teams = _targets(request.user)
     filters = forms.RunFilterForm(request.GET or None, agents=agents, teams=teams)
     values = filters.cleaned_data if filters.is_valid() else {}
-    queryset = selectors.run_list_for_user(request.user, **{k: v for k, v in values.items() if v not in (None, "")})
+    chosen = {k: v for k, v in values.items() if v not in (None, "")}
+    queryset = selectors.run_list_for_user(request.user, **chosen)
     page = Paginator(queryset, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    costs = selectors.task_costs(page.object_list)
+    for run in page.object_list:
+        run.cost = costs.get(run.pk)
     query = request.GET.copy()
     query.pop("page", None)
-    context = _context(request, "runs", filters=filters, page=page, query=query.urlencode())
+    context = _context(request, "runs", filters=filters, page=page, query=query.urlencode(), filtered=bool(chosen))
     if request.headers.get("HX-Request"):
         return render(request, "studio/partials/runs_table.html", context)
     return render(request, "studio/runs.html", context)
@@ -338,6 +342,11 @@ def agents_list(request):
     return render(request, "studio/agents.html", _context(request, "agents", agents=agents))
 
 
+def _chosen(asked, choices: list):
+    """The choice a link asked for (?model=ID), else the newest (highest id): what a user just created."""
+    return next((c for c in choices if str(c) == asked), max(choices, default=None))
+
+
 def _agent_form_page(request, agent=None):
     models = agent_selectors.model_config_list_for_user(request.user)
     custom_tools = agent_selectors.tool_list_for_user(request.user)
@@ -352,8 +361,9 @@ def _agent_form_page(request, agent=None):
         if saved:
             return saved
     else:
-        form = forms.AgentForm(initial=forms.AgentForm.initial_for(agent) if editing else {}, models=models,
-                               custom_tools=custom_tools)
+        form = forms.AgentForm(initial=forms.AgentForm.initial_for(agent) if editing else {
+            "model": _chosen(request.GET.get("model"), [m.pk for m in models])}, models=models,
+            custom_tools=custom_tools)
     versions = list(agent_selectors.agent_version_list(agent)) if editing else []
     context = _context(request, "agents", form=form, agent=agent, versions=versions,
                        saved=request.GET.get("saved"), no_models=not models.exists())

@@ -63,6 +63,10 @@ def test_a_typo_in_an_agent_field_creates_nothing(world, client_for):
     # then it is refused naming the key, and no agent exists
     error = assert_error(response, 400, "validation_error")
     assert "system_mesage" in error["details"] and "system_message" in error["details"]["system_mesage"][0]
+    # the message says what can be set, and keeps apart what is read-only (accepted and ignored)
+    allowed, _, read_only = error["details"]["system_mesage"][0].partition("; read-only (accepted, ignored): ")
+    assert "system_message" in allowed and "version" not in allowed and "created_at" not in allowed
+    assert read_only.split(", ") == ["created_at", "id", "status", "updated_at", "version"]
     assert api.get("/api/agents/?name=typo").json()["count"] == 0
 
 
