@@ -177,6 +177,14 @@ def _error_text(exc: ApplicationError) -> str:
     return " ".join(messages) or exc.message
 
 
+def _run_models(request, task) -> list:
+    """The customer's model configurations the run's agents (and team) used, still there, by name."""
+    spec = task.spec if isinstance(task.spec, dict) else {}
+    ids = {a.get("model") for a in spec.get("agents") or [] if isinstance(a, dict)}
+    ids |= {(spec.get("team") or {}).get(k) for k in ("selector_model", "orchestrator_model")}
+    return list(agent_selectors.model_config_list_for_user(request.user).filter(pk__in=ids - {None}).order_by("name"))
+
+
 def _run_context(request, task):
     events = list(task_selectors.task_events_page(task, after=0, limit=task_selectors.EVENTS_MAX_LIMIT))
     turns = build_transcript(events, started_at=task.started_at or task.created_at)
@@ -192,6 +200,8 @@ def _run_context(request, task):
         "shown": shown_seqs(turns),
         "error": error,
         "error_explanation": ERROR_EXPLANATIONS.get((error or {}).get("code", "")),
+        # a model's failure: the run's model configurations, where the user can fix and test them
+        "error_models": _run_models(request, task) if (error or {}).get("code") == "model_error" else [],
         "stop_reason": (task.result or {}).get("stop_reason") if isinstance(task.result, dict) else None,
         "result_text": render_markdown(task.result["text"]) if isinstance(task.result, dict)
         and isinstance(task.result.get("text"), str) and task.result["text"] else None,

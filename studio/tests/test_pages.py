@@ -439,3 +439,67 @@ def test_runs_show_the_team_and_agent_version_they_ran(make_customer):
     for task, version in ((old, 1), (new, 2), (solo, 1)):
         row = re.search(rf'<tr data-task="{task.pk}">.*?</tr>', rows, re.S).group(0)
         assert f'<span class="muted version">v{version}</span>' in row
+
+
+def test_a_new_user_is_led_from_model_to_agent_to_run_and_told_what_to_fix(make_customer):
+    customer, owner = make_customer("guided-co")
+    client = signed_in(owner)
+    # a model AutoGen does not know, without capabilities: the form says which of its own fields to fill
+    form = {"name": "local", "provider": "openai", "model": "my-llama", "base_url": "http://127.0.0.1:9/v1"}
+    refused = client.post("/studio/models/new/", form)
+    assert refused.status_code == 400
+    family = re.search(r'<div class="field invalid">\s*<label for="id_family">.*?</div>', refused.content.decode(), re.S)
+    assert family and "AutoGen does not know &#x27;my-llama&#x27;: give its family" in family.group(0)
+    assert "OpenAI-compatible endpoint" in text(refused)
+    # once saved, the page leads to an agent on that model, preselected even when it is not the newest
+    saved = client.post("/studio/models/new/", {**form, "family": "unknown", "function_calling": "on"}, follow=True)
+    model = ModelConfig.objects.get(customer=customer, name="local")
+    make_model(customer, name="newer")
+    assert f'href="/studio/agents/new/?model={model.pk}"' in saved.content.decode()
+    agent_form = client.get(f"/studio/agents/new/?model={model.pk}").content.decode()
+    assert f'<option value="{model.pk}" selected>local</option>' in agent_form
+    # and an agent saved leads to a run with it preselected
+    created = client.post("/studio/agents/new/", {"name": "helper", "model": model.pk}, follow=True)
+    agent = Agent.objects.get(customer=customer, name="helper")
+    assert f'href="/studio/?target=agent:{agent.pk}"' in created.content.decode()
+    assert f'<option value="agent:{agent.pk}" selected>helper</option>' in client.get(
+        f"/studio/?target=agent:{agent.pk}").content.decode()
+    # no runs yet: the history says so and where to start
+    assert "No runs yet: start one" in text(client.get("/studio/runs/"))
+    # a run whose model failed links to that model configuration to fix and test it
+    task = make_task(owner, agent=agent)
+    task_finish(task_id=task.pk, status="failed",
+                error={"code": "model_error", "message": "Model 'local' at http://127.0.0.1:9/v1: connection refused"})
+    failed = client.get(f"/studio/runs/{task.pk}/")
+    assert f'<a href="/studio/models/{model.pk}/">local</a>' in failed.content.decode()
+    assert 'use "Test connection"' in text(failed)
+
+
+def test_the_runs_history_shows_each_finished_runs_cost_in_two_queries(make_customer, django_assert_max_num_queries):
+    customer, owner = make_customer("costs-co")
+    priced = make_model(customer, name="priced")
+    ModelConfig.objects.filter(pk=priced.pk).update(price_prompt_per_million=Decimal("2"),
+                                                    price_completion_per_million=Decimal("10"))
+    agent = make_agent(customer, model=priced, name="payer")
+    free = make_agent(customer, name="free")
+    team = make_team(customer, [agent, free], name="mixed")
+    runs = []
+    for target in [{"agent": agent}] * 5 + [{"team": team}] * 5:
+        task = make_task(owner, **target)
+        task_events_append(task_id=task.pk, events=[{"type": "message", "source": "payer", "content": {
+            "text": "hi", "models_usage": {"prompt_tokens": 1000, "completion_tokens": 100}}}])
+        task_finish(task_id=task.pk, status="succeeded", result={"text": "hi", "stop_reason": "done"},
+                    usage={"prompt_tokens": 1000 if "agent" in target else 1500, "completion_tokens": 100})
+        runs.append(task)
+    running = make_task(owner, agent=free, input="still going")
+    client = signed_in(owner)
+    client.get("/studio/runs/")  # the session and the customer are cached after the first page
+
+    with django_assert_max_num_queries(12):
+        html = client.get("/studio/runs/").content.decode()
+
+    def cost_of(task):
+        return re.search(rf'<tr data-task="{task.pk}">.*?<td class="num cost">(.*?)</td>', html, re.S).group(1)
+    # 1000 * 2 / 1e6 + 100 * 10 / 1e6 = 0.003; a team run's tokens on the free member's model cost nothing
+    assert {cost_of(t) for t in runs} == {"0.003000"}
+    assert "known once the run finished" in cost_of(running)
