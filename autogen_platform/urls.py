@@ -1,6 +1,7 @@
 """Every URL: health and metrics, the Django admin, the schema and docs, the admin API, and one router for /api/."""
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -51,6 +52,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="api_docs/redoc.html"), name="redoc"),
+    path("", RedirectView.as_view(url="/studio/"), name="root"),  # a person opening the bare address
     path("studio/", include("studio.urls")),
     path("console/", studio_views.console_redirect, name="console"),
     path("api/tasks/<int:pk>/stream/", streams.task_stream, name="task-stream"),

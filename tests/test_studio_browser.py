@@ -187,6 +187,10 @@ def test_an_owner_builds_a_team_runs_it_live_continues_it_and_finds_its_cost(dap
         page.click("#transcript .steps summary")
         assert "calls calculator" in page.inner_text("#transcript .steps")
         assert "42" in page.inner_text("#transcript .step-tool_result")
+        # while it runs there is nothing to continue yet, and the page says which team version runs
+        assert page.locator("#continue-form").count() == 0
+        assert "once this run has finished" in page.inner_text("#continue-later")
+        assert "team version 1 · members calc v1, critic v1" in page.inner_text("#run-versions")
         shot(page, "07-run-live")
         release.set()
         page.wait_for_selector("#outcome")
@@ -202,9 +206,10 @@ def test_an_owner_builds_a_team_runs_it_live_continues_it_and_finds_its_cost(dap
         assert shown_seqs(page) == stored_seqs(first)
         shot(page, "08-run-finished")
 
-        # when they answer in the thread
-        page.fill("#id_input", "And 7 times 6?")
-        page.click("#continue-button")
+        # when they answer in the thread (the box appeared once the run finished)
+        assert page.locator("#continue-later").count() == 0
+        page.get_by_label("Your next message").fill("And 7 times 6?")
+        page.get_by_role("button", name="Send").click()
         page.wait_for_selector("#outcome")
         second = int(page.inner_text("#task-id").lstrip("#"))
         assert Task.objects.get(pk=second).thread_id == Task.objects.get(pk=first).thread_id
@@ -218,6 +223,11 @@ def test_an_owner_builds_a_team_runs_it_live_continues_it_and_finds_its_cost(dap
     page.wait_for_url(f"**team={team.pk}**")
     page.wait_for_selector(f"#runs-table tr[data-task='{first}']")
     assert page.locator("#runs-table tbody tr[data-task]").count() == 2
+    # with each run's team version and cost
+    for task_id in (first, second):
+        row = page.locator(f"#runs-table tr[data-task='{task_id}']")
+        assert row.locator(".version").inner_text() == "v1"
+        assert float(row.locator(".cost").inner_text()) > 0
     shot(page, "10-runs-history")
     # and the usage page shows their tokens and cost
     page.goto(f"{daphne_server.http_url}/studio/usage/")
@@ -365,6 +375,8 @@ def test_a_run_asks_a_question_and_the_user_answers_in_the_page(daphne_server, w
     assert page.inner_text("#task-status") == "input_required"
     assert "Which colour do you like?" in page.inner_text("#input-question")
     assert page.inner_text("label[for='answer-text']") == "Your answer to customer"
+    # only the answer box: no box to start another run while this one waits
+    assert page.locator("#continue-form").count() == 0 and page.locator("#continue-later").count() == 0
     page.wait_for_function("document.getElementById('run-announce').textContent.includes('Which colour')")
     shot(page, "15-run-asks")
 

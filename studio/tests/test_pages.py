@@ -8,7 +8,7 @@ from django.test import Client
 
 from agents.models import Agent, ModelConfig
 from tasks.models import Task
-from tasks.services import task_event_append, task_events_append, task_finish
+from tasks.services import task_events_append, task_finish
 from teams.models import Team
 from tests.api_support import make_agent, make_model, make_task, make_team
 
@@ -34,8 +34,9 @@ def test_sign_in_is_required_and_only_for_customers_users(make_customer, staff_u
     assert refused.status_code == 200 and "does not belong to a customer" in text(refused)
     wrong = Client().post("/studio/login/", {"username": "nobody", "password": "x"})
     assert wrong.status_code == 200 and "Please enter a correct username and password" in text(wrong)
-    # and /console/ leads to the studio
+    # and /console/ and the bare address lead to the studio
     assert Client().get("/console/")["Location"] == "/studio/"
+    assert Client().get("/")["Location"] == "/studio/"
 
 
 def test_a_model_configuration_is_created_and_edited_and_its_key_never_shown(make_customer):
