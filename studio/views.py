@@ -127,7 +127,8 @@ def home(request):
     agents, teams = _targets(request.user)
     form = forms.RunForm(agents=agents, teams=teams, initial={"target": request.GET.get("target", "")})
     recent = selectors.run_list_for_user(request.user)[:10]
-    return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent))
+    return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent,
+                                                        has_targets=agents.exists() or teams.exists()))
 
 
 @writer_required
@@ -147,7 +148,8 @@ def run_create(request):
         except ApplicationError as exc:
             forms.apply_service_error(form, exc)
     recent = selectors.run_list_for_user(request.user)[:10]
-    return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent), status=400)
+    return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent, has_targets=True),
+                  status=400)
 
 
 @member_required

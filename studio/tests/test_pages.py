@@ -504,3 +504,20 @@ def test_the_runs_history_shows_each_finished_runs_cost_in_two_queries(make_cust
     # 1000 * 2 / 1e6 + 100 * 10 / 1e6 = 0.003; a team run's tokens on the free member's model cost nothing
     assert {cost_of(t) for t in runs} == {"0.003000"}
     assert "known once the run finished" in cost_of(running)
+
+
+def test_a_customer_with_nothing_built_yet_is_told_where_to_start(make_customer):
+    customer, owner = make_customer("empty-co")
+    client = signed_in(owner)
+
+    home = client.get("/studio/")
+
+    html = home.content.decode()
+    assert 'id="run-form"' not in html and "Nothing to run yet" in text(home)
+    assert 'href="/studio/models/new/"' in html and 'href="/studio/agents/new/"' in html
+    assert "No agents yet. Create one" in text(client.get("/studio/agents/"))
+    assert "No teams yet. Create one" in text(client.get("/studio/teams/"))
+    assert "No runs yet: start one" in text(client.get("/studio/runs/"))
+    # once an agent exists, the run form is there
+    make_agent(customer)
+    assert 'id="run-form"' in client.get("/studio/").content.decode()
