@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from accounts.permissions import OWNER
 from accounts.selectors import customer_for_user
 from autogen_platform.errors import PermissionDeniedError, ValidationFailed
+from autogen_platform.filters import refuse_unknown_query_parameters
 from autogen_platform.parsers import JSONParser
 
 from .apply import spec_apply
@@ -112,6 +113,7 @@ class SpecApplyView(APIView):
         },
     )
     def post(self, request):
+        refuse_unknown_query_parameters(request, {"dry_run", "prune", "format"})  # ?dryrun=true must not apply
         dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
         if prune and not dry_run and request.user.membership.role != OWNER:
             raise PermissionDeniedError("Only a customer's owners may delete: prune deletes what the spec omits")
@@ -133,6 +135,7 @@ class SpecExportView(APIView):
         responses={(200, "application/yaml"): OpenApiTypes.OBJECT, (200, "application/json"): OpenApiTypes.OBJECT},
     )
     def get(self, request):
+        refuse_unknown_query_parameters(request, {"format"})
         return Response(spec_export(customer_for_user(request.user)))
 
     def perform_content_negotiation(self, request, force=False):

@@ -160,3 +160,23 @@ def test_request_bodies_declare_that_unknown_keys_are_refused(world, client_for)
     schemas = _schema(client_for(world.owner))["components"]["schemas"]
     for name in ("AgentRequest", "PatchedAgentRequest", "TaskCreateRequest", "LimitsRequest", "ModelConfigRequest"):
         assert schemas[name]["additionalProperties"] is False, name
+
+
+def test_every_operation_with_query_parameters_refuses_an_unknown_one(world, client_for, admin_api):
+    # given every operation of the schema that documents query parameters, lists or not (events, apply,
+    # export...): `?afer=3` used to return every event, `POST /api/apply/?dryrun=true` to apply for real
+    api = client_for(world.owner)
+    operations = [(path, method) for path, item in _schema(api)["paths"].items() for method, op in item.items()
+                  if method in ("get", "post") and any(p.get("in") == "query" for p in op.get("parameters", []))]
+    assert ("/api/tasks/{id}/events/", "get") in operations and ("/api/apply/", "post") in operations
+    failures = []
+    for path, method in operations:
+        if path.endswith("/stream/"):
+            continue  # the SSE stream: a long-lived answer (its ?after= and Last-Event-ID are in tests/test_sse.py)
+        url = f"{_concrete(path, world)}?{UNKNOWN}=1"
+        client = _client(path, api, admin_api)
+        response = client.get(url) if method == "get" else client.post(url, {}, format="json")
+        body = response.json() if response.content else {}
+        if response.status_code != 400 or UNKNOWN not in str((body.get("error") or {}).get("details")):
+            failures.append(f"{method.upper()} {url}: {response.status_code} {str(body)[:300]}")
+    assert not failures, "\n".join(failures)

@@ -12,6 +12,7 @@ from accounts import services as account_services
 from accounts import signin
 from accounts.api.views import LoginRateThrottle, LogoutView
 from accounts.authentication import ADMIN_SCOPE
+from autogen_platform.filters import refuse_unknown_query_parameters
 from adminpanel import selectors, services
 from adminpanel.authentication import AdminJWTAuthentication
 from adminpanel.permissions import HasAdminKey, IsPlatformAdmin
@@ -185,6 +186,7 @@ class KillswitchView(AdminAPIView):
         responses=KillswitchOverviewSerializer,
     )
     def get(self, request):
+        refuse_unknown_query_parameters(request, {"customer", "format"})  # ?custmer=3 would show the overview
         customer = request.query_params.get("customer")
         if customer:
             return Response(selectors.killswitch_state(selectors.customer_get(customer).pk))

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from accounts.api.mixins import CustomerScopedViewMixin
 from accounts.selectors import customer_for_user
 from autogen_platform.errors import ValidationFailed
+from autogen_platform.filters import refuse_unknown_query_parameters
 from tasks import selectors, services
 from tasks.models import Task, Thread
 
@@ -75,6 +76,7 @@ class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.Retriev
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request, pk=None):
         task = self.get_object()
+        refuse_unknown_query_parameters(request, {*EventsQuerySerializer().fields, "format"})  # ?afer=3: not all
         query = EventsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         events = selectors.task_events_page(task, **query.validated_data)
