@@ -118,6 +118,11 @@ class AgentForm(forms.Form):
     model = forms.TypedChoiceField(coerce=int, label="Model configuration")
     tools = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
     code_execution = forms.BooleanField(required=False, label="Runs the code its model writes (Python, shell) in its sandbox")
+    human_input = forms.BooleanField(required=False, label="A person answers for this agent", help_text=(
+        "In a team it is the person's seat: its turn makes the run wait for your answer on the run page. Alone, "
+        "you are asked after each of its replies. It calls no tools."))
+    approval = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple,
+                                         label="Ask a person before it calls")
     memory_mb = forms.IntegerField(required=False, min_value=1, label="Memory (MB)")
     cpu_seconds = forms.IntegerField(required=False, min_value=1, label="CPU seconds")
     timeout_seconds = forms.IntegerField(required=False, min_value=1, label="Timeout (seconds)")
@@ -131,6 +136,8 @@ class AgentForm(forms.Form):
         # the built-in tools, then the customer's own (agents.tools; they run in the task's sandbox)
         self.fields["tools"].choices = [(t["name"], f"{t['name']}: {t['description']}") for t in tool_catalog()] + [
             (t.name, f"{t.name}: {t.description or 'your tool'}") for t in custom_tools]
+        self.fields["approval"].choices = [(name, f"{name} calls") for name, _ in self.fields["tools"].choices] + [
+            ("code_execution", "code_execution (running its code)")]
         for name in self.LIMITS:
             self.fields[name].help_text = "empty: the platform default"
 
@@ -138,12 +145,14 @@ class AgentForm(forms.Form):
     def initial_for(cls, agent) -> dict:
         return {"name": agent.name, "description": agent.description, "system_message": agent.system_message,
                 "model": agent.model_id, "tools": list(agent.tools), "code_execution": agent.code_execution,
+                "human_input": agent.human_input, "approval": list(agent.approval or []),
                 **{k: (agent.limits or {}).get(k) for k in cls.LIMITS}}
 
     def service_data(self) -> dict:
         d = self.cleaned_data
         return {"name": d["name"], "description": d["description"], "system_message": d["system_message"],
                 "model": d["model"], "tools": list(d["tools"]), "code_execution": d["code_execution"],
+                "human_input": d["human_input"], "approval": list(d["approval"]),
                 "limits": {k: d[k] for k in self.LIMITS if d[k] is not None}}
 
 

@@ -521,3 +521,23 @@ def test_a_customer_with_nothing_built_yet_is_told_where_to_start(make_customer)
     # once an agent exists, the run form is there
     make_agent(customer)
     assert 'id="run-form"' in client.get("/studio/").content.decode()
+
+
+def test_an_agent_that_asks_a_person_or_needs_approval_is_built_in_the_studio(make_customer):
+    customer, owner = make_customer("hitl-co")
+    model = make_model(customer)
+    client = signed_in(owner)
+    form = {"name": "calc", "model": model.pk, "tools": ["calculator"], "approval": ["calculator"]}
+
+    created = client.post("/studio/agents/new/", form)
+
+    agent = Agent.objects.get(customer=customer, name="calc")
+    assert created.status_code == 302 and agent.approval == ["calculator"] and not agent.human_input
+    page = client.get(f"/studio/agents/{agent.pk}/").content.decode()
+    assert re.search(r'<input type="checkbox" name="approval" value="calculator"[^>]*checked', page)
+    # approving a tool the agent does not have is refused on the approval boxes, saying why
+    refused = client.post(f"/studio/agents/{agent.pk}/", {**form, "approval": ["word_count"]})
+    assert refused.status_code == 400 and "word_count" in text(refused)
+    # a person's seat in a team
+    client.post("/studio/agents/new/", {"name": "me", "model": model.pk, "human_input": "on"})
+    assert Agent.objects.get(customer=customer, name="me").human_input is True
