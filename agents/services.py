@@ -10,7 +10,7 @@ from accounts.models import Customer
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 from autogen_platform.naming import unique_name_save
 from core.services import audit_record
-from runtime.services import model_config_problems, model_config_test as runtime_test
+from runtime.services import model_calls_functions, model_config_problems, model_config_test as runtime_test
 from runtime.tools import tool_names
 from runtime.outcomes import StopReason
 
@@ -168,6 +168,15 @@ def model_config_update(*, actor, model_config: ModelConfig, data: dict, request
     if "api_key" in data:
         model_config.api_key_encrypted = encrypt(data["api_key"] or "")
         changed.append("api_key")
+    if not model_calls_functions(provider=model_config.provider, model=model_config.model,
+                                 model_info=model_config.model_info):
+        # its agents with tools would fail at their next task (AutoGen refuses tools on such a model)
+        with_tools = sorted(a.name for a in Agent.objects.filter(model=model_config, human_input=False).only(
+            "name", "tools", "human_input") if a.tools)
+        if with_tools:
+            raise ValidationFailed(details={"model_info": [
+                f"function_calling false, but agents with tools use this model: {', '.join(with_tools)}; "
+                "remove their tools or move them to another model first"]})
     _model_config_save(model_config)
     audit_record(actor=actor, action="model_config.update", target=f"model_config:{model_config.pk}",
                  customer=model_config.customer, request=request, details={"changed": changed})
@@ -211,6 +220,11 @@ def model_config_delete(*, actor, model_config: ModelConfig, request=None) -> No
 # Agents
 
 
+_NO_FUNCTION_CALLING = ("The model configuration {name!r} cannot call functions (its model_info has function_calling "
+                        "false), so AutoGen would refuse this agent's tools when a task runs: set function_calling "
+                        "on the model, or give the agent no tools")
+
+
 def _agent_check(agent: Agent, customer: Customer) -> None:
     """The rules every agent write keeps: the caller's model, known tools, limits within quota."""
     errors = {}
@@ -230,6 +244,10 @@ def _agent_check(agent: Agent, customer: Customer) -> None:
             errors["tools"] = [f"Unknown tools: {', '.join(unknown)}; see GET /api/tools/"]
         elif len(set(tools)) != len(tools):
             errors["tools"] = ["A tool is listed twice"]
+    if "tools" not in errors and "model" not in errors and tools and not agent.human_input:
+        model = ModelConfig.objects.get(pk=agent.model_id)
+        if not model_calls_functions(provider=model.provider, model=model.model, model_info=model.model_info):
+            errors["tools"] = [_NO_FUNCTION_CALLING.format(name=model.name)]
     approval_problems = _approval_problems(agent)
     if approval_problems:
         errors["approval"] = approval_problems

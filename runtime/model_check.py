@@ -63,6 +63,22 @@ def known_model(model: str) -> bool:
     return True
 
 
+def calls_functions(*, provider: str, model: str, model_info) -> bool:
+    """Whether AutoGen lets an agent on this configuration call tools: its model_info says so, or AutoGen's
+    table for a model it knows. Replay clients and unknown models without model_info (refused on their own)
+    are not held against an agent."""
+    if provider != "openai":
+        return True
+    if isinstance(model_info, dict) and model_info:
+        return bool(model_info.get("function_calling"))
+    from autogen_ext.models.openai import _model_info  # lazy: as in known_model (AutoGen is heavy to import)
+
+    try:
+        return bool(_model_info.get_info(model).get("function_calling", True))
+    except (ValueError, KeyError):
+        return True
+
+
 def config_problems(*, provider: str, model: str, base_url: str, model_info, has_api_key: bool | None) -> dict:
     """Field -> messages for what a run of an openai configuration would miss; `has_api_key` None: not known
     here (not checked)."""

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from . import control
 from .keys import WORKER_SLOTS_STALE_SECONDS, sandbox_index_key, sandbox_stats_key, worker_slots_key
-from .model_check import config_problems
+from .model_check import calls_functions, config_problems
 from .models import WorkerHost
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,11 @@ def model_config_problems(*, provider: str, model: str, base_url: str, model_inf
     """Field -> messages for what a run of this model configuration would miss (runtime.model_check)."""
     return config_problems(provider=provider, model=model, base_url=base_url, model_info=model_info,
                            has_api_key=has_api_key)
+
+
+def model_calls_functions(*, provider: str, model: str, model_info) -> bool:
+    """Whether agents on this model configuration may have tools (runtime.model_check.calls_functions)."""
+    return calls_functions(provider=provider, model=model, model_info=model_info)
 
 
 def model_config_test(config: dict) -> dict:

@@ -180,3 +180,27 @@ def test_every_operation_with_query_parameters_refuses_an_unknown_one(world, cli
         if response.status_code != 400 or UNKNOWN not in str((body.get("error") or {}).get("details")):
             failures.append(f"{method.upper()} {url}: {response.status_code} {str(body)[:300]}")
     assert not failures, "\n".join(failures)
+
+
+def test_tools_on_a_model_that_cannot_call_functions_are_refused_before_any_task_runs(world, client_for):
+    # given a model configuration whose capabilities say it cannot call functions
+    api = client_for(world.owner)
+    info = {"family": "unknown", "vision": False, "function_calling": False, "json_output": False,
+            "structured_output": False}
+    model = api.post("/api/models/", {"name": "no-tools", "provider": "openai", "model": "my-llama",
+                                      "base_url": "http://127.0.0.1:9/v1", "model_info": info}, format="json").json()
+    # when an agent with a tool is put on it, then it is refused naming the model (it used to fail each task
+    # with agent_error "The model does not support function calling")
+    refused = api.post("/api/agents/", {"name": "calc", "model": model["id"], "tools": ["calculator"]}, format="json")
+    assert "'no-tools' cannot call functions" in assert_error(refused, 400, "validation_error")["details"]["tools"][0]
+    # an agent without tools is fine; giving it a tool later is refused the same way
+    plain = api.post("/api/agents/", {"name": "plain", "model": model["id"]}, format="json").json()
+    refused = api.patch(f"/api/agents/{plain['id']}/", {"tools": ["calculator"]}, format="json")
+    assert "tools" in assert_error(refused, 400, "validation_error")["details"]
+    # and a model whose agents have tools cannot lose function calling under them
+    capable = api.patch(f"/api/models/{model['id']}/", {"model_info": {**info, "function_calling": True}},
+                        format="json")
+    assert capable.status_code == 200
+    assert api.patch(f"/api/agents/{plain['id']}/", {"tools": ["calculator"]}, format="json").status_code == 200
+    refused = api.patch(f"/api/models/{model['id']}/", {"model_info": info}, format="json")
+    assert "plain" in assert_error(refused, 400, "validation_error")["details"]["model_info"][0]
