@@ -257,3 +257,18 @@ def test_stopping_the_agent_cancels_a_waiting_task_and_deleting_it_is_a_conflict
     assert api.get(f"/api/tasks/{task.pk}/").json()["status"] == "input_required"
     assert api.post(f"/api/agents/{agent.pk}/stop/").status_code == 200
     assert api.get(f"/api/tasks/{task.pk}/").json()["status"] == "cancelled"
+
+
+def test_a_restarted_team_task_records_the_version_it_runs_then(owner, api, agent):
+    from tasks.services import task_requeue
+    from teams.services import team_update
+
+    customer = owner.membership.customer
+    team = make_team(customer, [agent])
+    task = api.post("/api/tasks/", {"team": team.pk, "input": "go"}, format="json").json()
+    team_update(actor="test", team=team, data={"members": [agent, make_agent(customer, name="second")]})
+
+    assert task_requeue(task_id=task["id"])
+
+    again = api.get(f"/api/tasks/{task['id']}/").json()
+    assert again["team_version"] == 2 and [m["name"] for m in again["member_versions"]] == [agent.name, "second"]
