@@ -123,6 +123,12 @@ class _CustomerLabels:
             self.mode = "list"
             self.listed = frozenset(part.strip() for part in raw.split(",") if part.strip())
 
+    def settings(self) -> tuple[str, frozenset, int]:
+        """(mode: all, list or none; the listed ids; the limit), for figures computed at scrape time."""
+        if self.mode is None:
+            self._configure()
+        return self.mode, self.listed, self.limit
+
     def __call__(self, customer_id) -> str:
         if self.mode is None:
             self._configure()
