@@ -18,8 +18,8 @@ about to be refused).
 """
 import logging
 
-from django.db.models import Case, Count, F, FloatField, OuterRef, Value, When
-from django.db.models.functions import Cast
+from django.db.models import Count, FloatField, OuterRef
+from django.db.models.functions import Cast, Greatest
 from prometheus_client.core import GaugeMetricFamily
 
 from accounts.models import Customer
@@ -104,31 +104,25 @@ class LiveTasksCollector:
 
 def token_budget_ratios() -> dict[str, float]:
     """{customer label: tokens used this month / monthly budget}, within METRICS_CUSTOMERS' bound, `other`
-    always present (0 when no other customer used tokens). A budget of 0 counts as spent (1)."""
+    always present (0 when no other customer used tokens). A budget of 0 gives the tokens used (>= 1, spent,
+    once it used any)."""
     mode, listed, limit = metrics.customer_label.settings()
-    customers = (
-        Customer.objects.filter(deleted_at__isnull=True)
-        .annotate(used=customer_month_tokens(OuterRef("pk")))
-        .annotate(ratio=Case(
-            When(monthly_token_budget=0, then=Value(1.0)),
-            default=Cast(F("used"), FloatField()) / Cast(F("monthly_token_budget"), FloatField()),
-            output_field=FloatField(),
-        ))
-        .order_by("-ratio", "pk")
-    )
+    # One subquery per customer, referenced once (the ordering reuses the selected ratio): customers without
+    # tokens this month sort last with 0 and are dropped here rather than by a WHERE that would run it again.
+    ratio = Cast(customer_month_tokens(OuterRef("pk")), FloatField()) / Cast(Greatest("monthly_token_budget", 1), FloatField())
+    customers = Customer.objects.filter(deleted_at__isnull=True).annotate(ratio=ratio).order_by("-ratio", "pk")
     ratios: dict[str, float] = {}
-    using = customers.filter(used__gt=0)
     if mode == "list":
         ids = [int(c) for c in listed if c.isdigit()]
-        ratios.update((str(pk), ratio) for pk, ratio in customers.filter(pk__in=ids).values_list("pk", "ratio"))
-        other = using.exclude(pk__in=ids).values_list("ratio", flat=True).first()
+        ratios.update((str(pk), r) for pk, r in customers.filter(pk__in=ids).values_list("pk", "ratio"))
+        other = customers.exclude(pk__in=ids).values_list("ratio", flat=True).first()
     elif mode == "all" and limit > 0:
         # the ones nearest their budget get a label; the first one left out is the highest of the rest
-        top = list(using.values_list("pk", "ratio")[: limit + 1])
-        ratios.update((str(pk), ratio) for pk, ratio in top[:limit])
+        top = [(pk, r) for pk, r in customers.values_list("pk", "ratio")[: limit + 1] if r > 0]
+        ratios.update((str(pk), r) for pk, r in top[:limit])
         other = top[limit][1] if len(top) > limit else None
     else:
-        other = using.values_list("ratio", flat=True).first()
+        other = customers.values_list("ratio", flat=True).first()
     ratios[metrics.OTHER] = other or 0.0
     return ratios
 

@@ -283,14 +283,16 @@ def test_token_budget_used_is_read_from_the_usage_counters_within_the_label_boun
     ratio = "platform_customer_token_budget_used_ratio{{customer=\"{}\"}}".format
     today = timezone.now().date()
     # given customers with budgets: one nearly spent (its tasks of last month do not count), one at a tenth,
-    # a small one at half, one without tokens this month, a deleted one that had spent all
+    # a small one at half, one without tokens this month, a deleted one that had spent all, one with a budget of 0
+    # and no tokens (not nearly spent: blocked on purpose)
     near, near_user = make_customer("budget-near")
     tenth, _ = make_customer("budget-tenth")
     half, _ = make_customer("budget-half")
     idle, _ = make_customer("budget-idle")
     gone, _ = make_customer("budget-gone")
+    blocked, _ = make_customer("budget-blocked")
     for customer, budget, tokens in ((near, 1000, 900), (tenth, 1000, 100), (half, 100, 50), (idle, 1000, 0),
-                                     (gone, 10, 10)):
+                                     (gone, 10, 10), (blocked, 0, 0)):
         customer.monthly_token_budget = budget
         customer.save()
         if tokens:
@@ -321,3 +323,30 @@ def test_token_budget_used_is_read_from_the_usage_counters_within_the_label_boun
     assert scraped(f"{tenth.pk},{idle.pk}") == {ratio(tenth.pk): 0.1, ratio(idle.pk): 0, ratio("other"): 0.96}
     # none: the highest of all
     assert scraped("none") == {ratio("other"): 0.96}
+
+
+def test_every_fixed_label_value_is_exported_from_zero_so_the_first_event_counts(tmp_path):
+    """Prometheus counts no increase for a series' first value: a series that appears at 1 with a task's first
+    failure would leave increase() and the alerts at 0. A fresh process (multiprocess mode, as runplatform runs
+    it) must export every fixed label value at 0 before anything happened."""
+    import os
+    import subprocess
+    import sys
+
+    from autogen_platform.metrics import ERROR_CODES, KILL_REASONS, MODEL_OUTCOMES, OUTCOMES, PROVIDERS
+
+    # given a process that recorded nothing
+    script = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'autogen_platform.settings.test'); "
+              "django.setup(); from autogen_platform import metrics; from prometheus_client import generate_latest; "
+              "print(generate_latest(metrics._Exposed(with_scrape_collectors=False)).decode())")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    text = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+    # when it is scraped, then every outcome x code, model outcome, kill reason is there, at 0
+    values = parse(text)
+    expected = [f'platform_tasks_finished_total{{code="{c}",outcome="{o}"}}' for o in OUTCOMES for c in ("none", *ERROR_CODES)]
+    expected += [f'platform_model_request_duration_seconds_count{{outcome="{o}",provider="{p}"}}'
+                 for p in PROVIDERS for o in MODEL_OUTCOMES]
+    expected += [f'platform_sandbox_kills_total{{reason="{r}"}}' for r in KILL_REASONS]
+    expected += ['platform_webhook_deliveries_finished_total{outcome="gave_up"}', 'platform_stream_connections{kind="sse"}']
+    assert {name: values.get(name) for name in expected} == dict.fromkeys(expected, 0.0)

@@ -124,7 +124,8 @@ def _query(prometheus, expr) -> list:
 
 
 def _by(prometheus, expr, label) -> dict:
-    return {r["metric"].get(label, ""): float(r["value"][1]) for r in _query(prometheus, expr)}
+    """{label value: value}, without the zeros (the fixed label sets are exported from 0 before anything happens)."""
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in _query(prometheus, expr) if float(r["value"][1])}
 
 
 @pytest.mark.django_db(transaction=True)
