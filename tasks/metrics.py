@@ -9,8 +9,8 @@ never the finished ones; the queue depth is one LLEN. A database count rather th
 because a task waiting for a customer's slot is queued but has no job in the queue.
 
 The share of each customer's monthly token budget used so far (platform_customer_token_budget_used_ratio, for
-the "nearly spent" alert) is read from the per-day usage counters the quota reads (accounts.CustomerUsage, at
-most 31 rows a customer, through its (customer, day) index), never the tasks table: one query per scrape
+the "nearly spent" alert) is read from the per-day usage counters the quota reads (accounts.CustomerUsage: this
+month's rows of each customer, one index lookup each), never the tasks table: one query per scrape
 whose cost follows the customers, not their tasks. Its `customer` label keeps METRICS_CUSTOMERS' bound: the
 listed customers (`list`), or the ones nearest their budget up to METRICS_CUSTOMERS_MAX (`all`); `other` is
 the highest ratio among the rest (a max, not a sum: a ratio of a sum of budgets would hide the one customer
