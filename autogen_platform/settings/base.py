@@ -380,6 +380,9 @@ WEBHOOK_DELIVERY_RETENTION_DAYS = env("WEBHOOK_DELIVERY_RETENTION_DAYS", 30, int
 SCHEDULES_MAX_PER_CUSTOMER = env("SCHEDULES_MAX_PER_CUSTOMER", 100, int)
 # The shortest interval (and the closest cron firings are a minute apart anyway).
 SCHEDULE_MIN_INTERVAL_SECONDS = env("SCHEDULE_MIN_INTERVAL_SECONDS", 60, int)
+# Each reaper's scheduler sleeps until the soonest firing but at most this long: how soon a schedule
+# created or changed elsewhere is seen (its firing is then at most this late), one indexed query per look.
+SCHEDULER_POLL_SECONDS = env("SCHEDULER_POLL_SECONDS", 1.0, float)
 # -------------------------------------------------------------------------------------------------------
 
 SANDBOX_ROOT = Path(env("SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))

@@ -5,13 +5,15 @@ failed/worker_lost (cancelled if a stop had been asked), queued tasks whose RQ j
 for longer than TASK_REQUEUE_SECONDS are enqueued again, tasks waiting in input_required past
 TASK_INPUT_TIMEOUT_SECONDS end timed_out (input_timeout), and customers deleted more than
 CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep, and the customers' stream notices
-beyond the newest CUSTOMER_STREAM_KEEP are pruned. It is also the platform's scheduler: due schedules
-fire (integrations.services.schedules_fire_due, through tasks.signals.reaper_sweep: a database lease, so each firing happens once whichever
-reapers run) and webhook deliveries due for a retry, or whose job or worker was lost, go back on the
-`webhooks` queue. Several reapers may run at once.
+beyond the newest CUSTOMER_STREAM_KEEP are pruned; webhook deliveries due for a retry, or whose job or
+worker was lost, go back on the `webhooks` queue (tasks.signals.reaper_sweep). It is also the platform's
+scheduler: a thread that apps start through tasks.signals.reaper_started (integrations.scheduler) fires
+each schedule at its time, not at the next pass (a database lease, so each firing happens once whichever
+reapers run). Several reapers may run at once.
 """
 import logging
 import signal
+import threading
 import time
 
 from django.conf import settings
@@ -36,13 +38,21 @@ class Command(BaseCommand):
         self.stopping = False
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        while not self.stopping:
+        if options["once"]:
             self.sweep()
-            if options["once"]:
-                return
-            deadline = time.monotonic() + settings.REAPER_INTERVAL_SECONDS
-            while not self.stopping and time.monotonic() < deadline:
-                time.sleep(0.1)
+            return
+        stopping = threading.Event()
+        loops = [thread for _, thread in signals.reaper_started.send(sender=self.__class__, stopping=stopping) if thread]
+        try:
+            while not self.stopping:
+                self.sweep()
+                deadline = time.monotonic() + settings.REAPER_INTERVAL_SECONDS
+                while not self.stopping and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        finally:
+            stopping.set()
+            for thread in loops:
+                thread.join(timeout=10)
 
     def _stop(self, *_):
         self.stopping = True
