@@ -24,12 +24,14 @@ from runtime.agentchild import tools as registry
 from runtime.agentchild.names import agent_identifier
 from runtime.tools import tool_names
 
+from .component_tools import DocumentTools, read_function_tool
 from .models import Agent, ModelConfig
 from .services import agent_create, model_config_create
 
 # Provider strings, as AgentChat 0.7.5 dumps them, and the short names its loader also knows.
 ASSISTANT = "autogen_agentchat.agents.AssistantAgent"
 CODE_EXECUTOR = "autogen_agentchat.agents.CodeExecutorAgent"
+USER_PROXY = "autogen_agentchat.agents.UserProxyAgent"
 OPENAI = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 REPLAY = "autogen_ext.models.replay.ReplayChatCompletionClient"
 FUNCTION_TOOL = "autogen_core.tools.FunctionTool"
@@ -185,20 +187,34 @@ def executor_component(ident: str, timeout: int) -> dict:
     }, label="CodeExecutorAgent", description="Agent that executes code.")
 
 
+def user_proxy_component(ident: str, description: str) -> dict:
+    """A member a person answers for (human_input). AgentChat's loader gives it `input()` on the console."""
+    return component(USER_PROXY, "agent", {"name": ident, "description": description or "A human user"},
+                     label="UserProxyAgent",
+                     description="An agent that can represent a human user through an input function.")
+
+
 def agent_export(agent) -> dict:
-    """GET /api/agents/{id}/component/: an AssistantAgent; an agent with code_execution runs as AgentChat's
-    pair (a RoundRobinGroupChat of the assistant and a CodeExecutorAgent), so that is what it exports."""
+    """GET /api/agents/{id}/component/: an AssistantAgent; an agent with code_execution or human_input runs as
+    a RoundRobinGroupChat of the assistant, its CodeExecutorAgent and (human_input) a UserProxyAgent, as
+    runtime/agentchild/build.py builds it, so that is what it exports."""
     taken = set()
     ident = agent_identifier(agent.name, taken)
     assistant = assistant_component(ident=ident, description=agent.description, system_message=agent.system_message,
                                     model_config=agent.model, tools=list(agent.tools),
                                     tool_definitions=agent.behaviour().get("tool_definitions"))
-    if not agent.code_execution:
+    if not agent.code_execution and not agent.human_input:
         return assistant
-    timeout = int((agent.limits or {}).get("timeout_seconds") or 60)
-    termination = or_condition([text_mention_condition("TERMINATE"), max_messages_condition(12)])
+    participants = [assistant]
+    if agent.code_execution:
+        participants.append(executor_component(ident, int((agent.limits or {}).get("timeout_seconds") or 60)))
+    if agent.human_input:
+        participants.append(user_proxy_component(agent_identifier("person", taken), "The person who gave the task"))
+    # the child's limits (build.py): TERMINATE or 12 messages with code, 20 with a person
+    termination = or_condition([text_mention_condition("TERMINATE"),
+                                max_messages_condition(20 if agent.human_input else 12)])
     return component("autogen_agentchat.teams.RoundRobinGroupChat", "team", {
-        "participants": [assistant, executor_component(ident, timeout)],
+        "name": ident, "participants": participants,
         "termination_condition": termination, "emit_team_events": False,
     }, label="RoundRobinGroupChat",
         description="A team that runs a group chat with participants taking turns in a round-robin fashion to publish a message to all.")
@@ -229,6 +245,7 @@ class Problems:
     def __init__(self):
         self.items: dict[str, list[str]] = {}
         self.ignored: list[dict] = []
+        self.tools = DocumentTools()  # the FunctionTools that become the customer's own tools
 
     def add(self, path: str, message: str) -> None:
         self.items.setdefault(path, []).append(message)
@@ -403,10 +420,14 @@ def read_tools(problems: Problems, path: str, config: dict, code_tools: list | N
             continue
         name = tconfig.get("name")
         if name not in tool_names():
-            problems.add(f"{tpath}.config.name", f"{name!r} is not a tool of this platform (its source is never run "
-                                                 f"here); available: {', '.join(tool_names())}")
-            continue
-        problems.ignore(f"{tpath}.config.source_code", f"the platform's own {name} tool runs in its place")
+            # the customer's own tool: its source runs only in the sandbox (agents.component_tools has the rule)
+            definition = read_function_tool(problems, tpath, tconfig)
+            if definition is None:
+                continue
+            problems.tools.add(problems, tpath, definition)
+        elif tool_component(name)["config"]["source_code"] != tconfig.get("source_code"):
+            problems.ignore(f"{tpath}.config.source_code", f"{name!r} is a built-in tool: the platform's own {name} "
+                                                            "runs in its place, with its own parameters (GET /api/tools/)")
         if name not in found:
             found.append(name)
     return found
@@ -442,10 +463,18 @@ def read_agent(problems: Problems, path: str, data, *, handoffs_allowed: set | N
                 "system_message": _text(problems, f"{cpath}.system_message", config.get("system_message")),
                 "model": read_model(problems, f"{cpath}.model_client", config.get("model_client")),
                 "tools": [], "code_execution": True}
+    if provider == USER_PROXY:
+        # a person answers for it mid-run: an agent with human_input (its task waits in input_required)
+        check_keys(problems, cpath, config, {
+            "name": None, "description": None,
+            "input_func": "a person answers in the studio or with POST /api/tasks/{id}/input/",
+        })
+        return {"kind": "person", "name": _text(problems, f"{cpath}.name", config.get("name"), required=True, limit=100),
+                "description": _text(problems, f"{cpath}.description", config.get("description")),
+                "system_message": "", "model": None, "tools": [], "code_execution": False, "human_input": True}
     if provider != ASSISTANT:
-        reason = " (human input is not importable yet)" if provider.endswith("UserProxyAgent") else ""
-        problems.add(f"{path}.provider", f"agent provider {provider!r} is not supported{reason}; supported: "
-                                         f"{ASSISTANT}, {CODE_EXECUTOR}")
+        problems.add(f"{path}.provider", f"agent provider {provider!r} is not supported; supported: "
+                                         f"{ASSISTANT}, {CODE_EXECUTOR}, {USER_PROXY} (in a team)")
         return None
     check_keys(problems, cpath, config, {
         "name": None, "model_client": None, "tools": None, "workbench": None, "handoffs": None, "model_context": None,
@@ -524,9 +553,19 @@ class Creator:
         self.actor, self.customer, self.request = actor, customer, request
         self.model_names = set(ModelConfig.objects.filter(customer=customer).values_list("name", flat=True))
         self.agent_names = set(Agent.objects.filter(customer=customer).values_list("name", flat=True))
-        self.created = {"models": [], "agents": [], "teams": []}
+        self.created = {"models": [], "agents": [], "teams": [], "tools": []}
         self.renamed: list[dict] = []
         self._models: dict[str, object] = {}
+
+    def tools(self, problems: Problems) -> None:
+        """The document's FunctionTools as the customer's tools (first: agents name them); a name the customer
+        uses for another function refuses the whole import."""
+        created, refused = problems.tools.create(actor=self.actor, customer=self.customer, request=self.request)
+        if refused:
+            first = next(iter(refused.items()))
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise ValidationFailed(f"{first[0]}: {first[1][0]}{more}", details=refused)
+        self.created["tools"] += created
 
     def model(self, fields: dict, wanted_name: str):
         import json
@@ -551,14 +590,17 @@ class Creator:
         self._models[key] = created
         return created
 
-    def agent(self, read: dict):
-        model = read["model"]
-        model_name = model["model"] or f"{read['name']}-replay"
-        model_config = self.model(model, model_name)
+    def agent(self, read: dict, model_config=None):
+        """model_config: for a user proxy (read["model"] None), the team's model its agent row points to
+        (a person answers for it: the model is never called)."""
+        if model_config is None:
+            model = read["model"]
+            model_config = self.model(model, model["model"] or f"{read['name']}-replay")
         name = self._name(read["name"], self.agent_names, "agent")
         agent = agent_create(actor=self.actor, customer=self.customer, name=name, model=model_config,
                              description=read["description"], system_message=read["system_message"],
-                             tools=read["tools"], code_execution=read["code_execution"], request=self.request)
+                             tools=read["tools"], code_execution=read["code_execution"],
+                             human_input=read.get("human_input", False), request=self.request)
         self.created["agents"].append({"id": agent.pk, "name": agent.name})
         return agent
 
@@ -614,7 +656,11 @@ def agents_import(*, actor, customer, data, request=None) -> dict:
                 problems.add(f"{item_path}.component_type", "a team: import it with POST /api/teams/import/")
                 continue
             read = read_agent(problems, item_path, item)
-            if read is not None and read["kind"] == "executor":
+            if read is not None and read["kind"] == "person":
+                problems.add(f"{item_path}.provider", "a UserProxyAgent stands for a person in a team: import the "
+                                                      "team (POST /api/teams/import/), or give an agent "
+                                                      "human_input: true")
+            elif read is not None and read["kind"] == "executor":
                 problems.add(f"{item_path}.config.model_client", "a CodeExecutorAgent needs a model client to be an "
                                                                  "agent here (or import the team it belongs to)")
             elif read is not None:
@@ -622,6 +668,7 @@ def agents_import(*, actor, customer, data, request=None) -> dict:
     problems.raise_if_any()
     with transaction.atomic():
         creator = Creator(actor=actor, customer=customer, request=request)
+        creator.tools(problems)
         for read in reads:
             creator.agent(read)
         audit_record(actor=actor, action="agent.import", target=f"customer:{customer.pk}", customer=customer,
