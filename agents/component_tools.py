@@ -182,9 +182,12 @@ def same_function(a_source: str, a_description: str, b_source: str, b_descriptio
     comments aside, and the same description."""
     def statements(source):
         try:
-            return sorted(ast.dump(node) for node in ast.parse(source).body)
+            body = ast.parse(source).body
         except (SyntaxError, ValueError):
             return [source]
+        # `import a, b` is exported as two global imports: the same as `import a` and `import b`
+        return sorted(ast.dump(ast.Import(names=[name])) for node in body if isinstance(node, ast.Import)
+                      for name in node.names) + sorted(ast.dump(node) for node in body if not isinstance(node, ast.Import))
 
     return (a_description or "") == (b_description or "") and statements(a_source) == statements(b_source)
 

@@ -91,27 +91,40 @@ def _module_source(module, name: str) -> str:
     return "\n".join(lines[start:end]).rstrip()
 
 
-def custom_tool_source(definition: dict) -> str:
-    """A customer tool's source as FunctionTool loads it: AutoGen runs the function of the first `def` in the
-    text, so the tool's own function (found with ast: the source is parsed here, never run) comes first and
-    the rest of the module (imports, helpers) after it; names a function uses are looked up when it runs."""
+def custom_tool_source(definition: dict) -> tuple[str, list]:
+    """A customer tool's (source_code, global_imports) as FunctionTool loads them: AutoGen runs its imports
+    first, then the text, and takes the function of the first `def` in it; so the module's top-level imports
+    become global_imports (annotations may need them when the `def` runs), the tool's own function (found with
+    ast: the source is parsed here, never run) comes first and the rest (helpers, constants) after it."""
     source = definition["source"]
     tree = ast.parse(source)
     node = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and n.name == definition["name"]][-1]
     lines = source.splitlines(keepends=True)
-    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-    function = "".join(lines[start:node.end_lineno])
-    rest = "".join(lines[:start] + lines[node.end_lineno:]).strip()
-    return function.rstrip() + "\n" + (f"\n\n{rest}\n" if rest else "")
+    taken = set(range(min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1, node.end_lineno))
+    function = "".join(lines[i] for i in sorted(taken))
+    imports = []
+    for statement in tree.body:
+        if isinstance(statement, ast.Import):
+            imports += [{"name": a.name, "alias": a.asname} if a.asname else a.name for a in statement.names]
+        elif isinstance(statement, ast.ImportFrom) and statement.level == 0 and statement.module \
+                and all(a.name != "*" for a in statement.names):
+            imports.append({"module": statement.module, "imports": [
+                {"name": a.name, "alias": a.asname} if a.asname else a.name for a in statement.names]})
+        else:
+            continue
+        taken |= set(range(statement.lineno - 1, statement.end_lineno))
+    rest = "".join(line for i, line in enumerate(lines) if i not in taken).strip()
+    return function.rstrip() + "\n" + (f"\n\n{rest}\n" if rest else ""), imports
 
 
 def tool_component(name: str, definition: dict | None = None) -> dict:
     """A built-in tool, or (definition: its frozen definition) a customer's tool, as a FunctionTool."""
     if definition is not None:
+        source, imports = custom_tool_source(definition)
         return component(FUNCTION_TOOL, "tool", {
-            "source_code": custom_tool_source(definition), "name": name, "description": definition["description"],
-            "global_imports": [], "has_cancellation_support": False,
+            "source_code": source, "name": name, "description": definition["description"],
+            "global_imports": imports, "has_cancellation_support": False,
         }, label="FunctionTool", description="Create custom tools by wrapping standard Python functions.")
     tool = registry.TOOLS[name]
     source = textwrap.dedent(inspect.getsource(tool["function"]))

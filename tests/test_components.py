@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from agents.models import Agent, ModelConfig
+from agents.models import Agent, ModelConfig, Tool
 from teams.models import Team
 from tests.api_support import assert_error, make_agent, make_model, make_team
 
@@ -165,7 +165,8 @@ def test_an_exported_team_imports_back_as_the_same_team(api, customer):
     assert [a["name"] for a in body["agents"]] == ["writer-2", "critic-2"]
     assert body["teams"] == [{"id": body["teams"][0]["id"], "name": "duo-2"}]
     assert {r["name"] for r in body["renamed"]} == {"writer-2", "critic-2", "duo-2"}
-    assert any(i["path"].endswith("tools[0].config.source_code") for i in body["ignored"])
+    # the built-in tool's own exported source comes back: nothing to note
+    assert not any(i["path"].endswith("tools[0].config.source_code") for i in body["ignored"])
     copy = api.get(f"/api/teams/{body['teams'][0]['id']}/").json()
     new_writer, new_critic = (Agent.objects.get(name=n) for n in ("writer-2", "critic-2"))
     assert copy["mode"] == "graph" and copy["members"] == [new_writer.pk, new_critic.pk]
@@ -204,17 +205,84 @@ def test_unsupported_parts_are_refused_by_path_and_nothing_named_is_imported(api
     assert "tests.component_canary" not in sys.modules
 
 
-def test_agent_import_refuses_tools_whose_code_it_would_have_to_run(api, customer):
-    document = api.get(f"/api/agents/{make_agent(customer, name='calc', tools=['calculator']).pk}/component/").json()
-    tool = document["config"]["workbench"][0]["config"]["tools"][0]
-    tool["config"]["name"] = "exfiltrate"
-    tool["config"]["source_code"] = "def exfiltrate():\n    import os\n    return os.environ\n"
+def function_tool(name: str, source: str, description: str = "", global_imports=()) -> dict:
+    return {"provider": "autogen_core.tools.FunctionTool", "component_type": "tool", "version": 1,
+            "component_version": 1, "description": "", "label": "FunctionTool",
+            "config": {"source_code": source, "name": name, "description": description,
+                       "global_imports": list(global_imports), "has_cancellation_support": False}}
 
-    error = assert_error(api.post("/api/agents/import/", {"component": document}, format="json"), 400,
-                         "validation_error")
 
-    assert list(error["details"]) == ["component.config.workbench[0].config.tools[0].config.name"]
-    assert "'exfiltrate' is not a tool of this platform" in error["message"]
+def agent_with_tools(name: str, *tools) -> dict:
+    from agents.components import assistant_component
+
+    document = assistant_component(ident=name, description="", system_message="", tools=[],
+                                   model_config=ModelConfig(provider="replay", responses=["Hi."]))
+    document["config"]["workbench"][0]["config"]["tools"] = list(tools)
+    return document
+
+
+def test_a_function_tool_becomes_the_customers_tool_and_its_code_never_runs_in_the_platform(api, customer):
+    # given: a FunctionTool whose source, if the platform ran it, would import the canary module
+    source = "import tests.component_canary\n\n\ndef exfiltrate(what: str = 'env') -> str:\n    import os\n" \
+             "    return str(os.environ)\n"
+    sys.modules.pop("tests.component_canary", None)
+
+    response = api.post("/api/agents/import/", {"component": agent_with_tools(
+        "spy", function_tool("exfiltrate", source, "Read the environment."))}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert [t["name"] for t in response.json()["tools"]] == ["exfiltrate"]
+    tool = Tool.objects.get(customer=customer, name="exfiltrate")
+    assert tool.source == source and tool.description == "Read the environment."
+    assert tool.parameters == {"type": "object", "properties": {"what": {"type": "string", "default": "env"}}}
+    assert Agent.objects.get(customer=customer, name="spy").tools == ["exfiltrate"]
+    assert "tests.component_canary" not in sys.modules  # parsed, never run: it runs only in a task's sandbox
+
+
+def test_function_tool_names_that_are_taken_follow_the_rule_or_are_refused_by_path(api, customer):
+    from agents.tools import tool_create
+
+    tool_create(actor="test", customer=customer, name="shout", description="Shout a word.",
+                parameters={"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+                source="import string\n\n\ndef shout(word: str) -> str:\n    return string.capwords(word).upper()\n")
+    path = "component.config.workbench[0].config.tools[0].config.name"
+    same = function_tool("shout", "def shout(word: str) -> str:  # the same function, laid out otherwise\n"
+                                  "    return string.capwords(word).upper()\n", "Shout a word.", ["string"])
+    other = function_tool("shout", "def shout(word: str) -> str:\n    return word + '!'\n", "Shout a word.")
+    counts = (Agent.objects.count(), Tool.objects.count())
+
+    # another function under the customer's tool's name: refused, naming the part, nothing created
+    error = assert_error(api.post("/api/agents/import/", {"component": agent_with_tools("a", other)}, format="json"),
+                         400, "validation_error")
+    assert list(error["details"]) == [path]
+    assert "'shout' is the name of your tool" in error["message"] and "rename the function" in error["message"]
+    assert (Agent.objects.count(), Tool.objects.count()) == counts
+    # the same function (the customer's tool as exported) uses the existing tool
+    reused = api.post("/api/agents/import/", {"component": agent_with_tools("b", same)}, format="json")
+    assert reused.status_code == 201, reused.content
+    assert reused.json()["tools"] == [] and Tool.objects.count() == counts[1]
+    assert Agent.objects.get(name="b").tools == ["shout"]
+    # two different functions of one name in one document: the second is refused
+    twins = {"component": agent_with_tools("c", function_tool("echo", "def echo(x: str) -> str:\n    return x\n"),
+                                                function_tool("echo", "def echo(x: str) -> str:\n    return x * 2\n"))}
+    error = assert_error(api.post("/api/agents/import/", twins, format="json"), 400, "validation_error")
+    assert "also the name of a different FunctionTool at component.config.workbench[0].config.tools[0]" in \
+        error["details"]["component.config.workbench[0].config.tools[1].config.name"][0]
+    # a built-in's name with other code: the built-in runs, and the import says so
+    studio_calculator = function_tool("calculator", "def calculator(a: float, b: float, operator: str) -> str:\n"
+                                                    "    return str(a + b)\n")
+    builtin = api.post("/api/agents/import/", {"component": agent_with_tools("d", studio_calculator)}, format="json")
+    assert builtin.status_code == 201, builtin.content
+    assert Agent.objects.get(name="d").tools == ["calculator"] and not Tool.objects.filter(name="calculator").exists()
+    assert {"path": "component.config.workbench[0].config.tools[0].config.source_code",
+            "reason": "'calculator' is a built-in tool: the platform's own calculator runs in its place, with its own "
+                      "parameters (GET /api/tools/)"} in builtin.json()["ignored"]
+    # a parameter whose type has no JSON Schema here is refused with its name
+    odd = function_tool("odd", "def odd(x: MyModel) -> str:\n    return ''\n")
+    error = assert_error(api.post("/api/agents/import/", {"component": agent_with_tools("e", odd)}, format="json"),
+                         400, "validation_error")
+    assert "parameter 'x': the annotation MyModel has no JSON Schema here" in \
+        error["details"]["component.config.workbench[0].config.tools[0].config.source_code"][0]
 
 
 def test_an_autogen_studio_gallery_file_imports_its_teams_and_agents(api, customer):
