@@ -648,6 +648,28 @@ def import_document(data) -> tuple[str, list]:
                            details=details)
 
 
+GALLERY_SECTIONS = ("teams", "agents", "models", "tools", "terminations", "workbenches")
+
+
+def gallery_rest(problems: Problems, path: str, gallery: dict, taken: str) -> None:
+    """A gallery's other sections, listed in `ignored` (never dropped silently): an import takes one section,
+    with what its components contain."""
+    where = {"teams": "POST /api/teams/import/", "agents": "POST /api/agents/import/"}
+    for section in GALLERY_SECTIONS:
+        items = gallery.get(section)
+        if section == taken or not items:
+            continue
+        if section in where:
+            reason = f"not imported here: import the gallery's {section} with {where[section]}"
+        else:
+            reason = (f"not imported on their own: the {taken} bring what they use (models as model "
+                      "configurations, FunctionTools as your tools)")
+        problems.ignore(f"{path}.{section}", reason)
+    for key in sorted(set(gallery) - set(GALLERY_SECTIONS)):
+        problems.ignore(f"{path}.{key}", f"not imported: a gallery section this platform does not know "
+                                         f"(known: {', '.join(GALLERY_SECTIONS)})")
+
+
 def agents_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/agents/import/: one agent component, or every agent of a gallery file, in one transaction."""
     from django.db import transaction
@@ -658,6 +680,7 @@ def agents_import(*, actor, customer, data, request=None) -> dict:
     for path, document in documents:
         if kind == "gallery":
             agents = document.get("agents")
+            gallery_rest(problems, path, document, "agents")
             if not isinstance(agents, list) or not agents:
                 problems.add(f"{path}.agents", "the gallery has no agents to import")
                 continue

@@ -12,6 +12,7 @@ from agents.components import (
     check_keys,
     component,
     executor_component,
+    gallery_rest,
     import_document,
     max_messages_condition,
     or_condition,
@@ -366,6 +367,7 @@ def teams_import(*, actor, customer, data, request=None) -> dict:
     for path, document in documents:
         if kind == "gallery":
             teams = document.get("teams")
+            gallery_rest(problems, path, document, "teams")
             if not isinstance(teams, list) or not teams:
                 problems.add(f"{path}.teams", "the gallery has no teams to import")
                 continue

@@ -313,6 +313,13 @@ def test_an_autogen_studio_gallery_file_imports_its_teams_and_agents(api, custom
     model = ModelConfig.objects.get(pk=teams.json()["models"][0]["id"])
     assert model.provider == "openai" and model.model == "gpt-4o-mini" and not model.has_api_key
     assert any(i["path"].endswith("model_client.config.api_key") for i in teams.json()["ignored"])
+    # the sections an import does not take are listed, never dropped silently
+    assert {i["path"]: i["reason"] for i in teams.json()["ignored"] if i["path"].count(".") == 1} == {
+        "components.agents": "not imported here: import the gallery's agents with POST /api/agents/import/",
+        "components.models": "not imported on their own: the teams bring what they use (models as model "
+                             "configurations, FunctionTools as your tools)"}
+    assert {"path": "components.teams", "reason": "not imported here: import the gallery's teams with "
+                                                  "POST /api/teams/import/"} in agents.json()["ignored"]
 
 
 def test_another_customers_team_has_no_component(api, make_customer):
@@ -433,3 +440,36 @@ def test_an_agent_with_a_customer_tool_exports_it_as_a_function_tool_that_runs_i
     assert [t["config"]["name"] for t in tools] == ["shout", "word_count"]
     assert tools[0]["config"]["source_code"].startswith("def shout(word: str) -> str:")
     assert ["crier", "ToolCallExecutionEvent"] == run["messages"][2][:2] and "HELLO!" in run["messages"][2][2]
+
+
+def test_a_user_proxy_imports_as_a_member_a_person_answers_for_and_exports_as_one(api, customer):
+    from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
+    from autogen_agentchat.conditions import MaxMessageTermination
+    from autogen_agentchat.teams import SelectorGroupChat
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-x", model_info={**MODEL_INFO, "json_output": False})
+    person = UserProxyAgent("user_proxy", description="Decides when unsure")
+    team = SelectorGroupChat([AssistantAgent("helper", model_client=client), person], model_client=client,
+                             termination_condition=MaxMessageTermination(6))
+    dump = (lambda c: json.loads(c.dump_component().model_dump_json()))
+
+    imported = api.post("/api/teams/import/", {"component": dump(team)}, format="json")
+    alone = api.post("/api/agents/import/", {"component": dump(person)}, format="json")
+
+    assert imported.status_code == 201, imported.content
+    proxy, helper = Agent.objects.get(name="user_proxy"), Agent.objects.get(name="helper")
+    assert proxy.human_input and proxy.description == "Decides when unsure" and proxy.tools == []
+    assert proxy.model_id == helper.model_id  # never called: a person answers for it
+    exported = api.get(f"/api/teams/{imported.json()['teams'][0]['id']}/component/").json()
+    assert exported["config"]["participants"][1] == {
+        "provider": "autogen_agentchat.agents.UserProxyAgent", "component_type": "agent", "version": 1,
+        "component_version": 1, "label": "UserProxyAgent",
+        "description": "An agent that can represent a human user through an input function.",
+        "config": {"name": "user_proxy", "description": "Decides when unsure"}}
+    error = assert_error(alone, 400, "validation_error")
+    assert "a UserProxyAgent stands for a person in a team" in error["details"]["component.provider"][0]
+    # an agent with human_input alone exports as it runs: a round robin of the agent and the person
+    solo = api.get(f"/api/agents/{make_agent(customer, name='asker', human_input=True).pk}/component/").json()
+    assert [p["provider"].rsplit(".", 1)[1] for p in solo["config"]["participants"]] == ["AssistantAgent",
+                                                                                       "UserProxyAgent"]

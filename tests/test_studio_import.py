@@ -168,3 +168,24 @@ def test_a_studio_team_imports_runs_asks_mid_run_takes_an_own_tool_and_loads_bac
     assert again.json()["tools"] == []
     assert Tool.objects.filter(customer=org).count() == 2
     assert TaskEvent.objects.filter(task_id=task["id"], type="input_request").count() == 1
+
+
+def test_a_failure_without_text_in_agentchat_names_where_it_failed(workers, make_customer, client_for):
+    # given: a selector model that answers with a tool call where AgentChat asserts a speaker's name (text)
+    from tests.test_human_input import make_agent, replay_model
+    from tests.test_team_modes import make_team
+
+    org, user = make_customer()
+    client = client_for(user)
+    members = replay_model(org, ["Hello."], name="members")
+    selector = replay_model(org, [json.dumps(calls(("pick", {})))], name="selector")
+    team = make_team(client, [make_agent(org, members, "one"), make_agent(org, members, "two")], mode="selector",
+                     selector_model=selector.pk, termination={"max_messages": 4})
+
+    done = finished(submit(client, team=team["id"], input="Go.")["id"], timeout=60)
+
+    # then: not a bare "AssertionError: " but the place and the check that failed
+    assert done.status == "failed" and done.error["code"] == "agent_error"
+    assert done.error["message"].startswith("AssertionError in autogen_agentchat/teams/_group_chat/"
+                                            "_selector_group_chat.py, line "), done.error
+    assert done.error["message"].endswith("assert isinstance(response.content, str)"), done.error
