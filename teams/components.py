@@ -130,8 +130,8 @@ def team_export(team: Team) -> dict:
         config["graph"] = {"nodes": nodes, "default_start_node": by_id[members[0].pk]}
     else:
         config["emit_team_events"] = False
-    label = TEAMS[team.mode].rsplit(".", 1)[1]
-    return component(TEAMS[team.mode], "team", config, label=label, description=f"The platform team {team.name}")
+    # AutoGen Studio shows a component's label as its name
+    return component(TEAMS[team.mode], "team", config, label=team.name, description=f"The platform team {team.name}")
 
 
 # Import

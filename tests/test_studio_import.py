@@ -141,6 +141,7 @@ def test_a_studio_team_imports_runs_asks_mid_run_takes_an_own_tool_and_loads_bac
     exported = client.get(f"/api/teams/{body['teams'][0]['id']}/component/")
     assert exported.status_code == 200 and b"sk-studio" not in exported.content
     doc = json.loads(exported.content)
+    assert doc["label"] == doc["config"]["name"] == "Trip planners"  # the name AutoGen Studio shows
     assert [p["provider"].rsplit(".", 1)[1] for p in doc["config"]["participants"]] == [
         "AssistantAgent", "UserProxyAgent", "AssistantAgent"]
     assert doc["config"]["participants"][1]["config"] == {"name": "traveller", "description": "The person travelling"}
@@ -189,3 +190,49 @@ def test_a_failure_without_text_in_agentchat_names_where_it_failed(workers, make
     assert done.error["message"].startswith("AssertionError in autogen_agentchat/teams/_group_chat/"
                                             "_selector_group_chat.py, line "), done.error
     assert done.error["message"].endswith("assert isinstance(response.content, str)"), done.error
+
+
+def test_live_tokens_name_the_agent_as_its_events_do(workers, make_customer):
+    # given: an agent whose name is not an identifier (AgentChat knows it as trip_planner), streaming its answer
+    import asyncio
+    import threading
+    import time
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from agents.models import ModelConfig
+    from autogen_platform import realtime
+    from tasks.models import Task
+    from tasks.services import task_create
+    from tests.test_human_input import make_agent
+
+    org, _ = make_customer()
+    release = threading.Event()
+    with OpenAIStub([{"hold": release, "text": "Lisbon it is. TERMINATE"}]) as stub:
+        model = ModelConfig.objects.create(customer=org, name="local", provider="openai", model="stub-model",
+                                           base_url=stub.base_url, model_info=MODEL_INFO)
+        task, _ = task_create(actor="test", customer=org, input="Where?", agent=make_agent(org, model, "trip planner"))
+
+        async def listen():
+            layer = get_channel_layer()
+            channel = await layer.new_channel()
+            await layer.group_add(realtime.task_group(task.pk), channel)
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: wait_for(lambda: stub.requests, message="the model call"))
+            release.set()
+            sources, deadline = set(), time.monotonic() + 30
+            while time.monotonic() < deadline:
+                message = await asyncio.wait_for(layer.receive(channel), 30)
+                if message["type"] == "task.token":
+                    sources.add(message["source"])
+                if message["type"] == "task.status" and message["status"] in Task.FINISHED:
+                    return sources
+            return sources
+
+        sources = async_to_sync(listen)()
+
+    # then: the tokens and the stored message carry the same name, the one the customer gave
+    assert sources == {"trip planner"}
+    assert TaskEvent.objects.get(task=task, type="message", source="trip planner").content["text"] == \
+        "Lisbon it is. TERMINATE"
