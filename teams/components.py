@@ -3,7 +3,6 @@ team class) and import read as plain data (see agents.components: no `load_compo
 module a document names, an explicit allow-list of providers, refusals that name their path)."""
 from django.db import transaction
 
-from agents.api.serializers import ModelConfigSerializer
 from core.services import audit_record
 from agents.components import (
     Creator,

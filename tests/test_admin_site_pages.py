@@ -6,9 +6,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from agents.components import assistant_component, user_proxy_component
+from agents.models import ModelConfig
 from core.models import Killswitch
 from tasks.models import Task
 from tasks.services import task_events_append, task_finish
+from teams.components import teams_import
 from tests.admin_support import admin_site_login
 from tests.api_support import make_agent, make_task
 
@@ -101,10 +104,6 @@ def test_customer_tools_are_listed_with_the_agents_using_them(operator, make_cus
 
 def test_an_imported_team_shows_who_a_person_answers_for_and_its_customer_tool(operator, make_customer):
     # given: a team imported from AutoGen Studio with a user proxy and a FunctionTool (a customer tool)
-    from agents.components import assistant_component, user_proxy_component
-    from agents.models import ModelConfig
-    from teams.components import teams_import
-
     customer, owner = make_customer("studio-co")
     writer = assistant_component(ident="writer", description="", system_message="Write.", tools=[],
                                  model_config=ModelConfig(provider="replay", responses=["Done."]))

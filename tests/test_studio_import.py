@@ -5,19 +5,27 @@ asking on the console.
 
 Real workers and sandboxed AgentChat children; the model is tests/openai_stub.py on the platform and AutoGen's
 replay client in AutoGen."""
+import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from typing import Literal
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
-from agents.models import Agent, Tool
-from tasks.models import TaskEvent
+from agents.models import Agent, ModelConfig, Tool
+from autogen_platform import realtime
+from tasks.models import Task, TaskEvent
+from tasks.services import task_create
 from tests.execution_support import running, wait_for
 from tests.openai_stub import MODEL_INFO, OpenAIStub
 from tests.test_components import replay
-from tests.test_human_input import events_of, finished, submit, waiting
+from tests.test_human_input import events_of, finished, make_agent, replay_model, submit, waiting
+from tests.test_team_modes import make_team
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -173,8 +181,6 @@ def test_a_studio_team_imports_runs_asks_mid_run_takes_an_own_tool_and_loads_bac
 
 def test_a_failure_without_text_in_agentchat_names_where_it_failed(workers, make_customer, client_for):
     # given: a selector model that answers with a tool call where AgentChat asserts a speaker's name (text)
-    from tests.test_human_input import make_agent, replay_model
-    from tests.test_team_modes import make_team
 
     org, user = make_customer()
     client = client_for(user)
@@ -194,18 +200,6 @@ def test_a_failure_without_text_in_agentchat_names_where_it_failed(workers, make
 
 def test_live_tokens_name_the_agent_as_its_events_do(workers, make_customer):
     # given: an agent whose name is not an identifier (AgentChat knows it as trip_planner), streaming its answer
-    import asyncio
-    import threading
-    import time
-
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    from agents.models import ModelConfig
-    from autogen_platform import realtime
-    from tasks.models import Task
-    from tasks.services import task_create
-    from tests.test_human_input import make_agent
 
     org, _ = make_customer()
     release = threading.Event()
