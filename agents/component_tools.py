@@ -162,6 +162,10 @@ def read_function_tool(problems, path: str, config: dict) -> dict | None:
     lines = import_lines(problems, f"{cpath}.global_imports", config.get("global_imports"))
     full = ("\n".join(lines) + "\n\n\n" if lines else "") + source.strip() + "\n"
     errors = source_problems(full, name, None)
+    first = re.search(r"^(?:async )?def (\w+)", source, re.M)
+    if errors and first and first.group(1) != name and not re.search(rf"^(?:async )?def {name}\b", source, re.M):
+        errors = [f"the FunctionTool is named {name!r} but its function is {first.group(1)!r}: a tool here is named "
+                  "like its function (rename one of them)"]
     if errors:
         for error in errors:
             problems.add(f"{cpath}.source_code", error)

@@ -283,6 +283,13 @@ def test_function_tool_names_that_are_taken_follow_the_rule_or_are_refused_by_pa
                          400, "validation_error")
     assert "parameter 'x': the annotation MyModel has no JSON Schema here" in \
         error["details"]["component.config.workbench[0].config.tools[0].config.source_code"][0]
+    # FunctionTool(get_weather, name="weather"): a tool here is named like its function
+    renamed = function_tool("weather", "def get_weather(city: str) -> str:\n    return city\n")
+    error = assert_error(api.post("/api/agents/import/", {"component": agent_with_tools("f", renamed)}, format="json"),
+                         400, "validation_error")
+    assert error["details"] == {"component.config.workbench[0].config.tools[0].config.source_code": [
+        "the FunctionTool is named 'weather' but its function is 'get_weather': a tool here is named like its "
+        "function (rename one of them)"]}
 
 
 def test_an_autogen_studio_gallery_file_imports_its_teams_and_agents(api, customer):
