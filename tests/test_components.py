@@ -8,6 +8,9 @@ import sys
 import pytest
 
 from agents.models import Agent, ModelConfig, Tool
+from specs.apply import spec_apply
+from specs.export import spec_dump_yaml, spec_export
+from specs.reader import spec_load
 from teams.models import Team
 from tests.api_support import assert_error, make_agent, make_model, make_team
 
@@ -480,3 +483,33 @@ def test_a_user_proxy_imports_as_a_member_a_person_answers_for_and_exports_as_on
     solo = api.get(f"/api/agents/{make_agent(customer, name='asker', human_input=True).pk}/component/").json()
     assert [p["provider"].rsplit(".", 1)[1] for p in solo["config"]["participants"]] == ["AssistantAgent",
                                                                                        "UserProxyAgent"]
+
+
+def test_an_imported_studio_team_with_a_person_and_a_function_tool_round_trips_through_specs(api, customer,
+                                                                                            make_customer):
+    # given: a team imported from AutoGen Studio, with a user proxy and a FunctionTool (now the customer's tool)
+
+    writer = agent_with_tools("writer", function_tool("shout", "def shout(word: str) -> str:\n    return word.upper()\n",
+                                                      "Shout a word."))
+    person = {"provider": "autogen_agentchat.agents.UserProxyAgent", "component_type": "agent",
+              "config": {"name": "traveller", "description": "The person"}}
+    team = {"provider": "autogen_agentchat.teams.RoundRobinGroupChat", "component_type": "team", "label": "Duo",
+            "config": {"name": "RoundRobinGroupChat", "participants": [writer, person]}}
+    assert api.post("/api/teams/import/", {"component": team}, format="json").status_code == 201
+
+    # when: its spec is exported and applied to another customer, then exported again
+    spec = spec_dump_yaml(spec_export(customer))
+    other, _ = make_customer("elsewhere")
+    spec_apply(actor="test", customer=other, spec=spec_load(spec.replace(f"customer: {customer.name}",
+                                                                         "customer: elsewhere")))
+
+    # then: the same team, person and tool there, and a second apply changes nothing
+    copy = Agent.objects.get(customer=other, name="traveller")
+    assert copy.human_input and Agent.objects.get(customer=other, name="writer").tools == ["shout"]
+    assert Tool.objects.get(customer=other, name="shout").source == "def shout(word: str) -> str:\n    return word.upper()\n"
+    assert Team.objects.get(customer=other, name="Duo").member_ids() == [
+        Agent.objects.get(customer=other, name="writer").pk, copy.pk]
+    exported_there = spec_dump_yaml(spec_export(other))
+    assert exported_there.replace("elsewhere", customer.name) == spec
+    again = spec_apply(actor="test", customer=other, spec=spec_load(exported_there))
+    assert again.summary_line() == "no changes", again.lines()
