@@ -38,8 +38,8 @@ class AgentVersionInline(ViewOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "customer", "model", "status", "version", "code_execution", "updated_at"]
-    list_filter = ["status", "code_execution", "customer"]
+    list_display = ["name", "customer", "model", "status", "version", "code_execution", "human_input", "updated_at"]
+    list_filter = ["status", "code_execution", "human_input", "customer"]
     search_fields = ["name", "description", "system_message", "customer__name"]
     fields = ["name", "customer", "description", "system_message", "model", "tools", "code_execution", "limits",
               "human_input", "approval",

@@ -75,7 +75,8 @@ def _code_tool(entry: dict) -> PythonCodeExecutionTool:
 def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, handoffs=(),
                code_tool: bool = False) -> AssistantAgent:
     client = BrokerChatCompletionClient(
-        channel, caller=ident, agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
+        # caller: the name events show (live tokens, model_waiting and trace turns are matched by it)
+        channel, caller=entry["name"], agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
     )
     tools = _tools(entry) + ([_code_tool(entry)] if code_tool else [])
     tools = human.gate_tools(tools, entry, ident)
