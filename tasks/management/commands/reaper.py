@@ -27,6 +27,9 @@ from tasks.services import task_expire_input, task_reap_lost, task_requeue_orpha
 
 logger = logging.getLogger("tasks.reaper")
 
+# see Command.sweep: how old a queued task without a job must be for a reaper's first pass to enqueue it again
+FIRST_PASS_REQUEUE_SECONDS = 1.0
+
 
 class Command(BaseCommand):
     help = "End tasks whose worker vanished and re-enqueue queued tasks that lost their job."
@@ -39,13 +42,15 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         if options["once"]:
-            self.sweep()
+            self.sweep(first=True)
             return
         stopping = threading.Event()
         loops = [thread for _, thread in signals.reaper_started.send(sender=self.__class__, stopping=stopping) if thread]
         try:
+            first = True
             while not self.stopping:
-                self.sweep()
+                self.sweep(first=first)
+                first = False
                 deadline = time.monotonic() + settings.REAPER_INTERVAL_SECONDS
                 while not self.stopping and time.monotonic() < deadline:
                     time.sleep(0.1)
@@ -57,11 +62,22 @@ class Command(BaseCommand):
     def _stop(self, *_):
         self.stopping = True
 
-    def sweep(self) -> None:
+    def sweep(self, first: bool = False) -> None:
+        """One pass. The first pass of a reaper takes any queued task with no live job that is more than
+        FIRST_PASS_REQUEUE_SECONDS old as an orphan, not only those older than TASK_REQUEUE_SECONDS: tasks
+        committed while Redis was down (`make run` seeds its demo runs before the embedded Redis starts, and a
+        platform coming back after an outage) then run as soon as the platform is up instead of half a minute
+        later. A job enqueued twice by that (a create committing at this very moment) is harmless: a task
+        starts only from `queued`, under its row lock, so the second job finds it started and does nothing."""
         close_old_connections()
         try:
             lost = task_reap_lost(lease_seconds=settings.TASK_LEASE_SECONDS)
-            orphans = task_requeue_orphans(older_than_seconds=settings.TASK_REQUEUE_SECONDS)
+            older_than = settings.TASK_REQUEUE_SECONDS
+            if first:
+                older_than = min(older_than, FIRST_PASS_REQUEUE_SECONDS)
+            # a job a worker took stays the worker's for TASK_REQUEUE_SECONDS, first pass or not
+            orphans = task_requeue_orphans(older_than_seconds=older_than,
+                                           stale_start_seconds=settings.TASK_REQUEUE_SECONDS)
             if lost or orphans:
                 logger.warning("reaper: ended %s lost task(s) %s, re-enqueued %s", len(lost), lost, orphans)
         except Exception:  # noqa: BLE001 - the reaper must outlive a database or Redis hiccup
