@@ -192,3 +192,28 @@ def test_a_timeout_an_http_error_and_a_large_answer_are_reported_per_call(worker
     assert failures["slow"]["failure"] == "timeout"
     assert failures["missing"]["failure"] == "http_status" and failures["missing"]["status"] == 404
     assert set(failures) == {"slow", "missing"}
+
+
+def test_an_http_tool_that_needs_approval_is_called_only_after_a_person_approves(workers, server, customer,
+                                                                                 client_for):
+    org, user = customer
+    client = client_for(user)
+    tool_create(actor="test", customer=org, name="refund", kind="http", parameters=ORDER,
+                url=server.base + "/orders/{order_id}/refund", secret_headers={"Authorization": SECRET})
+    agent = tool_agent(org, [calls(("refund", {"order_id": "5"})), "Refunded. TERMINATE"], ["refund"])
+    Agent.objects.filter(pk=agent.pk).update(approval=["refund"])
+    created = client.post("/api/tasks/", {"agent": agent.pk, "input": "Refund order 5."}, format="json").json()
+
+    waiting = wait_for(lambda: (t := client.get(f"/api/tasks/{created['id']}/").json())["status"] == "input_required"
+                       and t, timeout=60, message="the approval request")
+    assert waiting["input_request"]["tool_calls"][0]["name"] == "refund"
+    assert server.requests == []  # nothing sent while it waits
+    assert client.post(f"/api/tasks/{created['id']}/input/", {"approve": True}, format="json").status_code == 200
+
+    done = wait_for(lambda: (t := Task.objects.get(pk=created["id"])).is_finished and t, timeout=60,
+                    message="the task")
+    assert done.status == "succeeded", done.error
+    assert [(r["method"], r["path"], r["headers"]["authorization"]) for r in server.requests] == [
+        ("POST", "/orders/5/refund", SECRET)]
+    [result] = results(done)
+    assert result["is_error"] is False and json.loads(result["content"])["path"] == "/orders/5/refund"
