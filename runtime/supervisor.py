@@ -131,6 +131,7 @@ class TaskRun:
         self.token_flush: asyncio.TimerHandle | None = None
         self.model_calls: dict[int, asyncio.Task] = {}
         self.tool_calls: dict[int, asyncio.Task] = {}  # HTTP tool calls the worker is making for the child
+        self.tool_slots = asyncio.Semaphore(MAX_TOOL_CALLS)  # of which at most this many at once
         self.reported = False  # the child sent done or error
         self.output_bytes = 0
         self.events = 0
@@ -517,8 +518,8 @@ class TaskRun:
             definition = _http_tool(self.ctx.spec, message.get("name"))
             if definition is None:
                 raise ProtocolViolation("a tool request for no HTTP tool of the task's agents")
-            if len(self.tool_calls) >= MAX_TOOL_CALLS:
-                raise ProtocolViolation(f"more than {MAX_TOOL_CALLS} HTTP tool calls at once")
+            if len(self.tool_calls) >= MAX_TOOL_REQUESTS:
+                raise ProtocolViolation(f"more than {MAX_TOOL_REQUESTS} HTTP tool calls waiting at once")
             self.tool_calls[request_id] = asyncio.ensure_future(self._answer_tool(request_id, definition, message))
         elif op == "done":
             self.mark("done")
@@ -676,10 +677,8 @@ class TaskRun:
         allow-list and secret headers as the database holds them now; the answer, or what failed, goes back."""
         name = definition["name"]
         try:
-            access = await self.rt.db(self.rt.store.http_tool_access, self.ctx.customer_id, name)
-            answer = await httptools.call(
-                definition, message.get("arguments"), hosts=access.get("hosts") or [], secrets=access.get("secrets"),
-                allow_private=settings.HTTP_TOOLS_ALLOW_PRIVATE, max_bytes=settings.HTTP_TOOL_MAX_RESPONSE_BYTES)
+            async with self.tool_slots:
+                answer = await self._http_call(definition, message)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a platform fault fails the call, not the task
@@ -692,6 +691,12 @@ class TaskRun:
                 "kind": "http_tool_failed", "tool": name, "failure": answer.failure, "status": answer.status,
                 "text": answer.text[:2000]})
         await self.send({"op": "tool_result", "id": request_id, **answer.message()})
+
+    async def _http_call(self, definition: dict, message: dict) -> "httptools.Answer":
+        access = await self.rt.db(self.rt.store.http_tool_access, self.ctx.customer_id, definition["name"])
+        return await httptools.call(
+            definition, message.get("arguments"), hosts=access.get("hosts") or [], secrets=access.get("secrets"),
+            allow_private=settings.HTTP_TOOLS_ALLOW_PRIVATE, max_bytes=settings.HTTP_TOOL_MAX_RESPONSE_BYTES)
 
     async def _monthly_left(self, tokens: int) -> int:
         try:
@@ -730,8 +735,10 @@ class TaskRun:
 
 # The longest question shown to a person (the rest of the conversation is in the task's events).
 MAX_PROMPT_CHARS = 8000
-# HTTP tool calls one task's child may have the worker make at once (parallel tool calls of its agents).
+# HTTP tool calls the worker makes at once for one task (the others of its agents' parallel calls wait their
+# turn), and how many may wait: more is not what an honest child sends.
 MAX_TOOL_CALLS = 8
+MAX_TOOL_REQUESTS = 256
 # What the child needs of an HTTP tool's definition (never its URL or headers: the worker holds those).
 CHILD_HTTP_TOOL_KEYS = ("name", "kind", "description", "parameters", "timeout_seconds", "version")
 

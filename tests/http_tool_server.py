@@ -1,5 +1,5 @@
 """A real local HTTP endpoint for HTTP tool tests: a threaded http.server that records every request and
-answers by path: /slow sleeps 3 s before answering, /status/NNN answers NNN, /big answers 100 KB, anything
+answers by path: /slow sleeps 3 s before answering, /status/NNN answers NNN (a 3xx to the cloud metadata address), /big answers 100 KB, anything
 else answers 200 with a JSON echo of what it got (method, path, query, body; headers only when the path
 starts with /headers, like an endpoint that echoes them)."""
 import json
@@ -34,6 +34,8 @@ class ToolServer:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
+                    if 300 <= status < 400:
+                        self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

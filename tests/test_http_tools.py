@@ -160,7 +160,7 @@ def test_the_admins_set_the_allow_list_and_a_host_taken_off_it_is_refused_at_cal
     assert server.requests == []
 
 
-def test_a_timeout_an_http_error_and_a_large_answer_are_reported_per_call(workers, server, customer, client_for):
+def test_a_timeout_an_http_error_a_redirect_and_a_large_answer_are_reported_per_call(workers, server, customer, client_for):
     org, user = customer
     none = {"type": "object", "properties": {}}
     tool_create(actor="test", customer=org, name="slow", kind="http", url=server.base + "/slow", parameters=none,
@@ -169,10 +169,13 @@ def test_a_timeout_an_http_error_and_a_large_answer_are_reported_per_call(worker
                 parameters=none)
     tool_create(actor="test", customer=org, name="big", kind="http", method="GET", url=server.base + "/big",
                 parameters=none)
+    tool_create(actor="test", customer=org, name="moved", kind="http", method="GET", url=server.base + "/status/302",
+                parameters=none)
     tool_create(actor="test", customer=org, name="fine", kind="http", method="GET", parameters=ORDER,
                 url=server.base + "/orders/{order_id}")
-    agent = tool_agent(org, [calls(("slow", {}), ("missing", {}), ("big", {}), ("fine", {"order_id": "9", "note": "x"})),
-                             "Some failed. TERMINATE"], ["slow", "missing", "big", "fine"])
+    agent = tool_agent(org, [calls(("slow", {}), ("missing", {}), ("big", {}), ("moved", {}),
+                                   ("fine", {"order_id": "9", "note": "x"})),
+                             "Some failed. TERMINATE"], ["slow", "missing", "big", "moved", "fine"])
 
     task = run(client_for(user), agent)
 
@@ -185,13 +188,17 @@ def test_a_timeout_an_http_error_and_a_large_answer_are_reported_per_call(worker
     assert by_name["missing"]["content"] == 'Tool missing: HTTP 404 Not Found from 127.0.0.1: {"error": "no such order"}'
     assert by_name["big"]["is_error"] is False
     assert by_name["big"]["content"] == "x" * 32768 + "\n[response cut at 32768 bytes]"
+    assert by_name["moved"]["is_error"] is True  # redirects are never followed (here: to cloud metadata)
+    assert by_name["moved"]["content"] == ("Tool moved: HTTP 302 from 127.0.0.1: a redirect to "
+                                           "'http://169.254.169.254/latest/meta-data/', not followed.")
+    assert [r["path"] for r in server.requests if r["path"] == "/latest/meta-data/"] == []
     assert by_name["fine"]["is_error"] is False
     assert json.loads(by_name["fine"]["content"])["query"] == "note=x"
     failures = {e.content["tool"]: e.content for e in TaskEvent.objects.filter(task=task, type="log",
                                                                                content__kind="http_tool_failed")}
     assert failures["slow"]["failure"] == "timeout"
     assert failures["missing"]["failure"] == "http_status" and failures["missing"]["status"] == 404
-    assert set(failures) == {"slow", "missing"}
+    assert set(failures) == {"slow", "missing", "moved"}
 
 
 def test_an_http_tool_that_needs_approval_is_called_only_after_a_person_approves(workers, server, customer,
