@@ -167,9 +167,8 @@ class Tool(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # A change to any of these changes what a task runs: every agent using the tool gets a new version.
-    DEFINITION_FIELDS = ("description", "parameters", "source", "timeout_seconds", "method", "url", "arguments_in",
-                         "headers")
+    # A change of definition() but its name changes what a task runs: every agent using the tool gets a new
+    # version (agents.tools.tool_update).
 
     class Meta:
         ordering = ["name"]
