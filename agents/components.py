@@ -16,6 +16,7 @@ import ast
 import inspect
 import math
 import textwrap
+from urllib.parse import urlsplit
 
 from accounts.crypto import decrypt
 from autogen_platform.errors import ValidationFailed
@@ -119,7 +120,10 @@ def custom_tool_source(definition: dict) -> tuple[str, list]:
 
 
 def tool_component(name: str, definition: dict | None = None) -> dict:
-    """A built-in tool, or (definition: its frozen definition) a customer's tool, as a FunctionTool."""
+    """A built-in tool, or (definition: its frozen definition) a customer's tool, as a FunctionTool (an http
+    tool: AutoGen's HttpTool, without its secret headers)."""
+    if definition is not None and definition.get("kind") == "http":
+        return http_tool_component(definition)
     if definition is not None:
         source, imports = custom_tool_source(definition)
         return component(FUNCTION_TOOL, "tool", {
@@ -135,6 +139,21 @@ def tool_component(name: str, definition: dict | None = None) -> dict:
         "source_code": source, "name": name, "description": tool["description"],
         "global_imports": TOOL_IMPORTS.get(name, []), "has_cancellation_support": False,
     }, label="FunctionTool", description="Create custom tools by wrapping standard Python functions.")
+
+
+def http_tool_component(definition: dict) -> dict:
+    """A customer's http tool as AutoGen's HttpTool (autogen_ext.tools.http), which templates the path from the
+    arguments and sends the rest as query (GET, DELETE) or JSON body like the platform. Its secret headers are
+    not exported (their values never leave the platform): set them in the loaded tool's headers."""
+    parts = urlsplit(definition["url"])
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return component("autogen_ext.tools.http.HttpTool", "tool", {
+        "name": definition["name"], "description": definition.get("description") or None,
+        "scheme": parts.scheme, "host": parts.hostname, "port": parts.port or (443 if parts.scheme == "https" else 80),
+        "path": path, "method": definition.get("method") or "POST", "headers": dict(definition.get("headers") or {}),
+        "json_schema": definition.get("parameters") or {"type": "object", "properties": {}},
+        "return_type": "text", "timeout": float(definition.get("timeout_seconds") or 30),
+    }, label="HttpTool", description="A wrapper for using an HTTP server as a tool.")
 
 
 def assistant_component(*, ident: str, description: str, system_message: str, model_config, tools: list,

@@ -111,6 +111,8 @@ def _changed_fields(desired: Desired, current, current_values: dict, names) -> l
             changed.append("api_key")
     if desired.kind == "webhook" and integrations.secret_changed(current, desired.values["secret"], KEEP_KEY):
         changed.append("secret")
+    if desired.kind == "tool" and tools.secret_headers_changed(current, desired.values["secret_headers"]):
+        changed.append("secret_headers")
     return changed
 
 
