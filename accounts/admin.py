@@ -3,9 +3,11 @@
 Writes with rules (versions, quotas, kills, audit rows) go through the services, so models whose
 changes have side effects are view-only here and offer service-backed actions instead.
 """
+from django import forms
 from django.contrib import admin, messages
 
 from autogen_platform.admin_helpers import ViewOnlyAdminMixin
+from autogen_platform.errors import ValidationFailed
 
 from . import services
 from .models import ApiKey, Customer, Membership
@@ -19,8 +21,23 @@ class MembershipInline(admin.TabularInline):
     readonly_fields = ["created_at"]
 
 
+class CustomerForm(forms.ModelForm):
+    class Meta:
+        model = Customer
+        fields = "__all__"
+        help_texts = {"http_tool_hosts": 'The hosts its HTTP tools may call, e.g. ["api.example.com", "*.example.org"]; '
+                                         "[]: none. Checked at each write of a tool and at each call."}
+
+    def clean_http_tool_hosts(self):
+        try:
+            return services.http_tool_hosts_checked(self.cleaned_data.get("http_tool_hosts") or [])
+        except ValidationFailed as exc:
+            raise forms.ValidationError("; ".join(f"{k}: {m}" for k, v in exc.details.items() for m in v)) from None
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
+    form = CustomerForm
     list_display = ["name", "max_agents", "max_concurrent_tasks", "max_tasks_per_day", "monthly_token_budget",
                     "max_memory_mb", "created_at"]
     search_fields = ["name"]
@@ -29,6 +46,7 @@ class CustomerAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "created_at"]}),
         ("Quotas", {"fields": list(Customer.QUOTA_FIELDS)}),
+        ("HTTP tools", {"fields": ["http_tool_hosts"]}),
     ]
     inlines = [MembershipInline]
 

@@ -27,6 +27,9 @@ class Customer(models.Model):
     max_memory_mb = models.PositiveIntegerField(default=2048)
     max_cpu_seconds = models.PositiveIntegerField(default=600)
     max_timeout_seconds = models.PositiveIntegerField(default=3600)
+    # The hosts this customer's HTTP tools may call (set by the platform's admins: the calls leave from the
+    # platform's network): "api.example.com", "*.example.com" (its subdomains), or an IP address. Empty: none.
+    http_tool_hosts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Set by customer_delete: access ended then; the rows are purged CUSTOMER_RETENTION_DAYS later.
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from autogen_platform import realtime
 from autogen_platform.errors import Conflict, NotFound, ValidationFailed
 from core.services import audit_record
+from runtime import httptools
 
 from . import signals, tokens
 from .authentication import hash_api_key
@@ -89,10 +90,16 @@ def customer_usage_add(changes: dict[tuple[int, date], tuple[int, int]]) -> None
 
 @transaction.atomic
 def customer_update(*, actor, customer: Customer, name: str | None = None, quotas: dict | None = None,
-                    request=None) -> Customer:
-    """Rename and/or change some quotas; keys not named keep their values."""
+                    http_tool_hosts: list | None = None, request=None) -> Customer:
+    """Rename and/or change some quotas and/or the hosts its HTTP tools may call; what is not named keeps its value.
+    A host taken off the list is refused at the next call of a tool that names it (runtime.httptools)."""
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
     changes = {}
+    if http_tool_hosts is not None:
+        hosts = http_tool_hosts_checked(http_tool_hosts)
+        if hosts != list(customer.http_tool_hosts or []):
+            changes["http_tool_hosts"] = [list(customer.http_tool_hosts or []), hosts]
+            customer.http_tool_hosts = hosts
     if name is not None and name != customer.name:
         if Customer.objects.filter(name=name).exclude(pk=customer.pk).exists():
             raise Conflict(f"A customer named {name!r} exists already")
@@ -109,6 +116,19 @@ def customer_update(*, actor, customer: Customer, name: str | None = None, quota
     audit_record(actor=actor, action="customer.update", target=f"customer:{customer.pk}", customer=customer,
                  request=request, details={"changes": changes})
     return customer
+
+
+def http_tool_hosts_checked(hosts) -> list[str]:
+    """The allow-list as stored (lower-case, each once, in the order given), or validation_error naming the entry."""
+    if not isinstance(hosts, list):
+        raise ValidationFailed(details={"http_tool_hosts": ["Must be a list of host names, *.domain or IP addresses"]})
+    if len(hosts) > httptools.MAX_HOSTS:
+        raise ValidationFailed(details={"http_tool_hosts": [f"At most {httptools.MAX_HOSTS} entries"]})
+    cleaned = [h.strip().lower().rstrip(".") if isinstance(h, str) else h for h in hosts]
+    problems = {f"http_tool_hosts[{i}]": [p] for i, h in enumerate(cleaned) if (p := httptools.host_entry_problem(h))}
+    if problems:
+        raise ValidationFailed(details=problems)
+    return list(dict.fromkeys(cleaned))
 
 
 @transaction.atomic

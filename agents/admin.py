@@ -38,8 +38,8 @@ class AgentVersionInline(ViewOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "customer", "model", "status", "version", "code_execution", "updated_at"]
-    list_filter = ["status", "code_execution", "customer"]
+    list_display = ["name", "customer", "model", "status", "version", "code_execution", "human_input", "updated_at"]
+    list_filter = ["status", "code_execution", "human_input", "customer"]
     search_fields = ["name", "description", "system_message", "customer__name"]
     fields = ["name", "customer", "description", "system_message", "model", "tools", "code_execution", "limits",
               "human_input", "approval",
@@ -77,9 +77,10 @@ class ToolAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ["name", "customer", "kind", "version", "timeout_seconds", "used_by", "updated_at"]
     list_filter = ["kind", "customer"]
-    search_fields = ["name", "description", "source", "customer__name"]
-    fields = ["name", "customer", "kind", "description", "parameters", "source", "timeout_seconds", "version",
-              "used_by", "created_at", "updated_at"]
+    search_fields = ["name", "description", "source", "url", "customer__name"]
+    # An http tool's secret headers by name only: their values are never shown.
+    fields = ["name", "customer", "kind", "description", "parameters", "source", "method", "url", "arguments_in",
+              "headers", "secret_header_names", "timeout_seconds", "version", "used_by", "created_at", "updated_at"]
     readonly_fields = fields
 
     @admin.display(description="Used by agents")

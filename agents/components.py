@@ -16,6 +16,7 @@ import ast
 import inspect
 import math
 import textwrap
+from urllib.parse import urlsplit
 
 from accounts.crypto import decrypt
 from autogen_platform.errors import ValidationFailed
@@ -24,12 +25,14 @@ from runtime.agentchild import tools as registry
 from runtime.agentchild.names import agent_identifier
 from runtime.tools import tool_names
 
+from .component_tools import DocumentTools, read_function_tool
 from .models import Agent, ModelConfig
 from .services import agent_create, model_config_create
 
 # Provider strings, as AgentChat 0.7.5 dumps them, and the short names its loader also knows.
 ASSISTANT = "autogen_agentchat.agents.AssistantAgent"
 CODE_EXECUTOR = "autogen_agentchat.agents.CodeExecutorAgent"
+USER_PROXY = "autogen_agentchat.agents.UserProxyAgent"
 OPENAI = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 REPLAY = "autogen_ext.models.replay.ReplayChatCompletionClient"
 FUNCTION_TOOL = "autogen_core.tools.FunctionTool"
@@ -89,27 +92,43 @@ def _module_source(module, name: str) -> str:
     return "\n".join(lines[start:end]).rstrip()
 
 
-def custom_tool_source(definition: dict) -> str:
-    """A customer tool's source as FunctionTool loads it: AutoGen runs the function of the first `def` in the
-    text, so the tool's own function (found with ast: the source is parsed here, never run) comes first and
-    the rest of the module (imports, helpers) after it; names a function uses are looked up when it runs."""
+def custom_tool_source(definition: dict) -> tuple[str, list]:
+    """A customer tool's (source_code, global_imports) as FunctionTool loads them: AutoGen runs its imports
+    first, then the text, and takes the function of the first `def` in it; so the module's top-level imports
+    become global_imports (annotations may need them when the `def` runs), the tool's own function (found with
+    ast: the source is parsed here, never run) comes first and the rest (helpers, constants) after it."""
     source = definition["source"]
     tree = ast.parse(source)
     node = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and n.name == definition["name"]][-1]
     lines = source.splitlines(keepends=True)
-    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-    function = "".join(lines[start:node.end_lineno])
-    rest = "".join(lines[:start] + lines[node.end_lineno:]).strip()
-    return function.rstrip() + "\n" + (f"\n\n{rest}\n" if rest else "")
+    taken = set(range(min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1, node.end_lineno))
+    function = "".join(lines[i] for i in sorted(taken))
+    imports = []
+    for statement in tree.body:
+        if isinstance(statement, ast.Import):
+            imports += [{"name": a.name, "alias": a.asname} if a.asname else a.name for a in statement.names]
+        elif isinstance(statement, ast.ImportFrom) and statement.level == 0 and statement.module \
+                and all(a.name != "*" for a in statement.names):
+            imports.append({"module": statement.module, "imports": [
+                {"name": a.name, "alias": a.asname} if a.asname else a.name for a in statement.names]})
+        else:
+            continue
+        taken |= set(range(statement.lineno - 1, statement.end_lineno))
+    rest = "".join(line for i, line in enumerate(lines) if i not in taken).strip()
+    return function.rstrip() + "\n" + (f"\n\n{rest}\n" if rest else ""), imports
 
 
 def tool_component(name: str, definition: dict | None = None) -> dict:
-    """A built-in tool, or (definition: its frozen definition) a customer's tool, as a FunctionTool."""
+    """A built-in tool, or (definition: its frozen definition) a customer's tool, as a FunctionTool (an http
+    tool: AutoGen's HttpTool, without its secret headers)."""
+    if definition is not None and definition.get("kind") == "http":
+        return http_tool_component(definition)
     if definition is not None:
+        source, imports = custom_tool_source(definition)
         return component(FUNCTION_TOOL, "tool", {
-            "source_code": custom_tool_source(definition), "name": name, "description": definition["description"],
-            "global_imports": [], "has_cancellation_support": False,
+            "source_code": source, "name": name, "description": definition["description"],
+            "global_imports": imports, "has_cancellation_support": False,
         }, label="FunctionTool", description="Create custom tools by wrapping standard Python functions.")
     tool = registry.TOOLS[name]
     source = textwrap.dedent(inspect.getsource(tool["function"]))
@@ -120,6 +139,21 @@ def tool_component(name: str, definition: dict | None = None) -> dict:
         "source_code": source, "name": name, "description": tool["description"],
         "global_imports": TOOL_IMPORTS.get(name, []), "has_cancellation_support": False,
     }, label="FunctionTool", description="Create custom tools by wrapping standard Python functions.")
+
+
+def http_tool_component(definition: dict) -> dict:
+    """A customer's http tool as AutoGen's HttpTool (autogen_ext.tools.http), which templates the path from the
+    arguments and sends the rest as query (GET, DELETE) or JSON body like the platform. Its secret headers are
+    not exported (their values never leave the platform): set them in the loaded tool's headers."""
+    parts = urlsplit(definition["url"])
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return component("autogen_ext.tools.http.HttpTool", "tool", {
+        "name": definition["name"], "description": definition.get("description") or None,
+        "scheme": parts.scheme, "host": parts.hostname, "port": parts.port or (443 if parts.scheme == "https" else 80),
+        "path": path, "method": definition.get("method") or "POST", "headers": dict(definition.get("headers") or {}),
+        "json_schema": definition.get("parameters") or {"type": "object", "properties": {}},
+        "return_type": "text", "timeout": float(definition.get("timeout_seconds") or 30),
+    }, label="HttpTool", description="A wrapper for using an HTTP server as a tool.")
 
 
 def assistant_component(*, ident: str, description: str, system_message: str, model_config, tools: list,
@@ -185,20 +219,34 @@ def executor_component(ident: str, timeout: int) -> dict:
     }, label="CodeExecutorAgent", description="Agent that executes code.")
 
 
+def user_proxy_component(ident: str, description: str) -> dict:
+    """A member a person answers for (human_input). AgentChat's loader gives it `input()` on the console."""
+    return component(USER_PROXY, "agent", {"name": ident, "description": description or "A human user"},
+                     label="UserProxyAgent",
+                     description="An agent that can represent a human user through an input function.")
+
+
 def agent_export(agent) -> dict:
-    """GET /api/agents/{id}/component/: an AssistantAgent; an agent with code_execution runs as AgentChat's
-    pair (a RoundRobinGroupChat of the assistant and a CodeExecutorAgent), so that is what it exports."""
+    """GET /api/agents/{id}/component/: an AssistantAgent; an agent with code_execution or human_input runs as
+    a RoundRobinGroupChat of the assistant, its CodeExecutorAgent and (human_input) a UserProxyAgent, as
+    runtime/agentchild/build.py builds it, so that is what it exports."""
     taken = set()
     ident = agent_identifier(agent.name, taken)
     assistant = assistant_component(ident=ident, description=agent.description, system_message=agent.system_message,
                                     model_config=agent.model, tools=list(agent.tools),
                                     tool_definitions=agent.behaviour().get("tool_definitions"))
-    if not agent.code_execution:
+    if not agent.code_execution and not agent.human_input:
         return assistant
-    timeout = int((agent.limits or {}).get("timeout_seconds") or 60)
-    termination = or_condition([text_mention_condition("TERMINATE"), max_messages_condition(12)])
+    participants = [assistant]
+    if agent.code_execution:
+        participants.append(executor_component(ident, int((agent.limits or {}).get("timeout_seconds") or 60)))
+    if agent.human_input:
+        participants.append(user_proxy_component(agent_identifier("person", taken), "The person who gave the task"))
+    # the child's limits (build.py): TERMINATE or 12 messages with code, 20 with a person
+    termination = or_condition([text_mention_condition("TERMINATE"),
+                                max_messages_condition(20 if agent.human_input else 12)])
     return component("autogen_agentchat.teams.RoundRobinGroupChat", "team", {
-        "participants": [assistant, executor_component(ident, timeout)],
+        "name": ident, "participants": participants,
         "termination_condition": termination, "emit_team_events": False,
     }, label="RoundRobinGroupChat",
         description="A team that runs a group chat with participants taking turns in a round-robin fashion to publish a message to all.")
@@ -229,6 +277,7 @@ class Problems:
     def __init__(self):
         self.items: dict[str, list[str]] = {}
         self.ignored: list[dict] = []
+        self.tools = DocumentTools()  # the FunctionTools that become the customer's own tools
 
     def add(self, path: str, message: str) -> None:
         self.items.setdefault(path, []).append(message)
@@ -403,10 +452,14 @@ def read_tools(problems: Problems, path: str, config: dict, code_tools: list | N
             continue
         name = tconfig.get("name")
         if name not in tool_names():
-            problems.add(f"{tpath}.config.name", f"{name!r} is not a tool of this platform (its source is never run "
-                                                 f"here); available: {', '.join(tool_names())}")
-            continue
-        problems.ignore(f"{tpath}.config.source_code", f"the platform's own {name} tool runs in its place")
+            # the customer's own tool: its source runs only in the sandbox (agents.component_tools has the rule)
+            definition = read_function_tool(problems, tpath, tconfig)
+            if definition is None:
+                continue
+            problems.tools.add(problems, tpath, definition)
+        elif tool_component(name)["config"]["source_code"] != tconfig.get("source_code"):
+            problems.ignore(f"{tpath}.config.source_code", f"{name!r} is a built-in tool: the platform's own {name} "
+                                                            "runs in its place, with its own parameters (GET /api/tools/)")
         if name not in found:
             found.append(name)
     return found
@@ -442,10 +495,18 @@ def read_agent(problems: Problems, path: str, data, *, handoffs_allowed: set | N
                 "system_message": _text(problems, f"{cpath}.system_message", config.get("system_message")),
                 "model": read_model(problems, f"{cpath}.model_client", config.get("model_client")),
                 "tools": [], "code_execution": True}
+    if provider == USER_PROXY:
+        # a person answers for it mid-run: an agent with human_input (its task waits in input_required)
+        check_keys(problems, cpath, config, {
+            "name": None, "description": None,
+            "input_func": "a person answers in the studio or with POST /api/tasks/{id}/input/",
+        })
+        return {"kind": "person", "name": _text(problems, f"{cpath}.name", config.get("name"), required=True, limit=100),
+                "description": _text(problems, f"{cpath}.description", config.get("description")),
+                "system_message": "", "model": None, "tools": [], "code_execution": False, "human_input": True}
     if provider != ASSISTANT:
-        reason = " (human input is not importable yet)" if provider.endswith("UserProxyAgent") else ""
-        problems.add(f"{path}.provider", f"agent provider {provider!r} is not supported{reason}; supported: "
-                                         f"{ASSISTANT}, {CODE_EXECUTOR}")
+        problems.add(f"{path}.provider", f"agent provider {provider!r} is not supported; supported: "
+                                         f"{ASSISTANT}, {CODE_EXECUTOR}, {USER_PROXY} (in a team)")
         return None
     check_keys(problems, cpath, config, {
         "name": None, "model_client": None, "tools": None, "workbench": None, "handoffs": None, "model_context": None,
@@ -524,9 +585,19 @@ class Creator:
         self.actor, self.customer, self.request = actor, customer, request
         self.model_names = set(ModelConfig.objects.filter(customer=customer).values_list("name", flat=True))
         self.agent_names = set(Agent.objects.filter(customer=customer).values_list("name", flat=True))
-        self.created = {"models": [], "agents": [], "teams": []}
+        self.created = {"models": [], "agents": [], "teams": [], "tools": []}
         self.renamed: list[dict] = []
         self._models: dict[str, object] = {}
+
+    def tools(self, problems: Problems) -> None:
+        """The document's FunctionTools as the customer's tools (first: agents name them); a name the customer
+        uses for another function refuses the whole import."""
+        created, refused = problems.tools.create(actor=self.actor, customer=self.customer, request=self.request)
+        if refused:
+            first = next(iter(refused.items()))
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise ValidationFailed(f"{first[0]}: {first[1][0]}{more}", details=refused)
+        self.created["tools"] += created
 
     def model(self, fields: dict, wanted_name: str):
         import json
@@ -551,14 +622,17 @@ class Creator:
         self._models[key] = created
         return created
 
-    def agent(self, read: dict):
-        model = read["model"]
-        model_name = model["model"] or f"{read['name']}-replay"
-        model_config = self.model(model, model_name)
+    def agent(self, read: dict, model_config=None):
+        """model_config: for a user proxy (read["model"] None), the team's model its agent row points to
+        (a person answers for it: the model is never called)."""
+        if model_config is None:
+            model = read["model"]
+            model_config = self.model(model, model["model"] or f"{read['name']}-replay")
         name = self._name(read["name"], self.agent_names, "agent")
         agent = agent_create(actor=self.actor, customer=self.customer, name=name, model=model_config,
                              description=read["description"], system_message=read["system_message"],
-                             tools=read["tools"], code_execution=read["code_execution"], request=self.request)
+                             tools=read["tools"], code_execution=read["code_execution"],
+                             human_input=read.get("human_input", False), request=self.request)
         self.created["agents"].append({"id": agent.pk, "name": agent.name})
         return agent
 
@@ -593,6 +667,28 @@ def import_document(data) -> tuple[str, list]:
                            details=details)
 
 
+GALLERY_SECTIONS = ("teams", "agents", "models", "tools", "terminations", "workbenches")
+
+
+def gallery_rest(problems: Problems, path: str, gallery: dict, taken: str) -> None:
+    """A gallery's other sections, listed in `ignored` (never dropped silently): an import takes one section,
+    with what its components contain."""
+    where = {"teams": "POST /api/teams/import/", "agents": "POST /api/agents/import/"}
+    for section in GALLERY_SECTIONS:
+        items = gallery.get(section)
+        if section == taken or not items:
+            continue
+        if section in where:
+            reason = f"not imported here: import the gallery's {section} with {where[section]}"
+        else:
+            reason = (f"not imported on their own: the {taken} bring what they use (models as model "
+                      "configurations, FunctionTools as your tools)")
+        problems.ignore(f"{path}.{section}", reason)
+    for key in sorted(set(gallery) - set(GALLERY_SECTIONS)):
+        problems.ignore(f"{path}.{key}", f"not imported: a gallery section this platform does not know "
+                                         f"(known: {', '.join(GALLERY_SECTIONS)})")
+
+
 def agents_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/agents/import/: one agent component, or every agent of a gallery file, in one transaction."""
     from django.db import transaction
@@ -603,6 +699,7 @@ def agents_import(*, actor, customer, data, request=None) -> dict:
     for path, document in documents:
         if kind == "gallery":
             agents = document.get("agents")
+            gallery_rest(problems, path, document, "agents")
             if not isinstance(agents, list) or not agents:
                 problems.add(f"{path}.agents", "the gallery has no agents to import")
                 continue
@@ -614,7 +711,11 @@ def agents_import(*, actor, customer, data, request=None) -> dict:
                 problems.add(f"{item_path}.component_type", "a team: import it with POST /api/teams/import/")
                 continue
             read = read_agent(problems, item_path, item)
-            if read is not None and read["kind"] == "executor":
+            if read is not None and read["kind"] == "person":
+                problems.add(f"{item_path}.provider", "a UserProxyAgent stands for a person in a team: import the "
+                                                      "team (POST /api/teams/import/), or give an agent "
+                                                      "human_input: true")
+            elif read is not None and read["kind"] == "executor":
                 problems.add(f"{item_path}.config.model_client", "a CodeExecutorAgent needs a model client to be an "
                                                                  "agent here (or import the team it belongs to)")
             elif read is not None:
@@ -622,6 +723,7 @@ def agents_import(*, actor, customer, data, request=None) -> dict:
     problems.raise_if_any()
     with transaction.atomic():
         creator = Creator(actor=actor, customer=customer, request=request)
+        creator.tools(problems)
         for read in reads:
             creator.agent(read)
         audit_record(actor=actor, action="agent.import", target=f"customer:{customer.pk}", customer=customer,

@@ -131,8 +131,11 @@ class AgentVersion(models.Model):
 
 
 class Tool(models.Model):
-    """A customer's own tool: a Python function the model may call. Its source runs only in a task's sandbox
-    (the code runner, under the task's second uid); the platform parses it with `ast` and never runs it.
+    """A customer's own tool the model may call. kind python: a Python function whose source runs only in a
+    task's sandbox (the code runner, under the task's second uid); the platform parses it with `ast` and never
+    runs it. kind http: an HTTP endpoint the worker (the broker side of the task's channel) calls, never the
+    sandbox, on a host of the customer's allow-list (Customer.http_tool_hosts); its secret headers are stored
+    encrypted and never leave the worker (runtime/httptools.py).
 
     Agents name it in `tools`; an agent's version snapshot holds the tool's definition (definition()), so
     editing the tool makes a new version of every agent that uses it, and a submitted task keeps the
@@ -140,6 +143,7 @@ class Tool(models.Model):
 
     class Kind(models.TextChoices):
         PYTHON = "python"
+        HTTP = "http"
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="tools")
     name = models.CharField(max_length=64)
@@ -147,7 +151,15 @@ class Tool(models.Model):
     description = models.TextField(blank=True, default="")
     # A JSON Schema of type object: the arguments the model passes (validated again in the sandbox per call).
     parameters = models.JSONField(default=dict, blank=True)
-    source = models.TextField()
+    source = models.TextField(blank=True, default="")  # python tools
+    # http tools: the request. url may hold {placeholders} of arguments in its path and query (not its host);
+    # the other arguments go as a JSON body ("body") or as query parameters ("query").
+    method = models.CharField(max_length=10, blank=True, default="")
+    url = models.CharField(max_length=2000, blank=True, default="")
+    arguments_in = models.CharField(max_length=10, blank=True, default="")
+    headers = models.JSONField(default=dict, blank=True)  # name -> value, shown
+    # name -> Fernet token (accounts.crypto): write-only, never returned, read by the worker at each call only.
+    secret_headers_encrypted = models.JSONField(default=dict, blank=True)
     # Wall-clock seconds one call may take in the sandbox; over it the call is killed and fails alone.
     timeout_seconds = models.PositiveIntegerField(default=30)
     # Bumped by every change of the definition (not by a rename alone).
@@ -155,14 +167,14 @@ class Tool(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # A change to any of these changes what a task runs: every agent using the tool gets a new version.
-    DEFINITION_FIELDS = ("description", "parameters", "source", "timeout_seconds")
+    # A change of definition() but its name changes what a task runs: every agent using the tool gets a new
+    # version (agents.tools.tool_update).
 
     class Meta:
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["customer", "name"], name="tool_name_unique_per_customer"),
-            models.CheckConstraint(condition=Q(kind__in=["python"]), name="tool_kind_valid"),
+            models.CheckConstraint(condition=Q(kind__in=["python", "http"]), name="tool_kind_valid"),
             models.CheckConstraint(condition=Q(version__gte=1), name="tool_version_positive"),
             models.CheckConstraint(condition=Q(timeout_seconds__gte=1), name="tool_timeout_positive"),
         ]
@@ -170,8 +182,27 @@ class Tool(models.Model):
     def __str__(self):
         return self.name
 
+    @property
+    def secret_header_names(self) -> list[str]:
+        return sorted(self.secret_headers_encrypted or {})
+
     def definition(self) -> dict:
-        """What an agent's version (and so a task's frozen spec) holds of this tool."""
+        """What an agent's version (and so a task's frozen spec) holds of this tool: never a secret's value
+        (an http tool's secret headers by name only; the worker reads their values at each call)."""
+        if self.kind == self.Kind.HTTP:
+            return {
+                "name": self.name,
+                "kind": self.kind,
+                "description": self.description,
+                "parameters": self.parameters,
+                "method": self.method,
+                "url": self.url,
+                "arguments_in": self.arguments_in,
+                "headers": dict(self.headers or {}),
+                "secret_headers": self.secret_header_names,
+                "timeout_seconds": self.timeout_seconds,
+                "version": self.version,
+            }
         return {
             "name": self.name,
             "kind": self.kind,

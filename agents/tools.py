@@ -1,9 +1,15 @@
 """Customers' own tools: the rules a definition keeps, and every write to them.
 
-A tool is a Python function (its source) with a name, a description and a JSON Schema of its
-parameters. The platform only parses the source with `ast` to check it: it never imports, compiles
-or runs it. The source runs in a task's sandbox, in the code runner under the task's second uid
-(runtime/agentchild/customtools.py), one fresh interpreter per call.
+A tool has a name, a description and a JSON Schema of its parameters, and is of one of two kinds:
+
+- python: a Python function (its source). The platform only parses the source with `ast` to check
+  it: it never imports, compiles or runs it. The source runs in a task's sandbox, in the code runner
+  under the task's second uid (runtime/agentchild/customtools.py), one fresh interpreter per call.
+- http: an HTTP request (method, URL template, headers) the worker makes for each call, never the
+  sandbox (runtime/httptools.py). Its URL's host must be on the customer's allow-list
+  (Customer.http_tool_hosts, set by the platform's admins) and, with HTTP_TOOLS_ALLOW_PRIVATE off,
+  resolve to public addresses; both are checked here on every write and again at every call.
+  Secret headers are stored encrypted, write-only: no answer, export or task spec holds their values.
 
 Versions: an agent names its tools in `tools`, and its version snapshot holds each customer tool's
 definition (Agent.behaviour). Changing a tool's definition therefore makes a new version of every
@@ -15,20 +21,26 @@ import json
 import keyword
 import re
 
+from urllib.parse import urlsplit
+
 import jsonschema
 from django.conf import settings
 from django.db import transaction
 
+from accounts.crypto import decrypt, encrypt
 from accounts.models import Customer
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 from autogen_platform.naming import unique_name_save
 from core.services import audit_record
+from runtime import httptools
 from runtime.tools import tool_names
 
 from . import services
 from .models import Agent, Tool
 
-TOOL_FIELDS = ("name", "description", "parameters", "source", "timeout_seconds")
+TOOL_FIELDS = ("name", "description", "parameters", "source", "timeout_seconds", "method", "url", "arguments_in",
+               "headers")
+HTTP_FIELDS = ("method", "url", "arguments_in", "headers")
 # An OpenAI function name is [a-zA-Z0-9_-]{1,64}; a tool's name is also the Python function's name.
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -144,15 +156,103 @@ def timeout_problems(timeout) -> list[str]:
     return []
 
 
-def tool_errors(tool: Tool) -> dict:
+def tool_errors(tool: Tool, customer: Customer | None = None) -> dict:
     """Field -> messages for a definition that cannot be stored; empty when it is fine."""
     errors = {"name": name_problems(tool.name)}
     errors["description"] = services.text_too_long(tool.description, settings.MAX_DESCRIPTION_CHARS,
                                                    "MAX_DESCRIPTION_CHARS")
     errors["parameters"] = parameters_problems(tool.parameters)
-    errors["source"] = source_problems(tool.source, tool.name, tool.parameters if not errors["parameters"] else None)
     errors["timeout_seconds"] = timeout_problems(tool.timeout_seconds)
+    if tool.kind == Tool.Kind.HTTP:
+        errors.update(http_problems(tool, customer or tool.customer, tool.parameters if not errors["parameters"] else None))
+    else:
+        errors["source"] = source_problems(tool.source, tool.name, tool.parameters if not errors["parameters"] else None)
+        for field in HTTP_FIELDS:
+            if getattr(tool, field):
+                errors[field] = ["http tools only (this tool's kind is python)"]
+        if tool.secret_headers_encrypted:
+            errors["secret_headers"] = ["http tools only (this tool's kind is python)"]
     return {field: problems for field, problems in errors.items() if problems}
+
+
+def http_problems(tool: Tool, customer: Customer, parameters) -> dict:
+    """The request of an http tool: its method, URL (a host of the customer's allow-list, public unless
+    HTTP_TOOLS_ALLOW_PRIVATE), where the arguments go, and its headers."""
+    errors = {}
+    if tool.source:
+        errors["source"] = ["python tools only (an http tool has method and url instead)"]
+    if tool.method not in httptools.METHODS:
+        errors["method"] = [f"Must be one of {', '.join(httptools.METHODS)}"]
+    if tool.arguments_in not in httptools.ARGUMENTS_IN:
+        errors["arguments_in"] = ["Must be body (the arguments as a JSON object) or query (as query parameters)"]
+    properties = (parameters or {}).get("properties") or {} if parameters is not None else None
+    url = url_problems(tool.url, properties, customer)
+    if not url and parameters is not None:
+        required = set(parameters.get("required") or [])
+        url = [f"{{{field}}}: a placeholder's property must be required (the URL cannot be built without it)"
+               for field in httptools.placeholders(tool.url) if field not in required]
+    if url:
+        errors["url"] = url
+    secret_names = list(tool.secret_headers_encrypted or {})
+    headers = httptools.headers_problems(tool.headers, secret_names)
+    if isinstance(tool.headers, dict):
+        lowered = {n.lower() for n in secret_names}
+        headers += [f"{name}: also a secret header; give it in one of the two" for name in tool.headers
+                    if name.lower() in lowered]
+    if headers:
+        errors["headers"] = headers
+    return errors
+
+
+def url_problems(url, properties, customer: Customer) -> list[str]:
+    problems = httptools.url_problems(url, properties)
+    if problems:
+        return problems
+    host = (urlsplit(url).hostname or "").lower()
+    allowed = customer.http_tool_hosts or []
+    if not httptools.host_allowed(host, allowed):
+        listed = ", ".join(allowed) if allowed else "none yet"
+        return [f"The host {host} is not on this customer's allow-list for HTTP tools (allowed: {listed}); the "
+                "platform's admins set it (PATCH /api/admin/customers/{id}/ http_tool_hosts)"]
+    if settings.HTTP_TOOLS_ALLOW_PRIVATE:
+        return []
+    # lazy: runtime.broker loads AutoGen, which the web process loads only when it checks a URL
+    from runtime.broker import public_addresses
+
+    refusal, _ = public_addresses(url.replace("{", "").replace("}", ""))
+    # A name that does not resolve yet is accepted (its calls fail until it does); a private one is not.
+    if refusal and not refusal.startswith("cannot resolve"):
+        return [refusal]
+    return []
+
+
+def _same_secret(token: str | None, value: str) -> bool:
+    try:
+        return token is not None and decrypt(token) == value
+    except ValueError:  # stored under another FIELD_ENCRYPTION_KEY: set it again
+        return False
+
+
+def secret_headers_apply(tool: Tool, given) -> None:
+    """Sets (a value) or removes (null) the named secret headers; the others keep theirs."""
+    if given is None:
+        return
+    if not isinstance(given, dict):
+        raise ValidationFailed(details={"secret_headers": ["Must be an object of header name -> value (null removes one)"]})
+    stored = dict(tool.secret_headers_encrypted or {})
+    problems = []
+    for name, value in given.items():
+        if value is None:
+            stored.pop(name, None)
+            continue
+        found = httptools.header_problems(name, value)
+        if found:
+            problems += found
+        elif not _same_secret(stored.get(name), value):
+            stored[name] = encrypt(value)
+    if problems:
+        raise ValidationFailed(details={"secret_headers": problems})
+    tool.secret_headers_encrypted = stored
 
 
 def agents_using(tool: Tool, *, lock: bool = False) -> list[Agent]:
@@ -163,29 +263,46 @@ def agents_using(tool: Tool, *, lock: bool = False) -> list[Agent]:
     return [agent for agent in agents if tool.name in (agent.tools or [])]
 
 
-def _save(tool: Tool) -> None:
-    errors = tool_errors(tool)
+def _save(tool: Tool, customer: Customer) -> None:
+    errors = tool_errors(tool, customer)
     if errors:
         raise ValidationFailed(details=errors)
     unique_name_save(tool, label="A tool")
 
 
 @transaction.atomic
-def tool_create(*, actor, customer: Customer, name: str, source: str, description: str = "",
-                parameters: dict | None = None, timeout_seconds: int | None = None, request=None) -> Tool:
+def tool_create(*, actor, customer: Customer, name: str, source: str = "", description: str = "",
+                parameters: dict | None = None, timeout_seconds: int | None = None, kind: str = Tool.Kind.PYTHON,
+                method: str | None = None, url: str = "", arguments_in: str | None = None,
+                headers: dict | None = None, secret_headers: dict | None = None, request=None) -> Tool:
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
     if Tool.objects.filter(customer=customer).count() >= settings.MAX_TOOLS_PER_CUSTOMER:
         raise QuotaExceeded(f"A customer may have at most {settings.MAX_TOOLS_PER_CUSTOMER} tools",
                             details={"quota": "MAX_TOOLS_PER_CUSTOMER", "limit": settings.MAX_TOOLS_PER_CUSTOMER})
+    if kind not in Tool.Kind.values:
+        raise ValidationFailed(details={"kind": [f"Must be one of {', '.join(Tool.Kind.values)}"]})
     tool = Tool(
-        customer=customer, name=name, description=description or "",
-        parameters={"type": "object", "properties": {}} if parameters is None else parameters, source=source,
+        customer=customer, name=name, kind=kind, description=description or "",
+        parameters={"type": "object", "properties": {}} if parameters is None else parameters, source=source or "",
         timeout_seconds=settings.TOOL_CALL_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds,
+        url=url or "", headers={} if headers is None else headers,
     )
-    _save(tool)
+    if kind == Tool.Kind.HTTP:
+        tool.method = (method or "POST").upper() if isinstance(method or "POST", str) else method
+        tool.arguments_in = arguments_in or httptools.default_arguments_in(tool.method)
+    else:
+        tool.method, tool.arguments_in = method or "", arguments_in or ""
+    secret_headers_apply(tool, secret_headers)
+    _save(tool, customer)
     audit_record(actor=actor, action="tool.create", target=f"tool:{tool.pk}", customer=customer, request=request,
-                 details={"name": tool.name, "version": tool.version})
+                 details={"name": tool.name, "kind": tool.kind, "version": tool.version,
+                          **({"secret_headers": tool.secret_header_names} if tool.secret_headers_encrypted else {})})
     return tool
+
+
+def _defines(definition: dict) -> dict:
+    """What a task runs of a definition (a rename alone makes no new version)."""
+    return {k: v for k, v in definition.items() if k not in ("name", "version")}
 
 
 @transaction.atomic
@@ -193,28 +310,43 @@ def tool_update(*, actor, tool: Tool, data: dict, request=None) -> Tool:
     """Changes the given fields. A definition change bumps the tool's version and makes a new version of
     every agent using it (their current version then runs the new definition; submitted tasks keep theirs)."""
     tool = Tool.objects.select_for_update().select_related("customer").get(pk=tool.pk)
-    old_name = tool.name
+    old_name, old_definition = tool.name, tool.definition()
+    if "kind" in data and data["kind"] != tool.kind:
+        raise ValidationFailed(details={"kind": [f"A tool's kind cannot change (this one is {tool.kind}); "
+                                                 "create another tool"]})
     changed = []
     for field in TOOL_FIELDS:
         if field not in data:
             continue
         value = data[field]
-        if field == "description":
+        if field in ("description", "source", "url"):
             value = value or ""
         elif field == "timeout_seconds" and value is None:
             value = settings.TOOL_CALL_TIMEOUT_SECONDS
+        elif field == "headers" and value is None:
+            value = {}
+        elif field == "method" and isinstance(value, str):
+            value = value.upper()
+        elif field == "arguments_in" and value is None and tool.kind == Tool.Kind.HTTP:
+            value = httptools.default_arguments_in(data.get("method", tool.method))
         if getattr(tool, field) != value:
             setattr(tool, field, value)
             changed.append(field)
+    if data.get("secret_headers") is not None:
+        before = dict(tool.secret_headers_encrypted or {})
+        secret_headers_apply(tool, data["secret_headers"])
+        if tool.secret_headers_encrypted != before:
+            changed.append("secret_headers")  # names only in the audit: never a value
     if "name" in changed:
         users = [agent.name for agent in agents_using(Tool(customer_id=tool.customer_id, name=old_name))]
         if users:
             raise Conflict(f"Tool {old_name!r} is used by agents: {', '.join(users)}; take it out of their tools "
                            "before renaming it", details={"agents": users})
-    redefined = any(field in Tool.DEFINITION_FIELDS for field in changed)
+    # A new secret value alone is no new definition (tasks read the values at each call); a new set of names is.
+    redefined = _defines(tool.definition()) != _defines(old_definition)
     if redefined:
         tool.version += 1
-    _save(tool)
+    _save(tool, tool.customer)
     versions = {}
     if redefined:
         for agent in agents_using(tool, lock=True):

@@ -90,6 +90,35 @@ WEBHOOK_DELIVERY_ATTEMPTS = Histogram("platform_webhook_delivery_attempts", "Att
                                       buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20))
 
 
+def _start_at_zero() -> None:
+    """Every label value of the fleet-wide families' fixed sets starts at 0 in every process. Prometheus sees a
+    series appear with its first value and counts no increase for it: without these zeros, the first task of each
+    outcome and error code, the first model error, the first kill of each reason... would never show in rate()
+    or increase(), nor in the alerts built on them (seen by hand: one model_error, one timeout and one cancel
+    left PlatformTasksFailing at 0). The per-customer families cannot (their customers are not known in advance)."""
+    for outcome in OUTCOMES:
+        for code in ("none", *ERROR_CODES):
+            TASKS_FINISHED.labels(outcome, code)
+    for provider in PROVIDERS:
+        for outcome in MODEL_OUTCOMES:
+            MODEL_REQUEST_DURATION.labels(provider, outcome)
+    for kind in TOKEN_KINDS:
+        MODEL_TOKENS.labels(kind)
+    for start in STARTS:
+        SANDBOX_SPAWN.labels(start)
+    for reason in KILL_REASONS:
+        SANDBOX_KILLS.labels(reason)
+    for result in WEBHOOK_RESULTS:
+        WEBHOOK_ATTEMPT_DURATION.labels(result)
+    for outcome in WEBHOOK_OUTCOMES:
+        WEBHOOK_DELIVERIES_FINISHED.labels(outcome)
+    for kind in ("websocket", "sse"):
+        STREAM_CONNECTIONS.labels(kind)
+
+
+_start_at_zero()
+
+
 def _one_of(value, allowed) -> str:
     value = str(value) if value is not None else ""
     return value if value in allowed else OTHER
@@ -122,6 +151,12 @@ class _CustomerLabels:
         else:
             self.mode = "list"
             self.listed = frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+    def settings(self) -> tuple[str, frozenset, int]:
+        """(mode: all, list or none; the listed ids; the limit), for figures computed at scrape time."""
+        if self.mode is None:
+            self._configure()
+        return self.mode, self.listed, self.limit
 
     def __call__(self, customer_id) -> str:
         if self.mode is None:

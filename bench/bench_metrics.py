@@ -1,9 +1,13 @@
 """The cost of observability: a /metrics scrape as the tasks table grows, and the recording calls a task makes.
 
 Prints, for each size of the tasks table (finished tasks, plus a few queued and running):
-- a scrape of /metrics through the Django app: median ms and database queries;
+- a scrape of /metrics through the Django app: median wall ms, median CPU ms of this process (the
+  shared machine's load inflates the first, hardly the second; the database server's own time is in
+  neither but in the wall time and the EXPLAIN ANALYZE plans printed at the end) and database queries;
 - for comparison, the queries the previous collector ran on every scrape (aggregates over the whole
   tasks table: counts by status, the duration histogram, token and kill sums): median ms.
+Then the same scrape with --customers customers that used tokens (usage rows for each day of this month
+and the 60 days before: the token-budget figure reads the usage counters, its cost follows the customers).
 Then the recording functions' cost per call (what every task pays: started, finished, events),
 in a single process and in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as runplatform runs).
 
@@ -29,7 +33,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import connection, reset_queries  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -39,22 +43,55 @@ import os, sys, time
 sys.path.insert(0, {root!r})
 from autogen_platform import metrics
 n = {n}
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for _ in range(n):
     metrics.task_started(queue_wait=0.5)
     metrics.events_written(4)
     metrics.task_finished("succeeded", None, 1.5)
-print((time.perf_counter() - start) / n * 1e6)
+print((time.perf_counter() - start) / n * 1e6, (time.process_time() - cpu) / n * 1e6)
 """
 
 
 def median_ms(fn, runs: int) -> float:
-    times = []
+    return median_wall_cpu_ms(fn, runs)[0]
+
+
+def median_wall_cpu_ms(fn, runs: int) -> tuple[float, float]:
+    walls, cpus = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        walls.append((time.perf_counter() - start) * 1000)
+        cpus.append((time.process_time() - cpu) * 1000)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def grow_customers(prefix: str, n: int) -> None:
+    """n customers, each with usage rows for every day of this month so far and the 60 days before."""
+    from datetime import timedelta
+
+    from accounts.models import Customer, CustomerUsage
+
+    today = timezone.now().date()
+    days = [today - timedelta(days=i) for i in range((today - today.replace(day=1)).days + 61)]
+    customers = Customer.objects.bulk_create([Customer(name=f"{prefix}-{i}", monthly_token_budget=1_000_000)
+                                              for i in range(n)])
+    CustomerUsage.objects.bulk_create([CustomerUsage(customer=c, day=d, tasks=1, tokens=1000 + i)
+                                       for i, c in enumerate(customers) for d in days], batch_size=5000)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE accounts_customerusage")
+            cursor.execute("ANALYZE accounts_customer")
+
+
+def scrape_row(client, label, runs: int) -> list[str]:
+    client.get("/metrics")  # warm
+    reset_queries()  # a request empties the query log (request_started): start the capture from an empty one
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/metrics")
+    wall, cpu = median_wall_cpu_ms(lambda: client.get("/metrics"), runs)
+    print(f"{label:>24} | {wall:>12.2f} | {cpu:>11.2f} | {len(queries.captured_queries):>7}", end="")
+    return [q["sql"] for q in queries.captured_queries]  # now: DEBUG's query log rotates
 
 
 def old_collector_queries() -> None:
@@ -98,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10,1000,100000")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--customers", type=int, default=1000)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -111,34 +149,41 @@ def main() -> None:
     from tests.api_support import make_agent
 
     redis_proc = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET) if settings.REDIS_EMBEDDED else None
-    customer = Customer.objects.create(name=f"bench-metrics-{os.getpid()}")
+    prefix = f"bench-metrics-{os.getpid()}"
+    customer = Customer.objects.create(name=prefix)
     try:
         agent = make_agent(customer)
         thread = Thread.objects.create(customer=customer, agent=agent)
         client = Client()
-        print(f"database: {connection.vendor}; {args.runs} scrapes per size")
-        print(f"{'finished tasks':>15} | {'scrape ms':>9} | {'queries':>7} | {'old collector queries ms':>24}")
+        print(f"database: {connection.vendor}; {args.runs} scrapes per size; "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+        print(f"{'':>24} | {'scrape wall ms':>12} | {'scrape CPU ms':>11} | {'queries':>7} | old collector queries ms")
         for size in sizes:
             grow(customer, agent, thread, size)
-            client.get("/metrics")  # warm
-            with CaptureQueriesContext(connection) as queries:
-                client.get("/metrics")
-            scrape_sql = [q["sql"] for q in queries.captured_queries]  # now: DEBUG's query log rotates
-            scrape = median_ms(lambda: client.get("/metrics"), args.runs)
+            scrape_sql = scrape_row(client, f"{size} finished tasks", args.runs)
             old = median_ms(old_collector_queries, max(3, args.runs // 4))
-            print(f"{size:>15} | {scrape:>9.2f} | {len(scrape_sql):>7} | {old:>24.2f}")
+            print(f" | {old:.2f}")
+        if args.customers:
+            grow_customers(prefix, args.customers)
+            scrape_sql = scrape_row(client, f"+ {args.customers} customers", args.runs)
+            print()
         if connection.vendor == "postgresql":
-            sql = next(q for q in scrape_sql if "tasks_task" in q)
-            with connection.cursor() as cursor:
-                cursor.execute("EXPLAIN ANALYZE " + sql)
-                print("\nplan of the scrape's task count at the largest size:")
-                for (line,) in cursor.fetchall():
-                    print("  " + line)
+            for what, table in (("task count", '"tasks_task"'), ("webhook deliveries", '"integrations_webhookdelivery"'),
+                                ("token budgets", '"accounts_customerusage"')):
+                sql = next((q for q in scrape_sql if table in q), None)
+                if sql is None:
+                    continue
+                with connection.cursor() as cursor:
+                    cursor.execute("EXPLAIN ANALYZE " + sql)
+                    print(f"\nplan of the scrape's {what} at the largest size:")
+                    for (line,) in cursor.fetchall():
+                        print("  " + line)
     finally:
         Task.objects.filter(customer=customer).delete()
         Agent.objects.filter(customer=customer).delete()
         ModelConfig.objects.filter(customer=customer).delete()
         customer.delete()
+        Customer.objects.filter(name__startswith=prefix + "-").delete()
         embedded_redis.stop(redis_proc)
 
     n = 20000
@@ -148,7 +193,8 @@ def main() -> None:
         env.update(extra)
         out = subprocess.run([sys.executable, "-c", RECORDING.format(root=str(ROOT), n=n)], env=env,
                              capture_output=True, text=True, check=True)
-        print(f"  {label:<15} {float(out.stdout.strip()):.1f} us per task")
+        wall, cpu = (float(x) for x in out.stdout.split())
+        print(f"  {label:<15} {wall:.1f} us per task (wall), {cpu:.1f} us CPU")
 
 
 if __name__ == "__main__":

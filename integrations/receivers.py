@@ -1,10 +1,7 @@
 """integrations' answers to what tasks announces (tasks.signals), connected in IntegrationsConfig.ready():
 tasks sits below integrations and may not import it."""
-import logging
-
-from .services import deliveries_sweep, schedules_fire_due, webhooks_task_event, webhooks_tasks_ended
-
-reaper_logger = logging.getLogger("tasks.reaper")
+from .scheduler import scheduler_start
+from .services import deliveries_sweep, webhooks_task_event, webhooks_tasks_ended
 
 
 def on_tasks_ended(sender, *, ends, customers, task_webhooks, **kwargs):
@@ -16,7 +13,8 @@ def on_task_event(sender, *, task, event, **kwargs):
 
 
 def on_reaper_sweep(sender, **kwargs):
-    fired = schedules_fire_due()
-    if fired:
-        reaper_logger.info("scheduler: started task(s) %s", fired)
     deliveries_sweep()
+
+
+def on_reaper_started(sender, *, stopping, **kwargs):
+    return scheduler_start(stopping)  # schedules fire at their time, not at the reaper's next pass

@@ -35,3 +35,10 @@ def schedule_list_for_user(user):
 
 def schedule_get_for_user(user, pk) -> Schedule:
     return scoped_get(Schedule.objects.all(), user, pk, what="Schedule")
+
+
+def schedules_earliest_run_at():
+    """The soonest next_run_at of any enabled schedule (every customer's: the scheduler's read), or None.
+    One row from the (enabled, next_run_at) index."""
+    return (Schedule.objects.filter(enabled=True, next_run_at__isnull=False).order_by("next_run_at")
+            .values_list("next_run_at", flat=True).first())

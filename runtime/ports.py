@@ -68,6 +68,10 @@ class TaskStore(Protocol):
     def requeue(self, task_id: int) -> bool:
         """Back to queued on its agent's current version (a restart)."""
 
+    def http_tool_access(self, customer_id: int, name: str) -> dict:
+        """What an HTTP tool's call needs now: {"hosts": the customer's allow-list, "secrets": the tool's secret
+        headers (name -> value) or None when the tool is gone}. Read at each call, never sent to the child."""
+
     def suspend(self, task_id: int, *, request: dict, suspension: dict, usage: dict) -> bool:
         """running -> input_required: the run stopped to ask a person; suspension ({state, pending, broker})
         is what its resumption needs. False when the task is not running any more."""

@@ -37,7 +37,7 @@ from django.db import connections
 from autogen_platform import logctx, metrics
 from autogen_platform.realtime import task_group
 
-from . import control, telemetry
+from . import control, httptools, telemetry
 from .broker import BudgetExceeded, ClientCache, ModelBroker, ModelFailed
 from .keys import sandbox_index_key, sandbox_stats_key, worker_slots_key
 from .outcomes import INPUT_REQUIRED, REQUEUE, ErrorCode, Final, Outcome, StopReason, failed, stop_outcome
@@ -130,6 +130,8 @@ class TaskRun:
         self.pending_tokens: dict[str, str] = {}
         self.token_flush: asyncio.TimerHandle | None = None
         self.model_calls: dict[int, asyncio.Task] = {}
+        self.tool_calls: dict[int, asyncio.Task] = {}  # HTTP tool calls the worker is making for the child
+        self.tool_slots = asyncio.Semaphore(MAX_TOOL_CALLS)  # of which at most this many at once
         self.reported = False  # the child sent done or error
         self.output_bytes = 0
         self.events = 0
@@ -225,7 +227,8 @@ class TaskRun:
         )
         # The code runner (a second uid for the code agents run) only when some agent runs code, or has customer
         # tools (their calls run there too: runtime/agentchild/customtools.py).
-        code = any((a or {}).get("code_execution") or (a or {}).get("tool_definitions")
+        code = any((a or {}).get("code_execution")
+                   or any(d.get("kind", "python") == "python" for d in (a or {}).get("tool_definitions") or [])
                    for a in ctx.spec.get("agents") or [])
         self.box = Sandbox(task_id=ctx.task_id, limits=limits, root=settings.SANDBOX_ROOT, code_runner=code)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -272,7 +275,7 @@ class TaskRun:
                 "op": "start",
                 "task": ctx.task_id,
                 "input": ctx.input,
-                "spec": ctx.spec,
+                "spec": _child_spec(ctx.spec),
                 "models": self.broker.model_infos(),
                 "state": ctx.thread_state,
                 "stream": True,
@@ -288,7 +291,7 @@ class TaskRun:
             if self.timeout_handle is not None:
                 self.timeout_handle.cancel()
             reading.cancel()
-            calls = list(self.model_calls.values())
+            calls = list(self.model_calls.values()) + list(self.tool_calls.values())
             for call in calls:
                 call.cancel()
             await asyncio.gather(reading, *calls, return_exceptions=True)
@@ -508,6 +511,16 @@ class TaskRun:
             if len(self.model_calls) >= max(4, len(self.ctx.spec.get("agents") or [])):
                 raise ProtocolViolation("more model requests at once than the task has agents")
             self.model_calls[request_id] = asyncio.ensure_future(self._answer_model(message))
+        elif op == "tool":
+            request_id = message.get("id")
+            if not isinstance(request_id, int) or request_id in self.tool_calls or request_id in self.model_calls:
+                raise ProtocolViolation("a tool request without a fresh id")
+            definition = _http_tool(self.ctx.spec, message.get("name"))
+            if definition is None:
+                raise ProtocolViolation("a tool request for no HTTP tool of the task's agents")
+            if len(self.tool_calls) >= MAX_TOOL_REQUESTS:
+                raise ProtocolViolation(f"more than {MAX_TOOL_REQUESTS} HTTP tool calls waiting at once")
+            self.tool_calls[request_id] = asyncio.ensure_future(self._answer_tool(request_id, definition, message))
         elif op == "done":
             self.mark("done")
             if self.model_calls:
@@ -659,6 +672,32 @@ class TaskRun:
         )
         await self.send({"op": "model_result", "id": request_id, "result": result.model_dump(mode="json")})
 
+    async def _answer_tool(self, request_id: int, definition: dict, message: dict) -> None:
+        """One HTTP tool call, made here (never in the sandbox) from the task's own frozen definition, with the
+        allow-list and secret headers as the database holds them now; the answer, or what failed, goes back."""
+        name = definition["name"]
+        try:
+            async with self.tool_slots:
+                answer = await self._http_call(definition, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a platform fault fails the call, not the task
+            logger.exception("task %s: HTTP tool %s failed in the platform", self.task_id, name)
+            answer = httptools.Answer(False, f"Tool {name}: the platform could not make the call.", "platform")
+        finally:
+            self.tool_calls.pop(request_id, None)
+        if not answer.ok:
+            self.add_event("log", str(message.get("caller") or "platform")[:200], {
+                "kind": "http_tool_failed", "tool": name, "failure": answer.failure, "status": answer.status,
+                "text": answer.text[:2000]})
+        await self.send({"op": "tool_result", "id": request_id, **answer.message()})
+
+    async def _http_call(self, definition: dict, message: dict) -> "httptools.Answer":
+        access = await self.rt.db(self.rt.store.http_tool_access, self.ctx.customer_id, definition["name"])
+        return await httptools.call(
+            definition, message.get("arguments"), hosts=access.get("hosts") or [], secrets=access.get("secrets"),
+            allow_private=settings.HTTP_TOOLS_ALLOW_PRIVATE, max_bytes=settings.HTTP_TOOL_MAX_RESPONSE_BYTES)
+
     async def _monthly_left(self, tokens: int) -> int:
         try:
             return await self.rt.db(self.rt.store.tokens_left, self.ctx.task_id, self.ctx.customer_id, tokens)
@@ -696,6 +735,37 @@ class TaskRun:
 
 # The longest question shown to a person (the rest of the conversation is in the task's events).
 MAX_PROMPT_CHARS = 8000
+# HTTP tool calls the worker makes at once for one task (the others of its agents' parallel calls wait their
+# turn), and how many may wait: more is not what an honest child sends.
+MAX_TOOL_CALLS = 8
+MAX_TOOL_REQUESTS = 256
+# What the child needs of an HTTP tool's definition (never its URL or headers: the worker holds those).
+CHILD_HTTP_TOOL_KEYS = ("name", "kind", "description", "parameters", "timeout_seconds", "version")
+
+
+def _http_tool(spec: dict, name) -> dict | None:
+    """The frozen definition of the task's HTTP tool of this name (the worker's copy of the spec)."""
+    for agent in (spec or {}).get("agents") or []:
+        for definition in agent.get("tool_definitions") or []:
+            if definition.get("kind") == "http" and definition.get("name") == name:
+                return definition
+    return None
+
+
+def _child_spec(spec: dict) -> dict:
+    """The spec the child gets: HTTP tools' definitions cut to what an agent needs to call them."""
+    agents = (spec or {}).get("agents") or []
+    if not any(d.get("kind") == "http" for a in agents for d in a.get("tool_definitions") or []):
+        return spec
+    cut = []
+    for agent in agents:
+        definitions = agent.get("tool_definitions")
+        if definitions:
+            agent = {**agent, "tool_definitions": [
+                {k: d[k] for k in CHILD_HTTP_TOOL_KEYS if k in d} if d.get("kind") == "http" else d
+                for d in definitions]}
+        cut.append(agent)
+    return {**spec, "agents": cut}
 
 
 def human_input_kinds(spec: dict) -> set:

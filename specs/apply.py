@@ -79,7 +79,8 @@ def _carry_out(plan: list[PlanItem], *, actor, customer: Customer, existing, req
                 models[item.name] = model_config_update(actor=actor, model_config=item.current, data=data,
                                                         request=request)
 
-    tools.carry_out(plan, actor=actor, customer=customer, request=request, at=_at)  # agents name them
+    tools.carry_out(plan, actor=actor, customer=customer, request=request, at=_at,  # agents name them
+                    warnings=warnings)
 
     for item in by_kind["agent"]:
         values = {**item.desired.values, "model": models[item.desired.values["model"]]}

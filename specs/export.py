@@ -131,4 +131,7 @@ def spec_dump_yaml(spec: dict) -> str:
               "or POST /api/apply/."]
     if any(line.endswith(KEY_COMMENT) for line in lines):
         header.append("# Provider keys are never exported: each api_key_env names the variable to hold one.")
+    if any(re.match(r"^\s+secret_headers_env:", line) for line in lines):
+        header.append("# HTTP tools' secret headers are never exported: secret_headers_env names the variable "
+                      "to hold each.")
     return "\n".join(header + lines) + "\n"

@@ -111,6 +111,8 @@ def _changed_fields(desired: Desired, current, current_values: dict, names) -> l
             changed.append("api_key")
     if desired.kind == "webhook" and integrations.secret_changed(current, desired.values["secret"], KEEP_KEY):
         changed.append("secret")
+    if desired.kind == "tool" and tools.secret_headers_changed(current, desired.values["secret_headers"]):
+        changed.append("secret_headers")
     return changed
 
 
@@ -141,10 +143,10 @@ def check_references(objects, existing, *, prune: bool) -> None:
         for i, member in enumerate(desired.values["members"]):
             if member not in known["agent"]:
                 problems.add(f"{desired.path}.members[{i}]", f"unknown agent {member!r}{hint}")
-        for field in ("selector_model", "orchestrator_model"):
-            model = desired.values[field]
+        for key in ("selector_model", "orchestrator_model"):
+            model = desired.values[key]
             if model and model not in known["model"]:
-                problems.add(f"{desired.path}.{field}", f"unknown model {model!r}{hint}")
+                problems.add(f"{desired.path}.{key}", f"unknown model {model!r}{hint}")
     known_teams = {d.name for d in objects["team"]} | (set() if prune else set(existing["team"]))
     integrations.check_references(problems, objects, known["agent"], known_teams, hint)
     problems.raise_if_any()

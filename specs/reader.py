@@ -310,7 +310,7 @@ def spec_read(spec, *, customer: Customer, environ) -> dict[str, list[Desired]]:
                "webhook": lambda p, i: integrations.webhook_from_spec(
                    problems, p, i, environ, keep=KEEP_KEY, env_name=ENV_NAME, string=_string, string_list=_string_list),
                "schedule": lambda p, i: integrations.schedule_from_spec(problems, p, i, string=_string),
-               "tool": lambda p, i: tools.tool_from_spec(problems, p, i, string=_string)}
+               "tool": lambda p, i: tools.tool_from_spec(problems, p, i, string=_string, environ=environ)}
     objects = {}
     for section, kind in SECTIONS:
         items = spec.get(section)

@@ -7,7 +7,7 @@ from django.db.models import Q, Subquery
 
 from accounts.crypto import decrypt
 from accounts.models import Customer
-from agents.models import ModelConfig
+from agents.models import ModelConfig, Tool
 from core.selectors import killswitch_scopes_engaged
 from runtime.outcomes import StopReason
 from runtime.ports import TaskContext
@@ -63,6 +63,15 @@ class DjangoTaskStore:
             created_at=task.created_at.timestamp(),
             resume=resume,
         )
+
+    def http_tool_access(self, customer_id: int, name: str) -> dict:
+        hosts = Customer.objects.filter(pk=customer_id).values_list("http_tool_hosts", flat=True).first()
+        stored = (Tool.objects.filter(customer_id=customer_id, name=name, kind=Tool.Kind.HTTP)
+                  .values_list("secret_headers_encrypted", flat=True).first())
+        secrets = None
+        if stored is not None:  # a value that cannot be decrypted counts as missing: the call says so
+            secrets = {h: v for h, v in ((h, _decrypt_or_none(t)) for h, t in (stored or {}).items()) if v is not None}
+        return {"hosts": list(hosts or []), "secrets": secrets}
 
     def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
         services.task_heartbeat_many(task_ids=task_ids, pids=pids)

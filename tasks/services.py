@@ -834,8 +834,10 @@ def _rq_job_lost(task_id: int) -> None:
         logger.warning("could not fail the RQ job of reaped task %s", task_id, exc_info=True)
 
 
-def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
-    """Enqueue again queued tasks whose RQ job is gone (Redis lost it, or the enqueue never happened).
+def task_requeue_orphans(*, older_than_seconds: float, stale_start_seconds: float | None = None) -> list[int]:
+    """Enqueue again queued tasks whose RQ job is gone (Redis lost it, or the enqueue never happened),
+    created more than older_than_seconds ago. A job a worker took more than stale_start_seconds ago
+    (default: older_than_seconds) while its task is still queued counts as gone: that worker died.
 
     Tasks waiting for a slot have no job by design: their customers get a task_wake_waiting
     instead, which starts them if a slot is free (a lost wake-up, or a raised quota).
@@ -857,6 +859,9 @@ def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
         with transaction.atomic():
             _thread_start_next(thread_id)
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stale_cutoff = timezone.now() - timedelta(
+        seconds=older_than_seconds if stale_start_seconds is None else stale_start_seconds
+    )
     queued = Task.objects.filter(
         status=Task.Status.QUEUED, waiting_since__isnull=True, waits_for_thread=False, created_at__lt=cutoff
     ).values_list("pk", "attempts", "requeues")
@@ -868,7 +873,7 @@ def task_requeue_orphans(*, older_than_seconds: float) -> list[int]:
             job = Job.fetch(task_job_id(task_id, attempts, requeues), connection=connection)
             status = job.get_status(refresh=False)
             # A job a worker took long ago, yet the task never started: that worker died.
-            stale_start = status == JobStatus.STARTED and job.started_at and job.started_at < cutoff
+            stale_start = status == JobStatus.STARTED and job.started_at and job.started_at < stale_cutoff
             if status in live and not stale_start:
                 continue
             job.delete()

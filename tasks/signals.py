@@ -14,5 +14,11 @@ tasks_ended = Signal()
 task_event = Signal()
 
 # One reaper pass is under way, after the tasks' own sweeps. Receivers run their own sweeps (integrations:
-# due schedules, deliveries due for a retry) and may raise: the reaper logs the failure and goes on.
+# deliveries due for a retry) and may raise: the reaper logs the failure and goes on.
 reaper_sweep = Signal()
+
+# A reaper process starts (not with --once). Keyword argument: stopping, a threading.Event set when it
+# stops. Receivers may start a loop of their own that must not wait for the reaper's passes (integrations:
+# the scheduler, which fires schedules at their time) in a thread, and return the thread: the reaper
+# waits for it on exit.
+reaper_started = Signal()

@@ -9,9 +9,19 @@ from .models import Team, TeamMember, TeamVersion
 class TeamMemberInline(ViewOnlyAdminMixin, admin.TabularInline):
     model = TeamMember
     extra = 0
-    fields = ["position", "agent"]
+    fields = ["position", "agent", "role"]
     readonly_fields = fields
     ordering = ["position"]
+
+    @admin.display(description="role")
+    def role(self, obj):
+        """What the member is in AgentChat: a person answers for a human_input member (a UserProxyAgent)."""
+        agent = obj.agent
+        if agent.human_input:
+            return "a person answers (user proxy)"
+        parts = ["agent"] + (["runs code"] if agent.code_execution else []) + \
+            ([f"tools: {', '.join(agent.tools)}"] if agent.tools else [])
+        return ", ".join(parts)
 
 
 class TeamVersionInline(ViewOnlyAdminMixin, admin.TabularInline):

@@ -3,7 +3,6 @@ team class) and import read as plain data (see agents.components: no `load_compo
 module a document names, an explicit allow-list of providers, refusals that name their path)."""
 from django.db import transaction
 
-from agents.api.serializers import ModelConfigSerializer
 from core.services import audit_record
 from agents.components import (
     Creator,
@@ -12,6 +11,7 @@ from agents.components import (
     check_keys,
     component,
     executor_component,
+    gallery_rest,
     import_document,
     max_messages_condition,
     or_condition,
@@ -20,6 +20,7 @@ from agents.components import (
     read_model,
     text_mention_condition,
     timeout_value,
+    user_proxy_component,
     unique_name,
 )
 from agents.components import model_component
@@ -85,6 +86,9 @@ def team_export(team: Team) -> dict:
     external = [t for t in handoff_targets(team.termination) if t not in idents]
     participants = []
     for agent in members:
+        if agent.human_input:  # a person answers for it: AgentChat's user proxy
+            participants.append(user_proxy_component(idents[agent.name], agent.description))
+            continue
         handoffs = list(external)
         if team.mode == Team.Mode.SWARM:
             handoffs = [idents[a.name] for a in members if a.pk != agent.pk] + handoffs
@@ -125,8 +129,8 @@ def team_export(team: Team) -> dict:
         config["graph"] = {"nodes": nodes, "default_start_node": by_id[members[0].pk]}
     else:
         config["emit_team_events"] = False
-    label = TEAMS[team.mode].rsplit(".", 1)[1]
-    return component(TEAMS[team.mode], "team", config, label=label, description=f"The platform team {team.name}")
+    # AutoGen Studio shows a component's label as its name
+    return component(TEAMS[team.mode], "team", config, label=team.name, description=f"The platform team {team.name}")
 
 
 # Import
@@ -265,7 +269,8 @@ def _read_team(problems: Problems, path: str, data) -> dict | None:
         if agent is None:
             continue
         if agent["kind"] == "executor":
-            if not agents or agents[-1]["code_execution"] or mode in (Team.Mode.SWARM, Team.Mode.GRAPH):
+            if not agents or agents[-1]["code_execution"] or agents[-1]["kind"] == "person" \
+                    or mode in (Team.Mode.SWARM, Team.Mode.GRAPH):
                 problems.add(f"{ppath}.config.model_client", "a CodeExecutorAgent without a model client runs the "
                              "code of the AssistantAgent right before it (round robin, selector, magentic_one teams; "
                              "in swarm and graph teams a member runs its code with AgentChat's code tool, "
@@ -275,7 +280,13 @@ def _read_team(problems: Problems, path: str, data) -> dict | None:
             agents[-1]["executor"] = agent["name"]
             continue
         agents.append(agent)
-    result = {"mode": mode, "name": config.get("name") or data.get("label") or "imported-team", "agents": agents,
+    if agents and all(a["kind"] == "person" for a in agents) and config.get("model_client") is None:
+        problems.add(f"{cpath}.participants", "a team of user proxies only: it needs an agent with a model")
+    # AgentChat names a team after its class unless told otherwise; AutoGen Studio keeps the name it shows in `label`
+    name = config.get("name")
+    if not name or name == provider.rsplit(".", 1)[1]:
+        name = data.get("label") or name or "imported-team"
+    result = {"mode": mode, "name": name, "agents": agents,
               "termination": termination}
     if mode == Team.Mode.SELECTOR:
         result["selector_model"] = read_model(problems, f"{cpath}.model_client", config.get("model_client"))
@@ -337,6 +348,15 @@ def _read_graph(problems: Problems, path: str, graph, names: list[str]) -> dict 
     return {"entry": entry, "edges": edges}
 
 
+def person_model(read: dict, creator: Creator):
+    """The model configuration a user proxy's agent row points to: the first member's, else the team's own
+    (the person answers; the model is never called for it)."""
+    for model in [a["model"] for a in read["agents"]] + [read.get("selector_model"), read.get("orchestrator_model")]:
+        if model:
+            return creator.model(model, model["model"] or f"{read['name']}-replay")
+    raise AssertionError("a team of user proxies only is refused when read")
+
+
 def teams_import(*, actor, customer, data, request=None) -> dict:
     """POST /api/teams/import/: one team component, or every team of a gallery file, in one transaction: its
     models, agents (the entry of a graph first) and the team."""
@@ -346,6 +366,7 @@ def teams_import(*, actor, customer, data, request=None) -> dict:
     for path, document in documents:
         if kind == "gallery":
             teams = document.get("teams")
+            gallery_rest(problems, path, document, "teams")
             if not isinstance(teams, list) or not teams:
                 problems.add(f"{path}.teams", "the gallery has no teams to import")
                 continue
@@ -359,13 +380,16 @@ def teams_import(*, actor, customer, data, request=None) -> dict:
     problems.raise_if_any()
     with transaction.atomic():
         creator = Creator(actor=actor, customer=customer, request=request)
+        creator.tools(problems)
         team_names = set(Team.objects.filter(customer=customer).values_list("name", flat=True))
         for read in reads:
             agents = read["agents"]
             if read.get("graph"):
                 entry = read["graph"]["entry"]
                 agents = sorted(agents, key=lambda a: a["name"] != entry)
-            created = {a["name"]: creator.agent(a) for a in agents}
+            created = {}
+            for agent in agents:
+                created[agent["name"]] = creator.agent(agent, None if agent["model"] else person_model(read, creator))
             names = {ident: agent.name for ident, agent in created.items()}
             values = {"mode": read["mode"], "members": [created[a["name"]] for a in agents],
                       "termination": _rename(read["termination"], names) if read["termination"] else None}

@@ -7,9 +7,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from agents.components import assistant_component, user_proxy_component
+from agents.models import ModelConfig
 from core.models import Killswitch
 from tasks.models import Task
 from tasks.services import task_events_append, task_finish
+from teams.components import teams_import
 from tests.admin_support import admin_site_login
 from tests.api_support import make_agent, make_task
 
@@ -135,3 +138,27 @@ def test_a_waiting_tasks_suspension_shows_sizes_not_its_packed_work_dir(operator
     with CaptureQueriesContext(connection) as queries:
         assert operator.get("/admin/tasks/task/").status_code == 200
     assert not any('"tasks_task"."suspension"' in q["sql"] for q in queries.captured_queries)
+
+
+def test_an_imported_team_shows_who_a_person_answers_for_and_its_customer_tool(operator, make_customer):
+    # given: a team imported from AutoGen Studio with a user proxy and a FunctionTool (a customer tool)
+    customer, owner = make_customer("studio-co")
+    writer = assistant_component(ident="writer", description="", system_message="Write.", tools=[],
+                                 model_config=ModelConfig(provider="replay", responses=["Done."]))
+    writer["config"]["workbench"][0]["config"]["tools"] = [{
+        "provider": "autogen_core.tools.FunctionTool", "component_type": "tool",
+        "config": {"name": "shout", "description": "Shout.", "source_code": "def shout(word: str) -> str:\n"
+                   "    return word.upper()\n", "global_imports": []}}]
+    team = {"provider": "autogen_agentchat.teams.RoundRobinGroupChat", "component_type": "team", "label": "Duo",
+            "config": {"participants": [writer, user_proxy_component("traveller", "The person")]}}
+    created = teams_import(actor=owner, customer=customer, data={"component": team})
+
+    agents = text(operator.get("/admin/agents/agent/?human_input__exact=1"))
+    team_page = text(operator.get(f"/admin/teams/team/{created['teams'][0]['id']}/change/"))
+    tools = text(operator.get("/admin/agents/tool/"))
+
+    # then: the operator sees the person in the agents list (and can filter by it), in the team's members,
+    # and the imported tool with the agent that uses it
+    assert "By human input" in agents and "traveller" in agents and "1 agent " in agents
+    assert "traveller" in team_page and "a person answers" in team_page
+    assert "shout" in tools and "writer" in tools

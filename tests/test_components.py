@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from agents.models import Agent, ModelConfig
+from agents.models import Agent, ModelConfig, Tool
+from specs.apply import spec_apply
+from specs.export import spec_dump_yaml, spec_export
+from specs.reader import spec_load
 from teams.models import Team
 from tests.api_support import assert_error, make_agent, make_model, make_team
 
@@ -165,7 +168,8 @@ def test_an_exported_team_imports_back_as_the_same_team(api, customer):
     assert [a["name"] for a in body["agents"]] == ["writer-2", "critic-2"]
     assert body["teams"] == [{"id": body["teams"][0]["id"], "name": "duo-2"}]
     assert {r["name"] for r in body["renamed"]} == {"writer-2", "critic-2", "duo-2"}
-    assert any(i["path"].endswith("tools[0].config.source_code") for i in body["ignored"])
+    # the built-in tool's own exported source comes back: nothing to note
+    assert not any(i["path"].endswith("tools[0].config.source_code") for i in body["ignored"])
     copy = api.get(f"/api/teams/{body['teams'][0]['id']}/").json()
     new_writer, new_critic = (Agent.objects.get(name=n) for n in ("writer-2", "critic-2"))
     assert copy["mode"] == "graph" and copy["members"] == [new_writer.pk, new_critic.pk]
@@ -204,17 +208,91 @@ def test_unsupported_parts_are_refused_by_path_and_nothing_named_is_imported(api
     assert "tests.component_canary" not in sys.modules
 
 
-def test_agent_import_refuses_tools_whose_code_it_would_have_to_run(api, customer):
-    document = api.get(f"/api/agents/{make_agent(customer, name='calc', tools=['calculator']).pk}/component/").json()
-    tool = document["config"]["workbench"][0]["config"]["tools"][0]
-    tool["config"]["name"] = "exfiltrate"
-    tool["config"]["source_code"] = "def exfiltrate():\n    import os\n    return os.environ\n"
+def function_tool(name: str, source: str, description: str = "", global_imports=()) -> dict:
+    return {"provider": "autogen_core.tools.FunctionTool", "component_type": "tool", "version": 1,
+            "component_version": 1, "description": "", "label": "FunctionTool",
+            "config": {"source_code": source, "name": name, "description": description,
+                       "global_imports": list(global_imports), "has_cancellation_support": False}}
 
-    error = assert_error(api.post("/api/agents/import/", {"component": document}, format="json"), 400,
-                         "validation_error")
 
-    assert list(error["details"]) == ["component.config.workbench[0].config.tools[0].config.name"]
-    assert "'exfiltrate' is not a tool of this platform" in error["message"]
+def agent_with_tools(name: str, *tools) -> dict:
+    from agents.components import assistant_component
+
+    document = assistant_component(ident=name, description="", system_message="", tools=[],
+                                   model_config=ModelConfig(provider="replay", responses=["Hi."]))
+    document["config"]["workbench"][0]["config"]["tools"] = list(tools)
+    return document
+
+
+def test_a_function_tool_becomes_the_customers_tool_and_its_code_never_runs_in_the_platform(api, customer):
+    # given: a FunctionTool whose source, if the platform ran it, would import the canary module
+    source = "import tests.component_canary\n\n\ndef exfiltrate(what: str = 'env') -> str:\n    import os\n" \
+             "    return str(os.environ)\n"
+    sys.modules.pop("tests.component_canary", None)
+
+    response = api.post("/api/agents/import/", {"component": agent_with_tools(
+        "spy", function_tool("exfiltrate", source, "Read the environment."))}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert [t["name"] for t in response.json()["tools"]] == ["exfiltrate"]
+    tool = Tool.objects.get(customer=customer, name="exfiltrate")
+    assert tool.source == source and tool.description == "Read the environment."
+    assert tool.parameters == {"type": "object", "properties": {"what": {"type": "string", "default": "env"}}}
+    assert Agent.objects.get(customer=customer, name="spy").tools == ["exfiltrate"]
+    assert "tests.component_canary" not in sys.modules  # parsed, never run: it runs only in a task's sandbox
+
+
+def test_function_tool_names_that_are_taken_follow_the_rule_or_are_refused_by_path(api, customer):
+    from agents.tools import tool_create
+
+    tool_create(actor="test", customer=customer, name="shout", description="Shout a word.",
+                parameters={"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+                source="import string\n\n\ndef shout(word: str) -> str:\n    return string.capwords(word).upper()\n")
+    path = "component.config.workbench[0].config.tools[0].config.name"
+    same = function_tool("shout", "def shout(word: str) -> str:  # the same function, laid out otherwise\n"
+                                  "    return string.capwords(word).upper()\n", "Shout a word.", ["string"])
+    other = function_tool("shout", "def shout(word: str) -> str:\n    return word + '!'\n", "Shout a word.")
+    counts = (Agent.objects.count(), Tool.objects.count())
+
+    # another function under the customer's tool's name: refused, naming the part, nothing created
+    error = assert_error(api.post("/api/agents/import/", {"component": agent_with_tools("a", other)}, format="json"),
+                         400, "validation_error")
+    assert list(error["details"]) == [path]
+    assert "'shout' is the name of your tool" in error["message"] and "rename the function" in error["message"]
+    assert (Agent.objects.count(), Tool.objects.count()) == counts
+    # the same function (the customer's tool as exported) uses the existing tool
+    reused = api.post("/api/agents/import/", {"component": agent_with_tools("b", same)}, format="json")
+    assert reused.status_code == 201, reused.content
+    assert reused.json()["tools"] == [] and Tool.objects.count() == counts[1]
+    assert Agent.objects.get(name="b").tools == ["shout"]
+    # two different functions of one name in one document: the second is refused
+    twins = {"component": agent_with_tools("c", function_tool("echo", "def echo(x: str) -> str:\n    return x\n"),
+                                                function_tool("echo", "def echo(x: str) -> str:\n    return x * 2\n"))}
+    error = assert_error(api.post("/api/agents/import/", twins, format="json"), 400, "validation_error")
+    assert "also the name of a different FunctionTool at component.config.workbench[0].config.tools[0]" in \
+        error["details"]["component.config.workbench[0].config.tools[1].config.name"][0]
+    # a built-in's name with other code: the built-in runs, and the import says so
+    studio_calculator = function_tool("calculator", "def calculator(a: float, b: float, operator: str) -> str:\n"
+                                                    "    return str(a + b)\n")
+    builtin = api.post("/api/agents/import/", {"component": agent_with_tools("d", studio_calculator)}, format="json")
+    assert builtin.status_code == 201, builtin.content
+    assert Agent.objects.get(name="d").tools == ["calculator"] and not Tool.objects.filter(name="calculator").exists()
+    assert {"path": "component.config.workbench[0].config.tools[0].config.source_code",
+            "reason": "'calculator' is a built-in tool: the platform's own calculator runs in its place, with its own "
+                      "parameters (GET /api/tools/)"} in builtin.json()["ignored"]
+    # a parameter whose type has no JSON Schema here is refused with its name
+    odd = function_tool("odd", "def odd(x: MyModel) -> str:\n    return ''\n")
+    error = assert_error(api.post("/api/agents/import/", {"component": agent_with_tools("e", odd)}, format="json"),
+                         400, "validation_error")
+    assert "parameter 'x': the annotation MyModel has no JSON Schema here" in \
+        error["details"]["component.config.workbench[0].config.tools[0].config.source_code"][0]
+    # FunctionTool(get_weather, name="weather"): a tool here is named like its function
+    renamed = function_tool("weather", "def get_weather(city: str) -> str:\n    return city\n")
+    error = assert_error(api.post("/api/agents/import/", {"component": agent_with_tools("f", renamed)}, format="json"),
+                         400, "validation_error")
+    assert error["details"] == {"component.config.workbench[0].config.tools[0].config.source_code": [
+        "the FunctionTool is named 'weather' but its function is 'get_weather': a tool here is named like its "
+        "function (rename one of them)"]}
 
 
 def test_an_autogen_studio_gallery_file_imports_its_teams_and_agents(api, customer):
@@ -245,6 +323,13 @@ def test_an_autogen_studio_gallery_file_imports_its_teams_and_agents(api, custom
     model = ModelConfig.objects.get(pk=teams.json()["models"][0]["id"])
     assert model.provider == "openai" and model.model == "gpt-4o-mini" and not model.has_api_key
     assert any(i["path"].endswith("model_client.config.api_key") for i in teams.json()["ignored"])
+    # the sections an import does not take are listed, never dropped silently
+    assert {i["path"]: i["reason"] for i in teams.json()["ignored"] if i["path"].count(".") == 1} == {
+        "components.agents": "not imported here: import the gallery's agents with POST /api/agents/import/",
+        "components.models": "not imported on their own: the teams bring what they use (models as model "
+                             "configurations, FunctionTools as your tools)"}
+    assert {"path": "components.teams", "reason": "not imported here: import the gallery's teams with "
+                                                  "POST /api/teams/import/"} in agents.json()["ignored"]
 
 
 def test_another_customers_team_has_no_component(api, make_customer):
@@ -365,3 +450,66 @@ def test_an_agent_with_a_customer_tool_exports_it_as_a_function_tool_that_runs_i
     assert [t["config"]["name"] for t in tools] == ["shout", "word_count"]
     assert tools[0]["config"]["source_code"].startswith("def shout(word: str) -> str:")
     assert ["crier", "ToolCallExecutionEvent"] == run["messages"][2][:2] and "HELLO!" in run["messages"][2][2]
+
+
+def test_a_user_proxy_imports_as_a_member_a_person_answers_for_and_exports_as_one(api, customer):
+    from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
+    from autogen_agentchat.conditions import MaxMessageTermination
+    from autogen_agentchat.teams import SelectorGroupChat
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-x", model_info={**MODEL_INFO, "json_output": False})
+    person = UserProxyAgent("user_proxy", description="Decides when unsure")
+    team = SelectorGroupChat([AssistantAgent("helper", model_client=client), person], model_client=client,
+                             termination_condition=MaxMessageTermination(6))
+    dump = (lambda c: json.loads(c.dump_component().model_dump_json()))
+
+    imported = api.post("/api/teams/import/", {"component": dump(team)}, format="json")
+    alone = api.post("/api/agents/import/", {"component": dump(person)}, format="json")
+
+    assert imported.status_code == 201, imported.content
+    proxy, helper = Agent.objects.get(name="user_proxy"), Agent.objects.get(name="helper")
+    assert proxy.human_input and proxy.description == "Decides when unsure" and proxy.tools == []
+    assert proxy.model_id == helper.model_id  # never called: a person answers for it
+    exported = api.get(f"/api/teams/{imported.json()['teams'][0]['id']}/component/").json()
+    assert exported["config"]["participants"][1] == {
+        "provider": "autogen_agentchat.agents.UserProxyAgent", "component_type": "agent", "version": 1,
+        "component_version": 1, "label": "UserProxyAgent",
+        "description": "An agent that can represent a human user through an input function.",
+        "config": {"name": "user_proxy", "description": "Decides when unsure"}}
+    error = assert_error(alone, 400, "validation_error")
+    assert "a UserProxyAgent stands for a person in a team" in error["details"]["component.provider"][0]
+    # an agent with human_input alone exports as it runs: a round robin of the agent and the person
+    solo = api.get(f"/api/agents/{make_agent(customer, name='asker', human_input=True).pk}/component/").json()
+    assert [p["provider"].rsplit(".", 1)[1] for p in solo["config"]["participants"]] == ["AssistantAgent",
+                                                                                       "UserProxyAgent"]
+
+
+def test_an_imported_studio_team_with_a_person_and_a_function_tool_round_trips_through_specs(api, customer,
+                                                                                            make_customer):
+    # given: a team imported from AutoGen Studio, with a user proxy and a FunctionTool (now the customer's tool)
+
+    writer = agent_with_tools("writer", function_tool("shout", "def shout(word: str) -> str:\n    return word.upper()\n",
+                                                      "Shout a word."))
+    person = {"provider": "autogen_agentchat.agents.UserProxyAgent", "component_type": "agent",
+              "config": {"name": "traveller", "description": "The person"}}
+    team = {"provider": "autogen_agentchat.teams.RoundRobinGroupChat", "component_type": "team", "label": "Duo",
+            "config": {"name": "RoundRobinGroupChat", "participants": [writer, person]}}
+    assert api.post("/api/teams/import/", {"component": team}, format="json").status_code == 201
+
+    # when: its spec is exported and applied to another customer, then exported again
+    spec = spec_dump_yaml(spec_export(customer))
+    other, _ = make_customer("elsewhere")
+    spec_apply(actor="test", customer=other, spec=spec_load(spec.replace(f"customer: {customer.name}",
+                                                                         "customer: elsewhere")))
+
+    # then: the same team, person and tool there, and a second apply changes nothing
+    copy = Agent.objects.get(customer=other, name="traveller")
+    assert copy.human_input and Agent.objects.get(customer=other, name="writer").tools == ["shout"]
+    assert Tool.objects.get(customer=other, name="shout").source == "def shout(word: str) -> str:\n    return word.upper()\n"
+    assert Team.objects.get(customer=other, name="Duo").member_ids() == [
+        Agent.objects.get(customer=other, name="writer").pk, copy.pk]
+    exported_there = spec_dump_yaml(spec_export(other))
+    assert exported_there.replace("elsewhere", customer.name) == spec
+    again = spec_apply(actor="test", customer=other, spec=spec_load(exported_there))
+    assert again.summary_line() == "no changes", again.lines()

@@ -267,3 +267,86 @@ def test_webhook_deliveries_waiting_are_read_from_the_unfinished_rows_only(make_
     assert 120 <= values["platform_webhook_oldest_due_seconds"] < 180
     on_deliveries = [q["sql"] for q in queries if '"integrations_webhookdelivery"' in q["sql"]]
     assert len(on_deliveries) == 1 and "IN ('pending', 'queued', 'sending')" in on_deliveries[0], on_deliveries
+
+
+@pytest.mark.django_db
+def test_token_budget_used_is_read_from_the_usage_counters_within_the_label_bound(make_customer, client, settings,
+                                                                                 monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.models import CustomerUsage
+    from autogen_platform import metrics
+    from tasks.services import task_mark_running, task_record_tokens
+
+    ratio = "platform_customer_token_budget_used_ratio{{customer=\"{}\"}}".format
+    today = timezone.now().date()
+    # given customers with budgets: one nearly spent (its tasks of last month do not count), one at a tenth,
+    # a small one at half, one without tokens this month, a deleted one that had spent all, one with a budget of 0
+    # and no tokens (not nearly spent: blocked on purpose)
+    near, near_user = make_customer("budget-near")
+    tenth, _ = make_customer("budget-tenth")
+    half, _ = make_customer("budget-half")
+    idle, _ = make_customer("budget-idle")
+    gone, _ = make_customer("budget-gone")
+    blocked, _ = make_customer("budget-blocked")
+    for customer, budget, tokens in ((near, 1000, 900), (tenth, 1000, 100), (half, 100, 50), (idle, 1000, 0),
+                                     (gone, 10, 10), (blocked, 0, 0)):
+        customer.monthly_token_budget = budget
+        customer.save()
+        if tokens:
+            CustomerUsage.objects.create(customer=customer, day=today, tokens=tokens)
+    CustomerUsage.objects.create(customer=near, day=today.replace(day=1) - timedelta(days=1), tokens=10_000)
+    CustomerUsage.objects.create(customer=idle, day=today.replace(day=1) - timedelta(days=1), tokens=10_000)
+    gone.deleted_at = timezone.now()
+    gone.save()
+    # and one of `near`'s tasks running, which records 60 more tokens after a model call
+    task = make_task(near_user, agent=make_agent(near))
+    task_mark_running(task_id=task.pk, worker="test")
+    task_record_tokens(task_id=task.pk, tokens=60)
+
+    def scraped(mode, limit=100):
+        settings.METRICS_CUSTOMERS, settings.METRICS_CUSTOMERS_MAX = mode, limit
+        monkeypatch.setattr(metrics, "customer_label", metrics._CustomerLabels())
+        with CaptureQueriesContext(connection) as queries:
+            values = scrape(client)
+        assert not [q for q in queries if '"tasks_task"' in q["sql"] and "IN ('queued', 'running')" not in q["sql"]]
+        return {name: v for name, v in values.items() if name.startswith("platform_customer_token_budget")}
+
+    # when Prometheus scrapes with METRICS_CUSTOMERS=all and room for two customers
+    # then the two nearest their budget have their own series, and `other` is the highest of the rest
+    assert scraped("all", 2) == {ratio(near.pk): 0.96, ratio(half.pk): 0.5, ratio("other"): 0.1}
+    # every customer who used tokens this month, when there is room (`other`: none left, 0)
+    assert scraped("all") == {ratio(near.pk): 0.96, ratio(half.pk): 0.5, ratio(tenth.pk): 0.1, ratio("other"): 0}
+    # a list: the listed ones, even without tokens, and `other` is the one nearest its budget among the rest
+    assert scraped(f"{tenth.pk},{idle.pk}") == {ratio(tenth.pk): 0.1, ratio(idle.pk): 0, ratio("other"): 0.96}
+    # none: the highest of all
+    assert scraped("none") == {ratio("other"): 0.96}
+
+
+def test_every_fixed_label_value_is_exported_from_zero_so_the_first_event_counts(tmp_path):
+    """Prometheus counts no increase for a series' first value: a series that appears at 1 with a task's first
+    failure would leave increase() and the alerts at 0. A fresh process (multiprocess mode, as runplatform runs
+    it) must export every fixed label value at 0 before anything happened."""
+    import os
+    import subprocess
+    import sys
+
+    from autogen_platform.metrics import ERROR_CODES, KILL_REASONS, MODEL_OUTCOMES, OUTCOMES, PROVIDERS
+
+    # given a process that recorded nothing
+    script = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'autogen_platform.settings.test'); "
+              "django.setup(); from autogen_platform import metrics; from prometheus_client import generate_latest; "
+              "print(generate_latest(metrics._Exposed(with_scrape_collectors=False)).decode())")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    text = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+    # when it is scraped, then every outcome x code, model outcome, kill reason is there, at 0
+    values = parse(text)
+    expected = [f'platform_tasks_finished_total{{code="{c}",outcome="{o}"}}' for o in OUTCOMES for c in ("none", *ERROR_CODES)]
+    expected += [f'platform_model_request_duration_seconds_count{{outcome="{o}",provider="{p}"}}'
+                 for p in PROVIDERS for o in MODEL_OUTCOMES]
+    expected += [f'platform_sandbox_kills_total{{reason="{r}"}}' for r in KILL_REASONS]
+    expected += ['platform_webhook_deliveries_finished_total{outcome="gave_up"}', 'platform_stream_connections{kind="sse"}']
+    assert {name: values.get(name) for name in expected} == dict.fromkeys(expected, 0.0)

@@ -1,7 +1,7 @@
 """deploy/monitoring/ against the real servers: promtool checks the configuration and rules and runs each
 alert's own unit test; a real Prometheus (Debian's package) with the shipped configuration scrapes a
-running platform after tasks of two customers (succeeded, slow, failed, cancelled while running) and webhook
-deliveries (delivered, given up), loads the alert rules, evaluates every expression of the dashboard and the
+running platform after tasks of two customers (succeeded, slow, failed, cancelled while running), webhook
+deliveries (delivered, given up) and a customer near its token budget, loads the alert rules, evaluates every expression of the dashboard and the
 rules without error, naming only exported metrics, and finds data for every panel of the dashboard."""
 import json
 import re
@@ -124,7 +124,8 @@ def _query(prometheus, expr) -> list:
 
 
 def _by(prometheus, expr, label) -> dict:
-    return {r["metric"].get(label, ""): float(r["value"][1]) for r in _query(prometheus, expr)}
+    """{label value: value}, without the zeros (the fixed label sets are exported from 0 before anything happens)."""
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in _query(prometheus, expr) if float(r["value"][1])}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -141,11 +142,11 @@ def test_prometheus_scrapes_the_platform_and_every_panel_and_rule_has_data(make_
 
     settings.WEBHOOKS_ALLOW_PRIVATE = True
     shared = tempfile.mkdtemp(prefix="prom-mp-", dir="/tmp")
-    server = Daphne(env={"PROMETHEUS_MULTIPROC_DIR": shared}).start()
-    release = threading.Event()
-    prometheus = None
     customer, user = make_customer("monitoring")
     other, other_user = make_customer("monitoring-other")
+    server = Daphne(env={"PROMETHEUS_MULTIPROC_DIR": shared, "METRICS_CUSTOMERS": str(customer.pk)}).start()
+    release = threading.Event()
+    prometheus = None
     try:
         # only `customer` is given its own label: the other one counts as "other" (the bound an operator sets)
         with running("monitoring-w1", webhooks=1, PROMETHEUS_MULTIPROC_DIR=shared, METRICS_CUSTOMERS=str(customer.pk),
@@ -174,6 +175,12 @@ def test_prometheus_scrapes_the_platform_and_every_panel_and_rule_has_data(make_
             wait_for(lambda: all(Task.objects.get(pk=t.pk).is_finished for t in tasks), 120, message="five finished tasks")
             statuses = [Task.objects.get(pk=t.pk).status for t in tasks]
             assert statuses == ["succeeded", "succeeded", "failed", "cancelled", "succeeded"], statuses
+            # and an operator lowers the customer's monthly token budget to just above what it used (95%)
+            from tasks.quotas import customer_tokens_this_month
+
+            used = customer_tokens_this_month(customer)
+            assert used > 0
+            type(customer).objects.filter(pk=customer.pk).update(monthly_token_budget=int(used / 0.95))
             # and the deliveries are made (two to the listening endpoint, one refused with a 500 and given up)
             wait_for(lambda: len(listening.requests) == 2 and failing_endpoint.requests, 60, message="the deliveries")
             # and an operator's requests: one refused (401), one live stream of a task
@@ -209,6 +216,10 @@ def test_prometheus_scrapes_the_platform_and_every_panel_and_rule_has_data(make_
             assert _by(prometheus, "sum by (result) (platform_webhook_attempt_duration_seconds_count)", "result") == {
                 "2xx": 2.0, "5xx": 1.0}
             assert _by(prometheus, "max(platform_webhook_workers)", "") == {"": 1.0}
+            # the share of the monthly token budget used: the listed customer's ~95%, the other one's as "other"
+            budgets = _by(prometheus, "max by (customer) (platform_customer_token_budget_used_ratio)", "customer")
+            assert set(budgets) == {str(customer.pk), "other"}, budgets
+            assert 0.9 < budgets[str(customer.pk)] <= 1 and 0 < budgets["other"] < 0.01, budgets
             # the slow model shows in the model latency: one call of 1.5 s or more
             buckets = {float(le): n for le, n in _by(
                 prometheus, "sum by (le) (platform_model_request_duration_seconds_bucket)", "le").items()}
@@ -227,13 +238,16 @@ def test_prometheus_scrapes_the_platform_and_every_panel_and_rule_has_data(make_
             def rules_evaluated():
                 groups = prometheus.api("/api/v1/rules")["data"]["groups"]
                 rules = [r for g in groups for r in g["rules"]]
-                return len(rules) == 9 and all(r.get("lastEvaluation", "").startswith("20") for r in rules) and rules
+                return len(rules) == 10 and all(r.get("lastEvaluation", "").startswith("20") for r in rules) and rules
 
             rules = wait_for(rules_evaluated, 30, interval=0.5, message="every rule evaluated")
             assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
             # a task worker and a delivery worker run, nothing is late: those alerts are quiet
             for name in ("PlatformNoLiveWorker", "PlatformWebhooksLate"):
                 assert next(r for r in rules if r["name"] == name)["state"] == "inactive", name
+            # and the customer past 90% of its budget makes the budget alert pending (it fires after 5 minutes)
+            nearly = next(r for r in rules if r["name"] == "PlatformTokenBudgetNearlySpent")
+            assert nearly["state"] == "pending" and [a["labels"]["customer"] for a in nearly["alerts"]] == [str(customer.pk)], nearly
             release.set()
     finally:
         release.set()

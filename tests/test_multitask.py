@@ -104,3 +104,30 @@ def test_rollback_stops_the_running_task_and_forgets_it(workers, busy_thread):
     assert two["status"] == "succeeded" and two["result"]["text"].startswith("Second answer")
     assert api.get(f"/api/threads/{first['thread']}/").json()["tasks"] == [two["id"]]
     assert not Task.objects.filter(pk=first["id"]).exists()
+
+
+def test_interrupt_continues_from_the_last_finished_turn_without_the_interrupted_one(workers, make_customer, client_for):
+    org, user = make_customer()
+    api = client_for(user)
+    release = threading.Event()
+    script = ["The code word is heron. TERMINATE", {"hold": release, "text": "Never said. TERMINATE"}, "Heron. TERMINATE"]
+    with OpenAIStub(script) as stub:
+        model = ModelConfig.objects.create(customer=org, name="stub", provider="openai", model="stub-model",
+                                           base_url=stub.base_url, api_key_encrypted=encrypt("k"), model_info=MODEL_INFO)
+        agent = Agent.objects.create(customer=org, name="talker", model=model, system_message="You talk.")
+        # given a thread whose first turn ended, and whose second turn is running (its model answer held)
+        first = api.post("/api/tasks/", {"agent": agent.pk, "input": "Remember the code word"}, format="json").json()
+        assert finished(api, first["id"])["status"] == "succeeded"
+        body = {"agent": agent.pk, "thread": first["thread"], "input": "A turn to interrupt"}
+        busy = api.post("/api/tasks/", body, format="json").json()
+        wait_for(lambda: len(stub.requests) == 2, timeout=30, message="the second turn's model call")
+        # when a third message interrupts it
+        third = api.post("/api/tasks/", {**body, "input": "What is the code word?", "multitask_strategy": "interrupt"},
+                         format="json").json()
+        release.set()
+        # then the second turn ends cancelled, and the third answers from the first turn's conversation only
+        assert finished(api, busy["id"], timeout=15)["status"] == "cancelled"
+        assert finished(api, third["id"])["result"]["text"].startswith("Heron")
+        seen = [m.get("content") for m in stub.requests[2]["body"]["messages"]]
+        assert "Remember the code word" in seen and "The code word is heron. TERMINATE" in seen
+        assert "What is the code word?" in seen and "A turn to interrupt" not in seen

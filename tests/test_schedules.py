@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(scope="module")
 def platform(django_db_setup, django_db_blocker):
-    with running("sched-w1", webhooks=1, REAPER_INTERVAL_SECONDS="0.2") as procs:
+    # The reapers' passes are 30 s apart: schedules must fire on the scheduler's own clock, not on those passes.
+    with running("sched-w1", webhooks=1, REAPER_INTERVAL_SECONDS="30") as procs:
         # two schedulers: every node may run one; each firing must still happen once
         procs.start_reaper("reaper-1")
         procs.start_reaper("reaper-2")
@@ -56,6 +57,26 @@ def test_a_missed_firing_is_made_up_once_across_two_schedulers_then_the_next_fut
     wait_for(lambda: Task.objects.get(pk=tasks[0].pk).is_finished, timeout=60, message="the task")
     task = api.get(f"/api/tasks/{tasks[0].pk}/").json()
     assert task["schedule"] == schedule["id"] and task["status"] == "succeeded" and task["input"] == "Hourly report"
+
+
+def test_each_firing_starts_its_task_within_a_second_of_its_time_with_two_schedulers(
+        platform, make_customer, client_for, settings):
+    settings.SCHEDULE_MIN_INTERVAL_SECONDS = 1
+    org, user = make_customer()
+    api = client_for(user)
+    # given a schedule created while both schedulers sleep (no other schedule is due)
+    schedule = api.post("/api/schedules/", {"name": "on-time", "interval_seconds": 3, "agent": agent_of(org).pk,
+                                            "input": "Now"}, format="json").json()
+    planned = [timezone.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in schedule["upcoming"][:3]]
+    # when its first three times pass
+    wait_for(lambda: Task.objects.filter(schedule_id=schedule["id"]).count() >= 3, timeout=40, message="three firings")
+    api.post(f"/api/schedules/{schedule['id']}/pause/")
+    # then each planned time started exactly one task, and that within a second of the time (not at a reaper pass)
+    for at in planned:
+        [task] = Task.objects.filter(schedule_id=schedule["id"], idempotency_key=f"schedule-{schedule['id']}-{at.isoformat()}")
+        assert timedelta(0) <= task.created_at - at < timedelta(seconds=1), (at, task.created_at)
+    wait_for(lambda: not Task.objects.filter(schedule_id=schedule["id"], finished_at__isnull=True).exists(),
+             timeout=60, message="the scheduled tasks to end")
 
 
 def test_a_schedule_runs_an_agent_repeatedly_and_each_result_reaches_a_verifying_endpoint(

@@ -56,12 +56,19 @@ class QuotasSerializer(StrictSerializer):
     max_timeout_seconds = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
 
 
+HTTP_TOOL_HOSTS_HELP = (
+    "The hosts this customer's HTTP tools may call: \"api.example.com\", \"*.example.com\" (its subdomains) or an "
+    "IP address. Empty: none (HTTP tools cannot be created). Checked when a tool is written and again at each "
+    "call, so a host taken off the list is refused from the next call on.")
+
+
 class CustomerSerializer(serializers.ModelSerializer):
     quotas = QuotasSerializer(read_only=True)
+    http_tool_hosts = serializers.ListField(child=serializers.CharField(), read_only=True, help_text=HTTP_TOOL_HOSTS_HELP)
 
     class Meta:
         model = Customer
-        fields = ["id", "name", "quotas", "created_at"]
+        fields = ["id", "name", "quotas", "http_tool_hosts", "created_at"]
 
 
 class CustomerWriteSerializer(StrictSerializer):
@@ -69,6 +76,8 @@ class CustomerWriteSerializer(StrictSerializer):
 
     name = serializers.CharField(max_length=100)
     quotas = QuotasSerializer(required=False)
+    http_tool_hosts = serializers.ListField(child=serializers.CharField(max_length=253), required=False,
+                                            max_length=100, help_text=HTTP_TOOL_HOSTS_HELP)
 
 
 class AdminAgentSerializer(serializers.ModelSerializer):

@@ -117,11 +117,12 @@ class CustomerDetailView(AdminAPIView):
         data.is_valid(raise_exception=True)
         customer = account_services.customer_update(
             actor=request.user, customer=customer, name=data.validated_data.get("name"),
-            quotas=data.validated_data.get("quotas"), request=request,
+            quotas=data.validated_data.get("quotas"), http_tool_hosts=data.validated_data.get("http_tool_hosts"),
+            request=request,
         )
         return Response(CustomerSerializer(customer).data)
 
-    @extend_schema(summary="Change a customer's name and/or some of its quotas", request=CustomerWriteSerializer,
+    @extend_schema(summary="Change a customer's name, some of its quotas and/or its HTTP tool hosts", request=CustomerWriteSerializer,
                    responses={200: CustomerSerializer, 409: OpenApiResponse(description="conflict: the name is taken")})
     def patch(self, request, pk):
         return self._update(request, pk, partial=True)

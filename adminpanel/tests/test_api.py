@@ -54,7 +54,8 @@ def test_customer_crud_with_partial_quota_changes(admin_api, staff_user):
     response = admin_api.post("/api/admin/customers/", {"name": "acme", "quotas": {"max_agents": 3}}, format="json")
     assert response.status_code == 201, response.content
     body = response.json()
-    assert set(body) == {"id", "name", "quotas", "created_at"}
+    assert set(body) == {"id", "name", "quotas", "http_tool_hosts", "created_at"}
+    assert body["http_tool_hosts"] == []
     assert set(body["quotas"]) == QUOTA_KEYS
     assert body["quotas"]["max_agents"] == 3
     assert body["quotas"]["max_tasks_per_day"] == 1000

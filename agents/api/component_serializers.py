@@ -27,7 +27,7 @@ class _Created(serializers.Serializer):
 
 
 class _Renamed(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["model", "agent", "team"])
+    kind = serializers.ChoiceField(choices=["model", "agent", "team"])  # tools are never renamed: their name is the function's
     wanted = serializers.CharField(allow_blank=True)
     name = serializers.CharField()
 
@@ -41,5 +41,9 @@ class ComponentImportResultSerializer(serializers.Serializer):
     models = _Created(many=True, help_text="Model configurations created (an identical existing one is reused).")
     agents = _Created(many=True)
     teams = _Created(many=True)
+    tools = _Created(many=True, help_text=(
+        "Customer tools created from the document's FunctionTools (their source runs only in the task's sandbox); "
+        "a FunctionTool with the same function as an existing tool of the customer uses it, one with another "
+        "function under that name is refused; one named like a built-in tool gets the built-in."))
     renamed = _Renamed(many=True, help_text="Names already in use got a numeric suffix.")
     ignored = _Ignored(many=True, help_text="Accepted fields the platform decides itself (never dropped silently).")

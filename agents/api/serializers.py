@@ -156,45 +156,88 @@ class ToolSerializer(serializers.Serializer):
     """One entry of GET /api/tools/: a built-in tool, or one of the customer's own (with its id and the rest)."""
 
     name = serializers.CharField()
-    kind = serializers.ChoiceField(choices=["builtin", "python"], help_text=(
-        "builtin: the platform's registry; python: a customer tool (it has id, source, timeout_seconds, version)."))
+    kind = serializers.ChoiceField(choices=["builtin", "python", "http"], help_text=(
+        "builtin: the platform's registry; python and http: a customer tool (it has id, timeout_seconds, version, "
+        "and source (python) or method, url, arguments_in, headers, secret_header_names (http))."))
     description = serializers.CharField()
     parameters = serializers.JSONField(help_text=(
-        "builtin: parameter name -> JSON type; python: the tool's JSON Schema (type object)."))
-    id = serializers.IntegerField(required=False, help_text="python tools only.")
+        "builtin: parameter name -> JSON type; python and http: the tool's JSON Schema (type object)."))
+    id = serializers.IntegerField(required=False, help_text="customer tools only.")
     source = serializers.CharField(required=False, help_text="python tools only.")
-    timeout_seconds = serializers.IntegerField(required=False, help_text="python tools only.")
-    version = serializers.IntegerField(required=False, help_text="python tools only.")
-    created_at = serializers.DateTimeField(required=False, help_text="python tools only.")
-    updated_at = serializers.DateTimeField(required=False, help_text="python tools only.")
+    method = serializers.CharField(required=False, help_text="http tools only.")
+    url = serializers.CharField(required=False, help_text="http tools only.")
+    arguments_in = serializers.CharField(required=False, help_text="http tools only.")
+    headers = serializers.DictField(child=serializers.CharField(), required=False, help_text="http tools only.")
+    secret_header_names = serializers.ListField(child=serializers.CharField(), required=False,
+                                                help_text="http tools only: names, never values.")
+    timeout_seconds = serializers.IntegerField(required=False, help_text="customer tools only.")
+    version = serializers.IntegerField(required=False, help_text="customer tools only.")
+    created_at = serializers.DateTimeField(required=False, help_text="customer tools only.")
+    updated_at = serializers.DateTimeField(required=False, help_text="customer tools only.")
 
 
 class CustomToolSerializer(strict.ModelSerializer):
-    """A customer's own Python function tool."""
+    """A customer's own tool: a Python function run in the task's sandbox, or an HTTP endpoint the platform's
+    worker calls (never the sandbox)."""
 
+    kind = serializers.ChoiceField(choices=["python", "http"], required=False, help_text=(
+        "python (default): a function run in the task's sandbox; http: an endpoint the worker calls, on a host of "
+        "the customer's allow-list (http_tool_hosts, set by the platform's admins). Cannot change after creation."))
     parameters = serializers.JSONField(required=False, help_text=(
-        "JSON Schema (type object) of the arguments; property names are Python identifiers and are passed as "
-        "keyword arguments. Default: no parameters."))
-    source = StringField(trim_whitespace=False, help_text=(
-        "Python source defining, at the top level, a function named like the tool (def NAME(...):); it may "
-        "import modules and define helpers. Checked by parsing only; it runs in the task's sandbox, never in "
-        "the platform. The return value is the tool's result (a string as it is, anything else as JSON)."))
+        "JSON Schema (type object) of the arguments; property names are Python identifiers (python: passed as "
+        "keyword arguments; http: fill the URL's {placeholders}, the rest go as body or query). Default: none."))
+    source = StringField(trim_whitespace=False, required=False, allow_blank=True, help_text=(
+        "python tools (required): source defining, at the top level, a function named like the tool "
+        "(def NAME(...):); it may import modules and define helpers. Checked by parsing only; it runs in the "
+        "task's sandbox, never in the platform. The return value is the tool's result (a string as it is, "
+        "anything else as JSON)."))
+    method = StringField(required=False, allow_blank=True, help_text=(
+        "http tools: GET, POST (default), PUT, PATCH or DELETE."))
+    url = StringField(required=False, allow_blank=True, max_length=2000, help_text=(
+        "http tools (required): an http(s) URL whose path and query may hold {placeholders} named after required "
+        "properties, e.g. https://api.example.com/v1/orders/{order_id}. Its host must be on the customer's "
+        "allow-list and, where HTTP_TOOLS_ALLOW_PRIVATE is off, resolve to public addresses (checked on write "
+        "and at each call). Redirects are not followed."))
+    arguments_in = StringField(required=False, allow_blank=True, allow_null=True, help_text=(
+        "http tools: where the arguments not used in the URL go: body (a JSON object; the default for POST, PUT, "
+        "PATCH) or query (query parameters; the default for GET and DELETE)."))
+    headers = serializers.DictField(child=serializers.CharField(trim_whitespace=False), required=False,
+                                    allow_null=True, help_text=(
+        "http tools: headers sent with each call, shown as given (use secret_headers for credentials)."))
+    secret_headers = serializers.DictField(
+        child=serializers.CharField(trim_whitespace=False, allow_null=True), required=False, write_only=True,
+        style={"input_type": "password"}, help_text=(
+            "http tools: headers whose values are secrets, e.g. {\"Authorization\": \"Bearer ...\"}: stored "
+            "encrypted, never returned, never sent into the sandbox (the worker adds them to each call). On a "
+            "change, the names given are set (null removes one); the others keep their values."))
+    secret_header_names = serializers.ListField(child=serializers.CharField(), read_only=True, help_text=(
+        "http tools: the names of the secret headers stored (never their values)."))
     timeout_seconds = serializers.IntegerField(required=False, allow_null=True, help_text=(
         "Wall-clock seconds one call may take (default TOOL_CALL_TIMEOUT_SECONDS, at most "
-        "TOOL_CALL_MAX_TIMEOUT_SECONDS); over it the call is killed and fails alone."))
+        "TOOL_CALL_MAX_TIMEOUT_SECONDS); over it the call is stopped and fails alone."))
 
     class Meta:
         model = Tool
-        fields = ["id", "name", "kind", "description", "parameters", "source", "timeout_seconds", "version",
+        fields = ["id", "name", "kind", "description", "parameters", "source", "method", "url", "arguments_in",
+                  "headers", "secret_headers", "secret_header_names", "timeout_seconds", "version",
                   "created_at", "updated_at"]
-        read_only_fields = ["id", "kind", "version", "created_at", "updated_at"]
+        read_only_fields = ["id", "version", "created_at", "updated_at"]
         extra_kwargs = {
             "name": {"help_text": "A Python identifier (the function's name), unique per customer, not a built-in "
                                   "tool's name; agents name the tool in their tools."},
             "description": {"max_length": settings.MAX_DESCRIPTION_CHARS,
                             "help_text": "What the tool does: the model reads it to decide when to call it."},
-            "kind": {"help_text": "python (the only kind today)."},
-            "version": {"help_text": "Bumped by every change of description, parameters, source or timeout_seconds; "
-                                     "each makes a new version of the agents using the tool."},
+            "version": {"help_text": "Bumped by every change of what a task runs (description, parameters, source, "
+                                     "timeout_seconds, method, url, arguments_in, headers, the secret headers' "
+                                     "names); each makes a new version of the agents using the tool."},
         }
         validators = []
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # each kind shows its own fields only
+        dropped = ("method", "url", "arguments_in", "headers", "secret_header_names") if instance.kind == Tool.Kind.PYTHON \
+            else ("source",)
+        for field in dropped:
+            data.pop(field, None)
+        return data

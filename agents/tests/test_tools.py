@@ -59,7 +59,7 @@ def test_a_customer_tool_is_created_listed_beside_the_builtins_and_usable_by_age
     ({"source": "def weather(city):\n    return 1\n"}, "source", "'days'"),
     ({"source": "def weather(city, days, extra):\n    return 1\n"}, "source", "'extra' has no default"),
     ({"source": "def weather(city, /, days=1):\n    return 1\n"}, "source", "positional-only"),
-    ({"source": ""}, "source", "blank"),
+    ({"source": ""}, "source", "Required: the Python source"),
     ({"timeout_seconds": 0}, "timeout_seconds", "from 1 to"),
     ({"timeout_seconds": 100000}, "timeout_seconds", "from 1 to"),
     ({"colour": "red"}, "colour", "Unknown field"),

@@ -361,6 +361,10 @@ MODEL_ENDPOINTS_ALLOW_PRIVATE = env("MODEL_ENDPOINTS_ALLOW_PRIVATE", True, bool)
 # stream as a `model_waiting` event. POST /api/models/{id}/test/ is bounded by the same timeout.
 MODEL_CALL_TIMEOUT_SECONDS = env("MODEL_CALL_TIMEOUT_SECONDS", 120, float)
 MODEL_WAITING_SECONDS = env("MODEL_WAITING_SECONDS", 5, float)
+# Customers' HTTP tools (called by workers, never the sandbox; runtime/httptools.py): whether they may go to
+# loopback, private or link-local addresses (like model endpoints), and how much of an answer is read.
+HTTP_TOOLS_ALLOW_PRIVATE = env("HTTP_TOOLS_ALLOW_PRIVATE", MODEL_ENDPOINTS_ALLOW_PRIVATE, bool)
+HTTP_TOOL_MAX_RESPONSE_BYTES = env("HTTP_TOOL_MAX_RESPONSE_BYTES", 32768, int)
 
 # -- Integrations: webhooks and schedules (docs/operations.md, "Webhooks and schedules") --------------
 # Whether webhook deliveries may go to loopback, private or link-local addresses (like model endpoints).
@@ -380,6 +384,9 @@ WEBHOOK_DELIVERY_RETENTION_DAYS = env("WEBHOOK_DELIVERY_RETENTION_DAYS", 30, int
 SCHEDULES_MAX_PER_CUSTOMER = env("SCHEDULES_MAX_PER_CUSTOMER", 100, int)
 # The shortest interval (and the closest cron firings are a minute apart anyway).
 SCHEDULE_MIN_INTERVAL_SECONDS = env("SCHEDULE_MIN_INTERVAL_SECONDS", 60, int)
+# Each reaper's scheduler sleeps until the soonest firing but at most this long: how soon a schedule
+# created or changed elsewhere is seen (its firing is then at most this late), one indexed query per look.
+SCHEDULER_POLL_SECONDS = env("SCHEDULER_POLL_SECONDS", 1.0, float)
 # -------------------------------------------------------------------------------------------------------
 
 SANDBOX_ROOT = Path(env("SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))

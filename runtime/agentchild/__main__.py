@@ -102,6 +102,21 @@ async def run(channel: Channel, start: dict) -> None:
     )
 
 
+def error_message(exc: BaseException) -> str:
+    """`Type: text`; an exception without text (an `assert` in AgentChat) says where it was raised instead,
+    so that the task's error names the part that failed."""
+    text = str(exc).strip()
+    if text:
+        return f"{type(exc).__name__}: {text}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    frame = frames[-1]
+    where = frame.filename.split("site-packages/", 1)[-1]
+    line = f": {frame.line}" if frame.line else ""
+    return f"{type(exc).__name__} in {where}, line {frame.lineno}, in {frame.name}{line}"
+
+
 async def main() -> None:
     _harden()
     channel = Channel(int(os.environ["AGENTCHILD_FD"]))
@@ -112,7 +127,7 @@ async def main() -> None:
         await channel.send({"op": "error", "code": "memory_limit", "message": "The task ran out of memory"})
     except Exception as exc:  # noqa: BLE001 - every failure of the agent is reported, then we exit
         traceback.print_exc(file=sys.stderr)
-        await channel.send({"op": "error", "code": "agent_error", "message": f"{type(exc).__name__}: {exc}"})
+        await channel.send({"op": "error", "code": "agent_error", "message": error_message(exc)})
     # Wait for the supervisor to read our report and close the channel (the reader then ends us).
     await asyncio.sleep(30)
     die_with_group()

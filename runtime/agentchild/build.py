@@ -52,10 +52,11 @@ class SandboxCodeExecutorAgent(CodeExecutorAgent):
         yield Response(chat_message=TextMessage(content=result.output, source=self.name))
 
 
-def _tools(entry: dict) -> list:
+def _tools(entry: dict, channel=None, ident: str = "") -> list:
     """The agent's tools in its `tools` order: built-in FunctionTools, and its customer tools (their frozen
-    definitions), whose calls run in the sandbox's code runner (customtools)."""
-    custom = {tool.name: tool for tool in sandbox_tools(entry)}
+    definitions), whose calls run in the sandbox's code runner, or for http tools are made by the supervisor
+    over the channel (customtools)."""
+    custom = {tool.name: tool for tool in sandbox_tools(entry, channel, ident)}
     return [
         FunctionTool(TOOLS[n]["function"], description=TOOLS[n]["description"], name=n) if n in TOOLS else custom[n]
         for n in entry.get("tools") or [] if n in TOOLS or n in custom
@@ -75,9 +76,10 @@ def _code_tool(entry: dict) -> PythonCodeExecutionTool:
 def _assistant(entry: dict, ident: str, channel, models: dict, stream: bool, handoffs=(),
                code_tool: bool = False) -> AssistantAgent:
     client = BrokerChatCompletionClient(
-        channel, caller=ident, agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
+        # caller: the name events show (live tokens, model_waiting and trace turns are matched by it)
+        channel, caller=entry["name"], agent=entry.get("id"), model=entry["model"], model_info=models[str(entry["model"])]
     )
-    tools = _tools(entry) + ([_code_tool(entry)] if code_tool else [])
+    tools = _tools(entry, channel, ident) + ([_code_tool(entry)] if code_tool else [])
     tools = human.gate_tools(tools, entry, ident)
     kwargs = {}
     if tools:

@@ -1,4 +1,5 @@
-"""Customers' own tools in the sandboxed child: an AgentChat tool whose calls run in the code runner.
+"""Customers' own tools in the sandboxed child: an AgentChat tool whose calls run in the code runner
+(python tools), or are made by the supervisor (http tools: BrokerTool, below).
 
 The tool's definition comes frozen in the task's spec (`tool_definitions` of an agent entry). This
 process never compiles or runs its source: each call is one Python file sent to the code runner
@@ -151,6 +152,60 @@ def _answer(name: str, timeout: int, marker: str, exit_code: int, output: str) -
     return value
 
 
-def sandbox_tools(entry: dict) -> list[SandboxTool]:
-    """The customer tools of one agent entry of the spec, in its `tools` order."""
-    return [SandboxTool(definition) for definition in entry.get("tool_definitions") or []]
+class BrokerTool(SandboxTool):
+    """A customer's HTTP tool: this process never makes the request (it has no network). The call's arguments
+    go to the supervisor over the task's channel (op "tool"); the worker checks them against the tool's
+    definition it holds (not this process's copy), makes the request with the tool's secret headers, which
+    never come here, and answers with the result or what failed (runtime/httptools.py)."""
+
+    def __init__(self, definition: dict, channel, caller: str = ""):
+        super().__init__(definition)
+        self._channel, self._caller = channel, caller
+
+    async def run(self, args: _Arguments, cancellation_token: CancellationToken) -> str:
+        arguments = args.model_dump()
+        problem = _arguments_problem(self.schema["parameters"], arguments)
+        if problem:
+            raise ToolCallFailed(f"Tool {self.name}: the arguments do not match its parameters: {problem}")
+        request_id, replies = self._channel.new_request()
+        try:
+            await self._channel.send({"op": "tool", "id": request_id, "caller": self._caller, "name": self.name,
+                                      "arguments": arguments})
+            reply = await replies.get()
+        finally:
+            self._channel.end_request(request_id)
+        if not reply.get("ok"):
+            raise ToolCallFailed(str(reply.get("text") or f"Tool {self.name} failed"))
+        return str(reply.get("text") or "")
+
+    def with_approval(self, agent: str) -> "BrokerTool":
+        tool = self
+
+        class _Gated(BrokerTool):
+            async def run_json(self, args, cancellation_token, call_id=None):
+                await GATE.ask({"kind": "approval", "what": "tools", "agent": agent})
+
+            async def run_approved(self, args, cancellation_token):
+                return await tool.run_json(args, cancellation_token)
+
+        return _Gated(self._definition, self._channel, self._caller)
+
+
+def _arguments_problem(schema: dict, arguments: dict) -> str | None:
+    """The arguments checked against the tool's schema here, in the sandbox (a regex in a schema is the
+    customer's to pay for, not the worker's)."""
+    try:
+        import jsonschema
+    except ImportError:
+        return None
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(arguments), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    return "; ".join((".".join(map(str, e.path)) + ": " if e.path else "") + e.message for e in errors[:5])
+
+
+def sandbox_tools(entry: dict, channel=None, caller: str = "") -> list[SandboxTool]:
+    """The customer tools of one agent entry of the spec, in its `tools` order: python tools run in the code
+    runner, http tools through the supervisor (channel)."""
+    return [BrokerTool(definition, channel, caller) if definition.get("kind") == "http" else SandboxTool(definition)
+            for definition in entry.get("tool_definitions") or []]

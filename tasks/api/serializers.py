@@ -33,6 +33,7 @@ class TaskCreateSerializer(strict.Serializer):
     )
     multitask_strategy = serializers.ChoiceField(
         choices=["reject", "enqueue", "interrupt", "rollback"], default="enqueue",
+        error_messages={"invalid_choice": '"{input}" is not a strategy: one of reject, enqueue, interrupt, rollback.'},
         help_text="On a thread with an unfinished task: reject (409 conflict), enqueue (wait for it), interrupt "
                   "(stop it: it ends cancelled; this task continues from the thread's saved state) or rollback "
                   "(stop it and delete it with its events).",

@@ -87,6 +87,13 @@ def test_a_team_task_records_the_team_and_member_versions_it_runs(owner, api, ag
     assert "input" in error["details"]
 
 
+def test_an_unknown_multitask_strategy_names_the_four(api, agent):
+    error = assert_error(api.post("/api/tasks/", {"agent": agent.pk, "input": "go", "multitask_strategy": "queue"},
+                                  format="json"), 400, "validation_error")
+    assert error["details"]["multitask_strategy"] == [
+        '"queue" is not a strategy: one of reject, enqueue, interrupt, rollback.']
+
+
 def test_idempotency_key_returns_the_first_task(owner, api, agent, make_customer, client_for):
     payload = {"agent": agent.pk, "input": "once"}
 

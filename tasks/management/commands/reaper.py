@@ -5,13 +5,15 @@ failed/worker_lost (cancelled if a stop had been asked), queued tasks whose RQ j
 for longer than TASK_REQUEUE_SECONDS are enqueued again, tasks waiting in input_required past
 TASK_INPUT_TIMEOUT_SECONDS end timed_out (input_timeout), and customers deleted more than
 CUSTOMER_RETENTION_DAYS ago are purged, a bounded batch per sweep, and the customers' stream notices
-beyond the newest CUSTOMER_STREAM_KEEP are pruned. It is also the platform's scheduler: due schedules
-fire (integrations.services.schedules_fire_due, through tasks.signals.reaper_sweep: a database lease, so each firing happens once whichever
-reapers run) and webhook deliveries due for a retry, or whose job or worker was lost, go back on the
-`webhooks` queue. Several reapers may run at once.
+beyond the newest CUSTOMER_STREAM_KEEP are pruned; webhook deliveries due for a retry, or whose job or
+worker was lost, go back on the `webhooks` queue (tasks.signals.reaper_sweep). It is also the platform's
+scheduler: a thread that apps start through tasks.signals.reaper_started (integrations.scheduler) fires
+each schedule at its time, not at the next pass (a database lease, so each firing happens once whichever
+reapers run). Several reapers may run at once.
 """
 import logging
 import signal
+import threading
 import time
 
 from django.conf import settings
@@ -25,6 +27,9 @@ from tasks.services import task_expire_input, task_reap_lost, task_requeue_orpha
 
 logger = logging.getLogger("tasks.reaper")
 
+# see Command.sweep: how old a queued task without a job must be for a reaper's first pass to enqueue it again
+FIRST_PASS_REQUEUE_SECONDS = 1.0
+
 
 class Command(BaseCommand):
     help = "End tasks whose worker vanished and re-enqueue queued tasks that lost their job."
@@ -36,22 +41,43 @@ class Command(BaseCommand):
         self.stopping = False
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        while not self.stopping:
-            self.sweep()
-            if options["once"]:
-                return
-            deadline = time.monotonic() + settings.REAPER_INTERVAL_SECONDS
-            while not self.stopping and time.monotonic() < deadline:
-                time.sleep(0.1)
+        if options["once"]:
+            self.sweep(first=True)
+            return
+        stopping = threading.Event()
+        loops = [thread for _, thread in signals.reaper_started.send(sender=self.__class__, stopping=stopping) if thread]
+        try:
+            first = True
+            while not self.stopping:
+                self.sweep(first=first)
+                first = False
+                deadline = time.monotonic() + settings.REAPER_INTERVAL_SECONDS
+                while not self.stopping and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        finally:
+            stopping.set()
+            for thread in loops:
+                thread.join(timeout=10)
 
     def _stop(self, *_):
         self.stopping = True
 
-    def sweep(self) -> None:
+    def sweep(self, first: bool = False) -> None:
+        """One pass. The first pass of a reaper takes any queued task with no live job that is more than
+        FIRST_PASS_REQUEUE_SECONDS old as an orphan, not only those older than TASK_REQUEUE_SECONDS: tasks
+        committed while Redis was down (`make run` seeds its demo runs before the embedded Redis starts, and a
+        platform coming back after an outage) then run as soon as the platform is up instead of half a minute
+        later. A job enqueued twice by that (a create committing at this very moment) is harmless: a task
+        starts only from `queued`, under its row lock, so the second job finds it started and does nothing."""
         close_old_connections()
         try:
             lost = task_reap_lost(lease_seconds=settings.TASK_LEASE_SECONDS)
-            orphans = task_requeue_orphans(older_than_seconds=settings.TASK_REQUEUE_SECONDS)
+            older_than = settings.TASK_REQUEUE_SECONDS
+            if first:
+                older_than = min(older_than, FIRST_PASS_REQUEUE_SECONDS)
+            # a job a worker took stays the worker's for TASK_REQUEUE_SECONDS, first pass or not
+            orphans = task_requeue_orphans(older_than_seconds=older_than,
+                                           stale_start_seconds=settings.TASK_REQUEUE_SECONDS)
             if lost or orphans:
                 logger.warning("reaper: ended %s lost task(s) %s, re-enqueued %s", len(lost), lost, orphans)
         except Exception:  # noqa: BLE001 - the reaper must outlive a database or Redis hiccup
