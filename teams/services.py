@@ -9,6 +9,7 @@ from agents.models import Agent, ModelConfig
 from autogen_platform.errors import Conflict, QuotaExceeded, ValidationFailed
 from autogen_platform.naming import unique_name_save
 from core.services import audit_record
+from runtime.services import model_calls_functions
 
 from . import conditions, signals
 from .models import Team, TeamMember, TeamVersion
@@ -102,6 +103,19 @@ def _mode_members_clean(team: Team, member_ids: list[int]) -> None:
     if team.mode == Team.Mode.SWARM and len(member_ids) < 2 and not conditions.handoff_targets(team.termination):
         raise ValidationFailed(details={"members": [
             "A swarm needs two members to hand off between (or a handoff condition in termination)"]})
+    # Handoffs and the code tool are function calls: AutoGen refuses them, when a task starts, on a model
+    # that cannot call functions. Said here, when the team is written.
+    handoffs = team.mode == Team.Mode.SWARM or bool(conditions.handoff_targets(team.termination))
+    code_tool = team.mode in (Team.Mode.SWARM, Team.Mode.GRAPH)
+    problems = []
+    for agent in Agent.objects.filter(pk__in=member_ids, human_input=False).select_related("model"):
+        needs = "handoffs" if handoffs else "its code tool" if code_tool and agent.code_execution else None
+        model = agent.model
+        if needs and not model_calls_functions(provider=model.provider, model=model.model, model_info=model.model_info):
+            problems.append(f"{agent.name}: its model configuration {model.name!r} cannot call functions "
+                            f"(model_info.function_calling false), which {needs} need in this team")
+    if problems:
+        raise ValidationFailed(details={"members": problems})
 
 
 def _team_save(team: Team, members: list[int] | None) -> None:

@@ -204,3 +204,18 @@ def test_tools_on_a_model_that_cannot_call_functions_are_refused_before_any_task
     assert api.patch(f"/api/agents/{plain['id']}/", {"tools": ["calculator"]}, format="json").status_code == 200
     refused = api.patch(f"/api/models/{model['id']}/", {"model_info": info}, format="json")
     assert "plain" in assert_error(refused, 400, "validation_error")["details"]["model_info"][0]
+
+
+def test_a_swarm_of_agents_whose_model_cannot_call_functions_is_refused_when_written(world, client_for):
+    api = client_for(world.owner)
+    info = {"family": "unknown", "vision": False, "function_calling": False, "json_output": False,
+            "structured_output": False}
+    model = api.post("/api/models/", {"name": "plain-model", "provider": "openai", "model": "my-llama",
+                                      "base_url": "http://127.0.0.1:9/v1", "model_info": info}, format="json").json()
+    first, second = (api.post("/api/agents/", {"name": n, "model": model["id"]}, format="json").json()["id"]
+                     for n in ("first", "second"))
+    # a round robin of them is fine; a swarm (handoffs are function calls) is refused naming the members
+    assert api.post("/api/teams/", {"name": "rr", "members": [first, second]}, format="json").status_code == 201
+    refused = api.post("/api/teams/", {"name": "sw", "mode": "swarm", "members": [first, second]}, format="json")
+    problems = assert_error(refused, 400, "validation_error")["details"]["members"]
+    assert len(problems) == 2 and "first: its model configuration 'plain-model' cannot call functions" in problems[0]
