@@ -679,6 +679,18 @@ def scenario_cancel(bench: Bench, count: int, one_runs: int, cap: float) -> dict
     return result
 
 
+def _own_cpu(processes) -> float:
+    """CPU seconds (user + system, every thread) of these processes themselves, not of their children."""
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _sandbox_pids(bench: Bench, idle: set[int]) -> set[int]:
     """The worker trees' processes that were not there while the workers were idle: the sandboxes."""
     return {p.pid for p in bench.platform.worker_tree()} - idle
@@ -698,6 +710,8 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
         sandboxes = _sandbox_pids(bench, idle)
         unfinished = bench.api.count(agent, "queued") + len(targets)
         load = os.getloadavg()[0]
+        workers = bench.platform.workers()
+        cpu_before = _own_cpu(workers)
         started = time.monotonic()
         gone = {}
 
@@ -719,6 +733,7 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
         waited_all = _wait_idle(bench, agent, 120)
         all_gone = (time.monotonic() - started) if waited_all is not None else None
         watcher.join()
+        worker_cpu = _own_cpu(workers) - cpu_before
         codes = {}
         for task in bench.api.tasks(agent):
             if task["id"] in targets:
@@ -732,13 +747,14 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
                    killswitch_sandboxes_gone_s=round(gone["s"], 2) if gone.get("s") is not None else None,
                    killswitch_all_finished_s=round(all_gone, 2) if all_gone is not None else None,
                    killswitch_codes=codes, killswitch_unfinished_at_call=unfinished, load=round(load, 1),
+                   killswitch_worker_cpu_s=round(worker_cpu, 3),
                    running_at_start=running)
         log(f"killswitch run {run + 1}: {json.dumps(one)}")
         measured.append(one)
         bench.drain(agent)
     result = {"scenario": "killswitch", "submitted": count, "runs": measured, **measured[-1]}
     for key in ("killswitch_call_s", "killswitch_running_finished_s", "killswitch_sandboxes_gone_s",
-                "killswitch_all_finished_s"):
+                "killswitch_all_finished_s", "killswitch_worker_cpu_s"):
         values = [m[key] for m in measured if m[key] is not None]
         result[key] = round(statistics.median(values), 2) if len(values) == len(measured) else None
     return result
@@ -870,6 +886,8 @@ def table(results: list[dict], context: dict) -> str:
                          f"{r['killswitch_running_finished_s']} s ({each('killswitch_running_finished_s')}); codes {r['killswitch_codes']}"))
             rows.append((label, f"-> all {r['killswitch_sandboxes']} sandbox processes gone",
                          f"{r['killswitch_sandboxes_gone_s']} s ({each('killswitch_sandboxes_gone_s')})"))
+            rows.append((label, "CPU of the worker processes (their own threads) from the call to the end",
+                         f"{r['killswitch_worker_cpu_s']} s ({each('killswitch_worker_cpu_s')})"))
             rows.append((label, "-> every unfinished task finished (queued ones too)",
                          f"{r['killswitch_all_finished_s']} s ({each('killswitch_all_finished_s')}); load {each('load')}"))
     widths = [max(len(row[i]) for row in rows + [("scenario", "measure", "value")]) for i in range(3)]
