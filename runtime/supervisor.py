@@ -233,10 +233,13 @@ class TaskRun:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         spawn_started, spawn_started_ns = time.monotonic(), time.time_ns()
-        try:
-            # A blocking build (cgroups, zygote fork, layers): on a spawn thread, never on the loop.
-            await self.rt.in_spawn_thread(
-                self.box.spawn,
+        def spawn() -> bool:
+            # Stopped while it waited for a spawn thread (a killswitch right after a burst: tens of runs queue
+            # behind WORKER_SPAWN_THREADS), nothing is built: its end need not wait for a sandbox to be made
+            # only to be killed. (A read of the future's state from this thread: set once, on the loop.)
+            if self.outcome.done():
+                return False
+            self.box.spawn(
                 [sys.executable, "-m", "agentchild"],
                 env=child_env(self.box.workdir, child_sock.fileno()),
                 pass_fds=(child_sock.fileno(),),
@@ -244,6 +247,11 @@ class TaskRun:
                 stderr=out_w,
                 warm=settings.SANDBOX_WARM_START,
             )
+            return True
+
+        try:
+            # A blocking build (cgroups, zygote fork, layers): on a spawn thread, never on the loop.
+            built = await self.rt.in_spawn_thread(spawn)
         except Exception as exc:  # noqa: BLE001 - whatever the sandbox refused, the task says so
             logger.exception("task %s: sandbox spawn failed", ctx.task_id)
             self.trace.spawned(spawn_started_ns, None, error=str(exc))
@@ -253,12 +261,14 @@ class TaskRun:
         finally:
             child_sock.close()
             os.close(out_w)
-        start = "warm" if self.box.warm else "cold"
-        metrics.sandbox_spawned(start, time.monotonic() - spawn_started)  # the wait for a spawn thread included
-        self.trace.spawned(spawn_started_ns, start)
-        if self.outcome.done():  # stopped while its sandbox was being built
+        if built:
+            start = "warm" if self.box.warm else "cold"
+            metrics.sandbox_spawned(start, time.monotonic() - spawn_started)  # the wait for a spawn thread included
+            self.trace.spawned(spawn_started_ns, start)
+        if self.outcome.done():  # stopped while its sandbox waited to be built, or was being built
             os.close(out_r)
             parent_sock.close()
+            await self.broker.close()
             return self.outcome.result()
         self.spawned_at = time.monotonic()
         self.mark("spawned")
