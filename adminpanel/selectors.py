@@ -7,7 +7,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from accounts.models import Customer
+from accounts.models import Customer, CustomerUsage
 from agents.models import Agent
 from autogen_platform.errors import NotFound, ValidationFailed
 from core.models import AuditLog, Killswitch
@@ -139,11 +139,12 @@ def _worker_slots() -> dict:
 
 def platform_stats() -> dict:
     now = timezone.now()
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     by_status = {status: 0 for status in Task.Status.values}
     for row in Task.objects.values("status").annotate(n=Count("id")):
         by_status[row["status"]] = row["n"]
-    tokens_today = Task.objects.filter(created_at__gte=day_start).aggregate(n=Sum("tokens_used"))["n"] or 0
+    # the per-day usage counters (accounts.CustomerUsage, kept equal to the sum of the tasks' tokens_used by
+    # every write of it): one row per customer active today, however many tasks the table holds
+    tokens_today = CustomerUsage.objects.filter(day=now.date()).aggregate(n=Sum("tokens"))["n"] or 0
     engaged = Killswitch.objects.filter(engaged=True)
     return {
         "customers": Customer.objects.count(),

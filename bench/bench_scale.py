@@ -18,6 +18,9 @@ Scenarios (--scenarios, comma separated; all by default):
   burst    --burst trivial replay tasks submitted at once: tasks per second until the last ends.
   single   one trivial replay task alone, --single-runs times: submit -> finished seen through the
            API, p50 and p95.
+  killswitch  the customer killswitch alone over --cancel-running tasks, --killswitch-runs times (not
+           in the default set: `cancel` measures it once): API call -> every task that was running is
+           finished, -> every sandbox process gone, -> every task finished; medians.
   fair     customer A (max_concurrent_tasks --fair-limit) submits --fair-backlog tasks on a model
            that never answers in time; then customer B submits --fair-runs trivial tasks one after
            another: created -> running and -> finished of B's tasks, and the killswitch on A.
@@ -672,31 +675,88 @@ def scenario_cancel(bench: Bench, count: int, one_runs: int, cap: float) -> dict
     bench.drain(agent)
 
     # the customer's killswitch with `count` tasks submitted again
-    agent = bench.agent(latency=args.cancel_latency)
-    running = _fill(bench, agent, count, cap)
-    targets = {t["id"] for t in bench.api.tasks(agent, "running")}
-    unfinished = bench.api.count(agent, "queued") + len(targets)
-    started = time.monotonic()
-    bench.api.call("POST", "/api/admin/killswitch/", admin=True,
-                   json={"engaged": True, "customer": bench.customer_id, "reason": "bench"})
-    call = time.monotonic() - started
-    waited = _wait_finished(bench, targets, agent, 120)
-    running_gone = call + waited if waited is not None else None
-    waited_all = _wait_idle(bench, agent, 120)
-    all_gone = (time.monotonic() - started) if waited_all is not None else None
-    codes = {}
-    for task in bench.api.tasks(agent):
-        if task["id"] in targets:
-            code = (task.get("error") or {}).get("code", task["status"])
-            codes[code] = codes.get(code, 0) + 1
-    bench.api.call("POST", "/api/admin/killswitch/", admin=True,
-                   json={"engaged": False, "customer": bench.customer_id, "reason": "bench done"})
-    result.update(killswitch_running=len(targets), killswitch_call_s=round(call, 3),
-                  killswitch_running_finished_s=round(running_gone, 2) if running_gone is not None else None,
-                  killswitch_all_finished_s=round(all_gone, 2) if all_gone is not None else None,
-                  killswitch_codes=codes, killswitch_unfinished_at_call=unfinished)
-    log(f"killswitch: {json.dumps(result)}")
-    bench.drain(agent)
+    result.update({k: v for k, v in scenario_killswitch(bench, count, cap, runs=1).items() if k.startswith("killswitch")})
+    return result
+
+
+def _own_cpu(processes) -> float:
+    """CPU seconds (user + system, every thread) of these processes themselves, not of their children."""
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _sandbox_pids(bench: Bench, idle: set[int]) -> set[int]:
+    """The worker trees' processes that were not there while the workers were idle: the sandboxes."""
+    return {p.pid for p in bench.platform.worker_tree()} - idle
+
+
+def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict:
+    """The customer's killswitch over `count` tasks running on a model that never answers in time, `runs`
+    times: API call -> every task that was running is finished (seen through the API), -> every sandbox
+    process gone (the worker trees' processes that were not there while idle), -> every task finished."""
+    args = bench.args
+    measured = []
+    for run in range(runs):
+        idle = {p.pid for p in bench.platform.worker_tree()}
+        agent = bench.agent(latency=args.cancel_latency)
+        running = _fill(bench, agent, count, cap)
+        targets = {t["id"] for t in bench.api.tasks(agent, "running")}
+        sandboxes = _sandbox_pids(bench, idle)
+        unfinished = bench.api.count(agent, "queued") + len(targets)
+        load = os.getloadavg()[0]
+        workers = bench.platform.workers()
+        cpu_before = _own_cpu(workers)
+        started = time.monotonic()
+        gone = {}
+
+        def watch():  # the sandboxes' processes, polled from /proc while the API is polled below
+            left = set(sandboxes)
+            while left and time.monotonic() - started < 120:
+                left = {pid for pid in left if psutil.pid_exists(pid)}
+                time.sleep(0.01)
+            gone["s"] = time.monotonic() - started if not left else None
+            gone["left"] = len(left)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        bench.api.call("POST", "/api/admin/killswitch/", admin=True,
+                       json={"engaged": True, "customer": bench.customer_id, "reason": "bench"})
+        call = time.monotonic() - started
+        waited = _wait_finished(bench, targets, agent, 120)
+        running_gone = call + waited if waited is not None else None
+        waited_all = _wait_idle(bench, agent, 120)
+        all_gone = (time.monotonic() - started) if waited_all is not None else None
+        watcher.join()
+        worker_cpu = _own_cpu(workers) - cpu_before
+        codes = {}
+        for task in bench.api.tasks(agent):
+            if task["id"] in targets:
+                code = (task.get("error") or {}).get("code", task["status"])
+                codes[code] = codes.get(code, 0) + 1
+        bench.api.call("POST", "/api/admin/killswitch/", admin=True,
+                       json={"engaged": False, "customer": bench.customer_id, "reason": "bench done"})
+        one = dict(killswitch_running=len(targets), killswitch_call_s=round(call, 3),
+                   killswitch_running_finished_s=round(running_gone, 2) if running_gone is not None else None,
+                   killswitch_sandboxes=len(sandboxes),
+                   killswitch_sandboxes_gone_s=round(gone["s"], 2) if gone.get("s") is not None else None,
+                   killswitch_all_finished_s=round(all_gone, 2) if all_gone is not None else None,
+                   killswitch_codes=codes, killswitch_unfinished_at_call=unfinished, load=round(load, 1),
+                   killswitch_worker_cpu_s=round(worker_cpu, 3),
+                   running_at_start=running)
+        log(f"killswitch run {run + 1}: {json.dumps(one)}")
+        measured.append(one)
+        bench.drain(agent)
+    result = {"scenario": "killswitch", "submitted": count, "runs": measured, **measured[-1]}
+    for key in ("killswitch_call_s", "killswitch_running_finished_s", "killswitch_sandboxes_gone_s",
+                "killswitch_all_finished_s", "killswitch_worker_cpu_s"):
+        values = [m[key] for m in measured if m[key] is not None]
+        result[key] = round(statistics.median(values), 2) if len(values) == len(measured) else None
     return result
 
 
@@ -818,6 +878,18 @@ def table(results: list[dict], context: dict) -> str:
                          (f"{ks} s" if ks is not None else "not within 120 s") + f" (codes {r['killswitch_codes']})"))
             rows.append((label, f"killswitch -> all {r['killswitch_unfinished_at_call']} unfinished tasks finished (queued ones too)",
                          f"{r['killswitch_all_finished_s']} s" if r["killswitch_all_finished_s"] is not None else "not within 120 s"))
+        elif s == "killswitch":
+            label = f"{r['submitted']} submitted on a slow model, customer killswitch (median of {len(r['runs'])})"
+            each = lambda key: ", ".join(str(m[key]) for m in r["runs"])  # noqa: E731
+            rows.append((label, "call returned", f"{r['killswitch_call_s']} s ({each('killswitch_call_s')})"))
+            rows.append((label, f"{r['killswitch_running']} running -> all finished (API)",
+                         f"{r['killswitch_running_finished_s']} s ({each('killswitch_running_finished_s')}); codes {r['killswitch_codes']}"))
+            rows.append((label, f"-> all {r['killswitch_sandboxes']} sandbox processes gone",
+                         f"{r['killswitch_sandboxes_gone_s']} s ({each('killswitch_sandboxes_gone_s')})"))
+            rows.append((label, "CPU of the worker processes (their own threads) from the call to the end",
+                         f"{r['killswitch_worker_cpu_s']} s ({each('killswitch_worker_cpu_s')})"))
+            rows.append((label, "-> every unfinished task finished (queued ones too)",
+                         f"{r['killswitch_all_finished_s']} s ({each('killswitch_all_finished_s')}); load {each('load')}"))
     widths = [max(len(row[i]) for row in rows + [("scenario", "measure", "value")]) for i in range(3)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [
@@ -850,6 +922,7 @@ def main():
     parser.add_argument("--cancel-one", type=int, default=5, help="single cancels measured")
     parser.add_argument("--cancel-latency", type=float, default=600.0, help="model latency of the cancel scenario's tasks")
     parser.add_argument("--cancel-cap", type=float, default=120.0, help="longest wait for the tasks to start running")
+    parser.add_argument("--killswitch-runs", type=int, default=3, help="runs of the killswitch scenario (median reported)")
     parser.add_argument("--fair-backlog", type=int, default=1000, help="customer A's queued tasks in the fair scenario")
     parser.add_argument("--fair-limit", type=int, default=20, help="customer A's max_concurrent_tasks in the fair scenario")
     parser.add_argument("--fair-runs", type=int, default=10, help="customer B's tasks, one after another")
@@ -864,7 +937,7 @@ def main():
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)  # the stub check
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - {"load", "wait", "burst", "single", "cancel", "fair"}
+    unknown = set(chosen) - {"load", "wait", "burst", "single", "cancel", "killswitch", "fair"}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
 
@@ -887,6 +960,8 @@ def main():
                 results.append(scenario_single(bench, args.single_runs))
             elif name == "cancel":
                 results.append(scenario_cancel(bench, args.cancel_running, args.cancel_one, args.cancel_cap))
+            elif name == "killswitch":
+                results.append(scenario_killswitch(bench, args.cancel_running, args.cancel_cap, args.killswitch_runs))
             elif name == "fair":
                 results.append(scenario_fair(bench, args.fair_backlog, args.fair_limit, args.fair_runs))
     except BaseException:

@@ -17,11 +17,15 @@ QUOTA_KEYS = {"max_agents", "max_concurrent_tasks", "max_tasks_per_day", "monthl
 
 
 def _task(customer, agent, *, status="queued", tokens=0):
-    from tasks.services import task_create
+    """A task in `status` whose tokens were recorded as a worker records them (the usage counters follow)."""
+    from tasks.services import task_create, task_finish, task_record_tokens
 
     task, _ = task_create(actor="test", customer=customer, agent=agent, input="hi")
-    if status != "queued" or tokens:
-        Task.objects.filter(pk=task.pk).update(status=status, tokens_used=tokens)
+    if status != "queued":
+        Task.objects.filter(pk=task.pk).update(status="running")
+        task_record_tokens(task_id=task.pk, tokens=tokens)
+        if status != "running":
+            task_finish(task_id=task.pk, status=status, usage={"prompt_tokens": tokens, "completion_tokens": 0})
     return task
 
 
@@ -47,6 +51,48 @@ def test_stats_count_the_whole_platform(admin_api, make_customer, django_capture
     assert stats["queue_depth"] == 1  # the queued task's job waits on the real RQ queue (no worker here)
     assert stats["tokens_today"] == 100
     assert stats["killswitch"] == {"global": False, "customers": []}
+
+
+def test_tokens_today_is_what_the_customers_tasks_show(admin_api, make_customer, client_for):
+    """tokens_today is read from the per-day usage counters; it equals the sum of the usage every customer
+    sees on its own tasks (GET /api/tasks/), counts a running task's tokens as they are recorded, and does
+    not count a task that was rolled back (deleted)."""
+    from tasks.runtime_store import DjangoTaskStore
+    from tasks.services import task_finish
+
+    store = DjangoTaskStore()  # what a worker calls
+    seen = {}
+    for name, spend in (("acme", [(120, 30), (7, 0), None]), ("globex", [(1000, 234)])):
+        customer, user = make_customer(name)
+        api = client_for(user)
+        agent = make_agent(customer)
+        for tokens in spend:
+            response = api.post("/api/tasks/", {"agent": agent.pk, "input": "hi"}, format="json")
+            assert response.status_code == 201, response.content
+            task_id = response.json()["id"]
+            if tokens is None:  # cancelled before it started: no tokens
+                assert api.post(f"/api/tasks/{task_id}/cancel/").status_code == 200
+                continue
+            assert store.start(task_id, "test-worker")
+            store.tokens_left(task_id, customer.pk, tokens[0])  # recorded while it runs
+            assert admin_api.get("/api/admin/stats/").json()["tokens_today"] == sum(seen.values()) + tokens[0]
+            store.finish_many([(task_id, {"status": "succeeded", "usage": {
+                "prompt_tokens": tokens[0], "completion_tokens": tokens[1], "cpu_seconds": 0.1,
+                "peak_memory_mb": 1.0, "wall_seconds": 0.2}})])
+            seen[task_id] = sum(tokens)
+        shown = api.get("/api/tasks/?page_size=100").json()["results"]
+        assert {t["id"]: t["usage"]["prompt_tokens"] + t["usage"]["completion_tokens"] for t in shown
+                if t["status"] == "succeeded"} == {k: v for k, v in seen.items() if k in {t["id"] for t in shown}}
+    assert admin_api.get("/api/admin/stats/").json()["tokens_today"] == sum(seen.values()) == 1391
+
+    # a task ended by a rollback is deleted: its tokens count no more, for the customer nor here
+    customer = Customer.objects.get(name="globex")
+    doomed = _task(customer, make_agent(customer), status="running", tokens=50)
+    assert admin_api.get("/api/admin/stats/").json()["tokens_today"] == 1441
+    Task.objects.filter(pk=doomed.pk).update(stop_requested="rollback")
+    task_finish(task_id=doomed.pk, status="cancelled", usage={"prompt_tokens": 50, "completion_tokens": 0})
+    assert not Task.objects.filter(pk=doomed.pk).exists()
+    assert admin_api.get("/api/admin/stats/").json()["tokens_today"] == 1391
 
 
 def test_customer_crud_with_partial_quota_changes(admin_api, staff_user):

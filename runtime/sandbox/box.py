@@ -354,7 +354,8 @@ class Sandbox:
         else:
             cpu = self._cpu_seconds()
             current, peak = self._memory()
-            self.check_limits()
+            if not self.killed_for_good:  # a tree killed for good runs nothing more: no limit to check
+                self.check_limits()
         self._peak = max(self._peak, current, peak or 0)
         return {"cpu_seconds": round(cpu, 3), "memory_mb": round(current / 2**20, 1), "peak_memory_mb": round(self._peak / 2**20, 1)}
 
