@@ -64,12 +64,13 @@ class DjangoTaskStore:
             resume=resume,
         )
 
-    def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
-        services.task_heartbeat_many(task_ids=task_ids, pids=pids)
+    def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None,
+                  tokens: dict[int, int] | None = None) -> None:
+        services.task_heartbeat_many(task_ids=task_ids, pids=pids, tokens=tokens)
 
-    def append_events(self, batches: dict[int, list[dict]], pids: dict[int, int | None] | None = None
-                      ) -> dict[int, list[dict]]:
-        return services.task_events_append_many(batches=batches, announce=False, pids=pids)
+    def append_events(self, batches: dict[int, list[dict]], pids: dict[int, int | None] | None = None,
+                      tokens: dict[int, int] | None = None) -> dict[int, list[dict]]:
+        return services.task_events_append_many(batches=batches, announce=False, pids=pids, tokens=tokens)
 
     def stop_reasons(self, scope: dict[int, int]) -> dict[int, str]:
         if not scope:
@@ -91,10 +92,9 @@ class DjangoTaskStore:
         if row is None:
             return customer_tokens_left(customer_id)
         recorded, budget, used = row
-        if recorded != task_tokens:  # nothing to write when it did not change (the check before a first call)
-            services.task_record_tokens(task_id=task_id, tokens=task_tokens)
-            used += task_tokens - recorded  # what that added to the customer's counter
-        return (budget or 0) - used
+        # a read only: the task's tokens not recorded yet count here, and the runtime records them with its
+        # next write (events, heartbeat or end), not in a transaction of their own
+        return (budget or 0) - (used + task_tokens - recorded)
 
     def finish(self, task_id: int, *, status: str, result=None, error=None, usage=None, thread_state=None) -> bool:
         return services.task_finish(
