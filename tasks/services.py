@@ -404,7 +404,10 @@ def task_start(*, task_id: int, worker: str) -> bool:
     nothing to run now. One write transaction, whichever way it goes.
     """
     with transaction.atomic():
-        task = Task.objects.select_related("agent", "team").filter(pk=task_id).first()
+        # what the checks below read (not the spec and the other JSON columns: load() reads those once running)
+        task = (Task.objects.select_related("agent", "team").filter(pk=task_id)
+                .only("status", "customer", "created_at", "thread", "last_seq", "agent__status", "agent__name", "team")
+                .first())
         if task is None or task.status != Task.Status.QUEUED:
             return False
         if killswitch_scope_engaged(task.customer_id):
