@@ -190,14 +190,18 @@ def customer_notice_publish(*, customer_id: int | None, payload: dict) -> dict[i
     return customer_notices_publish(notices=[(customer_id, payload)])[0]
 
 
-def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[dict[int, int]]:
+def customer_notices_publish(*, notices: list[tuple[int | None, dict]],
+                             also_send: list[tuple[str, dict]] = ()) -> list[dict[int, int]]:
     """Several notices, in this order, in one transaction (the task ends of a killswitch or of a worker's
-    batch): as customer_notice_publish, one {customer id: seq} per notice."""
+    batch): as customer_notice_publish, one {customer id: seq} per notice.
+
+    also_send: other live frames (group, message) of the same change, sent after the commit with the notices'
+    own, in one delivery (each delivery is a hop to an event loop and Redis round trips)."""
 
     named = {cid for cid, _ in notices if cid is not None}
     everyone = any(cid is None for cid, _ in notices)
     if not everyone:
-        return _customer_notices_publish_named(notices, named)
+        return _customer_notices_publish_named(notices, named, list(also_send))
     in_scope = Q(pk__in=named) | Q(deleted_at__isnull=True) if everyone else Q(pk__in=named)
     with transaction.atomic():
         missing = Customer.objects.filter(in_scope, stream__isnull=True).values_list("pk", flat=True)
@@ -221,13 +225,15 @@ def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[
                 rows.append(CustomerNotice(customer_id=target, seq=last[target], payload=payload))
             published.append(seqs)
         if not rows:
+            if also_send:
+                transaction.on_commit(lambda: realtime.send_many(list(also_send)))
             return published
         bumped = {row.customer_id for row in rows}
         CustomerStream.objects.bulk_update([CustomerStream(customer_id=c, last_seq=last[c]) for c in sorted(bumped)],
                                            ["last_seq"], batch_size=NOTICE_BATCH)
         CustomerNotice.objects.bulk_create(rows, batch_size=NOTICE_BATCH)
 
-        frames = []
+        frames = list(also_send)
         for (cid, payload), seqs in zip(notices, published):
             if cid is None:  # one frame for every customer, with each one's seq (msgpack maps want string keys)
                 group, message = realtime.customer_frame(None, payload)
@@ -238,7 +244,8 @@ def customer_notices_publish(*, notices: list[tuple[int | None, dict]]) -> list[
     return published
 
 
-def _customer_notices_publish_named(notices: list[tuple[int, dict]], named: set[int]) -> list[dict[int, int]]:
+def _customer_notices_publish_named(notices: list[tuple[int, dict]], named: set[int],
+                                   frames: list[tuple[str, dict]]) -> list[dict[int, int]]:
     """customer_notices_publish when every notice names its customer (a task's status changes): each stream's
     seqs are taken with one UPDATE ... RETURNING (which also locks its row until the commit), in customer
     order, and the notices inserted together: two statements for one customer, where locking, reading and
@@ -258,7 +265,7 @@ def _customer_notices_publish_named(notices: list[tuple[int, dict]], named: set[
                 cursor.execute(sql, [wanted[cid], cid])
                 row = cursor.fetchone()
             last[cid] = row[0] - wanted[cid]
-        published, rows, frames = [], [], []
+        published, rows = [], []
         for cid, payload in notices:
             if cid not in last:
                 published.append({})
@@ -269,6 +276,7 @@ def _customer_notices_publish_named(notices: list[tuple[int, dict]], named: set[
             frames.append(realtime.customer_frame(cid, {**payload, "seq": last[cid]}))
         if rows:
             CustomerNotice.objects.bulk_create(rows, batch_size=NOTICE_BATCH)
+        if frames:
             transaction.on_commit(lambda: realtime.send_many(frames))
     return published
 

@@ -3,9 +3,13 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autogen_platform.settings.dev")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+import django  # noqa: E402
 
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does first
+
+from autogen_platform.asgi_handler import PlatformASGIHandler  # noqa: E402
+
+django_asgi_app = PlatformASGIHandler()
 
 from autogen_platform import daphne_tweaks  # noqa: E402
 

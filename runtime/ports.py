@@ -40,22 +40,25 @@ class TaskStore(Protocol):
     def load(self, task_id: int) -> TaskContext | None:
         """The running task's context; None when it is not running (any more)."""
 
-    def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
+    def heartbeat(self, task_ids: list[int], pids: dict[int, int | None] | None = None,
+                  tokens: dict[int, int] | None = None) -> None:
         """These running tasks are alive (one write for all of a worker's tasks); pids: the sandboxes started
-        since the worker's last write (task id -> pid), recorded with it."""
+        since the worker's last write (task id -> pid), tokens: running tasks' tokens so far that changed
+        since (task id -> tokens, counted in their customers' monthly budgets), recorded with it."""
 
-    def append_events(self, batches: dict[int, list[dict]], pids: dict[int, int | None] | None = None
-                      ) -> dict[int, list[dict]]:
-        """Store events of several tasks, each task's in order with contiguous seqs, and pids as heartbeat()
-        does, in one transaction; returns the stored events ({seq, type, source, content, created_at}) by
-        task, for live delivery."""
+    def append_events(self, batches: dict[int, list[dict]], pids: dict[int, int | None] | None = None,
+                      tokens: dict[int, int] | None = None) -> dict[int, list[dict]]:
+        """Store events of several tasks, each task's in order with contiguous seqs, and pids and tokens as
+        heartbeat() does, in one transaction; returns the stored events ({seq, type, source, content,
+        created_at}) by task, for live delivery."""
 
     def stop_reasons(self, scope: dict[int, int]) -> dict[int, str]:
         """scope: task id -> customer id. The stop reasons recorded for any of them (cancel, stop, restart,
         killswitch): the database backstop of the control messages."""
 
     def tokens_left(self, task_id: int, customer_id: int, task_tokens: int) -> int:
-        """Record the task's tokens so far; what is left of its customer's monthly budget."""
+        """What is left of the task's customer's monthly budget, the task's tokens so far (task_tokens)
+        counted. A read: the runtime records the tokens with its next heartbeat() or append_events()."""
 
     def finish_many(self, ends: list[tuple[int, dict]]) -> list:
         """Several tasks' final status, once each, in one transaction: ends are (task id, {status, result,

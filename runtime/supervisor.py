@@ -142,6 +142,7 @@ class TaskRun:
         self.cpu_seconds = 0.0
         self.last_stats: dict = {}
         self.timeout_handle: asyncio.TimerHandle | None = None
+        self.tokens_noted = 0  # the tokens last handed to the runtime for recording
         self.created = time.monotonic()
         self.trace = telemetry.NO_TRACE
 
@@ -215,6 +216,7 @@ class TaskRun:
         ctx = self.ctx
         self.broker = ModelBroker(ctx.models, ctx.budgets, monthly_left=self._monthly_left, clients=self.rt.clients)
         self.broker.restore((ctx.resume or {}).get("broker"))
+        self.tokens_noted = self.broker.prompt_tokens + self.broker.completion_tokens  # what the row holds
         missing = {a["model"] for a in ctx.spec.get("agents", [])} - set(ctx.models)
         if missing:
             self.broker.error = ModelFailed(f"Model configuration(s) {sorted(missing)} no longer exist")
@@ -730,6 +732,10 @@ class TaskRun:
             allow_private=settings.HTTP_TOOLS_ALLOW_PRIVATE, max_bytes=settings.HTTP_TOOL_MAX_RESPONSE_BYTES)
 
     async def _monthly_left(self, tokens: int) -> int:
+        if tokens != self.tokens_noted:
+            # recorded with the worker's next write (this task's next events, a heartbeat, or its end)
+            self.tokens_noted = tokens
+            self.rt.note_tokens(self.task_id, tokens)
         try:
             return await self.rt.db(self.rt.store.tokens_left, self.ctx.task_id, self.ctx.customer_id, tokens)
         except Exception:  # noqa: BLE001 - a database hiccup lets this call through; the next one checks again
@@ -888,6 +894,9 @@ class Runtime:
         # pids of sandboxes started since the last write: stored with the next events or heartbeat, not
         # in a write of their own (shown to operators; the lease does not depend on them)
         self._pids: dict[int, int | None] = {}
+        # tokens of running tasks not recorded yet (task id -> tokens so far), likewise: a model call's tokens
+        # go with the events that follow it, not in a write transaction of their own
+        self._tokens: dict[int, int] = {}
         self._finishing: deque = deque()  # (task id, its end, future) waiting for the finisher
         self._live: deque = deque()
         self._gone: list[int] = []  # ended tasks whose live stats are still published
@@ -1002,6 +1011,7 @@ class Runtime:
     def ended(self, run: TaskRun) -> None:
         self._dirty.pop(run.task_id, None)
         self._pids.pop(run.task_id, None)  # not stored after its end (the task may run elsewhere by then)
+        self._tokens.pop(run.task_id, None)  # its end (or suspension) recorded its usage
 
     # -- kill orders ----------------------------------------------------------------------------
 
@@ -1054,13 +1064,19 @@ class Runtime:
     def attach(self, task_id: int, pid: int | None) -> None:
         self._pids[task_id] = pid
 
-    def _take_pids(self) -> dict[int, int | None]:
-        pids, self._pids = self._pids, {}
-        return pids
+    def note_tokens(self, task_id: int, tokens: int) -> None:
+        self._tokens[task_id] = tokens
 
-    def _give_back_pids(self, pids: dict[int, int | None]) -> None:
-        """A write that failed: its pids go with the next one (unless a newer pid came meanwhile)."""
-        self._pids = {**pids, **self._pids}
+    def _take_pids(self) -> tuple[dict[int, int | None], dict[int, int]]:
+        """The pids and tokens to record with the next write."""
+        pids, self._pids = self._pids, {}
+        tokens, self._tokens = self._tokens, {}
+        return pids, tokens
+
+    def _give_back_pids(self, taken: tuple[dict[int, int | None], dict[int, int]]) -> None:
+        """A write that failed: its pids and tokens go with the next one (unless newer ones came meanwhile)."""
+        self._pids = {**taken[0], **self._pids}
+        self._tokens = {**taken[1], **self._tokens}
 
     async def events_for_end(self, run: TaskRun) -> list[dict]:
         """Wait until the run's events being written are stored; take the ones still waiting, which the caller
@@ -1107,7 +1123,7 @@ class Runtime:
                 continue
             pids = self._take_pids()
             try:
-                stored = await self.db(self.store.append_events, batches, pids, pool=self._writer_pool)
+                stored = await self.db(self.store.append_events, batches, *pids, pool=self._writer_pool)
             except Exception:  # noqa: BLE001 - keep them, in order, for the next try
                 logger.warning("storing %s events failed, retrying", total, exc_info=True)
                 self._give_back_pids(pids)
@@ -1205,7 +1221,7 @@ class Runtime:
     async def _heartbeat(self) -> None:
         pids = self._take_pids()
         try:
-            await self.db(self.store.heartbeat, list(self.runs), pids, pool=self._house_pool)
+            await self.db(self.store.heartbeat, list(self.runs), *pids, pool=self._house_pool)
         except Exception:
             self._give_back_pids(pids)
             raise

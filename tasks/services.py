@@ -139,7 +139,8 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
     busy = False if new_thread else _thread_busy(thread, multitask_strategy, actor=actor, request=request)
     trace = tracing.task_creation()  # the task's trace: under this request's span, continued by the worker
     try:
-        with transaction.atomic():
+        # a savepoint only where a concurrent retry can collide on the idempotency key
+        with transaction.atomic() if idempotency_key else nullcontext():
             task = Task.objects.create(
                 traceparent=trace.traceparent,
                 customer=customer,
@@ -159,6 +160,8 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             )
     except IntegrityError:
         trace.end(None)
+        if not idempotency_key:
+            raise
         existing = Task.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
         if existing is None:
             raise
@@ -166,8 +169,7 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
     trace.end(task.pk, customer.pk)
     customer_usage_add(_usage_change({}, task, tasks=1))  # what quota_check_task_create reads
     # Its first event: seq 1 of a row created in this transaction (no need to lock it for the next seq).
-    event = TaskEvent.objects.create(task=task, seq=1, type=TaskEvent.Type.STATUS, content={"status": task.status})
-    transaction.on_commit(lambda: realtime.send_many([realtime.task_event_frame(task.pk, event.as_dict())]))
+    TaskEvent.objects.create(task=task, seq=1, type=TaskEvent.Type.STATUS, content={"status": task.status})
     transaction.on_commit(lambda: metrics.events_written(1))
     audit_record(actor=actor, action="task.create", target=f"task:{task.pk}", customer=customer, request=request)
     if busy:
@@ -180,8 +182,10 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
         # The task is committed whatever Redis does now: a failed enqueue is logged and the reaper
         # enqueues the task later (TASK_REQUEUE_SECONDS); the caller gets its 201, never a 500 to retry.
         transaction.on_commit(lambda: task_enqueue(task.pk, task_job_id(task.pk, 0, 0)), robust=True)
-    # Stored with the task, so the customer's stream has `queued` before a worker's `running`.
-    _announce_with_changes([(customer.pk, task.pk, task.status)])
+    # Stored with the task, so the customer's stream has `queued` before a worker's `running`. No frame on the
+    # task's own group: nobody can follow a task before this commit makes it visible (a socket that opens then
+    # reads its events, `queued` included, from the database).
+    _announce_with_changes([(customer.pk, task.pk, task.status)], task_frames=False)
     return task, True
 
 
@@ -252,16 +256,18 @@ def _announce_status(customer_id: int, task_id: int, status: str) -> None:
     _announce_statuses([(customer_id, task_id, status)])
 
 
-def _announce_with_changes(changes: list[tuple[int, int, str]]) -> None:
+def _announce_with_changes(changes: list[tuple[int, int, str]], *, frames: list[tuple[str, dict]] = (),
+                           task_frames: bool = True) -> None:
     """Inside the transaction of the status changes: their notices are stored with them (one write transaction,
     not a second one after the commit, which a process dying in between also lost), and the frames go out
-    once it commits. Called last in the transaction: the customers' stream rows stay locked until the commit."""
+    once it commits, with `frames` (the same change's other live frames): one delivery for all of them.
+    Called last in the transaction: the customers' stream rows stay locked until the commit."""
     if not changes:
         return
-    frames = [realtime.task_status_frame(task_id, status) for _, task_id, status in changes]
-    transaction.on_commit(lambda: realtime.send_many(frames))
+    if task_frames:
+        frames = [*frames, *(realtime.task_status_frame(task_id, status) for _, task_id, status in changes)]
     customer_notices_publish(notices=[(customer_id, {"type": "task_status", "task": task_id, "status": status})
-                                      for customer_id, task_id, status in changes])
+                                      for customer_id, task_id, status in changes], also_send=frames)
 
 
 def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
@@ -304,27 +310,31 @@ def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
 
 
 def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool,
-                            pids: dict[int, int | None] | None = None) -> dict[int, list[dict]]:
+                            pids: dict[int, int | None] | None = None,
+                            tokens: dict[int, int] | None = None) -> dict[int, list[dict]]:
     """Append several tasks' events in one transaction, each task's in order with contiguous seqs.
 
     The task rows are locked in id order (two writers never deadlock). announce: also send them live
     once committed (the runtime sends them itself from its event loop). pids: sandboxes started since the
-    worker's last write (task id -> pid), recorded in the same transaction. Returns the stored events by task.
+    worker's last write (task id -> pid); tokens: running tasks' tokens so far, changed since the worker's last
+    write (task id -> tokens); both recorded in the same transaction. Returns the stored events by task.
     """
     batches = {task_id: events for task_id, events in batches.items() if events}
     if not batches:
-        if pids:
+        if pids or tokens:
             with transaction.atomic():
                 _record_pids(pids)
+                _record_tokens(tokens)
         return {}
     created: dict[int, list[dict]] = {}
     with transaction.atomic(savepoint=False):  # nested, it needs no savepoint: nothing catches its errors
-        # every row this writes is locked first, in id order (the pids' too): two writers never deadlock
+        # every row this writes is locked first, in id order (the pids' and tokens' too): no two writers deadlock
         last = dict(
-            Task.objects.select_for_update().filter(pk__in={*batches, *(pids or {})}).order_by("pk")
+            Task.objects.select_for_update().filter(pk__in={*batches, *(pids or {}), *(tokens or {})}).order_by("pk")
             .values_list("pk", "last_seq")
         )
         _record_pids(pids)
+        _record_tokens(tokens)
         rows, bumped = [], []
         for task_id, events in batches.items():
             if task_id not in last:
@@ -389,10 +399,10 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None, task
                     Task.objects.filter(pk=task_id).values_list("customer_id", "created_at", "last_seq").first())
             event = TaskEvent.objects.create(task_id=task_id, seq=seq, type=TaskEvent.Type.STATUS,
                                              content={"status": Task.Status.RUNNING})
-            transaction.on_commit(lambda: realtime.send_many([realtime.task_event_frame(task_id, event.as_dict())]))
             transaction.on_commit(lambda: metrics.events_written(1))
             transaction.on_commit(lambda: metrics.task_started((now - created_at).total_seconds(), customer_id))
-            _announce_with_changes([(customer_id, task_id, Task.Status.RUNNING)])
+            _announce_with_changes([(customer_id, task_id, Task.Status.RUNNING)],
+                                   frames=[realtime.task_event_frame(task_id, event.as_dict())])
     return bool(changed)
 
 
@@ -405,7 +415,10 @@ def task_start(*, task_id: int, worker: str) -> bool:
     nothing to run now. One write transaction, whichever way it goes.
     """
     with transaction.atomic():
-        task = Task.objects.select_related("agent", "team").filter(pk=task_id).first()
+        # what the checks below read (not the spec and the other JSON columns: load() reads those once running)
+        task = (Task.objects.select_related("agent", "team").filter(pk=task_id)
+                .only("status", "customer", "created_at", "thread", "last_seq", "agent__status", "agent__name", "team")
+                .first())
         if task is None or task.status != Task.Status.QUEUED:
             return False
         if killswitch_scope_engaged(task.customer_id):
@@ -557,12 +570,24 @@ def task_requeue(*, task_id: int) -> bool:
 def task_record_tokens(*, task_id: int, tokens: int) -> None:
     """The running task's tokens so far, so that the customer's monthly budget counts them while it runs."""
     with transaction.atomic():
-        task = (Task.objects.select_for_update().filter(pk=task_id, status=Task.Status.RUNNING)
-                .only("pk", "customer_id", "created_at", "tokens_used").first())
-        if task is None or task.tokens_used == tokens:
-            return
-        Task.objects.filter(pk=task_id).update(tokens_used=tokens)
-        customer_usage_add(_usage_change({}, task, tokens=tokens - task.tokens_used))
+        _record_tokens({task_id: tokens})
+
+
+def _record_tokens(tokens: dict[int, int] | None) -> None:
+    """Running tasks' tokens so far (task id -> tokens) on their rows and their customers' usage counters, in
+    the caller's transaction. A task that ended meanwhile is left alone: its end recorded its usage."""
+    if not tokens:
+        return
+    rows = (Task.objects.select_for_update().filter(pk__in=tokens, status=Task.Status.RUNNING).order_by("pk")
+            .only("pk", "customer_id", "created_at", "tokens_used"))
+    changed, usage = [], {}
+    for task in rows:
+        if tokens[task.pk] != task.tokens_used:
+            _usage_change(usage, task, tokens=tokens[task.pk] - task.tokens_used)
+            task.tokens_used = tokens[task.pk]
+            changed.append(task)
+    _update_each(changed, ["tokens_used"])
+    customer_usage_add(usage)
 
 
 def _usage_change(changes: dict, task: Task, *, tasks: int = 0, tokens: int = 0) -> dict:
@@ -577,13 +602,15 @@ def task_heartbeat(*, task_id: int) -> None:
     task_heartbeat_many(task_ids=[task_id])
 
 
-def task_heartbeat_many(*, task_ids: list[int], pids: dict[int, int | None] | None = None) -> None:
+def task_heartbeat_many(*, task_ids: list[int], pids: dict[int, int | None] | None = None,
+                        tokens: dict[int, int] | None = None) -> None:
     """One write for every running task of a worker; pids: sandboxes started since the last write
-    (task id -> pid), recorded with it."""
-    with transaction.atomic() if pids else nullcontext():
+    (task id -> pid), tokens: tasks' tokens so far not recorded yet (task id -> tokens), recorded with it."""
+    with transaction.atomic() if pids or tokens else nullcontext():
         if task_ids:
             Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
         _record_pids(pids)
+        _record_tokens(tokens)
 
 
 def _record_pids(pids: dict[int, int | None] | None) -> None:
@@ -671,7 +698,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
         _update_each(kept, [f for f in FINISH_FIELDS if f not in ("usage", "tokens_used")])
         customer_usage_add(usage_changes)
         if events:
-            task_events_append_many(batches=events, announce=True)
+            stored = task_events_append_many(batches=events, announce=False)  # their frames go with the statuses
             if forgotten:
                 Task.objects.filter(pk__in=forgotten).delete()  # with its events
             # Every way a task ends comes through here: the webhook deliveries of these ends are written in
@@ -686,7 +713,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             for customer_id in freed:  # the reaper retries a lost wake-up
                 transaction.on_commit(lambda c=customer_id: _wake_if_waiting(c), robust=True)
             transaction.on_commit(lambda: [metrics.task_finished(s, code, d, c) for c, _, s, code, d in finished])
-            _announce_with_changes([(c, t, s) for c, t, s, _, _ in finished])  # last: it locks the streams
+            # last: it locks the streams
+            _announce_with_changes([(c, t, s) for c, t, s, _, _ in finished],
+                                   frames=[realtime.task_event_frame(t, e) for t, es in stored.items() for e in es])
     return results
 
 

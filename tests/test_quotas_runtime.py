@@ -195,3 +195,27 @@ def test_monthly_token_budget_ends_running_tasks_and_refuses_new_ones(workers, m
     assert refused.json()["error"]["code"] == "quota_exceeded"
     assert refused.json()["error"]["details"]["quota"] == "monthly_token_budget"
     assert Customer.objects.get(pk=acme.pk).tasks.count() == 2
+
+
+def test_a_model_answers_tokens_count_in_the_monthly_budget_once_the_answer_is_shown(workers, make_customer, client_for):
+    # given: a task whose agent answers with code that sleeps (the task keeps running after that answer)
+    from tasks.quotas import customer_tokens_this_month
+
+    acme, user = make_customer("acme", monthly_token_budget=100_000)
+    client = client_for(user)
+    patient = sleeper(acme, 3, name="patient")
+    # when: the agent's answer shows in the task's events (the API a user reads)
+    task_id = submit(client, patient, "Sleep a little")
+
+    def answer_shown():
+        events = client.get(f"/api/tasks/{task_id}/events/").json()["results"]
+        return any(e["type"] == "message" and e["source"] == "patient" for e in events)
+
+    wait_for(answer_shown, timeout=30, message="the agent's answer")
+    # then: its tokens already count in the customer's monthly budget, while the task still runs (they are
+    # stored with the events that follow the model call, not at the task's end)
+    task = Task.objects.get(pk=task_id)
+    assert task.status == "running"
+    assert task.tokens_used > 0
+    assert customer_tokens_this_month(acme) == task.tokens_used
+    assert [t.status for t in all_finished([task_id], timeout=30)] == ["succeeded"]

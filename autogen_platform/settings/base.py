@@ -143,6 +143,10 @@ TEMPLATES = [
 DATABASE_URL = env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'platform.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env("DB_CONN_MAX_AGE", 0, int))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A local file: each web request thread (kept from one request to the next, autogen_platform.asgi_handler)
+    # keeps its connection, unless DB_CONN_MAX_AGE says otherwise; opening one (PRAGMAs, Django's SQL
+    # functions) cost about as much as a request's reads.
+    DATABASES["default"]["CONN_MAX_AGE"] = env("DB_CONN_MAX_AGE", None, int)
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
