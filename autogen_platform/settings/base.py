@@ -154,7 +154,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
     "django.db.backends.postgresql", "django_prometheus.db.backends.postgresql"
-).replace("django.db.backends.sqlite3", "django_prometheus.db.backends.sqlite3")
+).replace("django.db.backends.sqlite3", "autogen_platform.sqlite_backend")  # django_prometheus' + a write lock
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: the RQ queues, the Channels layer, pub/sub control messages. Unset means the embedded
