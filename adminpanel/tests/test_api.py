@@ -74,7 +74,8 @@ def test_tokens_today_is_what_the_customers_tasks_show(admin_api, make_customer,
                 assert api.post(f"/api/tasks/{task_id}/cancel/").status_code == 200
                 continue
             assert store.start(task_id, "test-worker")
-            store.tokens_left(task_id, customer.pk, tokens[0])  # recorded while it runs
+            store.tokens_left(task_id, customer.pk, tokens[0])  # the budget check after a model call (a read)
+            store.heartbeat([task_id], tokens={task_id: tokens[0]})  # its tokens ride with the worker's next write
             assert admin_api.get("/api/admin/stats/").json()["tokens_today"] == sum(seen.values()) + tokens[0]
             store.finish_many([(task_id, {"status": "succeeded", "usage": {
                 "prompt_tokens": tokens[0], "completion_tokens": tokens[1], "cpu_seconds": 0.1,
