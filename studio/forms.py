@@ -252,6 +252,9 @@ class TeamForm(forms.Form):
             self.edge_fields.append(n)
         self._edge_rows_sent = []
         self.graph_errors = []
+        shown = str(data.get("termination_json") or "")
+        if shown.count("\n") > 3:  # a stored combination is shown whole
+            self.fields["termination_json"].widget.attrs["rows"] = min(shown.count("\n") + 1, 24)
 
     # -- initial values from a stored team ----------------------------------------------------------------
 
@@ -373,7 +376,8 @@ class TeamForm(forms.Form):
                 n = self._edge_rows_sent[int(m.group(1))]
                 field = m.group(2) if m.group(2) in conditions.EDGE_KEYS else "source"
                 return f"edge_{n}_{field}", m.group(3)
-            self.graph_errors.append(message.removeprefix("edges: "))
+            message = message.removeprefix("edges: ")
+            self.graph_errors.append(message[:1].upper() + message[1:])
             return "__section__", message
         if key == "members":
             return key, self._named(message)

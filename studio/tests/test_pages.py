@@ -678,7 +678,7 @@ def test_a_graph_team_is_built_in_the_studio_and_its_mistakes_shown_on_the_edge(
                                                       "edge_3_source": "", "edge_3_target": "",
                                                       "edge_3_activation": ""})
     graph_section = re.search(r'<fieldset class="group" id="graph">.*?</fieldset>', loop.content.decode(), re.S)
-    assert "the cycle writer -> critic -> writer has no conditional edge" in text_of(graph_section.group(0))
+    assert "The cycle writer -> critic -> writer has no conditional edge" in text_of(graph_section.group(0))
     team.refresh_from_db()
     assert team.version == 1
     # switching the team to round robin drops the graph, as the API does
