@@ -470,7 +470,8 @@ def _team_form_page(request, team=None):
     if request.method == "POST":
         if not _membership(request).can_write:
             return writer_required(lambda r: None)(request)
-        form = forms.TeamForm(request.POST, agents=agents, models=models)
+        form = forms.TeamForm(request.POST, agents=agents, models=models,
+                              stored_graph=team.graph if editing else None)
         saved = _save(request, form, "studio:team", form.service_data, create=team_services.team_create,
                       update=editing and (lambda data: team_services.team_update(
                           actor=request.user, team=team, data=data, request=request)))

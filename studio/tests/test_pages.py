@@ -1,7 +1,9 @@
 """The studio's pages through Django's test client: what a user sees and what their forms change (through the
 services, so the API sees the same), by role; the transcript's folding and safe markdown; usage and cost."""
+import json
 import re
 from decimal import Decimal
+from html.parser import HTMLParser
 
 import pytest
 from django.test import Client
@@ -24,6 +26,10 @@ def signed_in(user) -> Client:
 
 def text(response) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+
+
+def text_of(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace("&#x27;", "'").replace("&gt;", ">")
 
 
 def test_sign_in_is_required_and_only_for_customers_users(make_customer, staff_user):
@@ -541,3 +547,183 @@ def test_an_agent_that_asks_a_person_or_needs_approval_is_built_in_the_studio(ma
     # a person's seat in a team
     client.post("/studio/agents/new/", {"name": "me", "model": model.pk, "human_input": "on"})
     assert Agent.objects.get(customer=customer, name="me").human_input is True
+
+
+class _FormValues(HTMLParser):
+    """What a browser submits for one form of a page: inputs, checked boxes, selected options, textareas."""
+
+    def __init__(self, form_id):
+        super().__init__(convert_charrefs=True)
+        self.form_id, self.inside, self.values = form_id, False, []
+        self._select = self._textarea = None
+        self._first_option = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        if not self.inside or "disabled" in a:
+            return
+        if tag == "input" and a.get("name") and a.get("type") not in ("submit", "button"):
+            if a.get("type") in ("checkbox", "radio"):
+                if "checked" in a:
+                    self.values.append((a["name"], a.get("value", "on")))
+            else:  # a browser drops line breaks from an input's value
+                self.values.append((a["name"], re.sub(r"[\r\n]", "", a.get("value", ""))))
+        elif tag == "select":
+            self._select, self._first_option, self._chosen = a["name"], None, False
+        elif tag == "option" and self._select:
+            if self._first_option is None:
+                self._first_option = a.get("value", "")
+            if "selected" in a:
+                self.values.append((self._select, a.get("value", "")))
+                self._chosen = True
+        elif tag == "textarea":
+            self._textarea = [a["name"], ""]
+
+    def handle_data(self, data):
+        if self._textarea is not None:
+            self._textarea[1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.inside = False
+        elif tag == "select" and self._select:
+            if not self._chosen:
+                self.values.append((self._select, self._first_option or ""))
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            self.values.append((self._textarea[0], self._textarea[1].removeprefix("\n")))
+            self._textarea = None
+
+
+def form_values(response, form_id: str) -> dict:
+    parser = _FormValues(form_id)
+    parser.feed(response.content.decode())
+    values = {}
+    for name, value in parser.values:
+        values.setdefault(name, []).append(value)
+    return values
+
+
+def test_saving_a_team_unchanged_in_the_studio_keeps_everything_the_api_stored(make_customer):
+    # given teams made through the API with what the old form could not show: handoff, source match, stop message
+    # and function call conditions, a nested combination, a graph (explicit nulls too), a Magentic-One orchestrator
+    customer, owner = make_customer("keep-co")
+    writer, critic = make_agent(customer, name="writer"), make_agent(customer, name="critic")
+    many = [make_agent(customer, name=f"extra-{i}") for i in range(8)] + [make_agent(customer, name="smith, j")]
+    orchestrator = make_model(customer, name="planner")
+    teams = [
+        make_team(customer, [writer, critic], name="flat", mode="selector", selector_model=orchestrator, termination={
+            "handoff": "user", "source_match": ["critic", "writer"], "stop_message": True,
+            "function_call": "calculator", "max_messages": 5, "text_mention": " DONE"}),
+        make_team(customer, [writer, critic], name="combo", mode="swarm", termination={
+            "any": [{"handoff": "user"}, {"all": [{"source_match": ["critic"]}, {"max_messages": 4}]}]}),
+        make_team(customer, [writer, critic, many[0]], name="graph", mode="graph", graph={"edges": [
+            {"source": writer.pk, "target": critic.pk, "condition": None},
+            {"source": critic.pk, "target": writer.pk, "condition": "REVISE\nplease"},
+            {"source": critic.pk, "target": many[0].pk, "condition": "APPROVE", "activation": "any",
+             "activation_group": "end"}]}, termination={"text_mention": "END\nNOW"}),
+        make_team(customer, [writer, critic], name="magentic", mode="magentic_one", orchestrator_model=orchestrator,
+                  termination={"timeout_seconds": 60, "max_tokens": 5000}),
+        make_team(customer, [writer, critic, *many], name="crowd", termination={"source_match": ["smith, j"]}),
+    ]
+    client = signed_in(owner)
+    for team in teams:
+        before = client.get(f"/api/teams/{team.pk}/").json()
+        # when the user opens its page and saves it as it is
+        page = client.get(f"/studio/teams/{team.pk}/")
+        saved = client.post(f"/studio/teams/{team.pk}/", form_values(page, "team-form"))
+        # then the API shows the same team, not even a new version
+        assert saved.status_code == 302, (team.name, text(saved)[:3000])
+        after = client.get(f"/api/teams/{team.pk}/").json()
+        assert {**after, "updated_at": None} == {**before, "updated_at": None}, team.name
+    # a combination is shown as JSON, the flat conditions in their own fields
+    combo = client.get(f"/studio/teams/{teams[1].pk}/").content.decode()
+    assert "&quot;source_match&quot;: [" in combo
+    flat = form_values(client.get(f"/studio/teams/{teams[0].pk}/"), "team-form")
+    assert (flat["handoff"], flat["source_match"], flat["stop_message"]) == (["user"], ["critic, writer"], ["on"])
+
+
+def test_a_graph_team_is_built_in_the_studio_and_its_mistakes_shown_on_the_edge(make_customer):
+    customer, owner = make_customer("graph-co")
+    writer, critic, editor = (make_agent(customer, name=n) for n in ("writer", "critic", "editor"))
+    client = signed_in(owner)
+    form = {"name": "review", "mode": "graph", "member_1": writer.pk, "member_2": critic.pk, "member_3": editor.pk,
+            "edge_1_source": writer.pk, "edge_1_target": critic.pk,
+            "edge_2_source": critic.pk, "edge_2_target": writer.pk, "edge_2_condition": "REVISE",
+            "edge_3_source": critic.pk, "edge_3_target": editor.pk, "edge_3_condition": "APPROVE",
+            "edge_3_activation": "any", "max_messages": "12"}
+
+    # given a new graph team with a conditional loop
+    created = client.post("/studio/teams/new/", form)
+
+    team = Team.objects.get(customer=customer, name="review")
+    assert created.status_code == 302
+    api = client.get(f"/api/teams/{team.pk}/").json()
+    assert api["mode"] == "graph" and api["graph"] == {"edges": [
+        {"source": writer.pk, "target": critic.pk},
+        {"source": critic.pk, "target": writer.pk, "condition": "REVISE"},
+        {"source": critic.pk, "target": editor.pk, "condition": "APPROVE", "activation": "any"}]}
+    # the edit page shows the stored edges and three spare rows
+    page = client.get(f"/studio/teams/{team.pk}/")
+    assert len(re.findall(r'<tr data-edge="\d+"', page.content.decode())) == 6
+    # when an edge is left without its condition, the service's refusal is on that edge's row, by name
+    bad = client.post(f"/studio/teams/{team.pk}/", {**form, "edge_3_condition": ""})
+    assert bad.status_code == 400
+    row = re.search(r'<tr data-edge="2">.*?</tr>', bad.content.decode(), re.S).group(0)
+    assert "agent critic has both conditional and unconditional edges" in text_of(row)
+    # and an unconditional cycle is named in the graph's own section
+    loop = client.post(f"/studio/teams/{team.pk}/", {**form, "edge_2_condition": "", "edge_3_condition": "",
+                                                      "edge_3_source": "", "edge_3_target": "",
+                                                      "edge_3_activation": ""})
+    graph_section = re.search(r'<fieldset class="group" id="graph">.*?</fieldset>', loop.content.decode(), re.S)
+    assert "The cycle writer -> critic -> writer has no conditional edge" in text_of(graph_section.group(0))
+    team.refresh_from_db()
+    assert team.version == 1
+    # switching the team to round robin drops the graph, as the API does
+    client.post(f"/studio/teams/{team.pk}/", {**form, "mode": "round_robin"})
+    assert client.get(f"/api/teams/{team.pk}/").json()["graph"] is None
+
+
+def test_a_magentic_one_team_and_every_termination_condition_from_the_studio(make_customer):
+    customer, owner = make_customer("magentic-co")
+    writer, critic = make_agent(customer, name="writer"), make_agent(customer, name="critic")
+    planner = make_model(customer, name="planner")
+    client = signed_in(owner)
+    base = {"name": "mag", "mode": "magentic_one", "member_1": writer.pk, "member_2": critic.pk}
+
+    # an orchestrator model is needed: said on its field
+    missing = client.post("/studio/teams/new/", base)
+    assert missing.status_code == 400 and "Required in magentic_one mode" in text(missing)
+    # given every flat condition in its field
+    client.post("/studio/teams/new/", {**base, "orchestrator_model": planner.pk, "handoff": "user",
+                                       "source_match": "critic, writer", "stop_message": "on",
+                                       "function_call": "calculator", "timeout_seconds": "30"})
+    team = client.get(f"/api/teams/{Team.objects.get(name='mag').pk}/").json()
+    assert team["orchestrator_model"] == planner.pk and team["termination"] == {
+        "timeout_seconds": 30, "handoff": "user", "source_match": ["critic", "writer"], "stop_message": True,
+        "function_call": "calculator"}
+    # a combination as JSON; its mistakes come back with their path, on the JSON field
+    combo = {"all": [{"source_match": ["critic"]}, {"max_messages": 0}]}
+    bad = client.post("/studio/teams/new/", {**base, "name": "combo", "orchestrator_model": planner.pk,
+                                             "termination_json": json.dumps(combo)})
+    assert bad.status_code == 400
+    field = re.search(r'<div class="field invalid">\s*<label for="id_termination_json">.*?</div>',
+                      bad.content.decode(), re.S)
+    assert "all[1].max_messages: must be a positive integer" in text_of(field.group(0))
+    combo["all"][1]["max_messages"] = 3
+    client.post("/studio/teams/new/", {**base, "name": "combo", "orchestrator_model": planner.pk,
+                                       "termination_json": json.dumps(combo)})
+    assert Team.objects.get(name="combo").termination == combo
+    # a member who is not in the team, on the source-match field; both a field and JSON: refused
+    stranger = client.post("/studio/teams/new/", {**base, "name": "x", "orchestrator_model": planner.pk,
+                                                  "source_match": "nobody"})
+    assert "not members of the team: nobody" in text(stranger)
+    both = client.post("/studio/teams/new/", {**base, "name": "x", "orchestrator_model": planner.pk,
+                                              "max_messages": "3", "termination_json": json.dumps(combo)})
+    assert both.status_code == 400 and "either in the fields above or here, not both" in text(both)
+    broken = client.post("/studio/teams/new/", {**base, "name": "x", "orchestrator_model": planner.pk,
+                                                "termination_json": "{any: ["})
+    assert broken.status_code == 400 and "Not valid JSON" in text(broken)
+    assert not Team.objects.filter(name="x").exists()
