@@ -747,6 +747,8 @@ class TaskRun:
             self.token_flush.cancel()
             self.token_flush = None
         tokens, self.pending_tokens = self.pending_tokens, {}
+        if self.closed:  # the run ended (its status frame went out): a cancelled call's last chunks are not news
+            return
         for source, text in tokens.items():
             self.rt.live({"type": "task.token", "source": source, "text": text}, self.task_id)
 
