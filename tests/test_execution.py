@@ -441,7 +441,8 @@ def test_killed_worker_ends_the_task_worker_lost_and_the_next_task_succeeds(work
     assert finished(submit(client, agent=follow_up.pk, input="Hi")["id"]).status == "succeeded"
 
 
-def test_reaper_enqueues_a_queued_task_whose_job_was_lost(workers, customer):
+def queued_without_job(org, agent, *, age_seconds: float) -> Task:
+    """A queued task whose job never reached Redis (as after a Redis loss), created age_seconds ago."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -449,15 +450,20 @@ def test_reaper_enqueues_a_queued_task_whose_job_was_lost(workers, customer):
     from tasks.models import Thread
     from tasks.services import build_task_spec
 
-    org, _ = customer
-    agent = make_agent(org, replay_model(org, ["Found again. TERMINATE"]))
-    # given: a queued task whose job never reached Redis (as after a Redis loss), queued for a while
     task = Task.objects.create(
         customer=org, agent=agent, agent_version=1, thread=Thread.objects.create(customer=org, agent=agent),
         input="Hello?", spec=build_task_spec(agent=agent),
     )
     TaskEvent.objects.create(task=task, seq=1, type="status", content={"status": "queued"})
-    Task.objects.filter(pk=task.pk).update(last_seq=1, created_at=timezone.now() - timedelta(minutes=5))
+    Task.objects.filter(pk=task.pk).update(last_seq=1, created_at=timezone.now() - timedelta(seconds=age_seconds))
+    return task
+
+
+def test_reaper_enqueues_a_queued_task_whose_job_was_lost(workers, customer):
+    org, _ = customer
+    agent = make_agent(org, replay_model(org, ["Found again. TERMINATE"]))
+    # given: a queued task whose job never reached Redis, queued for a while
+    task = queued_without_job(org, agent, age_seconds=300)
     # then: the reaper puts it back on the queue and it runs
     task = finished(task.pk, timeout=20)
     assert task.status == "succeeded" and task.result["text"] == "Found again. TERMINATE"
