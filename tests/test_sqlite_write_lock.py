@@ -89,3 +89,41 @@ class _atomic:
             self.connection.rollback()
         self.connection.set_autocommit(True)
         return False
+
+
+def test_a_forked_child_keeps_no_copy_of_its_parents_write_lock(tmp_path, django_db_blocker):
+    # a plain `rq worker` forks a work horse per job: if the parent dies inside a transaction, a copy of the lock
+    # left in the horse must not keep every other writer out
+    import os
+    import signal
+
+    with django_db_blocker.unblock():
+        path = tmp_path / "db.sqlite3"
+        parent = _connections(path)[DEFAULT_DB_ALIAS]
+        with parent.cursor() as cursor:
+            cursor.execute("CREATE TABLE t (v INTEGER)")
+        pid = os.fork()
+        if pid == 0:  # the parent-to-be-killed: holds the lock, forks a long-lived child, dies
+            try:
+                parent.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+                if os.fork() == 0:
+                    time.sleep(8)  # outlives the check below
+                    os._exit(0)
+                os.kill(os.getpid(), signal.SIGKILL)
+            finally:
+                os._exit(1)
+        os.waitpid(pid, 0)
+        other = _connections(path)[DEFAULT_DB_ALIAS]
+        done = []
+
+        def write():
+            with _atomic(other):
+                with other.cursor() as cursor:
+                    cursor.execute("INSERT INTO t VALUES (1)")
+            done.append(True)
+
+        thread = threading.Thread(target=write, daemon=True)
+        other.inc_thread_sharing()
+        thread.start()
+        thread.join(5)
+        assert done == [True]  # the dead parent's lock went with it, though its child lives on

@@ -17,17 +17,35 @@ statement in autocommit mode, still goes through the busy handler). Nothing in S
 blocking wait (the sqlite3 module exposes only busy_timeout), hence this small wrapper.
 
 The lock file's descriptor is opened per connection (so threads of one process exclude each other too),
-close-on-exec, and released by the kernel if the process dies.
+close-on-exec, and released by the kernel if the process dies. A forked child (a plain `rq worker`'s work
+horse) drops its copies at once: a copy kept in a child would keep a lock its dead parent held.
 """
 import fcntl
 import os
+import weakref
 
 from django_prometheus.db.backends.sqlite3 import base
+
+_wrappers = weakref.WeakSet()
+
+
+def _forget_inherited_locks() -> None:
+    for wrapper in list(_wrappers):
+        if wrapper._write_lock_fd is not None:
+            os.close(wrapper._write_lock_fd)  # the child's copy only: the parent's lock, if any, stays its own
+        wrapper._write_lock_fd, wrapper._write_lock_held = None, False
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _write_lock_fd = None
     _write_lock_held = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _wrappers.add(self)
 
     def _write_lock_path(self) -> str | None:
         name = str(self.settings_dict.get("NAME") or "")
