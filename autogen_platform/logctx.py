@@ -169,5 +169,8 @@ def logging_config(*, fmt: str, level: str, rq_level: str) -> dict:
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {"django.db.backends": {"level": "WARNING"}, "rq.worker": {"level": rq_level},
-                    "axes": {"level": "ERROR"}},
+                    "axes": {"level": "ERROR"},
+                    # the HTTP client logs every URL it calls at INFO (an HTTP tool's arguments sit in its path):
+                    # model calls and tool calls have the platform's own events, metrics and spans instead
+                    **{name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore")}},
     }

@@ -152,6 +152,11 @@ def test_json_logs_from_every_process_carry_context_and_no_secret(json_platform,
     warnings = [r for r in records if r["logger"] == "django.request" and r["level"] == "WARNING"]  # the 401s, the 400
     assert len(warnings) >= 3 and all(r.get("request_id") for r in warnings), warnings
 
+    # and the HTTP client's per-request lines (every URL it calls: model endpoints, HTTP tools with their
+    # arguments in the path) stay out of the log, even at DEBUG
+    assert not [r for r in records if r["logger"].split(".")[0] in ("httpx", "httpx2", "httpcore")], \
+        [r["message"] for r in records if r["logger"].split(".")[0] in ("httpx", "httpx2", "httpcore")][:3]
+
     # and no secret appears anywhere
     for secret in (PASSWORD, WRONG_PASSWORD, access, refresh, raw_api_key, BAD_API_KEY, MODEL_API_KEY):
         assert secret not in output, f"a secret reached the log: {secret[:6]}..."
