@@ -7,11 +7,12 @@ import json
 import pytest
 
 from accounts.models import Customer
-from agents.models import Agent, AgentVersion, ModelConfig, Tool
+from agents.models import Agent, AgentVersion, Tool
 from agents.tools import tool_create
 from tasks.models import Task, TaskEvent
 from tests.execution_support import running, wait_for
 from tests.http_tool_server import ToolServer
+from tests.test_custom_tools import calls, tool_agent
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -38,15 +39,6 @@ def customer(make_customer):
     Customer.objects.filter(pk=org.pk).update(http_tool_hosts=["127.0.0.1"])
     org.refresh_from_db()
     return org, user
-
-
-def calls(*calls) -> str:
-    return json.dumps({"tool_calls": [{"name": name, "arguments": arguments} for name, arguments in calls]})
-
-
-def tool_agent(org, responses: list[str], tools: list[str], name="clerk") -> Agent:
-    model = ModelConfig.objects.create(customer=org, name=f"{name}-model", provider="replay", responses=responses)
-    return Agent.objects.create(customer=org, name=name, model=model, system_message="Use your tools.", tools=tools)
 
 
 def run(client, agent: Agent) -> Task:
