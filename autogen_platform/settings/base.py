@@ -398,6 +398,11 @@ SANDBOX_MIN_LEVEL = env("SANDBOX_MIN_LEVEL", "none")
 # Warm start: each worker keeps a zygote that imported AgentChat and forks one single-use child per
 # task (same sandbox layers); a task falls back to a cold start whenever the zygote fails.
 SANDBOX_WARM_START = env("SANDBOX_WARM_START", True, bool)
+# A sandbox's share of the CPU while every core is busy (cgroup v2 cpu.weight, 1-10000; each thread of the
+# platform's own processes weighs 100): low, so that the platform (web, workers' start, kills and ends, the
+# killswitch) goes first when the tasks' trees (and a killed tree's teardown in the kernel) would take the
+# cores; idle CPU is still the sandboxes' in full, up to each task's CPU quota.
+SANDBOX_CPU_WEIGHT = env("SANDBOX_CPU_WEIGHT", 2, int)
 DEFAULT_AGENT_LIMITS = {
     "memory_mb": env("DEFAULT_MEMORY_MB", 512, int),
     "cpu_seconds": env("DEFAULT_CPU_SECONDS", 60, int),

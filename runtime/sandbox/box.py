@@ -52,6 +52,9 @@ class SandboxLimits:
     tmp_mb: int = 64  # size of the task's /tmp and /dev/shm (tmpfs, counted in its memory)
     workdir_mb: int = 256  # size of the work dir, a tmpfs in the mount view (counted in its memory)
     cpu_cores: float = 1.0  # CPU quota: the tree gets at most this many cores' worth of time
+    # Its share of a busy CPU (cgroup v2 cpu.weight, 1-10000; a thread outside any task group weighs 100): only
+    # matters while the cores are all busy; idle CPU is the tree's up to cpu_cores whatever its weight.
+    cpu_weight: int = 100
 
 
 class Sandbox:
@@ -233,6 +236,7 @@ class Sandbox:
                 memory_mb=self.limits.memory_mb,
                 max_pids=self.limits.max_processes + 2,
                 cpu_cores=self.limits.cpu_cores,
+                cpu_weight=self.limits.cpu_weight,
             )
 
     def _config(self, argv: list[str], env: dict, pass_fds: tuple) -> dict:

@@ -8,6 +8,7 @@ Resources and where they come from, in order of preference:
     memory   v2 memory.max + memory.swap.max=0   | v1 memory.limit_in_bytes + memsw (swap off)
     pids     v2 pids.max                           | v1 pids.max
     cpu      v2 cpu.max                            | v1 cpu.cfs_quota_us (throttle to N cores)
+    weight   v2 cpu.weight                         | v1 cpu.shares (its share of a busy CPU)
     cpu time v2 cpu.stat usage_usec (any v2 group) | v1 cpuacct.usage
     kill     v2 cgroup.kill                        | freeze (v2 cgroup.freeze or v1 freezer), SIGKILL, thaw
 A v2 group is created whenever the unified hierarchy is writable, even with no controller:
@@ -189,7 +190,7 @@ class TaskCgroup:
 
     # -- set up ----------------------------------------------------------------------------
 
-    def create(self, *, memory_mb: int, max_pids: int, cpu_cores: float) -> None:
+    def create(self, *, memory_mb: int, max_pids: int, cpu_cores: float, cpu_weight: int = 100) -> None:
         try:
             for path in dict.fromkeys(self.dirs.values()):
                 path.mkdir()
@@ -213,11 +214,16 @@ class TaskCgroup:
                 _write(d / "memory.oom_control", "1")
             if self.uses["pids"]:
                 _write(self._dir("pids") / "pids.max", str(max_pids))
+            weight = min(10000, max(1, int(cpu_weight)))
             if self.uses["cpu"] == "v2":
                 _write(self.dirs["v2"] / "cpu.max", f"{max(1000, int(cpu_cores * 100000))} 100000")
+                if weight != 100:
+                    _write(self.dirs["v2"] / "cpu.weight", str(weight))
             elif self.uses["cpu"] == "v1":
                 _write(self.dirs["cpu"] / "cpu.cfs_period_us", "100000")
                 _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(max(1000, int(cpu_cores * 100000))))
+                if weight != 100:
+                    _write(self.dirs["cpu"] / "cpu.shares", str(max(2, weight * 1024 // 100)))  # v1: 1024 = weight 100
         except OSError as exc:
             self.remove()
             raise CgroupError(f"cgroup setup failed at {exc.filename or ''}: {exc.strerror}") from None

@@ -582,6 +582,39 @@ def test_a_cpu_spin_ends_cpu_limit(root, marker):
     assert 1 <= box.stats()["cpu_seconds"] < 2.5
 
 
+def _share_of_a_busy_cpu(root, marker, weight: int) -> float:
+    """A spinning process outside any task group and a spinning sandbox of this cpu_weight, both on one CPU:
+    the outsider's share of the CPU time the two got over the same second."""
+    need("cgroup_cpu")
+    cpu = max(os.sched_getaffinity(0))
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # the sandbox's launcher and the outsider inherit it
+    try:
+        box, out = start(root, "while True: pass", marker,
+                         limits=SandboxLimits(memory_mb=128, cpu_seconds=20, timeout_seconds=30, cpu_weight=weight))
+        outsider = psutil.Popen([sys.executable, "-c", "while True: pass"])
+    finally:
+        os.sched_setaffinity(0, saved)
+    try:
+        time.sleep(0.3)
+        ours, theirs = box.stats()["cpu_seconds"], sum(outsider.cpu_times()[:2])
+        time.sleep(1.0)
+        ours, theirs = box.stats()["cpu_seconds"] - ours, sum(outsider.cpu_times()[:2]) - theirs
+        return theirs / (ours + theirs)
+    finally:
+        outsider.kill()
+        outsider.wait()
+        box.cleanup()
+        out.close()
+
+
+def test_a_sandbox_yields_a_busy_cpu_to_the_platform(root, marker):
+    # SANDBOX_CPU_WEIGHT's point: while the cores are all busy, the platform's own threads (web, the workers'
+    # kills and ends) go before the tasks' trees. Equal weights share the CPU about evenly.
+    assert _share_of_a_busy_cpu(root, marker, weight=2) > 0.85
+    assert _share_of_a_busy_cpu(root, marker, weight=100) < 0.7
+
+
 def test_a_spin_spread_over_processes_is_caught_by_the_cpu_total(root, marker):
     code = r"""
 import os
