@@ -37,6 +37,10 @@ class TaskStore(Protocol):
     def start(self, task_id: int, worker: str) -> bool:
         """queued -> running (under the customer's concurrency quota); False: nothing to run now."""
 
+    def start_many(self, task_ids: list[int], worker: str) -> list:
+        """start() for several tasks in one transaction, in order: per task True/False, or the exception that
+        kept that one from starting (the others are not undone by it)."""
+
     def load(self, task_id: int) -> TaskContext | None:
         """The running task's context; None when it is not running (any more)."""
 

@@ -3,7 +3,7 @@ running task needs, batched across the tasks a worker holds where it can be."""
 import logging
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -23,6 +23,16 @@ logger = logging.getLogger(__name__)
 class DjangoTaskStore:
     def start(self, task_id: int, worker: str) -> bool:
         return services.task_start(task_id=task_id, worker=worker)
+
+    def start_many(self, task_ids: list[int], worker: str) -> list:
+        results = []
+        with transaction.atomic():  # one write transaction (one SQLite lock take) for a burst of starts
+            for task_id in task_ids:
+                try:
+                    results.append(services.task_start(task_id=task_id, worker=worker))  # its own savepoint
+                except Exception as exc:  # noqa: BLE001 - rolled back to its savepoint; the others go on
+                    results.append(exc)
+        return results
 
     def load(self, task_id: int) -> TaskContext | None:
         task = Task.objects.select_related("thread").filter(pk=task_id).first()
