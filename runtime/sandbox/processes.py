@@ -79,8 +79,20 @@ def sigkill(pid: int) -> None:
         pass
 
 
-def reap_stale_workdirs(root: Path) -> None:
-    """Remove work dirs whose creator (pid in the name: task-<id>-<pid>-<random>) died uncleanly."""
+# root -> when this process last looked (monotonic seconds)
+_last_reaped: dict = {}
+REAP_EVERY_SECONDS = 60.0
+
+
+def reap_stale_workdirs(root: Path, every: float = REAP_EVERY_SECONDS) -> None:
+    """Remove work dirs whose creator (pid in the name: task-<id>-<pid>-<random>) died uncleanly.
+
+    At most once every `every` seconds per root and process: a look lists every work dir (one per task in
+    flight on the host), so doing it at each spawn made a burst's spawns cost O(tasks running) each."""
+    now = time.monotonic()
+    if now - _last_reaped.get(root, -every) < every:
+        return
+    _last_reaped[root] = now
     try:
         entries = list(root.iterdir())
     except OSError:
