@@ -122,6 +122,36 @@ def test_the_reapers_wake_up_never_starts_a_waiting_task_before_an_older_one_on_
     queue.empty()
 
 
+def test_starts_stored_together_hold_the_limit_in_order_and_leave_the_rest_alone(make_customer):
+    # (no worker runs here) A worker stores the starts handed in together in one transaction (start_many):
+    # within it each start sees the ones before it, so the limit and FIFO hold; what cannot start does not
+    # undo the others.
+    import django_rq
+
+    from tasks.runtime_store import DjangoTaskStore
+    from tasks.services import task_finish
+
+    acme, _ = make_customer("acme", max_concurrent_tasks=2)
+    globex, _ = make_customer("globex")
+    agent, other = make_agent(acme, ["Hi. TERMINATE"]), make_agent(globex, ["Hi. TERMINATE"])
+    mine = [queued_task(acme, agent, f"t{i}") for i in range(4)]
+    done = queued_task(acme, agent, "done")
+    task_finish(task_id=done.pk, status="cancelled")
+    theirs = queued_task(globex, other)
+    ids = [t.pk for t in mine] + [done.pk, 10**9, theirs.pk]
+    # when
+    results = DjangoTaskStore().start_many(ids, "w0")
+    # then: acme's two oldest run, the next two wait their turn; the finished and the missing ones are not
+    # started; globex's task starts all the same
+    assert results == [True, True, False, False, False, False, True]
+    statuses = dict(Task.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert [statuses[t.pk] for t in mine] == ["running", "running", "queued", "queued"]
+    assert statuses[theirs.pk] == "running" and statuses[done.pk] == "cancelled"
+    assert all(Task.objects.get(pk=t.pk).waiting_since is not None for t in mine[2:])
+    assert [e.type for e in Task.objects.get(pk=mine[0].pk).events.order_by("seq")][-1] == "status"
+    django_rq.get_queue("default").empty()
+
+
 def test_tasks_over_max_concurrent_wait_queued_without_blocking_other_customers(workers, make_customer, client_for):
     # given: a customer allowed one running task at a time, two workers, and another customer
     acme, acme_user = make_customer("acme", max_concurrent_tasks=1)
