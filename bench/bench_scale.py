@@ -735,7 +735,6 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        wall_started = time.time()
         bench.api.call("POST", "/api/admin/killswitch/", admin=True,
                        json={"engaged": True, "customer": bench.customer_id, "reason": "bench"})
         call = time.monotonic() - started
@@ -748,20 +747,15 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
         all_gone = (time.monotonic() - started) if waited_all is not None else None
         watcher.join()
         worker_cpu = _own_cpu(workers) - cpu_before
-        codes, stored = {}, []
+        codes = {}
         for task in bench.api.tasks(agent):
             if task["id"] in targets:
                 code = (task.get("error") or {}).get("code", task["status"])
                 codes[code] = codes.get(code, 0) + 1
-                if task["finished_at"]:
-                    stored.append(iso(task["finished_at"]))
-        # the server's own record: the call's start -> the last target's finished_at (same clock, same host)
-        stored_s = max(stored) - wall_started if len(stored) == len(targets) else None
         bench.api.call("POST", "/api/admin/killswitch/", admin=True,
                        json={"engaged": False, "customer": bench.customer_id, "reason": "bench done"})
         one = dict(killswitch_running=len(targets), killswitch_call_s=round(call, 3),
                    killswitch_running_finished_s=round(running_gone, 2) if running_gone is not None else None,
-                   killswitch_finished_at_s=round(stored_s, 2) if stored_s is not None else None,
                    killswitch_sandboxes=len(sandboxes),
                    killswitch_sandboxes_gone_s=round(gone["s"], 2) if gone.get("s") is not None else None,
                    killswitch_all_finished_s=round(all_gone, 2) if all_gone is not None else None,
@@ -772,7 +766,7 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
         measured.append(one)
         bench.drain(agent)
     result = {"scenario": "killswitch", "submitted": count, "runs": measured, **measured[-1]}
-    for key in ("killswitch_call_s", "killswitch_running_finished_s", "killswitch_finished_at_s", "killswitch_sandboxes_gone_s",
+    for key in ("killswitch_call_s", "killswitch_running_finished_s", "killswitch_sandboxes_gone_s",
                 "killswitch_all_finished_s", "killswitch_worker_cpu_s"):
         values = [m[key] for m in measured if m[key] is not None]
         result[key] = round(statistics.median(values), 2) if len(values) == len(measured) else None
@@ -903,8 +897,6 @@ def table(results: list[dict], context: dict) -> str:
             rows.append((label, "call returned", f"{r['killswitch_call_s']} s ({each('killswitch_call_s')})"))
             rows.append((label, f"{r['killswitch_running']} running -> all finished (API)",
                          f"{r['killswitch_running_finished_s']} s ({each('killswitch_running_finished_s')}); codes {r['killswitch_codes']}"))
-            rows.append((label, f"{r['killswitch_running']} running -> the last one's finished_at (stored)",
-                         f"{r['killswitch_finished_at_s']} s ({each('killswitch_finished_at_s')})"))
             rows.append((label, f"-> all {r['killswitch_sandboxes']} sandbox processes gone",
                          f"{r['killswitch_sandboxes_gone_s']} s ({each('killswitch_sandboxes_gone_s')})"))
             rows.append((label, "CPU of the worker processes (their own threads) from the call to the end",
