@@ -1,11 +1,12 @@
 """Every write to tasks, threads and task events."""
+import contextvars
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import Count, F, Q, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -266,6 +267,31 @@ def _announce_with_changes(changes: list[tuple[int, int, str]], *, frames: list[
         return
     if task_frames:
         frames = [*frames, *(realtime.task_status_frame(task_id, status) for _, task_id, status in changes)]
+    batch = _announcing.get()
+    if batch is not None:  # inside announcements_together(): published once, at its end
+        batch[0].extend(changes)
+        batch[1].extend(frames)
+        return
+    customer_notices_publish(notices=[(customer_id, {"type": "task_status", "task": task_id, "status": status})
+                                      for customer_id, task_id, status in changes], also_send=frames)
+
+
+_announcing: contextvars.ContextVar = contextvars.ContextVar("announcing", default=None)
+
+
+@contextmanager
+def announcements_together():
+    """Inside one transaction: the status notices of the changes made within are stored in one write and their
+    frames go out in one delivery once it commits (a worker's batch of starts), not one of each per task."""
+    if _announcing.get() is not None:
+        yield _announcing.get()
+        return
+    changes, frames = [], []
+    token = _announcing.set((changes, frames))
+    try:
+        yield changes, frames  # a caller that rolls a change back to its savepoint drops what it added
+    finally:
+        _announcing.reset(token)
     customer_notices_publish(notices=[(customer_id, {"type": "task_status", "task": task_id, "status": status})
                                       for customer_id, task_id, status in changes], also_send=frames)
 
@@ -416,9 +442,10 @@ def task_start(*, task_id: int, worker: str) -> bool:
     """
     with transaction.atomic():
         # what the checks below read (not the spec and the other JSON columns: load() reads those once running)
-        task = (Task.objects.select_related("agent", "team").filter(pk=task_id)
-                .only("status", "customer", "created_at", "thread", "last_seq", "agent__status", "agent__name", "team")
-                .first())
+        # (by primary key: [:1] with no ORDER BY, which first() would compile for nothing)
+        task = next(iter(Task.objects.select_related("agent", "team").filter(pk=task_id).order_by()
+                         .only("status", "customer", "created_at", "thread", "last_seq", "agent__status", "agent__name",
+                               "team")[:1]), None)
         if task is None or task.status != Task.Status.QUEUED:
             return False
         if killswitch_scope_engaged(task.customer_id):
@@ -453,30 +480,59 @@ def _claim_slot(task: Task, worker: str) -> bool:
     slot. A task also waits while an older task of its customer waits (first in, first out).
     A waiting task has no job any more: task_wake_waiting enqueues it again when a slot frees."""
     task_id, customer_id = task.pk, task.customer_id
-    # FOR NO KEY UPDATE (see quota_check_task_create): serializes the customer's slot and quota
-    # decisions without blocking the foreign-key checks of rows that name the customer
-    limit = Customer.objects.select_for_update(no_key=True).filter(pk=customer_id).values_list(
-        "max_concurrent_tasks", flat=True).first()
-    if limit is None:
+    seen = _slot_view(task)
+    if seen is None:
         return False
-    older = Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, pk__lt=task_id)
-    waiting = Q(status=Task.Status.QUEUED, waiting_since__isnull=False)
-    seen = Task.objects.filter(customer_id=customer_id).filter(Q(status=Task.Status.RUNNING) | waiting).aggregate(
-        running=Count("pk", filter=Q(status=Task.Status.RUNNING)),
-        thread_running=Count("pk", filter=Q(status=Task.Status.RUNNING, thread_id=task.thread_id)),
-        ahead=Count("pk", filter=waiting & older),
-    )
-    running = seen["running"]
-    if seen["thread_running"]:
+    limit, running, thread_running, ahead = seen
+    if thread_running:
         # a thread's tasks never run at the same time: it waits for the running one, which starts it
         Task.objects.filter(pk=task_id, status=Task.Status.QUEUED).update(waits_for_thread=True, waiting_since=None)
         logger.info("task %s waits for its thread's running task", task_id)
         return False
-    if running < limit and not seen["ahead"]:
+    if running < limit and not ahead:
         return task_mark_running(task_id=task_id, worker=worker, task=task)
     _wait_for_slot(task_id, customer_id)
     logger.info("task %s waits for a slot (customer %s: %s running, limit %s)", task_id, customer_id, running, limit)
     return False
+
+
+def _slot_view(task: Task) -> tuple[int, int, int, int] | None:
+    """(the customer's max_concurrent_tasks, its running tasks, those of the task's thread, its waiting tasks
+    older than this one), the customer's row locked; None when the customer is gone.
+
+    Hand-written, as the budget check is: the ORM spent several times longer building these two queries (a
+    locked read and three filtered counts) than the database took to answer them, at every task's start.
+    FOR NO KEY UPDATE (see quota_check_task_create) serializes the customer's slot and quota decisions without
+    blocking the foreign-key checks of rows that name the customer (SQLite: its write lock does that)."""
+    connection = connections[Task.objects.db]
+    q = connection.ops.quote_name
+
+    def col(model, name):
+        return q(model._meta.get_field(name).column)
+
+    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
+    status, waiting_since, created_at, pk = (f"t.{col(Task, f)}" for f in ("status", "waiting_since", "created_at", "id"))
+    thread = f"t.{col(Task, 'thread')}"
+    created = connection.ops.adapt_datetimefield_value(task.created_at)
+    running, queued = Task.Status.RUNNING.value, Task.Status.QUEUED.value
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {col(Customer, 'max_concurrent_tasks')} FROM {q(Customer._meta.db_table)} "
+                       f"WHERE {col(Customer, 'id')} = %s{lock}", [task.customer_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        same_thread, thread_params = (f"{thread} = %s", [task.thread_id]) if task.thread_id is not None else (f"{thread} IS NULL", [])
+        cursor.execute(
+            f"SELECT COUNT(CASE WHEN {status} = %s THEN 1 END), "
+            f"COUNT(CASE WHEN {status} = %s AND {same_thread} THEN 1 END), "
+            f"COUNT(CASE WHEN {status} = %s AND {waiting_since} IS NOT NULL "
+            f"AND ({created_at} < %s OR ({created_at} = %s AND {pk} < %s)) THEN 1 END) "
+            f"FROM {q(Task._meta.db_table)} t WHERE t.{col(Task, 'customer')} = %s "
+            f"AND ({status} = %s OR ({status} = %s AND {waiting_since} IS NOT NULL))",
+            [running, running, *thread_params, queued, created, created, task.pk, task.customer_id, running, queued],
+        )
+        counts = cursor.fetchone()
+    return row[0], *counts
 
 
 def _wait_for_slot(task_id: int, customer_id: int) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from accounts.models import Customer
+from accounts.models import Customer, CustomerNotice
 from agents.models import Agent, ModelConfig
 from tasks.models import Task
 from tests.execution_support import running, wait_for
@@ -149,6 +149,11 @@ def test_starts_stored_together_hold_the_limit_in_order_and_leave_the_rest_alone
     assert statuses[theirs.pk] == "running" and statuses[done.pk] == "cancelled"
     assert all(Task.objects.get(pk=t.pk).waiting_since is not None for t in mine[2:])
     assert [e.type for e in Task.objects.get(pk=mine[0].pk).events.order_by("seq")][-1] == "status"
+    # each customer's stream got a `running` notice for each of its started tasks, in order (stored together)
+    def running_notices(customer):
+        return [n["task"] for n in CustomerNotice.objects.filter(customer=customer).order_by("seq").values_list("payload", flat=True)
+                if n.get("type") == "task_status" and n.get("status") == "running"]
+    assert running_notices(acme) == [mine[0].pk, mine[1].pk] and running_notices(globex) == [theirs.pk]
     django_rq.get_queue("default").empty()
 
 
