@@ -35,7 +35,7 @@ from django.conf import settings
 from django.db import connections
 
 from autogen_platform import logctx, metrics
-from autogen_platform.realtime import task_group
+from autogen_platform.realtime import group_send_many, task_group
 
 from . import control, httptools, telemetry
 from .broker import BudgetExceeded, ClientCache, ModelBroker, ModelFailed
@@ -68,6 +68,8 @@ WRITE_EVENTS_TOTAL = 2000
 WRITE_ENDS_TOTAL = 200
 # Task starts stored in one transaction at most.
 START_BATCH = 50
+# Live frames sent together at most (one pipelined look for the groups that have a socket).
+LIVE_BATCH = 200
 # Messages read from one child before the loop lets the other tasks run.
 READ_BURST = 64
 # What the child's stdout/stderr keeps for the operator's log when it dies unexpectedly.
@@ -1231,11 +1233,12 @@ class Runtime:
             await self._live_ready.wait()
             self._live_ready.clear()
             while self._live:
-                task_id, message = self._live.popleft()
+                # what queued meanwhile goes together: only the groups someone follows cost a send
+                batch = [self._live.popleft() for _ in range(min(len(self._live), LIVE_BATCH))]
                 try:
-                    await layer.group_send(task_group(task_id), message)
+                    await group_send_many(layer, [(task_group(task_id), message) for task_id, message in batch])
                 except Exception:  # noqa: BLE001 - live delivery is best effort
-                    logger.debug("live delivery for task %s failed", task_id, exc_info=True)
+                    logger.debug("live delivery of %d frames failed", len(batch), exc_info=True)
 
     # -- housekeeping ---------------------------------------------------------------------------
 
