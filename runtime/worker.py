@@ -35,6 +35,8 @@ TASK_JOB = "tasks.jobs.run_task"
 KEEPALIVE_SECONDS = 10.0
 # How long a job's entry in RQ's started registry lives without a refresh (refreshed every KEEPALIVE_SECONDS).
 JOB_HEARTBEAT_TTL = 120
+# RQ's own worker heartbeat and state writes, at most this often (it makes them around every job taken).
+BEAT_EVERY_SECONDS = 1.0
 
 
 class ConcurrentWorker(SimpleWorker):
@@ -48,6 +50,8 @@ class ConcurrentWorker(SimpleWorker):
         self._interruptible = False  # True while the main thread waits: a stop signal ends the wait
         self._cold = False
         self._last_keepalive = 0.0
+        self._last_beat = float("-inf")
+        self._last_state: tuple | None = None  # (state, monotonic time) last written
 
     # -- taking jobs ----------------------------------------------------------------------------
 
@@ -109,6 +113,14 @@ class ConcurrentWorker(SimpleWorker):
         # The dashboard shows the worker busy while it holds tasks, though its loop waits for jobs.
         if state == WorkerStatus.IDLE and self.runtime.busy:
             state = WorkerStatus.BUSY
+        if pipeline is None:
+            # RQ writes the state around every job taken; the same state again within a second is not news
+            last = self._last_state
+            if last is not None and last[0] == state and time.monotonic() - last[1] < BEAT_EVERY_SECONDS:
+                return
+            self._last_state = (state, time.monotonic())
+        else:
+            self._last_state = None  # written with other changes: the next one is written whatever it is
         try:
             super().set_state(state, pipeline=pipeline)
         except redis.exceptions.RedisError:
@@ -136,6 +148,12 @@ class ConcurrentWorker(SimpleWorker):
     def heartbeat(self, *args, **kwargs):
         if kwargs.get("pipeline") is not None:
             return super().heartbeat(*args, **kwargs)
+        if not args and not kwargs:
+            # RQ beats before and after every job it takes (three round trips each); the worker's key lives
+            # worker_ttl + 60 s, so once a second is plenty however fast jobs come
+            if time.monotonic() - self._last_beat < BEAT_EVERY_SECONDS:
+                return
+        self._last_beat = time.monotonic()
         try:
             super().heartbeat(*args, **kwargs)
         except redis.exceptions.RedisError:
