@@ -1046,13 +1046,7 @@ class Runtime:
                     results = await self.db(_start_many_then_load, self.store, [t for t, _ in batch], self.worker_name)
                 except Exception as exc:  # noqa: BLE001 - each run reports its own
                     results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                _resolve([future for _, future in batch], results)
 
     def ended(self, run: TaskRun) -> None:
         self._dirty.pop(run.task_id, None)
@@ -1208,13 +1202,7 @@ class Runtime:
                 results = await self.db(self.store.finish_many, [(t, end) for t, end, _ in batch], pool=self._writer_pool)
             except Exception as exc:  # noqa: BLE001 - each run retries its own
                 results = [exc] * len(batch)
-            for (_, _, future), result in zip(batch, results):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            _resolve([future for _, _, future in batch], results)
             if self._finishing:
                 self._finish_ready.set()
 
@@ -1354,6 +1342,17 @@ class Runtime:
             await self.redis.aclose()
         except Exception:  # noqa: BLE001
             pass
+
+
+def _resolve(futures: list, results: list) -> None:
+    """Each waiting run gets its own result of a batch: a value, or the exception that kept it from being stored."""
+    for future, result in zip(futures, results):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 def _start_many_then_load(store: TaskStore, task_ids: list[int], worker: str) -> list:
