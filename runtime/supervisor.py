@@ -119,7 +119,7 @@ class TaskRun:
     def __init__(self, runtime: "Runtime", task_id: int, loaded: "tuple[TaskContext | None, BaseException | None]" = None):
         self.rt = runtime
         self.task_id = task_id
-        self.loaded = loaded  # what the start's database hop read (see _start_then_load), if it did
+        self.loaded = loaded  # what the start's database hop read (see _start_many_then_load), if it did
         self.ctx: TaskContext | None = None
         self.box: Sandbox | None = None
         self.broker: ModelBroker | None = None
