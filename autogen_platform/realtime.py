@@ -152,17 +152,7 @@ SEND_MANY_CONCURRENCY = 8
 
 
 async def _group_send_many(layer, frames: list[tuple[str, dict]]) -> None:
-    # (Not group_send_many: on a request's or test's own loop, its extra look made one test's loop hang on
-    # close, 1 run in 3, for reasons not found; the workers' live sender, on the runtime's loop, uses it.)
-    gate = asyncio.Semaphore(SEND_MANY_CONCURRENCY)
-
-    async def one(group, message):
-        async with gate:
-            await layer.group_send(group, message)
-
-    await asyncio.wait_for(
-        asyncio.gather(*(one(group, message) for group, message in frames)), timeout=settings.REDIS_WEB_TIMEOUT_SECONDS
-    )
+    await asyncio.wait_for(group_send_many(layer, frames), timeout=settings.REDIS_WEB_TIMEOUT_SECONDS)
 
 
 async def group_send_many(layer, frames: list[tuple[str, dict]]) -> None:
