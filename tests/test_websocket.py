@@ -40,6 +40,9 @@ async def frames_until_close(communicator, timeout=5):
     while True:
         output = await communicator.receive_output(timeout=timeout)
         if output["type"] == "websocket.close":
+            # as daphne does once the connection is closed: the consumer is told, and ends on its own (left
+            # running, it was cancelled at the loop's close, and a cancelled live read sometimes never ended)
+            await communicator.disconnect(code=output.get("code") or 1000, timeout=timeout)
             return frames, output.get("code")
         frames.append(json.loads(output["text"]))
 
