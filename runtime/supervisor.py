@@ -1041,7 +1041,7 @@ class Runtime:
             await self._start_ready.wait()
             self._start_ready.clear()
             while self._starting:
-                batch = [self._starting.popleft() for _ in range(min(len(self._starting), START_BATCH))]
+                batch = _take(self._starting, START_BATCH)
                 try:
                     results = await self.db(_start_many_then_load, self.store, [t for t, _ in batch], self.worker_name)
                 except Exception as exc:  # noqa: BLE001 - each run reports its own
@@ -1195,7 +1195,7 @@ class Runtime:
         while True:
             await self._finish_ready.wait()
             self._finish_ready.clear()
-            batch = [self._finishing.popleft() for _ in range(min(len(self._finishing), WRITE_ENDS_TOTAL))]
+            batch = _take(self._finishing, WRITE_ENDS_TOTAL)
             if not batch:
                 continue
             try:
@@ -1222,7 +1222,7 @@ class Runtime:
             self._live_ready.clear()
             while self._live:
                 # what queued meanwhile goes together: only the groups someone follows cost a send
-                batch = [self._live.popleft() for _ in range(min(len(self._live), LIVE_BATCH))]
+                batch = _take(self._live, LIVE_BATCH)
                 try:
                     await group_send_many(layer, [(task_group(task_id), message) for task_id, message in batch])
                 except Exception:  # noqa: BLE001 - live delivery is best effort
@@ -1342,6 +1342,11 @@ class Runtime:
             await self.redis.aclose()
         except Exception:  # noqa: BLE001
             pass
+
+
+def _take(queue: deque, limit: int) -> list:
+    """The oldest `limit` items of a queue the loop fills (a batch for the starter, finisher or live sender)."""
+    return [queue.popleft() for _ in range(min(len(queue), limit))]
 
 
 def _resolve(futures: list, results: list) -> None:
