@@ -21,10 +21,15 @@ close-on-exec, and released by the kernel if the process dies. A forked child (a
 horse) drops its copies at once: a copy kept in a child would keep a lock its dead parent held.
 """
 import fcntl
+import logging
 import os
 import weakref
 
+from django.conf import settings
 from django_prometheus.db.backends.sqlite3 import base
+
+# Django's own logger of every statement (CursorDebugWrapper), with DEBUG on
+_statements = logging.getLogger("django.db.backends")
 
 _wrappers = weakref.WeakSet()
 
@@ -46,6 +51,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _wrappers.add(self)
+
+    @property
+    def queries_logged(self) -> bool:
+        """With DEBUG on (`make run`'s default), Django wraps every cursor in CursorDebugWrapper, which keeps each
+        statement in connection.queries and, on SQLite, runs one more statement per statement to quote its
+        parameters for that record (`SELECT QUOTE(?), ...`, DatabaseOperations.last_executed_query): the web
+        process ran twice the statements it needed for every request. Here the record is kept only when
+        someone reads it: a test or a shell that asks for it (force_debug_cursor: assertNumQueries,
+        CaptureQueriesContext) or DEBUG with the `django.db.backends` logger enabled for DEBUG (LOG_LEVEL=DEBUG),
+        which logs each statement."""
+        return self.force_debug_cursor or (settings.DEBUG and _statements.isEnabledFor(logging.DEBUG))
 
     def _write_lock_path(self) -> str | None:
         name = str(self.settings_dict.get("NAME") or "")
