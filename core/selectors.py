@@ -15,6 +15,11 @@ def killswitch_scope_engaged(customer_id: int | None) -> bool:
     return Killswitch.objects.filter(scope__in=scopes, engaged=True).exists()
 
 
+def killswitch_engaged_scopes() -> set[str]:
+    """Every engaged scope ("global", "customer:N"): one read for a batch of checks (killswitch_scope() names them)."""
+    return set(Killswitch.objects.filter(engaged=True).values_list("scope", flat=True))
+
+
 def killswitch_scopes_engaged(customer_ids: set[int]) -> set[int]:
     """Which of these customers are under an engaged killswitch (the global one covers them all)."""
     scopes = {killswitch_scope(c): c for c in customer_ids}

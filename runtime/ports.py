@@ -41,6 +41,11 @@ class TaskStore(Protocol):
         """start() for several tasks in one transaction, in order: per task True/False, or the exception that
         kept that one from starting (the others are not undone by it)."""
 
+    def start_and_load_many(self, task_ids: list[int], worker: str) -> list:
+        """start_many(), then what each started task runs, read with its start: per task None (not started),
+        (its context, None), (None, the error that kept it from being read), or the exception that kept it
+        from starting."""
+
     def load(self, task_id: int) -> TaskContext | None:
         """The running task's context; None when it is not running (any more)."""
 

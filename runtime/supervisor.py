@@ -1362,22 +1362,16 @@ def _resolve(futures: list, results: list) -> None:
 
 def _start_many_then_load(store: TaskStore, task_ids: list[int], worker: str) -> list:
     """Start the tasks (one transaction) and read what each started one runs, in one hop to a database
-    thread. Per task: None when it does not start, (context, None), (None, the error) when it started but
-    could not be read (its run ends it failed), or the exception that kept it from starting.
+    thread (TaskStore.start_and_load_many). Per task: None when it does not start, (context, None), (None, the
+    error) when it started but could not be read (its run ends it failed), or the exception that kept it from
+    starting.
 
     Two hops queued FIFO on the same threads made a burst's first load wait behind every start handed in
     before it (measured: the first task of 50 read its spec ~0.4 s after its start); one transaction per
     start made each take the SQLite writer lock (and its wait) on its own."""
-    out = []
-    for task_id, started in zip(task_ids, store.start_many(task_ids, worker)):
-        if isinstance(started, BaseException) or not started:
-            out.append(started or None)
-            continue
-        try:
-            out.append((store.load(task_id), None))
-        except Exception as exc:  # noqa: BLE001 - the run reports it and ends the task
-            connections["default"].close_if_unusable_or_obsolete()
-            out.append((None, exc))
+    out = store.start_and_load_many(task_ids, worker)
+    if any(isinstance(r, tuple) and r[1] is not None for r in out):
+        connections["default"].close_if_unusable_or_obsolete()
     return out
 
 

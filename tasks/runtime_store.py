@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.crypto import decrypt
 from accounts.models import Customer, CustomerUsage
 from agents.models import ModelConfig, Tool
-from core.selectors import killswitch_scopes_engaged
+from core.selectors import killswitch_engaged_scopes, killswitch_scopes_engaged
 from runtime.outcomes import StopReason
 from runtime.ports import TaskContext
 
@@ -25,17 +25,46 @@ class DjangoTaskStore:
         return services.task_start(task_id=task_id, worker=worker)
 
     def start_many(self, task_ids: list[int], worker: str) -> list:
+        return self._start_many(task_ids, worker)[0]
+
+    def _start_many(self, task_ids: list[int], worker: str) -> tuple[list, dict[int, Task]]:
+        """start_many, and the rows it read (the started ones: what load() reads, but their status)."""
         results = []
-        # one write transaction (one SQLite lock take) for a burst of starts, their notices stored together
+        # one write transaction (one SQLite lock take) for a burst of starts, their notices stored together;
+        # the rows and the engaged killswitch scopes read once for the batch, not once per start
         with transaction.atomic(), services.announcements_together() as (changes, frames):
+            rows = {task.pk: task for task in Task.objects.select_related("agent", "team", "thread")
+                    .filter(pk__in=task_ids).order_by()}
+            engaged = killswitch_engaged_scopes()
             for task_id in task_ids:
                 kept = len(changes), len(frames)
-                try:
-                    results.append(services.task_start(task_id=task_id, worker=worker))  # its own savepoint
+                try:  # each in its own savepoint
+                    results.append(services.task_start(task_id=task_id, worker=worker, task=rows.get(task_id),
+                                                       engaged_scopes=engaged))
                 except Exception as exc:  # noqa: BLE001 - rolled back to its savepoint; the others go on
                     del changes[kept[0]:], frames[kept[1]:]
                     results.append(exc)
-        return results
+        return results, rows
+
+    def start_and_load_many(self, task_ids: list[int], worker: str) -> list:
+        results, rows = self._start_many(task_ids, worker)
+        started = [rows[task_id] for task_id, result in zip(task_ids, results) if result is True]
+        try:
+            models = self._models(started)
+        except Exception as exc:  # noqa: BLE001 - every started run reports it and ends its task
+            models = exc
+        out = []
+        for task_id, result in zip(task_ids, results):
+            if result is not True:
+                out.append(result or None)
+                continue
+            try:
+                if isinstance(models, Exception):
+                    raise models
+                out.append((self._context(rows[task_id], models), None))
+            except Exception as exc:  # noqa: BLE001
+                out.append((None, exc))
+        return out
 
     def load(self, task_id: int) -> TaskContext | None:
         # [:1] without ORDER BY: first() would order by the model's ordering, which the ORM spent longer
@@ -43,14 +72,27 @@ class DjangoTaskStore:
         task = next(iter(Task.objects.select_related("thread").filter(pk=task_id).order_by()[:1]), None)
         if task is None or task.status != Task.Status.RUNNING:
             return None
+        return self._context(task, self._models([task]))
+
+    @staticmethod
+    def _model_ids(task: Task) -> set[int]:
         spec = task.spec or {}
-        agents = spec.get("agents") or []
-        model_ids = {a["model"] for a in agents}
+        ids = {a["model"] for a in spec.get("agents") or []}
         if spec.get("kind") == "team":
-            model_ids.update(spec["team"][f] for f in ("selector_model", "orchestrator_model") if spec["team"].get(f))
+            ids.update(spec["team"][f] for f in ("selector_model", "orchestrator_model") if spec["team"].get(f))
+        return ids
+
+    def _models(self, tasks: list[Task]) -> dict[tuple[int, int], dict]:
+        """The model configurations these tasks run, read together: (customer id, config id) -> what the
+        child gets (a task sees only its own customer's configurations)."""
+        wanted = {(task.customer_id, pk) for task in tasks for pk in self._model_ids(task)}
+        if not wanted:
+            return {}
         models = {}
-        for config in ModelConfig.objects.filter(pk__in=model_ids, customer_id=task.customer_id):
-            models[config.pk] = {
+        for config in ModelConfig.objects.filter(pk__in={pk for _, pk in wanted}):
+            if (config.customer_id, config.pk) not in wanted:
+                continue
+            models[(config.customer_id, config.pk)] = {
                 "id": config.pk,
                 "name": config.name,
                 "provider": config.provider,
@@ -60,6 +102,12 @@ class DjangoTaskStore:
                 "model_info": dict(config.model_info or {}),
                 "responses": list(config.responses or []),
             }
+        return models
+
+    def _context(self, task: Task, models: dict[tuple[int, int], dict]) -> TaskContext:
+        spec = task.spec or {}
+        agents = spec.get("agents") or []
+        own = {pk: models[(task.customer_id, pk)] for pk in self._model_ids(task) if (task.customer_id, pk) in models}
         defaults = settings.DEFAULT_AGENT_LIMITS
         merged = [{**defaults, **(a.get("limits") or {})} for a in agents]
         limits = {key: max(int(m[key]) for m in merged) for key in defaults} if agents else dict(defaults)
@@ -72,7 +120,7 @@ class DjangoTaskStore:
             input=task.input,
             spec=spec,
             thread_state=resume.pop("state") if resume else task.thread.state,
-            models=models,
+            models=own,
             budgets=budgets,
             limits=limits,
             traceparent=task.traceparent,

@@ -15,7 +15,7 @@ from accounts.services import customer_notices_publish, customer_usage_add
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
 from autogen_platform.redis_clients import web_redis
-from core.selectors import killswitch_scope_engaged
+from core.selectors import GLOBAL_SCOPE, killswitch_scope, killswitch_scope_engaged
 from core.services import audit_record
 from runtime.outcomes import REQUEUE, ErrorCode, StopReason, failed, stop_outcome
 from runtime.services import sandbox_kill, sandbox_kill_scope
@@ -432,23 +432,31 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None, task
     return bool(changed)
 
 
-def task_start(*, task_id: int, worker: str) -> bool:
+_UNREAD = object()
+
+
+def task_start(*, task_id: int, worker: str, task=_UNREAD, engaged_scopes: set[str] | None = None) -> bool:
     """The worker picked the task up: queued -> running, unless it must not start (yet).
 
     A task whose customer is under the killswitch, or whose agent (or a team member) was
     stopped while it waited, ends cancelled instead. A task whose customer has no free
     max_concurrent_tasks slot stays queued, waiting (task_claim_slot). False when there is
     nothing to run now. One write transaction, whichever way it goes.
+    task, engaged_scopes: the row (with its agent and team; None: it is gone) and the engaged killswitch
+    scopes, as a caller's transaction read them for a batch of starts (DjangoTaskStore.start_many).
     """
     with transaction.atomic():
-        # what the checks below read (not the spec and the other JSON columns: load() reads those once running)
-        # (by primary key: [:1] with no ORDER BY, which first() would compile for nothing)
-        task = next(iter(Task.objects.select_related("agent", "team").filter(pk=task_id).order_by()
-                         .only("status", "customer", "created_at", "thread", "last_seq", "agent__status", "agent__name",
-                               "team")[:1]), None)
+        if task is _UNREAD:
+            # what the checks below read (not the spec and the other JSON columns: load() reads those once
+            # running) (by primary key: [:1] with no ORDER BY, which first() would compile for nothing)
+            task = next(iter(Task.objects.select_related("agent", "team").filter(pk=task_id).order_by()
+                             .only("status", "customer", "created_at", "thread", "last_seq", "agent__status",
+                                   "agent__name", "team")[:1]), None)
         if task is None or task.status != Task.Status.QUEUED:
             return False
-        if killswitch_scope_engaged(task.customer_id):
+        engaged = (killswitch_scope_engaged(task.customer_id) if engaged_scopes is None
+                   else bool(engaged_scopes & {GLOBAL_SCOPE, killswitch_scope(task.customer_id)}))
+        if engaged:
             task_finish(
                 task_id=task_id,
                 status=Task.Status.CANCELLED,
