@@ -51,6 +51,7 @@ class ConcurrentWorker(SimpleWorker):
         self._cold = False
         self._last_keepalive = 0.0
         self._last_beat = float("-inf")
+        self._last_suspension_check = float("-inf")
         self._last_state: tuple | None = None  # (state, monotonic time) last written
 
     # -- taking jobs ----------------------------------------------------------------------------
@@ -165,11 +166,18 @@ class ConcurrentWorker(SimpleWorker):
     # rides a Redis restart out instead (the tasks keep running; their rows are the record).
 
     def check_for_suspension(self, burst: bool):
+        # RQ asks Redis before every job it takes; `rq suspend` is an operator's command, a second's delay in
+        # seeing it is nothing, a round trip per job in a burst is not
+        if time.monotonic() - self._last_suspension_check < BEAT_EVERY_SECONDS:
+            return None
         try:
-            return super().check_for_suspension(burst)
+            result = super().check_for_suspension(burst)
         except redis.exceptions.RedisError:
             logger.warning("suspension check failed (Redis)")
             time.sleep(1)
+            return None
+        self._last_suspension_check = time.monotonic()  # not suspended (any more): RQ waited while it was
+        return result
 
     def run_maintenance_tasks(self):
         try:

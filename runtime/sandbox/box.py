@@ -2,6 +2,7 @@
 starts the child in it, watches its limits and kills and removes its tree (see __init__.py for the
 interface, mountview.py for the filesystem it sees, probe.py for which layers this host allows).
 """
+import functools
 import logging
 import marshal
 import os
@@ -35,6 +36,14 @@ SPAWN_TIMEOUT = 30.0
 TIMEOUT_GRACE_SECONDS = 2.0
 # Where the cgroup counts the tree's CPU time exactly, RLIMIT_CPU (per process) is only a backstop.
 CPU_RLIMIT_SLACK_SECONDS = 5
+
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved(root: str) -> Path:
+    """The sandboxes' root with every symlink resolved: one lookup per root and process, not one walk of the
+    path (an lstat per component) at every task's start. The root is the platform's own directory."""
+    return Path(root).resolve()
 
 
 class SandboxError(Exception):
@@ -79,7 +88,7 @@ class Sandbox:
         its socket in AGENTCHILD_RUNNER_FD; False when the task runs no code (it costs a fork)."""
         self.task_id = task_id
         self.limits = limits
-        self.root = Path(root).resolve()  # the path is the same inside the view: no symlink in it
+        self.root = _resolved(str(root))  # the path is the same inside the view: no symlink in it
         self.workdir = self.root / f"task-{task_id}-{os.getpid()}-{os.urandom(3).hex()}"
         self.proc: subprocess.Popen | None = None
         self.die_with_parent = die_with_parent
