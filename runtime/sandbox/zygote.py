@@ -4,7 +4,8 @@ Cold, every task's child is a fresh interpreter importing AutoGen (~0.5 s of CPU
 started by the worker (start(), before RQ forks any work-horse) as `python -I zygote.py CONTROL_FD`
 with an empty environment and no descriptor but its control socket. It imports launcher.py and
 agentchild (with what agentchild imports) and nothing else: it holds no secret, no tenant data,
-no thread, no event loop, no socket but the control one, and it never runs a task itself.
+no thread, no event loop, no socket but the control one, and it never runs a task itself (it runs
+one canned turn of an agent on a replay model at start, _warm_up(), and closes that loop).
 
 For each task, Sandbox.spawn() sends one request (a datagram carrying the child's stdio, the
 config, status, exit and reply pipes and pass_fds). The zygote forks P0 and writes P0's pid on
@@ -183,6 +184,34 @@ def _preload() -> None:
     import agentchild.coderun  # noqa: F401
     import agentchild.events  # noqa: F401
     sys.path.remove(str(HERE))
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """One canned turn of an AgentChat agent on a replay model (no tenant data, no socket, the loop closed
+    after), before the fork point: what AgentChat fills in on its first run (ABCMeta's instance and
+    subclass caches, typing's protocol checks, pydantic's and AgentChat's lazily built tables) is then
+    filled in once here, shared with every child, instead of being computed, and its pages copied, in
+    each task's child."""
+    import asyncio
+
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_core.models import CreateResult, RequestUsage
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    async def turn() -> None:
+        reply = CreateResult(finish_reason="stop", content="ok", usage=RequestUsage(prompt_tokens=1, completion_tokens=1),
+                             cached=False)
+        agent = AssistantAgent("warm_up", model_client=ReplayChatCompletionClient([reply]), model_client_stream=False)
+        async for _ in agent.run_stream(task="warm up"):
+            pass
+        await agent.save_state()
+
+    try:
+        asyncio.run(turn())
+    except Exception:  # noqa: BLE001 - only an optimization: the children then fill their caches themselves
+        pass
+    asyncio.set_event_loop_policy(None)
 
 
 def _serve(sock: socket.socket) -> None:
