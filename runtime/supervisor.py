@@ -63,6 +63,9 @@ STATS_SECONDS = 1.0
 # One event write takes at most this many events of one task (a flooding child cannot crowd out the
 # others) and this many in all.
 WRITE_EVENTS_PER_TASK = 200
+# How long the event writer lets events gather once some are waiting (group commit): a short task's events then go
+# in one transaction, most often with its end (events_for_end), not in one each as the child sends them.
+WRITE_GATHER_SECONDS = 0.02
 WRITE_EVENTS_TOTAL = 2000
 # Task ends stored in one transaction at most.
 WRITE_ENDS_TOTAL = 200
@@ -1143,6 +1146,7 @@ class Runtime:
         """Every task's events, stored by one writer: one transaction per batch, each task's in order."""
         while True:
             await self._events_ready.wait()
+            await asyncio.sleep(WRITE_GATHER_SECONDS)
             self._events_ready.clear()
             batches: dict[int, list[dict]] = {}
             taken: list[TaskRun] = []
