@@ -6,6 +6,7 @@ each second: {total, busy, at}) is younger than runtime.keys.WORKER_SLOTS_STALE_
 that is SIGKILLed, hung or cut off from Redis stops counting within that bound, on any host.
 """
 import json
+import logging
 import time
 
 from django.conf import settings
@@ -15,6 +16,8 @@ from django.http import JsonResponse
 from autogen_platform.errors import error_body
 
 from .keys import WORKER_SLOTS_STALE_SECONDS, worker_slots_key
+
+logger = logging.getLogger(__name__)
 
 FAILURE_TEXT = {
     "database": "the database does not answer",
@@ -82,5 +85,11 @@ def readyz(request):
     if failing:
         message = "Not ready: " + "; ".join(FAILURE_TEXT[part] for part in failing)
         body = error_body("not_ready", message, {"failing": failing, "checks": checks})
-        return JsonResponse(body, status=503)
+        response = JsonResponse(body, status=503)
+        # Not ready is a state (every start passes through it, a dependency may be down), not a server error:
+        # one WARNING naming what fails, instead of django.request's ERROR "Service Unavailable: /readyz"
+        # (log_response skips a response marked as logged).
+        logger.warning("%s", message)
+        response._has_been_logged = True
+        return response
     return JsonResponse({"status": "ready", "checks": checks})

@@ -1,5 +1,6 @@
 """/readyz of a real daphne names what is missing: Redis, or a live worker; it is 200 once a real worker runs."""
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -32,6 +33,10 @@ def test_readyz_names_redis_when_the_servers_redis_does_not_answer():
     assert "Redis does not answer" in error["message"]
     assert "redis" in error["details"]["failing"]
     assert error["details"]["checks"]["database"] == "ok"
+    # the server's log says what is not ready, as a warning: not a server error
+    log = Path(server.log_path).read_text()
+    assert "WARNING runtime.health Not ready: " in log and "Redis does not answer" in log
+    assert "ERROR" not in log
 
 
 @pytest.mark.django_db(transaction=True)
