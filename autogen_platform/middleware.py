@@ -47,6 +47,9 @@ def _log_access(request, response, seconds: float) -> None:
         membership = user._state.fields_cache.get("membership")
         if membership is not None:
             who["customer"] = membership.customer_id
+    task = getattr(request, "log_task", None)  # the task a request created (POST /api/tasks/ sets it)
+    if task is not None:
+        who["task"] = task
     access_logger.log(
         level, "%s %s %s", request.method, request.path, response.status_code,
         extra={"method": request.method, "path": request.path, "status": response.status_code,

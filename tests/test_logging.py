@@ -149,6 +149,8 @@ def test_json_logs_from_every_process_carry_context_and_no_secret(json_platform,
     # and the request's lines carry its request id, user and customer
     access_lines = [r for r in records if r["logger"] == "autogen_platform.access" and r.get("request_id") == "logtest42"]
     assert any(r["path"] == "/api/me/" and r["status"] == 200 and r.get("customer") == customer.pk for r in access_lines), access_lines
+    # and the line of a task's creation names the task
+    assert any(r["path"] == "/api/tasks/" and r["status"] == 201 and r.get("task") == task_id for r in access_lines), access_lines
     warnings = [r for r in records if r["logger"] == "django.request" and r["level"] == "WARNING"]  # the 401s, the 400
     assert len(warnings) >= 3 and all(r.get("request_id") for r in warnings), warnings
 

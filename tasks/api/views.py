@@ -68,6 +68,7 @@ class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.Retriev
             actor=request.user, customer=customer_for_user(request.user), idempotency_key=key, request=request,
             **serializer.validated_data,
         )
+        request._request.log_task = task.pk  # the access line names the task it created
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED, headers=headers)
 
