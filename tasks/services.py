@@ -725,7 +725,6 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
     """
     for _, end in ends:
         assert end["status"] in Task.FINISHED, end["status"]
-    now = timezone.now()
     with transaction.atomic():
         rows = {
             t.pk: t
@@ -735,6 +734,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             .only("pk", "status", "customer_id", "thread_id", "started_at", "stop_requested", "webhook_id",
                   "tokens_used", "created_at")
         }
+        # stamped once the rows are ours (the write lock waited for, on SQLite), not before: finished_at is then
+        # this transaction's own few milliseconds before the commit that makes the end visible
+        now = timezone.now()
         results, changed, kept, events, freed, finished, forgotten = [], [], [], {}, set(), [], []
         usage_changes: dict = {}  # (customer, day) -> (tasks, tokens): the customers' usage counters follow
         for task_id, end in ends:
