@@ -307,23 +307,26 @@ def _announce_statuses(changes: list[tuple[int, int, str]]) -> None:
         logger.warning("%d task status notice(s) not stored", len(notices), exc_info=True)
 
 
-def _update_each(tasks: list[Task], fields: list[str]) -> None:
-    """UPDATE these fields of each task row, with one prepared statement run for all of them.
+def _update_each(rows: list, fields: list[str]) -> None:
+    """UPDATE these fields of each row (model instances of one model: tasks, threads), with one prepared
+    statement run for all of them.
 
     Written by hand because QuerySet.bulk_update builds one CASE WHEN per field and row (about 2 ms a
-    row in Python: 0.4 s for the 200 ends of a killswitch); executemany sends the same statement with
-    each row's values, the values prepared by the fields themselves (JSON, dates) for this backend.
+    row in Python: 0.4 s for the 200 ends of a killswitch), and an update() per row builds its query each
+    time; executemany sends the same statement with each row's values, the values prepared by the fields
+    themselves (JSON, dates) for this backend.
     """
-    if not tasks:
+    if not rows:
         return
-    connection = connections[Task.objects.db]
+    meta = type(rows[0])._meta
+    connection = connections[type(rows[0]).objects.db]
     quote = connection.ops.quote_name
-    columns = [Task._meta.get_field(name) for name in fields]
+    columns = [meta.get_field(name) for name in fields]
     sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        quote(Task._meta.db_table), ", ".join(f"{quote(c.column)} = %s" for c in columns), quote(Task._meta.pk.column)
+        quote(meta.db_table), ", ".join(f"{quote(c.column)} = %s" for c in columns), quote(meta.pk.column)
     )
     params = [
-        [c.get_db_prep_save(getattr(task, c.attname), connection) for c in columns] + [task.pk] for task in tasks
+        [c.get_db_prep_save(getattr(row, c.attname), connection) for c in columns] + [row.pk] for row in rows
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
@@ -739,6 +742,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
         now = timezone.now()
         results, changed, kept, events, freed, finished, forgotten = [], [], [], {}, set(), [], []
         usage_changes: dict = {}  # (customer, day) -> (tasks, tokens): the customers' usage counters follow
+        threads_saved: list[Thread] = []  # the state each succeeded task leaves on its thread
         for task_id, end in ends:
             task = rows.get(task_id)
             if task is None or task.is_finished:
@@ -762,7 +766,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             else:
                 _usage_change(usage_changes, task, tokens=task.tokens_used - tokens_before)
                 if end.get("thread_state") is not None:
-                    Thread.objects.filter(pk=task.thread_id).update(state=end["thread_state"], updated_at=now)
+                    threads_saved.append(Thread(pk=task.thread_id, state=end["thread_state"], updated_at=now))
             closing = [e for e in end.get("events") or [] if task.stop_requested != StopReason.ROLLBACK]
             if usage:
                 closing.append({"type": TaskEvent.Type.USAGE, "content": usage})
@@ -775,6 +779,7 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
             results.append(True)
         _update_each(changed, FINISH_FIELDS)
         _update_each(kept, [f for f in FINISH_FIELDS if f not in ("usage", "tokens_used")])
+        _update_each(threads_saved, ["state", "updated_at"])  # in end order: a thread's last end wins
         customer_usage_add(usage_changes)
         if events:
             stored = task_events_append_many(batches=events, announce=False)  # their frames go with the statuses
