@@ -332,30 +332,6 @@ def _update_each(rows: list, fields: list[str]) -> None:
         cursor.executemany(sql, params)
 
 
-def _insert_events(rows: list[tuple[int, int, str, str, object]]) -> list[dict]:
-    """INSERT these events ((task id, seq, type, source, content)), one prepared statement run for all of them,
-    and return each as TaskEvent.as_dict() gives it. Written by hand for the same reason as _update_each: the
-    ORM built the INSERT (and a model instance a row) for every batch of every task's events, each start's and
-    each end's; the content is prepared by the JSON field itself for this backend."""
-    if not rows:
-        return []
-    connection = connections[TaskEvent.objects.db]
-    quote = connection.ops.quote_name
-    meta = TaskEvent._meta
-    names = ("task", "seq", "type", "source", "content", "created_at")
-    fields = [meta.get_field(name) for name in names]
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
-        quote(meta.db_table), ", ".join(quote(f.column) for f in fields), ", ".join(["%s"] * len(fields)))
-    now = timezone.now()
-    content, created_at = meta.get_field("content"), connection.ops.adapt_datetimefield_value(now)
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, [(task_id, seq, type, source[:200], content.get_db_prep_save(value, connection), created_at)
-                                 for task_id, seq, type, source, value in rows])
-    stamp = now.isoformat().replace("+00:00", "Z")
-    return [{"seq": seq, "type": type, "source": source[:200], "content": value, "created_at": stamp}
-            for _task_id, seq, type, source, value in rows]
-
-
 def task_events_append(*, task_id: int, events: list[dict]) -> list[dict]:
     """Append events with the next seqs (no gaps: the task row is locked while they are handed out)."""
     return task_events_append_many(batches={task_id: events}, announce=True).get(task_id, [])
@@ -392,14 +368,23 @@ def task_events_append_many(*, batches: dict[int, list[dict]], announce: bool,
             if task_id not in last:
                 continue
             start = last[task_id]
-            rows += [(task_id, start + i + 1, e["type"], e.get("source") or "", e.get("content"))
-                     for i, e in enumerate(events)]
-            bumped.append(Task(pk=task_id, last_seq=start + len(events)))
-        stored = _insert_events(rows)
+            task_rows = [
+                TaskEvent(
+                    task_id=task_id,
+                    seq=start + i + 1,
+                    type=e["type"],
+                    source=(e.get("source") or "")[:200],
+                    content=e.get("content"),
+                )
+                for i, e in enumerate(events)
+            ]
+            rows += task_rows
+            bumped.append(Task(pk=task_id, last_seq=start + len(task_rows)))
+        TaskEvent.objects.bulk_create(rows)
         _update_each(bumped, ["last_seq"])
         transaction.on_commit(lambda: metrics.events_written(len(rows)))
-        for row, event in zip(rows, stored):
-            created.setdefault(row[0], []).append(event)
+        for row in rows:
+            created.setdefault(row.task_id, []).append(row.as_dict())
         if announce:
             transaction.on_commit(
                 lambda: realtime.send_many([realtime.task_event_frame(t, e) for t, events in created.items() for e in events])
@@ -431,11 +416,12 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None, task
             else:
                 customer_id, created_at, seq = (
                     Task.objects.filter(pk=task_id).values_list("customer_id", "created_at", "last_seq").first())
-            event = _insert_events([(task_id, seq, TaskEvent.Type.STATUS.value, "", {"status": Task.Status.RUNNING.value})])[0]
+            event = TaskEvent.objects.create(task_id=task_id, seq=seq, type=TaskEvent.Type.STATUS,
+                                             content={"status": Task.Status.RUNNING})
             transaction.on_commit(lambda: metrics.events_written(1))
             transaction.on_commit(lambda: metrics.task_started((now - created_at).total_seconds(), customer_id))
             _announce_with_changes([(customer_id, task_id, Task.Status.RUNNING)],
-                                   frames=[realtime.task_event_frame(task_id, event)])
+                                   frames=[realtime.task_event_frame(task_id, event.as_dict())])
     return bool(changed)
 
 
