@@ -15,7 +15,9 @@ Scenarios (--scenarios, comma separated; all by default):
            seconds per task.
   wait     the same with other sizes (--wait 500x10): how many tasks can wait on the model at once
            and what each costs in memory.
-  burst    --burst trivial replay tasks submitted at once: tasks per second until the last ends.
+  burst    --burst trivial replay tasks submitted at once: tasks per second until the last ends, and the
+           CPU a task cost: the whole machine's (/proc/stat), and the worker trees', the web processes',
+           the sandboxes' (their cgroups) and this client's shares of it, with how busy the cores were.
   single   one trivial replay task alone, --single-runs times: submit -> finished seen through the
            API, p50 and p95.
   killswitch  the customer killswitch alone over --cancel-running tasks, --killswitch-runs times (not
@@ -191,6 +193,9 @@ class Platform:
     def workers(self) -> list[psutil.Process]:
         return [p for p in self._top() if "runworker" in _cmdline(p)]
 
+    def web(self) -> list[psutil.Process]:
+        return [p for p in self._top() if "daphne" in " ".join(_cmdline(p))]
+
     def worker_tree(self) -> list[psutil.Process]:
         """Every `runworker` process and its descendants, and any orphan the supervisor adopted
         (processes a worker started that outlived their parent): everything but web, reaper, Redis."""
@@ -230,6 +235,12 @@ def pss_mb(processes) -> tuple[float, int]:
         except psutil.Error:
             pass
     return total / 2**20, count
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core spent busy since boot (/proc/stat: all but idle and iowait)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def cpu_seconds(processes) -> float:
@@ -547,6 +558,9 @@ def scenario_load(bench: Bench, name: str, count: int, latency: float, cap: floa
 def scenario_burst(bench: Bench, count: int, cap: float) -> dict:
     agent = bench.agent()
     log(f"burst: {count} trivial replay tasks")
+    # where the CPU goes: the whole machine (/proc/stat), the worker trees, the web processes, this client
+    machine, workers, web = machine_busy_seconds(), cpu_seconds(bench.platform.worker_tree()), cpu_seconds(bench.platform.web())
+    client = cpu_seconds([psutil.Process()])
     t0 = time.time()
     bench.api.submit_many(agent, count, bench.args.submit_parallel)
     submitted = time.time() - t0
@@ -557,15 +571,27 @@ def scenario_burst(bench: Bench, count: int, cap: float) -> dict:
             break
         time.sleep(bench.args.poll_interval)
     seen = time.time() - t0
+    machine = machine_busy_seconds() - machine
+    workers = cpu_seconds(bench.platform.worker_tree()) - workers
+    web = cpu_seconds(bench.platform.web()) - web
+    client = cpu_seconds([psutil.Process()]) - client
     tasks = bench.api.tasks(agent)
     done = [t for t in tasks if t["status"] in FINISHED]
     complete = len(done) >= count
     last = max((iso(t["finished_at"]) for t in done), default=t0)
+    sandboxes = sum(float((t.get("usage") or {}).get("cpu_seconds") or 0) for t in done)
+    per_task = 1000 / max(1, len(done))
     result = {
         "scenario": "burst", "tasks": count, "cap_s": cap, "complete": complete, "submit_s": round(submitted, 2),
         "finished": len(done), "succeeded": sum(t["status"] == "succeeded" for t in done),
         "tasks_per_s": round(len(done) / (last - t0), 2) if done else 0.0,
         "seen_all_finished_s": round(seen, 2),
+        # ms of CPU per finished task, from the first submit until the bench saw the last one finish (the
+        # sandboxes from each task's own usage: their cgroups)
+        "cpu_ms_per_task": {"machine": round(machine * per_task, 1), "workers": round(workers * per_task, 1),
+                            "web": round(web * per_task, 1), "sandboxes": round(sandboxes * per_task, 1),
+                            "bench_client": round(client * per_task, 1)},
+        "machine_busy": round(machine / (seen * (psutil.cpu_count() or 1)), 2),
     }
     log(f"burst: {json.dumps(result)}")
     result["drained"] = bench.drain(agent)
@@ -871,6 +897,11 @@ def table(results: list[dict], context: dict) -> str:
             if not r["complete"]:
                 value += f" (did not finish in {r['cap_s']:g} s: {r['finished']} finished)"
             rows.append((label, "tasks/s (first submit -> last finished_at)", value + f"; {r['succeeded']} succeeded"))
+            if r.get("cpu_ms_per_task"):
+                c = r["cpu_ms_per_task"]
+                rows.append((label, "CPU per task: machine (workers, web, sandboxes, this client)",
+                             f"{c['machine']} ms ({c['workers']}, {c['web']}, {c['sandboxes']}, {c['bench_client']}); "
+                             f"cores {round(100 * r['machine_busy'])}% busy"))
         elif s == "single":
             label = f"one trivial task alone ({r['runs']} runs)"
             rows.append((label, "submit -> finished via the API, p50 / p95", f"{ms(r['p50_ms'])} / {ms(r['p95_ms'])}"))
