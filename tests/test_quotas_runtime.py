@@ -157,6 +157,39 @@ def test_starts_stored_together_hold_the_limit_in_order_and_leave_the_rest_alone
     django_rq.get_queue("default").empty()
 
 
+def test_a_batch_of_starts_honours_the_killswitch_and_reads_what_each_started_task_runs(make_customer):
+    # (no worker runs here) The batch reads the engaged scopes once: a customer's switch holds its tasks, the
+    # global one everybody's; the started tasks' contexts come from the batch's own read, each with its own
+    # customer's model configuration only.
+    import django_rq
+
+    from core.models import Killswitch
+    from tasks.runtime_store import DjangoTaskStore
+
+    acme, _ = make_customer("acme")
+    globex, _ = make_customer("globex")
+    acme_agent, globex_agent = make_agent(acme, ["Hi. TERMINATE"]), make_agent(globex, ["Hello. TERMINATE"])
+    Killswitch.objects.create(scope=f"customer:{acme.pk}", customer=acme, engaged=True, reason="test")
+    held, started = queued_task(acme, acme_agent), queued_task(globex, globex_agent)
+    # when
+    out = DjangoTaskStore().start_and_load_many([held.pk, started.pk], "w0")
+    # then: acme's task ended cancelled/killswitch without starting; globex's runs with its own model
+    assert out[0] is None
+    held.refresh_from_db()
+    assert (held.status, held.error["code"], held.started_at) == ("cancelled", "killswitch", None)
+    context, error = out[1]
+    assert error is None and context.task_id == started.pk and context.customer_id == globex.pk
+    assert list(context.models) == [globex_agent.model_id]
+    assert context.models[globex_agent.model_id]["responses"] == ["Hello. TERMINATE"]
+    # and under the global switch nobody's task starts
+    Killswitch.objects.create(scope="global", engaged=True, reason="test")
+    late = queued_task(globex, globex_agent, "late")
+    assert DjangoTaskStore().start_and_load_many([late.pk], "w0") == [None]
+    late.refresh_from_db()
+    assert (late.status, late.error["code"]) == ("cancelled", "killswitch")
+    django_rq.get_queue("default").empty()
+
+
 def test_tasks_over_max_concurrent_wait_queued_without_blocking_other_customers(workers, make_customer, client_for):
     # given: a customer allowed one running task at a time, two workers, and another customer
     acme, acme_user = make_customer("acme", max_concurrent_tasks=1)
