@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Customer, CustomerUsage
 from autogen_platform.errors import QuotaExceeded
+from autogen_platform.sql import Names
 
 
 def quota_check_task_create(customer: Customer) -> None:
@@ -55,16 +56,13 @@ def _locked_quotas(customer_id: int, today, month_start):
     statement that waited for the lock still reads with the snapshot it started with, and would miss the
     counts of the creation it waited for."""
     connection = connections[Customer.objects.db]
-    q = connection.ops.quote_name
-
-    def col(model, name):
-        return q(model._meta.get_field(name).column)
-
+    n = Names(connection)
+    col = n.col
     lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {col(Customer, 'max_tasks_per_day')}, {col(Customer, 'monthly_token_budget')} "
-            f"FROM {q(Customer._meta.db_table)} WHERE {col(Customer, 'id')} = %s{lock}",
+            f"FROM {n.table(Customer)} WHERE {col(Customer, 'id')} = %s{lock}",
             [customer_id],
         )
         quotas = cursor.fetchone()
@@ -72,7 +70,7 @@ def _locked_quotas(customer_id: int, today, month_start):
             return None
         day, tasks, tokens = col(CustomerUsage, "day"), col(CustomerUsage, "tasks"), col(CustomerUsage, "tokens")
         cursor.execute(
-            f"SELECT SUM(CASE WHEN {day} = %s THEN {tasks} END), SUM({tokens}) FROM {q(CustomerUsage._meta.db_table)} "
+            f"SELECT SUM(CASE WHEN {day} = %s THEN {tasks} END), SUM({tokens}) FROM {n.table(CustomerUsage)} "
             f"WHERE {col(CustomerUsage, 'customer')} = %s AND {day} >= %s",
             [connection.ops.adapt_datefield_value(today), customer_id, connection.ops.adapt_datefield_value(month_start)],
         )

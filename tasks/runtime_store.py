@@ -10,6 +10,7 @@ from django.utils import timezone
 from accounts.crypto import decrypt
 from accounts.models import Customer, CustomerUsage
 from agents.models import ModelConfig, Tool
+from autogen_platform.sql import Names
 from core.selectors import killswitch_engaged_scopes, killswitch_scopes_engaged
 from runtime.outcomes import StopReason
 from runtime.ports import TaskContext
@@ -198,19 +199,16 @@ class DjangoTaskStore:
 def _tokens_row(customer_id: int, task_id: int):
     """(the task's recorded tokens or None, the customer's monthly budget, its tokens this month) or None."""
     connection = connections[Task.objects.db]
-    q = connection.ops.quote_name
-
-    def column(model, name):
-        return q(model._meta.get_field(name).column)
-
+    n = Names(connection)
+    column, table = n.col, n.table
     month_start = timezone.now().date().replace(day=1)
     sql = (
         f"SELECT t.{column(Task, 'tokens_used')}, c.{column(Customer, 'monthly_token_budget')}, "
-        f"(SELECT COALESCE(SUM(u.{column(CustomerUsage, 'tokens')}), 0) FROM {q(CustomerUsage._meta.db_table)} u "
+        f"(SELECT COALESCE(SUM(u.{column(CustomerUsage, 'tokens')}), 0) FROM {table(CustomerUsage)} u "
         f"WHERE u.{column(CustomerUsage, 'customer')} = c.{column(Customer, 'id')} "
         f"AND u.{column(CustomerUsage, 'day')} >= %s) "
-        f"FROM {q(Customer._meta.db_table)} c "
-        f"LEFT JOIN {q(Task._meta.db_table)} t ON t.{column(Task, 'id')} = %s "
+        f"FROM {table(Customer)} c "
+        f"LEFT JOIN {table(Task)} t ON t.{column(Task, 'id')} = %s "
         f"WHERE c.{column(Customer, 'id')} = %s"
     )
     with connection.cursor() as cursor:

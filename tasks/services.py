@@ -14,6 +14,7 @@ from accounts.services import customer_notices_publish, customer_usage_add
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
 from autogen_platform.redis_clients import web_redis
+from autogen_platform.sql import Names
 from core.selectors import GLOBAL_SCOPE, killswitch_scope, killswitch_scope_engaged
 from core.services import audit_record
 from runtime.outcomes import REQUEUE, ErrorCode, StopReason, failed, stop_outcome
@@ -425,23 +426,20 @@ def task_mark_running(*, task_id: int, worker: str, pid: int | None = None, task
     return bool(changed)
 
 
-_UNREAD = object()
-
-
 def _queued_to_running(task_id: int, *, worker: str, pid: int | None, now) -> bool:
     """The UPDATE of task_mark_running, written out: it runs at every task's start, and the ORM spent longer
     building it (three expressions) than the database took to run it. A task resumed after input keeps its
     start; the `running` event's seq is handed out in the same statement."""
     connection = connections[Task.objects.db]
-    q = connection.ops.quote_name
+    n = Names(connection)
 
     def col(name):
-        return q(Task._meta.get_field(name).column)
+        return n.col(Task, name)
 
     stamp = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {q(Task._meta.db_table)} SET {col('status')} = %s, "
+            f"UPDATE {n.table(Task)} SET {col('status')} = %s, "
             f"{col('started_at')} = COALESCE({col('started_at')}, %s), {col('heartbeat_at')} = %s, "
             f"{col('waiting_since')} = NULL, {col('worker')} = %s, {col('pid')} = %s, "
             f"{col('attempts')} = {col('attempts')} + 1, {col('last_seq')} = {col('last_seq')} + 1 "
@@ -449,6 +447,9 @@ def _queued_to_running(task_id: int, *, worker: str, pid: int | None, now) -> bo
             [Task.Status.RUNNING.value, stamp, stamp, worker, pid, task_id, Task.Status.QUEUED.value],
         )
         return cursor.rowcount > 0
+
+
+_UNREAD = object()  # task_start's task when the caller did not read the row
 
 
 def task_start(*, task_id: int, worker: str, task=_UNREAD, engaged_scopes: set[str] | None = None) -> bool:
@@ -529,18 +530,15 @@ def _slot_view(task: Task) -> tuple[int, int, int, int] | None:
     FOR NO KEY UPDATE (see quota_check_task_create) serializes the customer's slot and quota decisions without
     blocking the foreign-key checks of rows that name the customer (SQLite: its write lock does that)."""
     connection = connections[Task.objects.db]
-    q = connection.ops.quote_name
-
-    def col(model, name):
-        return q(model._meta.get_field(name).column)
-
+    n = Names(connection)
+    col = n.col
     lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
     status, waiting_since, created_at, pk = (f"t.{col(Task, f)}" for f in ("status", "waiting_since", "created_at", "id"))
     thread = f"t.{col(Task, 'thread')}"
     created = connection.ops.adapt_datetimefield_value(task.created_at)
     running, queued = Task.Status.RUNNING.value, Task.Status.QUEUED.value
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {col(Customer, 'max_concurrent_tasks')} FROM {q(Customer._meta.db_table)} "
+        cursor.execute(f"SELECT {col(Customer, 'max_concurrent_tasks')} FROM {n.table(Customer)} "
                        f"WHERE {col(Customer, 'id')} = %s{lock}", [task.customer_id])
         row = cursor.fetchone()
         if row is None:
@@ -551,7 +549,7 @@ def _slot_view(task: Task) -> tuple[int, int, int, int] | None:
             f"COUNT(CASE WHEN {status} = %s AND {same_thread} THEN 1 END), "
             f"COUNT(CASE WHEN {status} = %s AND {waiting_since} IS NOT NULL "
             f"AND ({created_at} < %s OR ({created_at} = %s AND {pk} < %s)) THEN 1 END) "
-            f"FROM {q(Task._meta.db_table)} t WHERE t.{col(Task, 'customer')} = %s "
+            f"FROM {n.table(Task)} t WHERE t.{col(Task, 'customer')} = %s "
             f"AND ({status} = %s OR ({status} = %s AND {waiting_since} IS NOT NULL))",
             [running, running, *thread_params, queued, created, created, task.pk, task.customer_id, running, queued],
         )
@@ -697,11 +695,11 @@ def _record_pids(pids: dict[int, int | None] | None) -> None:
     """The pids of the tasks' sandboxes (shown to operators; the reaper does not rely on them)."""
     if pids:
         connection = connections[Task.objects.db]
-        quote = connection.ops.quote_name
+        n = Names(connection)
         with connection.cursor() as cursor:
             cursor.executemany(
-                f"UPDATE {quote(Task._meta.db_table)} SET {quote('pid')} = %s WHERE {quote('id')} = %s "
-                f"AND {quote('status')} = %s",
+                f"UPDATE {n.table(Task)} SET {n.col(Task, 'pid')} = %s WHERE {n.col(Task, 'id')} = %s "
+                f"AND {n.col(Task, 'status')} = %s",
                 [(pid, task_id, Task.Status.RUNNING.value) for task_id, pid in sorted(pids.items())])
 
 
