@@ -325,7 +325,7 @@ class TaskRun:
                 call.cancel()
             self.rt.loop.remove_reader(out_r)
             os.close(out_r)
-            self._sample_stats()
+            self._sample_stats(ending=True)
             self._kill_child()
             try:
                 self.writer.close()
@@ -572,7 +572,7 @@ class TaskRun:
             if self.model_calls:
                 raise ProtocolViolation("a result while a model call is still unanswered")
             self.reported = True
-            self._sample_stats()
+            self._sample_stats(ending=True)
             self.end(Outcome(Final.SUCCEEDED, result=_result(message.get("result")), state=self._thread_state(message, line)))
         elif op == "input":
             self._on_input_request(message, line)
@@ -769,9 +769,15 @@ class TaskRun:
 
     # -- stats ----------------------------------------------------------------------------------
 
-    def _sample_stats(self) -> None:
-        """Counters of the tree; also ends the run when the sandbox killed it over a limit."""
+    def _sample_stats(self, ending: bool = False) -> None:
+        """Counters of the tree; also ends the run when the sandbox killed it over a limit.
+
+        ending: a sample taken as the run ends, before its tree is gone; skipped when the tree's cgroups
+        still count it after the exit (the end stores the sample taken then, which holds everything this
+        one would: six counter files fewer to read for each, a third of a short task's samples)."""
         if self.box is None or self.box.pid is None:
+            return
+        if ending and self.box.counted_after_exit:
             return
         try:
             stats = self.box.stats()

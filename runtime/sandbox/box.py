@@ -372,6 +372,13 @@ class Sandbox:
         self._peak = max(self._peak, current, peak or 0)
         return {"cpu_seconds": round(cpu, 3), "memory_mb": round(current / 2**20, 1), "peak_memory_mb": round(self._peak / 2**20, 1)}
 
+    @property
+    def counted_after_exit(self) -> bool:
+        """Whether the tree's CPU and peak memory can still be read once it has exited (its cgroups count
+        them): then a sample taken just before the end adds nothing to the one taken after the exit."""
+        cgroup = self.cgroup
+        return bool(cgroup and cgroup.created and cgroup.uses["cpuacct"] and cgroup.uses["memory"])
+
     def _cpu_seconds(self) -> float:
         if self.cgroup and self.cgroup.created:
             value = self.cgroup.cpu_seconds()
@@ -416,7 +423,8 @@ class Sandbox:
                 return
             final = {"cpu": self._cpu_seconds(), "peak": 0, "oom": 0}
             if self.cgroup and self.cgroup.created:
-                final["peak"] = self._memory()[1]
+                peak = self.cgroup.memory_peak()
+                final["peak"] = peak if peak is not None else self._memory()[1]
                 final["oom"] = self.cgroup.oom_kills() or 0
                 if self.cgroup.pids():
                     self.cgroup.kill()
