@@ -87,6 +87,7 @@ class ConcurrentWorker(SimpleWorker):
             # task no longer queued.
             logger.warning("job %s: RQ's bookkeeping failed; running its task regardless", job.id, exc_info=True)
             execution = None
+            self._last_state = None
         job.started_at = now()
         if execution is not None:
             with self._held_lock:
@@ -121,7 +122,10 @@ class ConcurrentWorker(SimpleWorker):
                 return
             self._last_state = (state, time.monotonic())
         else:
-            self._last_state = None  # written with other changes: the next one is written whatever it is
+            # written with other changes (RQ's execution record, every job taken): counted as written, or
+            # the state would go out again, alone, at the next job's dequeue; execute_job forgets it if
+            # that pipeline fails
+            self._last_state = (state, time.monotonic())
         try:
             super().set_state(state, pipeline=pipeline)
         except redis.exceptions.RedisError:
