@@ -28,3 +28,7 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+
+from autogen_platform import gc_tuning  # noqa: E402
+
+gc_tuning.settle()

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand
 from django.db import connections
 from django.utils import timezone
 
-from autogen_platform import metrics
+from autogen_platform import gc_tuning, metrics
 from runtime import broker
 from runtime.sandbox import zygote
 from runtime.services import worker_host_register, worker_host_seen
@@ -72,6 +72,7 @@ class Command(BaseCommand):
         )
         # The main thread's connection is not the runtime's (each of its database threads has its own).
         connections.close_all()
+        gc_tuning.settle()
         runtime.start()
         logger.info("worker %s: up to %s tasks at once", name, runtime.concurrency)
         if settings.METRICS_PORT:  # a worker host without a web process: its own /metrics
