@@ -23,6 +23,7 @@ import time
 
 import redis
 from rq.exceptions import StopRequested
+from rq.executions import Execution
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
@@ -79,8 +80,7 @@ class ConcurrentWorker(SimpleWorker):
         if job.func_name != TASK_JOB or not job.args:
             return super().execute_job(job, queue)
         try:
-            execution = self.prepare_execution(job)
-            self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+            execution = self._prepare(job, queue)
         except redis.exceptions.RedisError:
             # Redis went away after the job was taken: the task row is the record, so the task runs
             # anyway; RQ's own maintenance puts the job back, and whoever takes it again finds the
@@ -93,6 +93,25 @@ class ConcurrentWorker(SimpleWorker):
             with self._held_lock:
                 self._held[execution.id] = (job, execution)
         self.runtime.submit(int(job.args[0]), on_end=lambda: self._job_ended(job, queue, execution))
+
+    def _prepare(self, job, queue) -> Execution:
+        """RQ's prepare_execution and prepare_job_execution (rq 3.0), written into one transaction instead of
+        two: the execution record, the started registry, the worker's state and heartbeat, the job's status
+        and heartbeat, and the job out of the intermediate queue, in one round trip. (The process title RQ
+        sets there, "Processing <job> since ...", is not set: this worker runs many jobs at once.)"""
+        ttl = self.get_heartbeat_ttl(job)
+        with self.connection.pipeline() as pipe:
+            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.executions[execution.id] = execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if len(self.queues) == 1:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.execute()
+        return execution
 
     def _job_ended(self, job, queue, execution) -> None:
         """On the runtime's bookkeeping thread: RQ's success path, as if the job function had returned."""

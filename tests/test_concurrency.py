@@ -7,6 +7,7 @@ import time
 import django_rq
 import psutil
 import pytest
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from agents.models import Agent, ModelConfig
@@ -97,6 +98,9 @@ def test_one_worker_runs_many_tasks_side_by_side_and_a_cancel_touches_only_its_t
         queue = django_rq.get_queue("default")
         assert len(StartedJobRegistry(queue=queue).get_job_ids()) >= MANY
         assert not failed_jobs_of(queue, ids)
+        jobs = Job.fetch_many([f"task-{task_id}-0" for task_id in ids], connection=queue.connection)
+        assert {job.get_status(refresh=False) for job in jobs} == {JobStatus.STARTED}
+        assert not queue.connection.lrange(queue.intermediate_queue_key, 0, -1)  # taken out of RQ's intermediate list
 
         # when one of them is cancelled
         victim, others = ids[0], ids[1:]
