@@ -940,6 +940,8 @@ def table(results: list[dict], context: dict) -> str:
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [
         f"machine: {context['machine']}",
+        f"one core: the reference loop took {context.get('reference_loop_ms', '?')} ms (lower is faster; "
+        "compare figures from other machines through it)",
         f"platform: runplatform, {context['workers']} worker(s) (WORKERS={context['workers_setting']}), "
         f"database {context['database']}, redis {context['redis']}, commit {context['commit']}",
         f"load average before / after: {context['load_before']} / {context['load_after']}; {context['started']} -> {context['ended']}",
@@ -949,6 +951,31 @@ def table(results: list[dict], context: dict) -> str:
         *[line(row) for row in rows],
     ]
     return "\n".join(out)
+
+
+def reference_loop_ms() -> float:
+    """How fast one core runs Python here: a fixed loop of calls, dict and attribute work (the kind of work
+    the platform's processes do), best of five, in ms. Figures from two machines compare only through it:
+    the same commit ran 2x slower on a VM whose loop took 2x longer."""
+
+    class Row:
+        __slots__ = ("id", "status")
+
+        def __init__(self, i):
+            self.id, self.status = i, "queued"
+
+    def step(row, seen):
+        seen[row.id] = {"id": row.id, "status": row.status}
+        return len(seen)
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        seen: dict = {}
+        for i in range(200_000):
+            step(Row(i % 1000), seen)
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
 
 
 def main():
@@ -990,6 +1017,8 @@ def main():
     platform = Platform(args)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    reference = reference_loop_ms()  # before anything of the platform runs
+    log(f"one core: the reference loop took {reference} ms")
     results, bench = [], None
     try:
         platform.start()
@@ -1027,6 +1056,7 @@ def main():
         "database": platform.database, "redis": platform.redis, "commit": commit or "?",
         "load_before": load_before, "load_after": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "started": started, "ended": time.strftime("%H:%M:%S UTC", time.gmtime()),
+        "reference_loop_ms": reference,
     }
     print(table(results, context))
     if args.json:
