@@ -96,7 +96,7 @@ class MemberVersionSerializer(serializers.Serializer):
     version = serializers.IntegerField(help_text="The agent version the task runs.")
 
 
-class TaskSerializer(serializers.ModelSerializer):
+class TaskSerializer(strict.ClassCachedFieldsMixin, serializers.ModelSerializer):
     error = TaskErrorSerializer(allow_null=True, read_only=True, help_text="Why the task did not succeed, or null.")
     input_request = serializers.SerializerMethodField(
         help_text="While the task waits in input_required: what it asks, and how to answer (POST .../input/).")
@@ -131,7 +131,7 @@ class EventsQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=EVENTS_DEFAULT_LIMIT)
 
 
-class TaskEventSerializer(serializers.ModelSerializer):
+class TaskEventSerializer(strict.ClassCachedFieldsMixin, serializers.ModelSerializer):
     content = serializers.JSONField(read_only=True, allow_null=True)
 
     class Meta:
