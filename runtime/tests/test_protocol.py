@@ -26,7 +26,7 @@ def run():
     task_run = TaskRun(_Runtime(loop), 7)
     task_run.ctx = TaskContext(task_id=7, customer_id=1, agent_id=3, input="hi", spec={"agents": [{"id": 3}]},
                                thread_state=None, models={}, budgets={3: 100})
-    task_run._sample_stats = lambda: None
+    task_run._sample_stats = lambda ending=False: None
     yield task_run
     for call in task_run.model_calls.values():
         call.cancel()
