@@ -26,6 +26,11 @@ Scenarios (--scenarios, comma separated; all by default):
   fair     customer A (max_concurrent_tasks --fair-limit) submits --fair-backlog tasks on a model
            that never answers in time; then customer B submits --fair-runs trivial tasks one after
            another: created -> running and -> finished of B's tasks, and the killswitch on A.
+  operator issue 10's "Done when": two customers (max_concurrent_tasks 150 each) submit
+           --operator-per-customer tasks each on a model that never answers in time; admin stats and
+           each customer's API while they run; the GLOBAL killswitch: call -> admin stats (polled
+           every 20 ms) show nothing running, the tasks' codes, a new task's 423; --operator-runs
+           times (not in the default set).
   cancel   --cancel-running tasks on a model that never answers in time: cancel one running task
            (p50, max over --cancel-one runs), cancel every running task at once, and the customer
            killswitch: API call -> every task that was running is finished.
@@ -378,6 +383,7 @@ class Bench:
         suffix = f"{os.getpid()}-{int(time.time())}"
         self.customer_name = f"bench-scale-{suffix}"
         user, admin = f"bench-{suffix}", f"bench-admin-{suffix}"
+        self.admin_username = admin
         platform.manage("create_customer", "--name", self.customer_name, "--username", user, "--password", PASSWORD)
         platform.manage("createsuperuser", "--noinput", "--username", admin, "--email", "bench@example.invalid",
                         DJANGO_SUPERUSER_PASSWORD=PASSWORD)
@@ -801,6 +807,78 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
     return result
 
 
+def scenario_operator(bench: Bench, per_customer: int, cap: float, runs: int) -> dict:
+    """Issue 10's "Done when" as an operator tries it: two customers (the bench's and a second one), each with
+    max_concurrent_tasks 150, submit `per_customer` tasks each on a model that never answers in time; the
+    admin stats and each customer's API show them running side by side; the GLOBAL killswitch is engaged
+    and admin stats (polled every 20 ms) show nothing running; every task ended killswitch; a new task gets
+    423. `runs` times (the switch released between runs)."""
+    suffix = f"{os.getpid()}-{int(time.time())}"
+    name, user = f"bench-second-{suffix}", f"bench-second-{suffix}"
+    bench.platform.manage("create_customer", "--name", name, "--username", user, "--password", PASSWORD)
+    second = Api(bench.platform.base, login(bench.platform.base, "/api/auth/token/", user),
+                 login(bench.platform.base, "/api/admin/auth/token/", bench.admin_username,
+                       {"X-Admin-Key": bench.api.admin_headers["X-Admin-Key"]}), bench.api.admin_headers["X-Admin-Key"])
+    rows = bench.api.call("GET", "/api/admin/customers/?page_size=200", admin=True)
+    rows = rows["results"] if isinstance(rows, dict) else rows
+    second_id = next(c["id"] for c in rows if c["name"] == name)
+    quotas = {"max_agents": 10_000, "max_concurrent_tasks": 150, "max_tasks_per_day": 10_000_000,
+              "monthly_token_budget": 10**12}
+    for cid in (bench.customer_id, second_id):
+        bench.api.call("PATCH", f"/api/admin/customers/{cid}/", admin=True, json={"quotas": quotas})
+    stub = bench.stub(bench.args.cancel_latency)
+    model = second.call("POST", "/api/models/", json={
+        "name": "second-stub", "provider": "openai", "model": "stub-model", "base_url": stub.base_url,
+        "api_key": "unused", "model_info": MODEL_INFO})["id"]
+
+    def stats():
+        return bench.api.call("GET", "/api/admin/stats/", admin=True)
+
+    measured = []
+    for run in range(runs):
+        first_agent = bench.agent(latency=bench.args.cancel_latency)
+        second_agent = second.call("POST", "/api/agents/", json={
+            "name": f"second-agent-{run}", "model": model, "system_message": "You answer briefly.",
+            "limits": {"timeout_seconds": 3000}})["id"]
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda pair: pair[0].submit_many(pair[1], per_customer, bench.args.submit_parallel // 2),
+                          [(bench.api, first_agent), (second, second_agent)]))
+        submitted = time.monotonic() - started
+        seen = stats()
+        while time.monotonic() - started < cap and seen["tasks_by_status"].get("running", 0) < 2 * per_customer:
+            time.sleep(0.25)
+            seen = stats()
+        side_by_side = {
+            "admin_running": seen["tasks_by_status"].get("running", 0), "running_sandboxes": seen.get("running_sandboxes"),
+            "worker_slots": seen.get("worker_slots"),
+            "customer_running": [bench.api.count(first_agent, "running"), second.count(second_agent, "running")],
+        }
+        call_started = time.monotonic()
+        bench.api.call("POST", "/api/admin/killswitch/", admin=True, json={"engaged": True, "reason": "bench operator"})
+        call = time.monotonic() - call_started
+        nothing_running = None
+        while time.monotonic() - call_started < 60:
+            if stats()["tasks_by_status"].get("running", 0) == 0:
+                nothing_running = time.monotonic() - call_started
+                break
+            time.sleep(0.02)
+        refused = bench.api.call("POST", "/api/tasks/", json={"agent": first_agent, "input": "Go"}, expect=(423,))
+        codes: dict = {}
+        for api, agent in ((bench.api, first_agent), (second, second_agent)):
+            for task in api.tasks(agent):
+                code = (task.get("error") or {}).get("code", task["status"])
+                codes[code] = codes.get(code, 0) + 1
+        bench.api.call("POST", "/api/admin/killswitch/", admin=True, json={"engaged": False, "reason": "bench operator done"})
+        one = {"submitted_s": round(submitted, 2), **side_by_side, "killswitch_call_s": round(call, 3),
+               "nothing_running_s": round(nothing_running, 2) if nothing_running is not None else None,
+               "codes": codes, "new_task_refused": (refused or {}).get("error", {}).get("code", "423")}
+        log(f"operator run {run + 1}: {json.dumps(one)}")
+        measured.append(one)
+        bench.drain(first_agent)
+    return {"scenario": "operator", "per_customer": per_customer, "runs": measured}
+
+
 def scenario_fair(bench: Bench, backlog: int, limit: int, b_runs: int) -> dict:
     """Customer A (max_concurrent_tasks `limit`) submits `backlog` tasks on a model that never answers in
     time; then customer B submits trivial tasks one after another: how soon each starts and ends."""
@@ -906,6 +984,14 @@ def table(results: list[dict], context: dict) -> str:
             label = f"one trivial task alone ({r['runs']} runs)"
             rows.append((label, "submit -> finished via the API, p50 / p95", f"{ms(r['p50_ms'])} / {ms(r['p95_ms'])}"))
             rows.append((label, "created_at -> finished_at, p50 / p95", f"{ms(r['server_p50_ms'])} / {ms(r['server_p95_ms'])}"))
+        elif s == "operator":
+            label = f"two customers x {r['per_customer']} on a slow model, global killswitch"
+            for i, m in enumerate(r["runs"], 1):
+                rows.append((label, f"run {i}: admin stats running / sandboxes / worker slots; each customer's API",
+                             f"{m['admin_running']} / {m['running_sandboxes']} / {m['worker_slots']}; {m['customer_running']} "
+                             f"(submitted in {m['submitted_s']} s)"))
+                rows.append((label, f"run {i}: call returned; -> admin stats show nothing running; codes; a new task",
+                             f"{m['killswitch_call_s']} s; {m['nothing_running_s']} s; {m['codes']}; {m['new_task_refused']}"))
         elif s == "fair":
             label = f"customer A: {r['backlog']} queued (limit {r['limit']}); customer B's tasks"
             rows.append((label, f"B: created -> running, p50 / max ({r['b_runs']} runs)", f"{ms(r['b_start_p50_ms'])} / {ms(r['b_start_max_ms'])}"))
@@ -999,6 +1085,8 @@ def main():
     parser.add_argument("--fair-backlog", type=int, default=1000, help="customer A's queued tasks in the fair scenario")
     parser.add_argument("--fair-limit", type=int, default=20, help="customer A's max_concurrent_tasks in the fair scenario")
     parser.add_argument("--fair-runs", type=int, default=10, help="customer B's tasks, one after another")
+    parser.add_argument("--operator-per-customer", type=int, default=100, help="tasks of each of the two customers in the operator scenario")
+    parser.add_argument("--operator-runs", type=int, default=3, help="runs of the operator scenario")
     parser.add_argument("--plateau", type=float, default=8.0, help="running count unchanged this long: as many run as will")
     parser.add_argument("--submit-parallel", type=int, default=16, help="concurrent API calls when submitting")
     parser.add_argument("--poll-interval", type=float, default=0.25)
@@ -1010,7 +1098,7 @@ def main():
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)  # the stub check
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - {"load", "wait", "burst", "single", "cancel", "killswitch", "fair"}
+    unknown = set(chosen) - {"load", "wait", "burst", "single", "cancel", "killswitch", "fair", "operator"}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
 
@@ -1039,6 +1127,8 @@ def main():
                 results.append(scenario_killswitch(bench, args.cancel_running, args.cancel_cap, args.killswitch_runs))
             elif name == "fair":
                 results.append(scenario_fair(bench, args.fair_backlog, args.fair_limit, args.fair_runs))
+            elif name == "operator":
+                results.append(scenario_operator(bench, args.operator_per_customer, args.cancel_cap, args.operator_runs))
     except BaseException:
         if platform.log_file:
             log("runplatform output (end):\n" + platform.output()[-3000:])
