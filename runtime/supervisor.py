@@ -774,7 +774,7 @@ class TaskRun:
 
         ending: a sample taken as the run ends, before its tree is gone; skipped when the tree's cgroups
         still count it after the exit (the end stores the sample taken then, which holds everything this
-        one would: six counter files fewer to read for each, a third of a short task's samples)."""
+        one would): five or six counter files fewer to read for each."""
         if self.box is None or self.box.pid is None:
             return
         if ending and self.box.counted_after_exit:

@@ -110,7 +110,11 @@ class ConcurrentWorker(SimpleWorker):
             pipe.persist(job.key)
             if len(self.queues) == 1:
                 pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except redis.exceptions.RedisError:
+                self.executions.pop(execution.id, None)  # never written: nothing will clean it up
+                raise
         return execution
 
     def _job_ended(self, job, queue, execution) -> None:
