@@ -264,20 +264,18 @@ class TaskCgroup:
             if current is None:
                 return None
             inactive = _stat_value(_read(d / "memory.stat"), "inactive_file") or 0
-            peak = _read(d / "memory.peak")
-            return max(0, int(current) - inactive), int(peak) if peak else None
+            return max(0, int(current) - inactive), self.memory_peak()
         if self.uses["memory"] == "v1":
             d = self.dirs["memory"]
             usage = _read(d / "memory.usage_in_bytes")
             if usage is None:
                 return None
             inactive = _stat_value(_read(d / "memory.stat"), "total_inactive_file") or 0
-            peak = _read(d / "memory.max_usage_in_bytes")
-            return max(0, int(usage) - inactive), int(peak) if peak else None
+            return max(0, int(usage) - inactive), self.memory_peak()
         return None
 
     def memory_peak(self) -> int | None:
-        """The peak bytes as the kernel counts them (memory() without its current reading)."""
+        """The peak bytes as the kernel counts them (what a tree's exit keeps; memory() reads it too)."""
         if self.uses["memory"] in ("v2", "v1"):
             name = "memory.peak" if self.uses["memory"] == "v2" else "memory.max_usage_in_bytes"
             peak = _read(self._dir("memory") / name)
