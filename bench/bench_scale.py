@@ -27,8 +27,9 @@ Scenarios (--scenarios, comma separated; all by default):
            that never answers in time; then customer B submits --fair-runs trivial tasks one after
            another: created -> running and -> finished of B's tasks, and the killswitch on A.
   operator issue 10's "Done when": two customers (max_concurrent_tasks 150 each) submit
-           --operator-per-customer tasks each on a model that never answers in time; admin stats and
-           each customer's API while they run; the GLOBAL killswitch: call -> admin stats (polled
+           --operator-per-customer tasks each on a model that never answers in time; admin stats, each
+           customer's API and the Django admin console (signed in with password and TOTP: its task list
+           of each customer's running tasks) while they run; the GLOBAL killswitch: call -> admin stats (polled
            every 20 ms) show nothing running, the tasks' codes, a new task's 423; --operator-runs
            times (not in the default set).
   cancel   --cancel-running tasks on a model that never answers in time: cancel one running task
@@ -807,6 +808,50 @@ def scenario_killswitch(bench: Bench, count: int, cap: float, runs: int) -> dict
     return result
 
 
+class AdminConsole:
+    """The Django admin as an operator opens it: /admin/login/ with the password and a TOTP code (a device
+    enrolled by `manage.py admin_otp enrol`), then the task list filtered as the operator would filter it."""
+
+    def __init__(self, platform: Platform, username: str):
+        from urllib.parse import parse_qs, urlparse
+
+        enrolment = platform.manage("admin_otp", "enrol", username, "--replace")
+        uri = next(word for word in enrolment.split() if word.startswith("otpauth://"))
+        self.secret = parse_qs(urlparse(uri).query)["secret"][0]
+        self.base = platform.base
+        self.session = requests.Session()
+        self._login(username)
+
+    def _code(self) -> str:
+        import base64
+
+        from django_otp.oath import totp  # RFC 6238, what the admin site checks the code with
+
+        key = base64.b32decode(self.secret + "=" * (-len(self.secret) % 8))
+        return str(totp(key)).zfill(6)
+
+    def _login(self, username: str) -> None:
+        self.session.get(self.base + "/admin/login/", timeout=30).raise_for_status()
+        answer = self.session.post(self.base + "/admin/login/?next=/admin/", timeout=30, data={
+            "username": username, "password": PASSWORD, "otp_token": self._code(), "next": "/admin/",
+            "csrfmiddlewaretoken": self.session.cookies["csrftoken"],
+        }, headers={"Referer": self.base + "/admin/login/"})
+        if answer.status_code != 200 or "/admin/logout/" not in answer.text:
+            raise RuntimeError(f"the admin console refused the login: {answer.status_code} {answer.text[:300]}")
+
+    def running(self, customer_id: int) -> int:
+        """The count the console's task list shows for one customer's running tasks."""
+        import re
+
+        page = self.session.get(f"{self.base}/admin/tasks/task/?status__exact=running&customer__id__exact={customer_id}",
+                                timeout=60)
+        page.raise_for_status()
+        found = re.search(r'class="paginator">\s*(\d+)\s+tasks?', page.text)
+        if found is None:
+            raise RuntimeError("the console's task list shows no count")
+        return int(found.group(1))
+
+
 def scenario_operator(bench: Bench, per_customer: int, cap: float, runs: int) -> dict:
     """Issue 10's "Done when" as an operator tries it: two customers (the bench's and a second one), each with
     max_concurrent_tasks 150, submit `per_customer` tasks each on a model that never answers in time; the
@@ -826,6 +871,7 @@ def scenario_operator(bench: Bench, per_customer: int, cap: float, runs: int) ->
               "monthly_token_budget": 10**12}
     for cid in (bench.customer_id, second_id):
         bench.api.call("PATCH", f"/api/admin/customers/{cid}/", admin=True, json={"quotas": quotas})
+    console = AdminConsole(bench.platform, bench.admin_username)
     stub = bench.stub(bench.args.cancel_latency)
     model = second.call("POST", "/api/models/", json={
         "name": "second-stub", "provider": "openai", "model": "stub-model", "base_url": stub.base_url,
@@ -853,6 +899,7 @@ def scenario_operator(bench: Bench, per_customer: int, cap: float, runs: int) ->
             "admin_running": seen["tasks_by_status"].get("running", 0), "running_sandboxes": seen.get("running_sandboxes"),
             "worker_slots": seen.get("worker_slots"),
             "customer_running": [bench.api.count(first_agent, "running"), second.count(second_agent, "running")],
+            "console_running": [console.running(bench.customer_id), console.running(second_id)],
         }
         call_started = time.monotonic()
         bench.api.call("POST", "/api/admin/killswitch/", admin=True, json={"engaged": True, "reason": "bench operator"})
@@ -987,9 +1034,10 @@ def table(results: list[dict], context: dict) -> str:
         elif s == "operator":
             label = f"two customers x {r['per_customer']} on a slow model, global killswitch"
             for i, m in enumerate(r["runs"], 1):
-                rows.append((label, f"run {i}: admin stats running / sandboxes / worker slots; each customer's API",
-                             f"{m['admin_running']} / {m['running_sandboxes']} / {m['worker_slots']}; {m['customer_running']} "
-                             f"(submitted in {m['submitted_s']} s)"))
+                rows.append((label, f"run {i}: admin stats running / sandboxes / worker slots; each customer's API; "
+                                    "the admin console's task list",
+                             f"{m['admin_running']} / {m['running_sandboxes']} / {m['worker_slots']}; {m['customer_running']}; "
+                             f"{m.get('console_running')} (submitted in {m['submitted_s']} s)"))
                 rows.append((label, f"run {i}: call returned; -> admin stats show nothing running; codes; a new task",
                              f"{m['killswitch_call_s']} s; {m['nothing_running_s']} s; {m['codes']}; {m['new_task_refused']}"))
         elif s == "fair":
