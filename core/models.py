@@ -44,6 +44,7 @@ class Killswitch(models.Model):
 
     class Meta:
         db_table = "adminpanel_killswitch"
+        verbose_name_plural = "killswitches"
 
     def __str__(self):
         return f"killswitch {self.scope}: {'engaged' if self.engaged else 'released'}"

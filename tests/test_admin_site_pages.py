@@ -85,6 +85,10 @@ def test_the_killswitch_says_what_it_stops_and_needs_a_confirmation(operator, ma
     asked = operator.post("/admin/core/killswitch/", {"action": "engage_selected", "_selected_action": switch.pk})
     assert asked.status_code == 200 and "Yes, engage" in asked.content.decode() and "every customer" in text(asked)
     assert not Killswitch.objects.get(pk=switch.pk).engaged
+    # the list and the index name them in English
+    assert "Select killswitch to change" in text(operator.get("/admin/core/killswitch/"))
+    index = text(operator.get("/admin/"))
+    assert "Killswitches" in index and "Killswitchs" not in index
 
 
 def test_customer_tools_are_listed_with_the_agents_using_them(operator, make_customer):
