@@ -1074,8 +1074,9 @@ def table(results: list[dict], context: dict) -> str:
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [
         f"machine: {context['machine']}",
-        f"one core: the reference loop took {context.get('reference_loop_ms', '?')} ms (lower is faster; "
-        "compare figures from other machines through it)",
+        f"one core: the reference loop took {context.get('reference_loop_ms', '?')} ms before the run, "
+        f"{context.get('reference_loop_ms_after', '?')} ms after (lower is faster; compare machines "
+        "through it; where the two differ much, the machine's speed changed during the run)",
         f"platform: runplatform, {context['workers']} worker(s) (WORKERS={context['workers_setting']}), "
         f"database {context['database']}, redis {context['redis']}, commit {context['commit']}",
         f"load average before / after: {context['load_before']} / {context['load_after']}; {context['started']} -> {context['ended']}",
@@ -1186,6 +1187,9 @@ def main():
             bench.close()
         platform.stop()
 
+    # again once the platform is gone: a VM's speed drifts (one here ran the loop in 59 ms, then 109 ms within
+    # the hour), and a run whose two figures differ much compares with nothing
+    reference_after = reference_loop_ms()
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     context = {
         "machine": f"{host.node()}, {os.cpu_count()} CPU, {psutil.virtual_memory().total / 2**30:.1f} GiB, "
@@ -1194,7 +1198,7 @@ def main():
         "database": platform.database, "redis": platform.redis, "commit": commit or "?",
         "load_before": load_before, "load_after": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "started": started, "ended": time.strftime("%H:%M:%S UTC", time.gmtime()),
-        "reference_loop_ms": reference,
+        "reference_loop_ms": reference, "reference_loop_ms_after": reference_after,
     }
     print(table(results, context))
     if args.json:
