@@ -280,9 +280,12 @@ def test_only_a_task_that_runs_code_gets_a_code_runner(workers, customer, client
         release.set()
         for task_id in (plain, coder):
             assert finished(task_id).status == "succeeded"
-    # The launcher (root) and the agent; with code, also the code runner under the code uid.
-    assert len(uids[plain]) == 2 and uids[plain][0] == 0, uids
-    assert len(uids[coder]) == 3 and uids[coder][2] == uids[coder][1] + 100000, uids
+    # The agent; with code, also the code runner under the code uid. (Above them, a launcher running as root
+    # where there is one: a cold start, or a warm one outside mode "root"; warm in mode "root" the agent is the
+    # zygote's child itself.)
+    tasks_own = {task_id: [uid for uid in found if uid != 0] for task_id, found in uids.items()}
+    assert len(tasks_own[plain]) == 1 and len(uids[plain]) <= 2, uids
+    assert len(tasks_own[coder]) == 2 and tasks_own[coder][1] == tasks_own[coder][0] + 100000, uids
 
 
 def test_cancel_kills_the_whole_tree_quickly(workers, customer, client_for):

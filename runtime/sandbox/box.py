@@ -180,7 +180,9 @@ class Sandbox:
         self._send_config(cfg_w, config, st_r)
 
     def _spawn_warm(self, zygote: "zygotes.Zygote", config: dict, stdout, stderr) -> None:
-        """P0 is a fork of the zygote; its exit code comes back on a pipe (it is not our child)."""
+        """The zygote's child: P1 itself, cloned into its namespaces (mode "root"), or P0, which forks P1
+        (mode "user": its user namespace is made by P0 after it dropped its uid). Its exit code comes back on
+        a pipe (it is not our child): the zygote writes P1's, P0 writes its child's."""
         null = os.open(os.devnull, os.O_RDWR)
 
         def fileno(stream, default):
@@ -198,7 +200,8 @@ class Sandbox:
         st_r, st_w = os.pipe()
         ex_r, ex_w = os.pipe()
         try:
-            pid, pidfd = zygote.fork([null, out, err, cfg_r, st_w, ex_w], list(config["pass_fds"]))
+            pid, pidfd = zygote.fork([null, out, err, cfg_r, st_w, ex_w], list(config["pass_fds"]),
+                                     direct=self.mode == "root", cpu_limit=config["rlimits"]["CPU"][0])
         except zygotes.ZygoteUnavailable:
             for fd in (cfg_w, st_r, ex_r):
                 os.close(fd)

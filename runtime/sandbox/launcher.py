@@ -15,10 +15,13 @@ STATUS_FD (close-on-exec, so the parent reads EOF once the child's program is ru
 With mode "off" (no namespaces on this host) P0 stays a child subreaper, forks the child
 and, when the child ends, kills whatever it left behind.
 
-Warm start (zygote.py): the same run() in a fork of the zygote instead of a fresh interpreter.
-P0 is then the zygote's child, not the worker's: it watches the worker's pid through a pidfd
-(PR_SET_PDEATHSIG would follow the zygote) and reports the child's end on EXIT_FD, and P1, once
-every layer is built, calls the agent's entry point in-process instead of exec'ing an interpreter.
+Warm start (zygote.py), mode "root": no P0. The zygote clones P1 straight into its namespaces and
+run_direct() does the rest of P0's work in P1 (the cgroups joined, then the cgroup namespace) and P1's
+own; the zygote reaps P1 and reports its end. Mode "user": the same run() in a fork of the zygote
+instead of a fresh interpreter. P0 is then the zygote's child, not the worker's: it watches the worker's
+pid through a pidfd (PR_SET_PDEATHSIG would follow the zygote) and reports the child's end on EXIT_FD.
+Either way P1, once every layer is built, calls the agent's entry point in-process instead of exec'ing
+an interpreter.
 """
 import _signal as signal  # the C module: `signal` would import enum, 10+ ms of every task's start
 import ctypes
@@ -266,6 +269,26 @@ def run(config: dict, entry=None, exit_fd: int = -1) -> None:
     except OSError:
         pass
     mirror_exit(status)
+
+
+def run_direct(config: dict, entry, zygote_fd: int) -> None:
+    """Warm start without P0 (mode "root"): we are P1 already, cloned by the zygote into new mount, pid, net,
+    ipc and uts namespaces; the zygote reaps us and reports our end. What P0 did before forking P1 happens
+    here, in the same order: die with the zygote (which dies with the worker), the cgroups joined, then the
+    cgroup namespace (rooted at the task's cgroup), then P1's own work, as in run()."""
+    if config["mode"] != "root":
+        raise Failure("a direct start needs the root mode")
+    if config.get("die_with_parent"):
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([zygote_fd], [], [], 0)[0]:
+            os._exit(127)  # the zygote ended before the line above: nobody would kill us
+    os.close(zygote_fd)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.umask(0o022)
+    join_cgroups(config.get("cgroup_procs", []))  # our pid in our namespace (1): the kernel reads it there
+    check(libc.unshare(CLONE_NEWCGROUP), "unshare (cgroup namespace)")
+    build_view(config)
+    child(config, entry)
 
 
 def wait_for_exit_or_parent(pid: int, parent_fd: int) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 
 class ForkedProcess:
-    """The Popen-like handle of a warm P0 (the zygote's child): pid, poll(), wait(), returncode.
+    """The Popen-like handle of a warm start's process (the zygote's child: P1 itself in mode "root", else
+    P0): pid, poll(), wait(), returncode.
 
-    The kernel says when it exited (pidfd); P0 wrote its child's return code on the exit pipe
-    first (nothing there: it was killed, as by cgroup.kill, so -SIGKILL)."""
+    The kernel says when it exited (pidfd); the zygote (for P1) or P0 (for its child) writes the return code
+    on the exit pipe (nothing there: it was killed, as by cgroup.kill, so -SIGKILL)."""
 
     def __init__(self, pid: int, pidfd: int, exit_fd: int):
         self.pid, self.pidfd, self.exit_fd = pid, pidfd, exit_fd

@@ -8,14 +8,19 @@ no thread, no event loop, no socket but the control one, and it never runs a tas
 one canned turn of an agent on a replay model at start, _warm_up(), and closes that loop).
 
 For each task, Sandbox.spawn() sends one request (a datagram carrying the child's stdio, the
-config, status, exit and reply pipes and pass_fds). The zygote forks P0 and writes P0's pid on
-the reply pipe; P0 puts the descriptors in place, closes every other one, and runs the launcher's
-run(): the same layers as a cold start (cgroups, namespaces, uid, mount view, rlimits,
-no_new_privs, seccomp, exactly the given environment), but P1 calls agentchild's main in-process
-instead of exec'ing an interpreter. Children are single-use: one fork per task, never reused.
+config, status, exit and reply pipes and pass_fds). In mode "root" the zygote clones P1 itself into
+new mount, pid, net, ipc and uts namespaces (_clone) and writes its pid on the reply pipe; P1 puts
+the descriptors in place, closes every other one and runs the launcher's run_direct(): it joins the
+task's cgroups, enters its cgroup namespace and builds the same layers as a cold start (mount view,
+uid, rlimits, no_new_privs, seccomp, exactly the given environment), then calls agentchild's main
+in-process instead of exec'ing an interpreter. In mode "user" (the user namespace must be made after
+the uid is dropped) the zygote forks P0, which runs the launcher's run() and forks P1, as a cold
+start's launcher does. Children are single-use: one per task, never reused.
 
-The zygote reaps its children automatically (SIGCHLD ignored) and dies with the worker
-(PR_SET_PDEATHSIG). If it is gone or does not answer, spawn() falls back to a cold start.
+The zygote reaps its children (a pidfd of each in its poll set) and writes a direct child's return code
+on that child's exit pipe (P0 writes its own child's). It dies with the worker (PR_SET_PDEATHSIG), and
+a direct child dies with the zygote (the same): a worker that dies takes every sandbox with it. If the
+zygote is gone or does not answer, spawn() falls back to a cold start.
 """
 import os
 import socket
@@ -57,13 +62,16 @@ class Zygote:
     def alive(self) -> bool:
         return self.pidfd >= 0 and not _readable(self.pidfd, 0)
 
-    def fork(self, fds: list[int], pass_fds: list[int]) -> tuple[int, int]:
-        """Ask for one P0. fds: stdin, stdout, stderr, config_r, status_w, exit_w (sent, then
-        closed by the caller). Returns (pid, pidfd); raises ZygoteUnavailable."""
+    def fork(self, fds: list[int], pass_fds: list[int], *, direct: bool = False, cpu_limit: float = 0) -> tuple[int, int]:
+        """Ask for one child: P0 (the launcher's run(), which forks P1), or with `direct` P1 itself, cloned
+        into its namespaces by the zygote (launcher.run_direct). fds: stdin, stdout, stderr, config_r,
+        status_w, exit_w (sent, then closed by the caller). cpu_limit: RLIMIT_CPU's soft limit, for the
+        zygote to tell a SIGKILL of that limit (SIGXCPU) from another. Returns (pid, pidfd); raises
+        ZygoteUnavailable."""
         reply_r, reply_w = os.pipe()
         try:
             try:
-                header = ",".join(str(fd) for fd in pass_fds).encode() or b"-"
+                header = f"{'D' if direct else 'P'};{float(cpu_limit or 0)!r};{','.join(str(fd) for fd in pass_fds)}".encode()
                 socket.send_fds(self.sock, [header], [*fds, reply_w, *pass_fds])
             except OSError as exc:
                 raise ZygoteUnavailable(f"the zygote does not take requests: {exc}") from None
@@ -171,6 +179,10 @@ def _read_all(fd: int, timeout: float) -> bytes:
 
 # -- the zygote itself --------------------------------------------------------------------------
 
+# A pidfd of the zygote on itself, inherited by its direct children: one that finds it readable (the zygote
+# is gone) right after setting PR_SET_PDEATHSIG exits, as P0 checks the worker's pid.
+_self_pidfd = -1
+
 
 def _preload() -> None:
     """Import what a task's child imports (nothing runs: no loop, no thread, no socket)."""
@@ -214,10 +226,74 @@ def _warm_up() -> None:
     asyncio.set_event_loop_policy(None)
 
 
-def _serve(sock: socket.socket) -> None:
-    import signal
+# clone(2) flags of a direct child: every namespace of the sandbox but the cgroup one, which P1 enters itself
+# once it has joined its task's cgroups (so that its cgroup namespace is rooted there).
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000
+DIRECT_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+SYS_CLONE = {"x86_64": 56, "aarch64": 220}
+SIGCHLD = 17
 
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our P0s
+
+def _clone(flags: int) -> int:
+    """fork(), into new namespaces: clone(2) with `flags` | SIGCHLD and no new stack, between CPython's own
+    before- and after-fork hooks (what os.fork() runs around fork(2)). Python 3.11 has no os.clone(); a pid
+    namespace cannot be entered by unshare(2) (only the caller's later children are in it), so without this the
+    zygote's child (P0) must fork once more to have P1 in its namespaces: a second copy of the zygote's address
+    space, built and torn down for every task (perf: 8% of the machine's CPU in a burst). The zygote has one
+    thread, so nothing of libc's own fork bookkeeping (other threads' locks) is missing here."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = libc.syscall(SYS_CLONE[os.uname().machine], ctypes.c_ulong(flags | SIGCHLD), 0, 0, 0, 0)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return pid
+
+
+class _Children:
+    """The zygote's children until they end: each one's pidfd in the poll set; at its end the zygote reaps
+    it and, for a direct child (P1), writes its return code (Popen's convention) on its exit pipe, as P0 does
+    for its P1."""
+
+    def __init__(self, poller):
+        self.poller = poller
+        self.by_pidfd: dict[int, tuple[int, int, float]] = {}  # pidfd -> (pid, exit_w or -1, cpu_limit)
+
+    def add(self, pid: int, exit_w: int, cpu_limit: float) -> None:
+        import select
+
+        pidfd = os.pidfd_open(pid)  # not reaped before we wait for it: the pid cannot be reused meanwhile
+        self.by_pidfd[pidfd] = (pid, exit_w, cpu_limit)
+        self.poller.register(pidfd, select.POLLIN)
+
+    def ended(self, pidfd: int) -> None:
+        import launcher
+
+        pid, exit_w, cpu_limit = self.by_pidfd.pop(pidfd)
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+        try:
+            status = launcher.wait_for(pid, reap_all=False, cpu_limit=cpu_limit)
+        except OSError:
+            status = 9  # as killed
+        if exit_w >= 0:
+            try:
+                os.write(exit_w, str(os.waitstatus_to_exitcode(status)).encode())
+            except (OSError, ValueError):
+                pass
+            os.close(exit_w)
+
+
+def _serve(sock: socket.socket) -> None:
+    import select
+
     # Everything imported so far is shared with every child, page for page, until written. The cyclic
     # garbage collector writes to each object it visits: frozen, they stay out of its passes, so a
     # child's collections do not copy the whole imported heap (Instagram's gc.freeze() for pre-fork).
@@ -225,37 +301,108 @@ def _serve(sock: socket.socket) -> None:
 
     gc.collect()
     gc.freeze()
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    children = _Children(poller)
     sock.send(b"ready")
     while True:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 256, MAX_FDS)
+            events = poller.poll()
         except InterruptedError:
             continue
-        if not msg:
-            os._exit(0)  # the worker is gone
-        try:
-            pass_fds = [] if msg == b"-" else [int(fd) for fd in msg.split(b",")]
-            if len(fds) != REPLY + 1 + len(pass_fds):
-                raise ValueError("bad request")
-            pid = os.fork()
-        except (ValueError, OSError):
-            for fd in fds:
-                os.close(fd)
-            continue
-        if pid == 0:
-            sock.close()
-            _p0(fds, pass_fds)  # never returns
-        try:
-            os.write(fds[REPLY], str(pid).encode())
-        except OSError:
-            pass
+        for fd, _event in events:
+            if fd != sock.fileno():
+                children.ended(fd)
+                continue
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 256, MAX_FDS)
+            except InterruptedError:
+                continue
+            if not msg:
+                os._exit(0)  # the worker is gone
+            _fork_one(sock, msg, fds, children)
+
+
+def _fork_one(sock: socket.socket, msg: bytes, fds: list[int], children: _Children) -> None:
+    try:
+        kind, cpu, listed = msg.split(b";", 2)
+        pass_fds = [int(fd) for fd in listed.split(b",")] if listed else []
+        if kind not in (b"D", b"P") or len(fds) != REPLY + 1 + len(pass_fds):
+            raise ValueError("bad request")
+        direct, cpu_limit = kind == b"D", float(cpu)
+        pid = _clone(DIRECT_FLAGS) if direct else os.fork()
+    except (ValueError, OSError):
         for fd in fds:
             os.close(fd)
+        return
+    if pid == 0:
+        sock.close()
+        if direct:
+            _p1(fds, pass_fds)  # never returns
+        _p0(fds, pass_fds)  # never returns
+    try:
+        os.write(fds[REPLY], str(pid).encode())
+    except OSError:
+        pass
+    exit_w = fds[EXIT] if direct else -1  # P0 writes its own; for P1 the zygote does, when it ends
+    for i, fd in enumerate(fds):
+        if i != EXIT or not direct:
+            os.close(fd)
+    try:
+        children.add(pid, exit_w, cpu_limit)
+    except OSError:  # no pidfd: it ended and cannot be told; its exit pipe says so by closing
+        if exit_w >= 0:
+            os.close(exit_w)
+
+
+def _adopt_fds(fds: list[int], pass_fds: list[int], keep_exit: bool, also_keep: tuple = ()) -> tuple[int, int, int]:
+    """In the fork: stdio and pass_fds to their numbers, every other descriptor closed. Returns the config,
+    status and exit descriptors (exit -1 when not kept)."""
+    import fcntl
+
+    base = max([2, *pass_fds]) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
+    for i in (STDIN, STDOUT, STDERR):
+        os.dup2(moved[i], i)
+    for target, i in zip(pass_fds, range(REPLY + 1, len(fds))):
+        os.dup2(moved[i], target, inheritable=False)
+    keep = {0, 1, 2, *pass_fds, moved[CONFIG], moved[STATUS], *([moved[EXIT]] if keep_exit else []), *also_keep}
+    for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    return moved[CONFIG], moved[STATUS], moved[EXIT] if keep_exit else -1
+
+
+def _p1(fds: list[int], pass_fds: list[int]) -> None:
+    """A direct child: pid 1 of its new namespaces already; the launcher builds the rest (run_direct)."""
+    import marshal
+    import signal
+
+    import launcher
+
+    try:
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        config_fd, status_fd, _ = _adopt_fds(fds, pass_fds, keep_exit=False, also_keep=(_self_pidfd,))
+        launcher.status_fd = status_fd
+        with os.fdopen(config_fd, "rb") as f:
+            config = marshal.loads(f.read())
+    except Exception:  # noqa: BLE001 - the worker sees EOF on the status pipe without a code
+        os._exit(127)
+    try:
+        launcher.run_direct(config, entry=_run_agentchild, zygote_fd=_self_pidfd)
+    except launcher.Failure as exc:
+        launcher.fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - never run half-built
+        launcher.fail(f"{type(exc).__name__}: {exc}")
+    os._exit(127)
 
 
 def _p0(fds: list[int], pass_fds: list[int]) -> None:
     """In the fork: put the descriptors in place, close all others, run the launcher."""
-    import fcntl
     import marshal
     import signal
 
@@ -264,27 +411,14 @@ def _p0(fds: list[int], pass_fds: list[int]) -> None:
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # P0 waits for P1
-        # Move what we keep above every target number, then into place.
-        base = max([2, *pass_fds]) + 1
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
-        for i in (STDIN, STDOUT, STDERR):
-            os.dup2(moved[i], i)
-        for target, i in zip(pass_fds, range(REPLY + 1, len(fds))):
-            os.dup2(moved[i], target, inheritable=False)
-        keep = {0, 1, 2, *pass_fds, moved[CONFIG], moved[STATUS], moved[EXIT]}
-        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        launcher.status_fd = moved[STATUS]
-        with os.fdopen(moved[CONFIG], "rb") as f:
+        config_fd, status_fd, exit_fd = _adopt_fds(fds, pass_fds, keep_exit=True)
+        launcher.status_fd = status_fd
+        with os.fdopen(config_fd, "rb") as f:
             config = marshal.loads(f.read())
     except Exception:  # noqa: BLE001 - the worker sees EOF on the status pipe without a code
         os._exit(127)
     try:
-        launcher.run(config, entry=_run_agentchild, exit_fd=moved[EXIT])
+        launcher.run(config, entry=_run_agentchild, exit_fd=exit_fd)
     except launcher.Failure as exc:
         launcher.fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - never run half-built
@@ -349,6 +483,8 @@ def main() -> None:
     if os.getppid() != worker_pid:
         os._exit(0)
     sock = socket.socket(fileno=control_fd)
+    global _self_pidfd
+    _self_pidfd = os.pidfd_open(os.getpid())
     _preload()
     _serve(sock)
 

@@ -54,6 +54,10 @@ def spawn(root, warm=True):
 
 
 def agent_of(box) -> psutil.Process:
+    """The agent's process: warm in mode "root" the zygote's child itself (cloned into its namespaces), else the
+    launcher's (P0's) child."""
+    if box.warm and box.mode == "root":
+        return psutil.Process(box.pid)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         kids = psutil.Process(box.pid).children()
@@ -71,7 +75,10 @@ def test_the_zygote_holds_one_thread_no_environment_and_only_its_control_socket(
     assert os.listdir(f"/proc/{zyg.pid}/task") == [str(zyg.pid)]
     assert open(f"/proc/{zyg.pid}/environ").read() == ""
     fds = {int(fd): os.readlink(f"/proc/{zyg.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{zyg.pid}/fd")}
-    assert [t for fd, t in fds.items() if t.startswith("socket:")] == [fds[max(fds)]] and len(fds) == 4, fds
+    assert [t for fd, t in fds.items() if t.startswith("socket:")] == [fds[max(fds)]] and len(fds) == 5, fds
+    # and a pidfd of itself (its direct children check it), no other process's
+    pidfds = [fd for fd, t in fds.items() if t == "anon_inode:[pidfd]"]
+    assert len(pidfds) == 1 and f"Pid:\t{zyg.pid}\n" in open(f"/proc/{zyg.pid}/fdinfo/{pidfds[0]}").read()
 
 
 def test_a_warm_child_is_a_single_use_fork_with_every_layer(root, zyg):
@@ -79,7 +86,9 @@ def test_a_warm_child_is_a_single_use_fork_with_every_layer(root, zyg):
     try:
         assert box.warm
         agent = agent_of(box)
-        assert agent.ppid() == box.pid and psutil.Process(box.pid).ppid() == zyg.pid
+        assert psutil.Process(box.pid).ppid() == zyg.pid
+        # mode "root": the agent is the zygote's child, cloned into its namespaces; else P0's child
+        assert agent.pid == box.pid if box.mode == "root" else agent.ppid() == box.pid
         st = status(agent.pid)
         assert int(st["Uid"].split()[0]) >= 200000 or REPORT["mode"] == "user"
         assert int(st["CapEff"], 16) == 0 and st["NoNewPrivs"] == "1" and st["Seccomp"] == "2" and st["Threads"] == "1", st
@@ -123,3 +132,25 @@ def test_a_dead_zygote_means_a_cold_start(root, zyg):
     assert box.wait(10) == 70
     box.cleanup()
     assert zygote.ensure() is not None and zygote.current().alive()
+
+
+def test_a_zygote_that_dies_takes_its_direct_children_with_it(root, zyg):
+    """Mode "root": the agent is the zygote's child (no P0 between), armed with PR_SET_PDEATHSIG; so the chain
+    worker -> zygote -> agent kills every agent when the worker dies, and a zygote that dies alone ends its
+    running agents too (each run then ends sandbox_error, 'ended unexpectedly')."""
+    if REPORT["mode"] != "root":
+        from conftest import host_lacks
+
+        host_lacks("the sandbox's root mode (a root worker): only there is the agent the zygote's own child")
+    box, channel = spawn(root)
+    try:
+        agent = agent_of(box)
+        assert box.warm and agent.pid == box.pid
+        zyg.proc.kill()
+        zyg.proc.wait()
+        assert box.wait(5) == -signal.SIGKILL
+        _gone, alive = psutil.wait_procs([agent], timeout=3)
+        assert not alive
+    finally:
+        channel.close()
+        box.cleanup()
