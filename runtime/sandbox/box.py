@@ -319,13 +319,15 @@ class Sandbox:
             self._sleep_until_exit(min(0.2, left) if left is not None else 0.2)
 
     def exit_fd(self) -> int | None:
-        """A descriptor that becomes readable when the launcher exits (a pidfd, owned by the sandbox and
-        closed by cleanup()), for an event loop to wait on; None where the kernel has no pidfds."""
+        """A descriptor that becomes readable when the launcher exits (a pidfd; for a warm start a copy of its
+        exit pipe), owned by the sandbox and closed by cleanup(), for an event loop to wait on; None where
+        the kernel has no pidfds."""
         if not self.proc:
             return None
         if self._pidfd is None:
             try:
-                self._pidfd = os.dup(self.proc.pidfd) if isinstance(self.proc, ForkedProcess) else os.pidfd_open(self.proc.pid)
+                # a warm start's end is its exit pipe's (ForkedProcess), a cold one's its pidfd's
+                self._pidfd = os.dup(self.proc.exit_fd) if isinstance(self.proc, ForkedProcess) else os.pidfd_open(self.proc.pid)
             except (AttributeError, OSError):
                 self._pidfd = -1
         return self._pidfd if self._pidfd >= 0 else None

@@ -13,8 +13,11 @@ class ForkedProcess:
     """The Popen-like handle of a warm start's process (the zygote's child: P1 itself in mode "root", else
     P0): pid, poll(), wait(), returncode.
 
-    The kernel says when it exited (pidfd); the zygote (for P1) or P0 (for its child) writes the return code
-    on the exit pipe (nothing there: it was killed, as by cgroup.kill, so -SIGKILL)."""
+    Its end is its exit pipe's: the zygote (for P1, once it reaped it) or P0 (for its child, just before it
+    exits) writes the return code there and closes it; nothing written means it was killed (as by
+    cgroup.kill), so -SIGKILL. Not the pidfd's: a direct child's pidfd is readable as soon as it dies, before
+    the zygote has reaped it and written its code, and a reader waiting for that code would block (the
+    supervisor's event loop, once per task of a killswitch). The pidfd is for signals and identity."""
 
     def __init__(self, pid: int, pidfd: int, exit_fd: int):
         self.pid, self.pidfd, self.exit_fd = pid, pidfd, exit_fd
@@ -22,7 +25,8 @@ class ForkedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and readable(self.pidfd, 0):
+        if self.returncode is None and readable(self.exit_fd, 0):
+            # the code and the close come together (a write, then close, by one process): at most a moment
             data = read_until_eof(self.exit_fd, 1.0) or ""
             os.close(self.pidfd)
             self.returncode = int(data) if data.strip().lstrip("-").isdigit() else -signal.SIGKILL
@@ -34,7 +38,7 @@ class ForkedProcess:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(self.args, timeout)
-            readable(self.pidfd, left)
+            readable(self.exit_fd, left)
         return self.returncode
 
 
