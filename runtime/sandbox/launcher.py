@@ -280,7 +280,9 @@ def run_direct(config: dict, entry, zygote_fd: int) -> None:
         raise Failure("a direct start needs the root mode")
     if config.get("die_with_parent"):
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if select.select([zygote_fd], [], [], 0)[0]:
+        alive = select.poll()  # poll(), not select(): the descriptor's number may be above 1024
+        alive.register(zygote_fd, select.POLLIN)
+        if alive.poll(0):
             os._exit(127)  # the zygote ended before the line above: nobody would kill us
     os.close(zygote_fd)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -355,25 +355,27 @@ def _fork_one(sock: socket.socket, msg: bytes, fds: list[int], children: _Childr
             os.close(exit_w)
 
 
-def _adopt_fds(fds: list[int], pass_fds: list[int], keep_exit: bool, also_keep: tuple = ()) -> tuple[int, int, int]:
+def _adopt_fds(fds: list[int], pass_fds: list[int], keep_exit: bool, also_keep: tuple = ()) -> tuple[int, int, int, list]:
     """In the fork: stdio and pass_fds to their numbers, every other descriptor closed. Returns the config,
-    status and exit descriptors (exit -1 when not kept)."""
+    status and exit descriptors (exit -1 when not kept) and the new numbers of `also_keep` (moved, like the
+    others, above every target number first: a pass_fd may take the number one of them had)."""
     import fcntl
 
     base = max([2, *pass_fds]) + 1
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
+    extra = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in also_keep]
     for i in (STDIN, STDOUT, STDERR):
         os.dup2(moved[i], i)
     for target, i in zip(pass_fds, range(REPLY + 1, len(fds))):
         os.dup2(moved[i], target, inheritable=False)
-    keep = {0, 1, 2, *pass_fds, moved[CONFIG], moved[STATUS], *([moved[EXIT]] if keep_exit else []), *also_keep}
+    keep = {0, 1, 2, *pass_fds, moved[CONFIG], moved[STATUS], *([moved[EXIT]] if keep_exit else []), *extra}
     for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
         if fd not in keep:
             try:
                 os.close(fd)
             except OSError:
                 pass
-    return moved[CONFIG], moved[STATUS], moved[EXIT] if keep_exit else -1
+    return moved[CONFIG], moved[STATUS], moved[EXIT] if keep_exit else -1, extra
 
 
 def _p1(fds: list[int], pass_fds: list[int]) -> None:
@@ -386,14 +388,14 @@ def _p1(fds: list[int], pass_fds: list[int]) -> None:
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        config_fd, status_fd, _ = _adopt_fds(fds, pass_fds, keep_exit=False, also_keep=(_self_pidfd,))
+        config_fd, status_fd, _, (zygote_fd,) = _adopt_fds(fds, pass_fds, keep_exit=False, also_keep=(_self_pidfd,))
         launcher.status_fd = status_fd
         with os.fdopen(config_fd, "rb") as f:
             config = marshal.loads(f.read())
     except Exception:  # noqa: BLE001 - the worker sees EOF on the status pipe without a code
         os._exit(127)
     try:
-        launcher.run_direct(config, entry=_run_agentchild, zygote_fd=_self_pidfd)
+        launcher.run_direct(config, entry=_run_agentchild, zygote_fd=zygote_fd)
     except launcher.Failure as exc:
         launcher.fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - never run half-built
@@ -411,7 +413,7 @@ def _p0(fds: list[int], pass_fds: list[int]) -> None:
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # P0 waits for P1
-        config_fd, status_fd, exit_fd = _adopt_fds(fds, pass_fds, keep_exit=True)
+        config_fd, status_fd, exit_fd, _ = _adopt_fds(fds, pass_fds, keep_exit=True)
         launcher.status_fd = status_fd
         with os.fdopen(config_fd, "rb") as f:
             config = marshal.loads(f.read())
