@@ -337,9 +337,7 @@ def _fork_one(sock: socket.socket, msg: bytes, fds: list[int], children: _Childr
         return
     if pid == 0:
         sock.close()
-        if direct:
-            _p1(fds, pass_fds)  # never returns
-        _p0(fds, pass_fds)  # never returns
+        _child(fds, pass_fds, direct)  # never returns
     try:
         os.write(fds[REPLY], str(pid).encode())
     except OSError:
@@ -378,8 +376,9 @@ def _adopt_fds(fds: list[int], pass_fds: list[int], keep_exit: bool, also_keep: 
     return moved[CONFIG], moved[STATUS], moved[EXIT] if keep_exit else -1, extra
 
 
-def _p1(fds: list[int], pass_fds: list[int]) -> None:
-    """A direct child: pid 1 of its new namespaces already; the launcher builds the rest (run_direct)."""
+def _child(fds: list[int], pass_fds: list[int], direct: bool) -> None:
+    """In the fork (P0) or the clone (a direct child, P1 already): put the descriptors in place, close all
+    others, read the config, run the launcher: run_direct() in a direct child, run() in P0 (which forks P1)."""
     import marshal
     import signal
 
@@ -387,40 +386,19 @@ def _p1(fds: list[int], pass_fds: list[int]) -> None:
 
     try:
         os.setsid()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        config_fd, status_fd, _, (zygote_fd,) = _adopt_fds(fds, pass_fds, keep_exit=False, also_keep=(_self_pidfd,))
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # P0 waits for P1, P1 for what it starts
+        config_fd, status_fd, exit_fd, kept = _adopt_fds(fds, pass_fds, keep_exit=not direct,
+                                                         also_keep=(_self_pidfd,) if direct else ())
         launcher.status_fd = status_fd
         with os.fdopen(config_fd, "rb") as f:
             config = marshal.loads(f.read())
     except Exception:  # noqa: BLE001 - the worker sees EOF on the status pipe without a code
         os._exit(127)
     try:
-        launcher.run_direct(config, entry=_run_agentchild, zygote_fd=zygote_fd)
-    except launcher.Failure as exc:
-        launcher.fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - never run half-built
-        launcher.fail(f"{type(exc).__name__}: {exc}")
-    os._exit(127)
-
-
-def _p0(fds: list[int], pass_fds: list[int]) -> None:
-    """In the fork: put the descriptors in place, close all others, run the launcher."""
-    import marshal
-    import signal
-
-    import launcher
-
-    try:
-        os.setsid()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # P0 waits for P1
-        config_fd, status_fd, exit_fd, _ = _adopt_fds(fds, pass_fds, keep_exit=True)
-        launcher.status_fd = status_fd
-        with os.fdopen(config_fd, "rb") as f:
-            config = marshal.loads(f.read())
-    except Exception:  # noqa: BLE001 - the worker sees EOF on the status pipe without a code
-        os._exit(127)
-    try:
-        launcher.run(config, entry=_run_agentchild, exit_fd=exit_fd)
+        if direct:
+            launcher.run_direct(config, entry=_run_agentchild, zygote_fd=kept[0])
+        else:
+            launcher.run(config, entry=_run_agentchild, exit_fd=exit_fd)
     except launcher.Failure as exc:
         launcher.fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - never run half-built
