@@ -154,3 +154,22 @@ def test_a_zygote_that_dies_takes_its_direct_children_with_it(root, zyg):
     finally:
         channel.close()
         box.cleanup()
+
+
+def test_a_warm_starts_end_is_its_exit_pipes_not_its_pidfds():
+    """A direct child's pidfd is readable as soon as it dies, before the zygote has reaped it and written its
+    code: poll() must say "still running" then (and not wait for the code), and the code once it is written."""
+    import subprocess
+
+    from runtime.sandbox.processes import ForkedProcess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    pidfd = os.pidfd_open(dead.pid)
+    dead.wait()  # its pidfd is readable from now on
+    exit_r, exit_w = os.pipe()
+    proc = ForkedProcess(dead.pid, pidfd, exit_r)
+    started = time.monotonic()
+    assert proc.poll() is None and time.monotonic() - started < 0.5
+    os.write(exit_w, b"-9")
+    os.close(exit_w)
+    assert proc.poll() == -9 and proc.wait(1) == -9
