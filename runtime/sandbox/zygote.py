@@ -353,6 +353,15 @@ def _fork_one(sock: socket.socket, msg: bytes, fds: list[int], children: _Childr
             os.close(exit_w)
 
 
+def _close_all_but(keep: set) -> None:
+    for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def _adopt_fds(fds: list[int], pass_fds: list[int], keep_exit: bool, also_keep: tuple = ()) -> tuple[int, int, int, list]:
     """In the fork: stdio and pass_fds to their numbers, every other descriptor closed. Returns the config,
     status and exit descriptors (exit -1 when not kept) and the new numbers of `also_keep` (moved, like the
@@ -366,13 +375,7 @@ def _adopt_fds(fds: list[int], pass_fds: list[int], keep_exit: bool, also_keep: 
         os.dup2(moved[i], i)
     for target, i in zip(pass_fds, range(REPLY + 1, len(fds))):
         os.dup2(moved[i], target, inheritable=False)
-    keep = {0, 1, 2, *pass_fds, moved[CONFIG], moved[STATUS], *([moved[EXIT]] if keep_exit else []), *extra}
-    for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    _close_all_but({0, 1, 2, *pass_fds, moved[CONFIG], moved[STATUS], *([moved[EXIT]] if keep_exit else []), *extra})
     return moved[CONFIG], moved[STATUS], moved[EXIT] if keep_exit else -1, extra
 
 
@@ -415,13 +418,7 @@ def _run_agentchild(config: dict) -> None:
 
     code = 1
     try:
-        keep = {0, 1, 2, *config.get("pass_fds", [])}
-        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        _close_all_but({0, 1, 2, *config.get("pass_fds", [])})
         os.environ.clear()
         os.environ.update(config["env"])
         sys.argv = [str(AGENTCHILD_DIR / "__main__.py")]
