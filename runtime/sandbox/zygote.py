@@ -232,6 +232,7 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000
 DIRECT_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}
 SIGCHLD = 17
+_libc = None
 
 
 def _clone(flags: int) -> int:
@@ -243,8 +244,10 @@ def _clone(flags: int) -> int:
     thread, so nothing of libc's own fork bookkeeping (other threads' locks) is missing here."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    api = ctypes.pythonapi
+    global _libc
+    if _libc is None:  # once per zygote, not per task
+        _libc = ctypes.CDLL(None, use_errno=True)
+    libc, api = _libc, ctypes.pythonapi
     api.PyOS_BeforeFork()
     pid = libc.syscall(SYS_CLONE[os.uname().machine], ctypes.c_ulong(flags | SIGCHLD), 0, 0, 0, 0)
     if pid == 0:
