@@ -173,3 +173,25 @@ def test_a_warm_starts_end_is_its_exit_pipes_not_its_pidfds():
     os.write(exit_w, b"-9")
     os.close(exit_w)
     assert proc.poll() == -9 and proc.wait(1) == -9
+
+
+def test_a_pass_fd_that_takes_the_number_of_the_zygotes_pidfd_leaves_both_intact():
+    """In the clone, the descriptors the child keeps for itself (the zygote's own pidfd) move above every
+    pass_fd target before the pass_fds are placed: a pass_fd whose number is the pidfd's must not close it
+    (nor the other way round). Run in a fork, as the zygote runs it: it closes every other descriptor."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ends = [os.pipe() for _ in range(zygote.REPLY + 1)]
+            keep_r, keep_w = os.pipe()  # stands for the zygote's pidfd
+            pass_r, pass_w = os.pipe()  # what the task gets at the pidfd's number
+            os.write(keep_w, b"kept")
+            os.write(pass_w, b"passed")
+            fds = [r for r, _ in ends] + [pass_r]
+            *_, kept = zygote._adopt_fds(fds, [keep_r], keep_exit=False, also_keep=(keep_r,))
+            ok = os.read(keep_r, 100) == b"passed" and os.read(kept[0], 100) == b"kept" and kept[0] != keep_r
+            os._exit(0 if ok else 1)
+        except BaseException:  # noqa: BLE001 - the test process must not go on in the fork
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
