@@ -1206,9 +1206,8 @@ class Runtime:
             await self._finish_ready.wait()
             if len(self.runs) > len(self._finishing):
                 # Other tasks are running and may end in a moment: let their ends gather (group commit) rather
-                # than store each in a transaction of its own (a burst of trivial tasks: 1.6 ends a transaction
-                # without this, about 3.5 with it; the worker's CPU a task 1.3 ms less). A task ending alone is
-                # stored at once.
+                # than store each in a transaction of its own (measured in a burst of trivial tasks: 1.6 ends a
+                # transaction without this, 3.5 with it; docs/benchmarks.md). A task ending alone is stored at once.
                 await asyncio.sleep(WRITE_GATHER_SECONDS)
             self._finish_ready.clear()
             batch = _take(self._finishing, WRITE_ENDS_TOTAL)

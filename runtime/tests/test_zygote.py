@@ -179,6 +179,8 @@ def test_a_pass_fd_that_takes_the_number_of_the_zygotes_pidfd_leaves_both_intact
     """In the clone, the descriptors the child keeps for itself (the zygote's own pidfd) move above every
     pass_fd target before the pass_fds are placed: a pass_fd whose number is the pidfd's must not close it
     (nor the other way round). Run in a fork, as the zygote runs it: it closes every other descriptor."""
+    import fcntl  # noqa: F401 - what _adopt_fds imports, imported before the fork (no import lock taken in it)
+
     pid = os.fork()
     if pid == 0:
         try:
