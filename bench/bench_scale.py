@@ -19,6 +19,8 @@ Scenarios (--scenarios, comma separated; all by default):
            CPU a task cost: the whole machine's (/proc/stat), and the worker trees', the web processes',
            the sandboxes' (their cgroups) and this client's shares of it, with how busy the cores were;
            then the sandboxes as whole processes (what the zygotes reaped) and the rest (Redis, kernel).
+  batchburst  the burst again, submitted through POST /api/tasks/batch/, --batch-size tasks a request
+           (not in the default set; the issue's burst aim is measured by `burst`, one POST a task).
   single   one trivial replay task alone, --single-runs times: submit -> finished seen through the
            API, p50 and p95.
   killswitch  the customer killswitch alone over --cancel-running tasks, --killswitch-runs times (not
@@ -383,6 +385,14 @@ class Api:
         with ThreadPoolExecutor(parallel) as pool:
             return list(pool.map(lambda _: self.submit(agent), range(count)))
 
+    def submit_batches(self, agent: int, count: int, size: int, parallel: int) -> list[dict]:
+        """count tasks through POST /api/tasks/batch/, size a request, parallel requests at once."""
+        sizes = [min(size, count - start) for start in range(0, count, size)]
+        with ThreadPoolExecutor(parallel) as pool:
+            answers = pool.map(lambda n: self.call("POST", "/api/tasks/batch/", json={
+                "tasks": [{"agent": agent, "input": "Go"}] * n})["results"], sizes)
+            return [task for answer in answers for task in answer]
+
     def cancel(self, task_id: int):
         # 409: it finished on its own meanwhile
         return self.call("POST", f"/api/tasks/{task_id}/cancel/", expect=(200, 201, 202, 409))
@@ -580,15 +590,20 @@ def scenario_load(bench: Bench, name: str, count: int, latency: float, cap: floa
     return result
 
 
-def scenario_burst(bench: Bench, count: int, cap: float) -> dict:
+def scenario_burst(bench: Bench, count: int, cap: float, batch: int | None = None) -> dict:
+    """batch: submitted through POST /api/tasks/batch/, this many a request (the scenario `batchburst`)."""
     agent = bench.agent()
-    log(f"burst: {count} trivial replay tasks")
+    name = "batchburst" if batch else "burst"
+    log(f"{name}: {count} trivial replay tasks" + (f" in batches of {batch}" if batch else ""))
     # where the CPU goes: the whole machine (/proc/stat), the worker trees, the web processes, this client
     machine, workers, web = machine_busy_seconds(), cpu_seconds(bench.platform.worker_tree()), cpu_seconds(bench.platform.web())
     reaped = reaped_by_zygotes(bench.platform.worker_tree())
     client = cpu_seconds([psutil.Process()])
     t0 = time.time()
-    bench.api.submit_many(agent, count, bench.args.submit_parallel)
+    if batch:
+        bench.api.submit_batches(agent, count, batch, bench.args.submit_parallel)
+    else:
+        bench.api.submit_many(agent, count, bench.args.submit_parallel)
     submitted = time.time() - t0
     # the rate comes from the tasks' own finished_at: polling more often than --poll-interval would only load the
     # web being measured (two counts every 50 ms cost about a tenth of the machine's CPU, measured here)
@@ -609,7 +624,8 @@ def scenario_burst(bench: Bench, count: int, cap: float) -> dict:
     sandboxes = sum(float((t.get("usage") or {}).get("cpu_seconds") or 0) for t in done)
     per_task = 1000 / max(1, len(done))
     result = {
-        "scenario": "burst", "tasks": count, "cap_s": cap, "complete": complete, "submit_s": round(submitted, 2),
+        "scenario": name, "batch": batch, "tasks": count, "cap_s": cap, "complete": complete,
+        "submit_s": round(submitted, 2),
         "finished": len(done), "succeeded": sum(t["status"] == "succeeded" for t in done),
         "tasks_per_s": round(len(done) / (last - t0), 2) if done else 0.0,
         "seen_all_finished_s": round(seen, 2),
@@ -624,7 +640,7 @@ def scenario_burst(bench: Bench, count: int, cap: float) -> dict:
                             "rest": round((machine - workers - web - reaped - client) * per_task, 1)},
         "machine_busy": round(machine / (seen * (psutil.cpu_count() or 1)), 2),
     }
-    log(f"burst: {json.dumps(result)}")
+    log(f"{name}: {json.dumps(result)}")
     result["drained"] = bench.drain(agent)
     return result
 
@@ -1040,8 +1056,8 @@ def table(results: list[dict], context: dict) -> str:
                          + f"; submitted in {r['submit_s']} s"))
             rows.append((label, "stub: model requests, peak in flight; self-check", f"{r['stub_requests']}, {r['stub_peak_in_flight']}; "
                          f"{r['tasks']} requests at once answered in {r['stub_check_s']} s"))
-        elif s == "burst":
-            label = f"burst of {r['tasks']} trivial replay tasks"
+        elif s in ("burst", "batchburst"):
+            label = f"burst of {r['tasks']} trivial replay tasks" + (f", in batches of {r['batch']}" if r.get("batch") else "")
             value = f"{r['tasks_per_s']} tasks/s"
             if not r["complete"]:
                 value += f" (did not finish in {r['cap_s']:g} s: {r['finished']} finished)"
@@ -1152,6 +1168,7 @@ def main():
     parser.add_argument("--wait-cap", type=float, default=120.0)
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--burst-cap", type=float, default=120.0)
+    parser.add_argument("--batch-size", type=int, default=100, help="tasks a request in the batchburst scenario")
     parser.add_argument("--single-runs", type=int, default=20)
     parser.add_argument("--cancel-running", type=int, default=200, help="tasks submitted for the cancel and killswitch measures")
     parser.add_argument("--cancel-one", type=int, default=5, help="single cancels measured")
@@ -1174,7 +1191,7 @@ def main():
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)  # the stub check
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - {"load", "wait", "burst", "single", "cancel", "killswitch", "fair", "operator"}
+    unknown = set(chosen) - {"load", "wait", "burst", "batchburst", "single", "cancel", "killswitch", "fair", "operator"}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
 
@@ -1195,6 +1212,8 @@ def main():
                 results.append(scenario_load(bench, "wait", *parse_size(args.wait), args.wait_cap))
             elif name == "burst":
                 results.append(scenario_burst(bench, args.burst, args.burst_cap))
+            elif name == "batchburst":
+                results.append(scenario_burst(bench, args.burst, args.burst_cap, batch=args.batch_size))
             elif name == "single":
                 results.append(scenario_single(bench, args.single_runs))
             elif name == "cancel":

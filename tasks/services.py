@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.models import Customer
 from accounts.services import customer_notices_publish, customer_usage_add
 from autogen_platform import metrics, realtime, tracing
-from autogen_platform.errors import Conflict, KillswitchEngaged, NotFound, ValidationFailed
+from autogen_platform.errors import ApplicationError, Conflict, KillswitchEngaged, NotFound, ValidationFailed
 from autogen_platform.redis_clients import web_redis
 from autogen_platform.sql import Names
 from core.selectors import GLOBAL_SCOPE, killswitch_scope, killswitch_scope_engaged
@@ -190,6 +190,30 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
     return task, True
 
 
+def task_create_many(*, actor, customer, items: list[dict], idempotency_key=None, request=None):
+    """Several tasks in one transaction, all or none (POST /api/tasks/batch/). Returns (tasks, created).
+
+    Each item is task_create's keywords (agent or team, input, thread, webhook, multitask_strategy) and goes
+    through task_create itself: the same checks, quotas (the batch's earlier tasks count), FIFO and enqueue on
+    commit. Their status notices are stored in one write. An item refused refuses the batch with its error,
+    which names it (details.task: its index, from 0). idempotency_key: item i gets `KEY#i`, so a retry of the
+    same batch returns the same tasks; created is False when every one of them came back that way."""
+    tasks, created_any = [], False
+    with transaction.atomic(), announcements_together():
+        for index, item in enumerate(items):
+            key = f"{idempotency_key}#{index}" if idempotency_key else None
+            try:
+                task, created = task_create(actor=actor, customer=customer, idempotency_key=key, request=request,
+                                            **item)
+            except ApplicationError as exc:
+                exc.message = f"Task {index} of the batch: {exc.message}"
+                exc.details = {**exc.details, "task": index}
+                raise
+            tasks.append(task)
+            created_any = created_any or created
+    return tasks, created_any
+
+
 def _stopped_agents(*, agent=None, team=None) -> list[str]:
     """The names of the stopped agents a task of this agent or team would run (sorted): no task of theirs starts."""
     agents = [agent] if agent is not None else list(team.agents.all()) if team is not None else []
@@ -292,6 +316,8 @@ def announcements_together():
         yield changes, frames  # a caller that rolls a change back to its savepoint drops what it added
     finally:
         _announcing.reset(token)
+    # only when the block ended without an error: one escaping it rolls the transaction back (and may have left
+    # it unusable), with every change these notices would announce
     customer_notices_publish(notices=[(customer_id, {"type": "task_status", "task": task_id, "status": status})
                                       for customer_id, task_id, status in changes], also_send=frames)
 

@@ -123,6 +123,10 @@ def reference_cases(a, b):
          "thread"),
         ("task-list", "post", "/api/tasks/", {"agent": a.agent.pk, "input": "hi", "webhook": ids["webhook"]},
          "webhook"),
+        ("task-batch", "post", "/api/tasks/batch/", {"tasks": [{"agent": a.agent.pk, "input": "hi"},
+                                                               {"agent": ids["agent"], "input": "hi"}]}, "tasks"),
+        ("task-batch", "post", "/api/tasks/batch/", {"tasks": [{"agent": a.agent.pk, "input": "hi",
+                                                                "thread": ids["thread"]}]}, "tasks"),
         ("schedule-list", "post", "/api/schedules/", {"name": "spy", "cron": "* * * * *", "agent": ids["agent"],
                                                       "input": "x"}, "agent"),
         ("schedule-list", "post", "/api/schedules/", {"name": "spy", "cron": "* * * * *", "agent": a.agent.pk,
@@ -154,6 +158,7 @@ def own_create_cases(a):
         ("agent-list", "post", "/api/agents/", {"name": "new", "model": a.model.pk}),
         ("team-list", "post", "/api/teams/", {"name": "new", "members": [a.agent.pk]}),
         ("task-list", "post", "/api/tasks/", {"agent": a.agent.pk, "input": "hi"}),
+        ("task-batch", "post", "/api/tasks/batch/", {"tasks": [{"agent": a.agent.pk, "input": "hi"}]}),
         ("webhook-list", "post", "/api/webhooks/", {"url": "https://new.example/h"}),
         ("schedule-list", "post", "/api/schedules/", {"name": "new", "cron": "* * * * *", "agent": a.agent.pk,
                                                       "input": "x"}),
@@ -189,6 +194,7 @@ def viewer_write_cases(a):
         ("agent-import-component", "post", "/api/agents/import/", {"component": _agent_component("v")}),
         ("team-import-component", "post", "/api/teams/import/", {"component": _team_component("v")}),
         ("task-list", "post", "/api/tasks/", {"agent": ids["agent"], "input": "hi"}),
+        ("task-batch", "post", "/api/tasks/batch/", {"tasks": [{"agent": ids["agent"], "input": "hi"}]}),
         ("task-cancel", "post", f"/api/tasks/{ids['task']}/cancel/", None),
         ("webhook-list", "post", "/api/webhooks/", {"url": "https://v.example/h"}),
         ("webhook-detail", "patch", f"/api/webhooks/{ids['webhook']}/", {"enabled": False}),
@@ -316,7 +322,7 @@ def test_creations_belong_to_the_callers_customer(tenants, client_for):
     assert Team.objects.get(name="new").customer == a.customer
     assert Agent.objects.get(name="imported").customer == Team.objects.get(name="imported").customer == a.customer
     assert a.customer.api_keys.filter(name="new").exists()
-    assert Task.objects.filter(customer=a.customer).count() == 3
+    assert Task.objects.filter(customer=a.customer).count() == 4  # three before the batch of one
 
 
 def test_a_viewer_reads_but_cannot_write(tenants, client_for):

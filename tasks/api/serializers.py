@@ -45,6 +45,14 @@ class TaskCreateSerializer(strict.Serializer):
         return attrs
 
 
+class TaskBatchCreateSerializer(strict.Serializer):
+    tasks = TaskCreateSerializer(
+        many=True, min_length=1, max_length=settings.MAX_TASK_BATCH,
+        help_text="The tasks, each as POST /api/tasks/ takes it; created in this order, all or none "
+                  "(at most MAX_TASK_BATCH).",
+    )
+
+
 class TaskErrorSerializer(PassThroughMixin, serializers.Serializer):
     code = serializers.ChoiceField(choices=Task.ERROR_CODES)
     message = serializers.CharField()
@@ -154,3 +162,8 @@ class ThreadSerializer(serializers.ModelSerializer):
 
     def get_tasks(self, obj) -> list[int]:
         return [t.pk for t in sorted(obj.tasks.all(), key=lambda t: (t.created_at, t.pk))]
+
+
+class TaskBatchSerializer(serializers.Serializer):
+    """The answer of POST /api/tasks/batch/ (for the schema)."""
+    results = TaskSerializer(many=True, help_text="The tasks created, in the order of the request's `tasks`.")

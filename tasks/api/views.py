@@ -15,6 +15,8 @@ from tasks.models import Task, Thread
 from .filters import TaskFilter, ThreadFilter
 from .serializers import (
     EventsQuerySerializer,
+    TaskBatchCreateSerializer,
+    TaskBatchSerializer,
     TaskCreateSerializer,
     TaskEventListSerializer,
     TaskEventSerializer,
@@ -71,6 +73,31 @@ class TaskViewSet(CustomerScopedViewMixin, mixins.ListModelMixin, mixins.Retriev
         request._request.log_task = task.pk  # the access line names the task it created
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED, headers=headers)
+
+    @extend_schema(
+        summary="Submit several tasks in one request: all created in one transaction, or none",
+        parameters=[IDEMPOTENCY_HEADER],
+        request=TaskBatchCreateSerializer,
+        responses={201: TaskBatchSerializer,
+                   409: OpenApiResponse(description="conflict: an item's agent is stopped (details.task: which)"),
+                   423: OpenApiResponse(description="killswitch_engaged"),
+                   429: OpenApiResponse(description="quota_exceeded: the batch goes past a quota (details.task: the "
+                                                    "first item past it)")},
+    )
+    @action(detail=False, methods=["post"], url_path="batch", pagination_class=None, filter_backends=[])
+    def batch(self, request):
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and len(key) > 190:  # item i's key is KEY#i: within the 200 a task's key may have
+            raise ValidationFailed(details={"Idempotency-Key": ["At most 190 characters on a batch"]})
+        serializer = TaskBatchCreateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        tasks, created = services.task_create_many(
+            actor=request.user, customer=customer_for_user(request.user), items=serializer.validated_data["tasks"],
+            idempotency_key=key, request=request,
+        )
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response({"results": TaskSerializer(tasks, many=True).data}, status=status.HTTP_201_CREATED,
+                        headers=headers)
 
     @extend_schema(summary="The task's events with seq > after, ascending", parameters=[EventsQuerySerializer],
                    responses=TaskEventListSerializer)
