@@ -71,7 +71,10 @@ def test_an_invalid_item_refuses_the_whole_batch_and_says_which(make_customer, c
 @pytest.mark.parametrize("body", [{"tasks": []}, {"tasks": "all of them"}, {}, {"tasks": [{}] * 2, "extra": 1}])
 def test_a_batch_of_nothing_or_not_a_list_is_refused(make_customer, client_for, body):
     customer, user = make_customer("acme")
-    _error(client_for(user).post(BATCH, body, format="json"), 400, "validation_error")
+    error = _error(client_for(user).post(BATCH, body, format="json"), 400, "validation_error")
+    assert set(error["details"]) & {"tasks", "extra"}, error
+    if body == {"tasks": []}:
+        assert error["details"]["tasks"] == {"non_field_errors": ["Give at least one task."]}
     assert not Task.objects.filter(customer=customer).exists()
 
 
@@ -81,7 +84,8 @@ def test_a_batch_over_max_task_batch_is_refused(make_customer, client_for, setti
     agent = make_agent(customer)
     error = _error(client_for(user).post(BATCH, {"tasks": _items(agent, settings.MAX_TASK_BATCH + 1)}, format="json"),
                    400, "validation_error")
-    assert "tasks" in error["details"]
+    assert error["details"]["tasks"] == {
+        "non_field_errors": [f"At most {settings.MAX_TASK_BATCH} tasks in one batch (MAX_TASK_BATCH)."]}
     assert not Task.objects.filter(customer=customer).exists()
     assert client_for(user).post(BATCH, {"tasks": _items(agent, settings.MAX_TASK_BATCH)}, format="json").status_code == 201
 

@@ -48,6 +48,8 @@ class TaskCreateSerializer(strict.Serializer):
 class TaskBatchCreateSerializer(strict.Serializer):
     tasks = TaskCreateSerializer(
         many=True, min_length=1, max_length=settings.MAX_TASK_BATCH,
+        error_messages={"min_length": "Give at least one task.",
+                        "max_length": "At most {max_length} tasks in one batch (MAX_TASK_BATCH)."},
         help_text="The tasks, each as POST /api/tasks/ takes it; created in this order, all or none "
                   "(at most MAX_TASK_BATCH).",
     )
