@@ -4,6 +4,7 @@ import json
 import re
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 
 from agents.models import ModelConfig
@@ -387,6 +388,9 @@ class TeamForm(forms.Form):
 class RunForm(forms.Form):
     target = forms.ChoiceField(label="Agent or team")
     input = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Task")
+    each_line = forms.BooleanField(
+        required=False, label="One run per line",
+        help_text=f"Each line that is not empty starts a run of its own, all at once (at most {settings.MAX_TASK_BATCH}).")
 
     def __init__(self, *args, agents=(), teams=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -394,6 +398,15 @@ class RunForm(forms.Form):
             ("Agents", [(f"agent:{a.pk}", a.name + (" (stopped)" if a.status == "stopped" else "")) for a in agents]),
             ("Teams", [(f"team:{t.pk}", t.name) for t in teams]),
         ]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("each_line") and data.get("input"):
+            data["lines"] = [line.strip() for line in data["input"].splitlines() if line.strip()]
+            if len(data["lines"]) > settings.MAX_TASK_BATCH:
+                self.add_error("input", f"At most {settings.MAX_TASK_BATCH} lines (one run each); "
+                                        f"this has {len(data['lines'])}.")
+        return data
 
 
 class ContinueForm(forms.Form):

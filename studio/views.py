@@ -141,11 +141,20 @@ def run_create(request):
         try:
             target = (agent_selectors.agent_get_for_user(request.user, pk) if kind == "agent"
                       else team_selectors.team_get_for_user(request.user, pk))
+            if form.cleaned_data.get("each_line"):
+                # one run per line, all created together or none (POST /api/tasks/batch/'s service)
+                task_services.task_create_many(
+                    actor=request.user, customer=customer_for_user(request.user), request=request,
+                    items=[{kind: target, "input": line} for line in form.cleaned_data["lines"]])
+                return redirect(f"{reverse('studio:runs')}?{kind}={target.pk}")
             task, _ = task_services.task_create(
                 actor=request.user, customer=customer_for_user(request.user), input=form.cleaned_data["input"],
                 request=request, **{kind: target})
             return redirect("studio:run", pk=task.pk)
         except ApplicationError as exc:
+            if "task" in exc.details:  # a line of a batch: say which, as the page numbers them (from 1)
+                line = exc.details.pop("task")
+                exc.message = exc.message.replace(f"Task {line} of the batch:", f"Line {line + 1}:", 1)
             forms.apply_service_error(form, exc)
     recent = selectors.run_list_for_user(request.user)[:10]
     return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent, has_targets=True),

@@ -449,3 +449,51 @@ def test_a_run_asks_a_question_and_the_user_answers_in_the_page(daphne_server, w
     assert Task.objects.get(pk=task_id).result["text"] == "Blue it is. TERMINATE"
     assert shown_seqs(page) == stored_seqs(task_id)
     shot(page, "16-run-answered")
+
+
+def test_an_owner_starts_one_run_per_line_and_finds_them_together(daphne_server, worker, browser_page, make_customer):
+    """"One run per line": each line that is not empty starts a run of its own, all created together (the batch
+    service); the page then lists them for that agent and they finish. Too many lines: said on the field, and
+    nothing starts."""
+    from tests.admin_support import make_agent
+
+    page = browser_page
+    customer, user = make_customer("studio-lines", max_tasks_per_day=10)
+    agent = make_agent(customer, responses=["Noted. TERMINATE"])
+    sign_in(page, daphne_server, user.username)
+    page.goto(f"{daphne_server.http_url}/studio/")
+    page.select_option("#id_target", f"agent:{agent.pk}")
+    page.fill("#id_input", "alpha\n\n  beta  \ngamma\n")
+    page.check("#id_each_line")
+    shot(page, "run-per-line-form")
+    page.click("#submit-run")
+    page.wait_for_url(f"**/studio/runs/?agent={agent.pk}")
+    page.wait_for_selector("#runs-table tbody tr[data-task]")
+    shot(page, "run-per-line-list")
+    created = list(Task.objects.filter(customer=customer).order_by("pk").values_list("pk", "input"))
+    assert [text for _, text in created] == ["alpha", "beta", "gamma"]
+    assert sorted(int(r) for r in page.locator("#runs-table tbody tr[data-task]").evaluate_all(
+        "rows => rows.map(r => r.dataset.task)")) == [pk for pk, _ in created]
+    wait_for(lambda: all(s == "succeeded" for s in Task.objects.filter(customer=customer).values_list("status", flat=True)),
+             timeout=60, message="the three runs to succeed")
+    page.reload()
+    for pk, _ in created:
+        assert page.locator(f"#runs-table tr[data-task='{pk}'] .badge").inner_text().strip() == "succeeded"
+
+    # past the daily quota (10, 3 used): the page names the line, and none of the lines starts
+    page.goto(f"{daphne_server.http_url}/studio/")
+    page.select_option("#id_target", f"agent:{agent.pk}")
+    page.fill("#id_input", "\n".join(f"line {n}" for n in range(1, 9)))
+    page.check("#id_each_line")
+    page.click("#submit-run")
+    page.wait_for_selector("#run-form [role=alert]")
+    shot(page, "run-per-line-quota")
+    assert "Line 8: Daily task limit of 10 reached" in page.inner_text("#run-form")
+    assert Task.objects.filter(customer=customer).count() == 3
+
+    # more lines than one batch takes: said on the field, nothing starts
+    page.fill("#id_input", "\n".join(f"q{n}" for n in range(settings.MAX_TASK_BATCH + 1)))
+    page.click("#submit-run")
+    page.wait_for_selector("#run-form .field.invalid")
+    assert f"At most {settings.MAX_TASK_BATCH} lines (one run each)" in page.inner_text("#run-form")
+    assert Task.objects.filter(customer=customer).count() == 3
