@@ -24,6 +24,14 @@ def _error(response, status, code):
     return error
 
 
+def _refused(client, customer, body, status, code):
+    """POST the batch: refused with this error, and nothing of it stored (no task, no status notice)."""
+    error = _error(client.post(BATCH, body, format="json"), status, code)
+    assert not Task.objects.filter(customer=customer).exists()
+    assert not CustomerNotice.objects.filter(customer=customer, payload__type="task_status").exists()
+    return error
+
+
 @pytest.mark.django_db
 def test_a_batch_creates_its_tasks_in_order_each_in_a_thread_of_its_own(make_customer, client_for):
     customer, user = make_customer("acme")
@@ -45,14 +53,6 @@ def test_a_batch_creates_its_tasks_in_order_each_in_a_thread_of_its_own(make_cus
 
 
 @pytest.mark.django_db
-def test_a_refused_batch_leaves_no_notice_on_the_stream(make_customer, client_for):
-    customer, user = make_customer("acme", max_tasks_per_day=1)
-    agent = make_agent(customer)
-    _error(client_for(user).post(BATCH, {"tasks": _items(agent, 2)}, format="json"), 429, "quota_exceeded")
-    assert not CustomerNotice.objects.filter(customer=customer).exists()
-
-
-@pytest.mark.django_db
 def test_an_invalid_item_refuses_the_whole_batch_and_says_which(make_customer, client_for):
     customer, user = make_customer("acme")
     other, _ = make_customer("globex")
@@ -61,32 +61,29 @@ def test_an_invalid_item_refuses_the_whole_batch_and_says_which(make_customer, c
     items = _items(agent, 3)
     items[1] = {"agent": foreign.pk, "input": "not mine"}  # another customer's agent: as unknown as a missing one
     items[2] = {"agent": agent.pk, "input": "x", "colour": "blue"}
-    error = _error(api.post(BATCH, {"tasks": items}, format="json"), 400, "validation_error")
+    error = _refused(api, customer, {"tasks": items}, 400, "validation_error")
     details = error["details"]["tasks"]  # each refused item's index -> its errors
     assert set(details) == {"1", "2"} and "agent" in details["1"] and "colour" in details["2"], details
-    assert not Task.objects.filter(customer=customer).exists()
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("body", [{"tasks": []}, {"tasks": "all of them"}, {}, {"tasks": [{}] * 2, "extra": 1}])
 def test_a_batch_of_nothing_or_not_a_list_is_refused(make_customer, client_for, body):
     customer, user = make_customer("acme")
-    error = _error(client_for(user).post(BATCH, body, format="json"), 400, "validation_error")
+    error = _refused(client_for(user), customer, body, 400, "validation_error")
     assert set(error["details"]) & {"tasks", "extra"}, error
     if body == {"tasks": []}:
         assert error["details"]["tasks"] == {"non_field_errors": ["Give at least one task."]}
-    assert not Task.objects.filter(customer=customer).exists()
 
 
 @pytest.mark.django_db
 def test_a_batch_over_max_task_batch_is_refused(make_customer, client_for, settings):
     customer, user = make_customer("acme")
     agent = make_agent(customer)
-    error = _error(client_for(user).post(BATCH, {"tasks": _items(agent, settings.MAX_TASK_BATCH + 1)}, format="json"),
-                   400, "validation_error")
+    error = _refused(client_for(user), customer, {"tasks": _items(agent, settings.MAX_TASK_BATCH + 1)}, 400,
+                     "validation_error")
     assert error["details"]["tasks"] == {
         "non_field_errors": [f"At most {settings.MAX_TASK_BATCH} tasks in one batch (MAX_TASK_BATCH)."]}
-    assert not Task.objects.filter(customer=customer).exists()
     assert client_for(user).post(BATCH, {"tasks": _items(agent, settings.MAX_TASK_BATCH)}, format="json").status_code == 201
 
 
@@ -95,10 +92,9 @@ def test_a_batch_past_the_daily_quota_creates_nothing_and_uses_none_of_it(make_c
     customer, user = make_customer("acme", max_tasks_per_day=3)
     agent = make_agent(customer)
     api = client_for(user)
-    error = _error(api.post(BATCH, {"tasks": _items(agent, 5)}, format="json"), 429, "quota_exceeded")
+    error = _refused(api, customer, {"tasks": _items(agent, 5)}, 429, "quota_exceeded")
     assert error["details"]["quota"] == "max_tasks_per_day" and error["details"]["task"] == 3
     assert error["message"].startswith("Task 3 of the batch: ")
-    assert not Task.objects.filter(customer=customer).exists()
     # nothing of the refused batch counts: the whole quota is still there
     assert api.post(BATCH, {"tasks": _items(agent, 3)}, format="json").status_code == 201
     _error(api.post("/api/tasks/", {"agent": agent.pk, "input": "one more"}, format="json"), 429, "quota_exceeded")
@@ -110,9 +106,8 @@ def test_a_batch_naming_a_stopped_agent_is_a_conflict_naming_the_item(make_custo
     agent, stopped = make_agent(customer), make_agent(customer)
     agent_stop(actor="test", agent=stopped)
     items = _items(agent, 2) + [{"agent": stopped.pk, "input": "hi"}]
-    error = _error(client_for(user).post(BATCH, {"tasks": items}, format="json"), 409, "conflict")
+    error = _refused(client_for(user), customer, {"tasks": items}, 409, "conflict")
     assert error["details"]["task"] == 2
-    assert not Task.objects.filter(customer=customer).exists()
 
 
 @pytest.mark.django_db
@@ -120,16 +115,14 @@ def test_a_batch_under_the_killswitch_is_refused(make_customer, client_for):
     customer, user = make_customer("acme")
     agent = make_agent(customer)
     killswitch_set(actor="test", engaged=True, customer=customer, reason="test")
-    _error(client_for(user).post(BATCH, {"tasks": _items(agent, 2)}, format="json"), 423, "killswitch_engaged")
-    assert not Task.objects.filter(customer=customer).exists()
+    _refused(client_for(user), customer, {"tasks": _items(agent, 2)}, 423, "killswitch_engaged")
 
 
 @pytest.mark.django_db
 def test_a_viewer_cannot_submit_a_batch(make_customer, client_for):
     customer, viewer = make_customer("acme", role="viewer")
     agent = make_agent(customer)
-    _error(client_for(viewer).post(BATCH, {"tasks": _items(agent, 1)}, format="json"), 403, "permission_denied")
-    assert not Task.objects.filter(customer=customer).exists()
+    _refused(client_for(viewer), customer, {"tasks": _items(agent, 1)}, 403, "permission_denied")
 
 
 @pytest.mark.django_db
