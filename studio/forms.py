@@ -402,7 +402,10 @@ class RunForm(forms.Form):
     def clean(self):
         data = super().clean()
         if data.get("each_line") and data.get("input"):
-            data["lines"] = [line.strip() for line in data["input"].splitlines() if line.strip()]
+            # numbered as the box shows them (blank lines count), from the text as typed: the field strips its ends
+            numbered = [(n, line.strip()) for n, line in enumerate(self.data.get("input", "").splitlines(), 1)
+                        if line.strip()]
+            data["lines"], data["line_numbers"] = [line for _, line in numbered], [n for n, _ in numbered]
             if len(data["lines"]) > settings.MAX_TASK_BATCH:
                 self.add_error("input", f"At most {settings.MAX_TASK_BATCH} lines (one run each); "
                                         f"this has {len(data['lines'])}.")

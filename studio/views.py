@@ -152,9 +152,10 @@ def run_create(request):
                 request=request, **{kind: target})
             return redirect("studio:run", pk=task.pk)
         except ApplicationError as exc:
-            if "task" in exc.details:  # a line of a batch: say which, as the page numbers them (from 1)
-                line = exc.details.pop("task")
-                exc.message = exc.message.replace(f"Task {line} of the batch:", f"Line {line + 1}:", 1)
+            if "task" in exc.details:  # an item of the batch: say which line of the box it was
+                index = exc.details.pop("task")
+                line = form.cleaned_data["line_numbers"][index]
+                exc.message = exc.message.replace(f"Task {index} of the batch:", f"Line {line}:", 1)
             forms.apply_service_error(form, exc)
     recent = selectors.run_list_for_user(request.user)[:10]
     return render(request, "studio/home.html", _context(request, "home", form=form, recent=recent, has_targets=True),
