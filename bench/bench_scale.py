@@ -252,13 +252,17 @@ def machine_busy_seconds() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def _is_zygote(process) -> bool:
+    return any(part.endswith("zygote.py") for part in _cmdline(process))
+
+
 def reaped_by_zygotes(processes) -> float:
     """user + system of the children the zygotes among these processes reaped: the sandboxes as whole
     processes (their cgroups count less: not what a child runs before it joins them, nor all of its exit)."""
     total = 0.0
     for process in processes:
         try:
-            if any(part.endswith("zygote.py") for part in _cmdline(process)):
+            if _is_zygote(process):
                 t = process.cpu_times()
                 total += t.children_user + t.children_system
         except psutil.Error:
@@ -274,7 +278,7 @@ def cpu_seconds(processes) -> float:
         try:
             t = process.cpu_times()
             total += t.user + t.system
-            if not any(part.endswith("zygote.py") for part in _cmdline(process)):
+            if not _is_zygote(process):
                 total += t.children_user + t.children_system
         except psutil.Error:
             pass
