@@ -10,7 +10,7 @@ from core.models import AuditLog, Killswitch
 from core.selectors import killswitch_scope
 from core.services import actor_name, audit_record
 from runtime.outcomes import StopReason
-from tasks.services import tasks_stop
+from tasks.services import tasks_stop, tasks_stop_running
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +43,29 @@ def killswitch_set(*, actor, engaged: bool, customer=None, reason: str = "", req
     """Engage or release the killswitch of one customer (or the global one, customer None).
 
     The row is the record every worker checks before it runs a task. Engaging also stops what is
-    already in scope (tasks.services.tasks_stop, once the switch committed): running tasks are asked to
-    stop (one UPDATE; their sandboxes get the kill order over Redis the moment it commits) and end
-    `cancelled` with error `killswitch`; queued tasks end the same way right after, in batches, so their
+    already in scope: running tasks are asked to stop in the switch's own transaction (one UPDATE; their
+    sandboxes get the kill order over Redis the moment it commits) and end `cancelled` with error
+    `killswitch`; queued tasks end the same way right after (tasks.services.tasks_stop), in batches, so their
     number never delays the kill.
+
+    The running tasks are read before the switch commits: a worker's stop poll that sees the switch engaged
+    ends its tasks at once, and read after the commit such a task could already be over and missing from
+    the audit (seen in CI: one of the two tasks the global switch stopped was left out).
     """
+    scope = {"customer_id": customer.pk} if customer is not None else {"everyone": True}
     with transaction.atomic():
+        # the stop first: its kill order is then the first thing sent once this commits, before the notices
+        running = tasks_stop_running(reason=StopReason.KILLSWITCH, **scope) if engaged else []
         switch, audit = _killswitch_write(actor=actor, engaged=engaged, customer=customer, reason=reason, request=request)
     if engaged:
         message = f"Stopped by the killswitch: {reason}" if reason else "Stopped by the killswitch"
-        scope = {"customer_id": customer.pk} if customer is not None else {"everyone": True}
-        stopped = tasks_stop(reason=StopReason.KILLSWITCH, message=message, **scope)
+        # the queued ones, and a task whose start committed while the switch did (its worker checked the
+        # switch before it was visible): the poll would stop it within half a second, this at once
+        stopped = tasks_stop(reason=StopReason.KILLSWITCH, message=message, announce_none=False, **scope)
         # the engage row, written with the switch, then completed with what the switch stopped
-        AuditLog.objects.filter(pk=audit.pk).update(details={**audit.details, "running_stopped": stopped["stopping"],
-                                                              "queued_cancelled": stopped["cancelled"]})
+        AuditLog.objects.filter(pk=audit.pk).update(details={
+            **audit.details, "running_stopped": sorted(set(running) | set(stopped["stopping"])),
+            "queued_cancelled": stopped["cancelled"]})
     return switch
 
 

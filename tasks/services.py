@@ -831,7 +831,35 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
 CANCEL_QUEUED_BATCH = 200
 
 
-def tasks_stop(*, reason: str, message: str, agent=None, customer_id: int | None = None, everyone: bool = False) -> dict:
+def _stop_scope(*, agent, customer_id: int | None, everyone: bool):
+    assert (agent is not None) + (customer_id is not None) + everyone == 1, "give exactly one scope"
+    if agent is not None:
+        return Task.objects.filter(pk__in=agent_tasks_in_flight(agent).order_by().values("pk"))
+    if customer_id is not None:
+        return Task.objects.filter(customer_id=customer_id)
+    return Task.objects.all()
+
+
+def tasks_stop_running(*, reason: str, agent=None, customer_id: int | None = None, everyone: bool = False,
+                       announce_none: bool = True) -> list[int]:
+    """The running part of tasks_stop: ask the scope's running tasks to stop for `reason` (one UPDATE) and send
+    their workers the kill order when it commits. Returns their ids. Inside a caller's transaction (the
+    killswitch's), the stop requests commit with the caller's write: a worker that sees the one sees the other.
+    `announce_none=False` sends no kill order when no task is running."""
+    scope = _stop_scope(agent=agent, customer_id=customer_id, everyone=everyone)
+    with transaction.atomic():
+        stopping = list(scope.filter(status=Task.Status.RUNNING).order_by("pk").values_list("pk", flat=True))
+        Task.objects.filter(pk__in=stopping, status=Task.Status.RUNNING).update(stop_requested=reason)
+        # robust: the workers' database poll (Task.stop_requested) is the backstop of a lost kill order
+        if agent is not None:
+            transaction.on_commit(lambda: [sandbox_kill(task_id, reason) for task_id in stopping], robust=True)
+        elif stopping or announce_none:
+            transaction.on_commit(lambda: sandbox_kill_scope(customer_id, reason), robust=True)
+    return stopping
+
+
+def tasks_stop(*, reason: str, message: str, agent=None, customer_id: int | None = None, everyone: bool = False,
+               announce_none: bool = True) -> dict:
     """Stop the unfinished tasks of one scope: an agent's (its own and its teams'), a customer's, or everyone's.
 
     The one rule behind agent stop and restart, the killswitch and customer deletion. Running tasks are asked to
@@ -841,22 +869,11 @@ def tasks_stop(*, reason: str, message: str, agent=None, customer_id: int | None
     transaction each (a large backlog never delays the kill), their jobs leaving the queue; on a restart they
     move to the current version instead. Tasks waiting for input end too, except on a restart (answered, they
     run the version they started on) and under the killswitch (an answer is refused while it is engaged).
+    `announce_none=False`: no kill order when no task is running (the killswitch sent its own already).
     Returns the task ids: {"stopping": [...], "cancelled": [...], "requeued": [...]}."""
-    assert (agent is not None) + (customer_id is not None) + everyone == 1, "give exactly one scope"
-    if agent is not None:
-        scope = Task.objects.filter(pk__in=agent_tasks_in_flight(agent).order_by().values("pk"))
-    elif customer_id is not None:
-        scope = Task.objects.filter(customer_id=customer_id)
-    else:
-        scope = Task.objects.all()
-    with transaction.atomic():
-        stopping = list(scope.filter(status=Task.Status.RUNNING).order_by("pk").values_list("pk", flat=True))
-        Task.objects.filter(pk__in=stopping, status=Task.Status.RUNNING).update(stop_requested=reason)
-        # robust: the workers' database poll (Task.stop_requested) is the backstop of a lost kill order
-        if agent is not None:
-            transaction.on_commit(lambda: [sandbox_kill(task_id, reason) for task_id in stopping], robust=True)
-        else:
-            transaction.on_commit(lambda: sandbox_kill_scope(customer_id, reason), robust=True)
+    scope = _stop_scope(agent=agent, customer_id=customer_id, everyone=everyone)
+    stopping = tasks_stop_running(reason=reason, agent=agent, customer_id=customer_id, everyone=everyone,
+                                  announce_none=announce_none)
     requeued, cancelled = [], []
     if reason == StopReason.RESTART:
         for task_id in scope.filter(status=Task.Status.QUEUED).order_by("created_at", "pk").values_list("pk", flat=True):

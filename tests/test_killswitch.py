@@ -171,6 +171,35 @@ def test_global_engage_refuses_everyone_and_release_restores(
         "action", "target")) == [("killswitch.engage", "global"), ("killswitch.release", "global")]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_task_a_worker_ends_the_moment_the_switch_commits_is_in_the_audit(admin_api, two_customers):
+    """A worker's stop poll that sees the engaged switch ends its tasks at once, maybe before the service
+    has read what was running. The engage row must still name every task the switch stopped (CI once saw
+    one of two missing)."""
+    from django.db import connection, transaction
+
+    from tasks.services import task_finish
+
+    world = two_customers
+    running = [world[name]["running"].pk for name in ("acme", "globex")]
+
+    def as_a_worker_would(execute, sql, params, many, context):
+        out = execute(sql, params, many, context)
+        if sql.startswith(f'UPDATE "{Killswitch._meta.db_table}"'):
+            # the moment the switch commits, a worker's poll sees it and stores its tasks' end
+            transaction.on_commit(lambda: [task_finish(task_id=pk, status="cancelled", error={
+                "code": "killswitch", "message": "Stopped by the killswitch"}) for pk in running])
+        return out
+
+    with connection.execute_wrapper(as_a_worker_would):
+        response = admin_api.post("/api/admin/killswitch/", {"engaged": True, "reason": "incident"}, format="json")
+    assert response.status_code == 200
+    assert [Task.objects.get(pk=pk).status for pk in running] == ["cancelled", "cancelled"]
+    engage = AuditLog.objects.get(action="killswitch.engage")
+    assert engage.details["running_stopped"] == running
+    assert sorted(engage.details["queued_cancelled"]) == sorted(world[n]["queued"].pk for n in ("acme", "globex"))
+
+
 def test_a_customer_switch_released_under_an_engaged_global_switch_still_refuses(admin_api, two_customers):
     acme = two_customers["acme"]["customer"]
     admin_api.post("/api/admin/killswitch/", {"engaged": True}, format="json")
