@@ -157,14 +157,24 @@ class Notification(models.Model):
 
 
 class CustomerUsage(models.Model):
-    """What a customer used of its quotas, per day (UTC) of the tasks' creation: tasks created, and the tokens
-    those tasks used (kept equal to the sum of their tokens_used by every write of it). The daily task quota
-    reads one row and the monthly token budget at most 31, however many tasks the customer ever had."""
+    """What a customer used of its quotas, per day (UTC) of the tasks' creation: tasks created, the tokens
+    those tasks used (kept equal to the sum of their tokens_used by every write of it), and how many of them
+    ended in each final status. The daily task quota reads one row and the monthly token budget at most 31,
+    however many tasks the customer ever had; the admin statistics sum the final statuses here instead of
+    counting the whole tasks table (accounts.services.customer_usage_add keeps them all)."""
+
+    # the counters, in the order customer_usage_add takes them; the last four are Task.Status values
+    COUNTERS = ("tasks", "tokens", "succeeded", "failed", "cancelled", "timed_out")
+    ENDED = COUNTERS[2:]
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="usage")
     day = models.DateField()
     tasks = models.IntegerField(default=0)
     tokens = models.BigIntegerField(default=0)
+    succeeded = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
+    timed_out = models.IntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["customer", "day"], name="customer_usage_per_day")]

@@ -69,22 +69,24 @@ def api_key_revoke(*, actor, key: ApiKey, request=None) -> ApiKey:
     return key
 
 
-def customer_usage_add(changes: dict[tuple[int, date], tuple[int, int]]) -> None:
-    """Add to the customers' usage counters: {(customer id, day the task was created): (tasks, tokens)}.
+def customer_usage_add(changes: dict[tuple[int, date], tuple[int, ...]]) -> None:
+    """Add to the customers' usage counters: {(customer id, day the task was created): deltas}, the deltas in
+    the order of CustomerUsage.COUNTERS (tasks, tokens, then the tasks ended in each final status).
 
-    Every write of a task's existence or tokens_used calls this in its own transaction, so the counters stay
-    the sum over the tasks. One INSERT ... ON CONFLICT per row (SQLite and PostgreSQL alike), in key order."""
-    rows = [(cid, day, tasks, tokens) for (cid, day), (tasks, tokens) in sorted(changes.items()) if tasks or tokens]
+    Every write of a task's existence, tokens_used or end calls this in its own transaction, so the counters
+    stay the sums over the tasks. One INSERT ... ON CONFLICT per row (SQLite and PostgreSQL alike), in key order."""
+    rows = [(cid, day, deltas) for (cid, day), deltas in sorted(changes.items()) if any(deltas)]
     if not rows:
         return
     quote = connection.ops.quote_name
     table = quote(CustomerUsage._meta.db_table)
+    columns = [quote(name) for name in CustomerUsage.COUNTERS]
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"INSERT INTO {table} (customer_id, day, tasks, tokens) VALUES (%s, %s, %s, %s) "
-            f"ON CONFLICT (customer_id, day) DO UPDATE SET tasks = {table}.tasks + excluded.tasks, "
-            f"tokens = {table}.tokens + excluded.tokens",
-            [(cid, connection.ops.adapt_datefield_value(day), tasks, tokens) for cid, day, tasks, tokens in rows],
+            f"INSERT INTO {table} (customer_id, day, {', '.join(columns)}) "
+            f"VALUES (%s, %s, {', '.join(['%s'] * len(columns))}) ON CONFLICT (customer_id, day) DO UPDATE SET "
+            + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in columns),
+            [(cid, connection.ops.adapt_datefield_value(day), *deltas) for cid, day, deltas in rows],
         )
 
 

@@ -3,7 +3,7 @@ authentication and permissions are the gate."""
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
-from django.db.models import Count, Sum
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -15,6 +15,7 @@ from core.selectors import GLOBAL_SCOPE, killswitch_scope
 from runtime.models import WorkerHost
 from runtime.services import sandbox_processes, worker_slots
 from tasks.models import Task
+from tasks.selectors import tasks_by_status
 
 
 def _iso(value):
@@ -139,9 +140,7 @@ def _worker_slots() -> dict:
 
 def platform_stats() -> dict:
     now = timezone.now()
-    by_status = {status: 0 for status in Task.Status.values}
-    for row in Task.objects.values("status").annotate(n=Count("id")):
-        by_status[row["status"]] = row["n"]
+    by_status = tasks_by_status()
     # the per-day usage counters (accounts.CustomerUsage, kept equal to the sum of the tasks' tokens_used by
     # every write of it): one row per customer active today, however many tasks the table holds
     tokens_today = CustomerUsage.objects.filter(day=now.date()).aggregate(n=Sum("tokens"))["n"] or 0

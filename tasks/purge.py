@@ -8,12 +8,14 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Customer
+from accounts.models import Customer, CustomerUsage
+from accounts.services import customer_usage_add
 from agents.models import Agent, ModelConfig
 from core.services import audit_record
 from teams.models import Team
 
 from .models import Task, TaskEvent, Thread
+from .services import task_usage_change
 
 
 def customer_purge_deleted(*, batch: int = 500) -> int:
@@ -24,10 +26,18 @@ def customer_purge_deleted(*, batch: int = 500) -> int:
     deleted = 0
     for customer_id, name in Customer.objects.filter(deleted_at__lt=cutoff).values_list("pk", "name"):
         with transaction.atomic():
-            ids = list(Task.objects.filter(customer_id=customer_id).order_by("pk").values_list("pk", flat=True)[:batch])
+            doomed = list(Task.objects.filter(customer_id=customer_id).order_by("pk")
+                          .only("pk", "customer_id", "created_at", "status", "tokens_used")[:batch])
+            ids = [task.pk for task in doomed]
             if ids:
                 TaskEvent.objects.filter(task_id__in=ids).delete()
                 Task.objects.filter(pk__in=ids).delete()
+                # the usage counters stay the sums over the tasks (the admin statistics read them)
+                usage: dict = {}
+                for task in doomed:
+                    task_usage_change(usage, task, tasks=-1, tokens=-task.tokens_used,
+                                  **({task.status: -1} if task.status in CustomerUsage.ENDED else {}))
+                customer_usage_add(usage)
                 deleted += len(ids)
                 if len(ids) == batch:
                     return deleted

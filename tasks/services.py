@@ -9,7 +9,7 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import Customer
+from accounts.models import Customer, CustomerUsage
 from accounts.services import customer_notices_publish, customer_usage_add
 from autogen_platform import metrics, realtime, tracing
 from autogen_platform.errors import ApplicationError, Conflict, KillswitchEngaged, NotFound, ValidationFailed
@@ -168,7 +168,7 @@ def task_create(*, actor, customer, input: str, agent=None, team=None, thread=No
             raise
         return existing, False
     trace.end(task.pk, customer.pk)
-    customer_usage_add(_usage_change({}, task, tasks=1))  # what quota_check_task_create reads
+    customer_usage_add(task_usage_change({}, task, tasks=1))  # what quota_check_task_create reads
     # Its first event: seq 1 of a row created in this transaction (no need to lock it for the next seq).
     TaskEvent.objects.create(task=task, seq=1, type=TaskEvent.Type.STATUS, content={"status": task.status})
     transaction.on_commit(lambda: metrics.events_written(1))
@@ -249,7 +249,7 @@ def _thread_busy(thread: Thread, strategy: str, *, actor, request) -> bool:
             task_request_stop(task=task, reason=StopReason(strategy))
         elif rollback:
             task.delete()
-            customer_usage_add(_usage_change({}, task, tasks=-1, tokens=-task.tokens_used))  # it counts no more
+            customer_usage_add(task_usage_change({}, task, tasks=-1, tokens=-task.tokens_used))  # it counts no more
         else:
             outcome = stop_outcome(StopReason.INTERRUPT)
             task_finish(task_id=task.pk, status=outcome.status, error=outcome.error)
@@ -687,18 +687,20 @@ def _record_tokens(tokens: dict[int, int] | None) -> None:
     changed, usage = [], {}
     for task in rows:
         if tokens[task.pk] != task.tokens_used:
-            _usage_change(usage, task, tokens=tokens[task.pk] - task.tokens_used)
+            task_usage_change(usage, task, tokens=tokens[task.pk] - task.tokens_used)
             task.tokens_used = tokens[task.pk]
             changed.append(task)
     _update_each(changed, ["tokens_used"])
     customer_usage_add(usage)
 
 
-def _usage_change(changes: dict, task: Task, *, tasks: int = 0, tokens: int = 0) -> dict:
-    """Add a task's change to (customer, day of its creation) -> (tasks, tokens), for customer_usage_add."""
+def task_usage_change(changes: dict, task: Task, **deltas: int) -> dict:
+    """Add a task's change to (customer, day of its creation) -> the deltas of CustomerUsage.COUNTERS, for
+    customer_usage_add; deltas by name: tasks=1, tokens=-20, succeeded=1 (a final status counts its ends)."""
     key = (task.customer_id, task.created_at.date())
-    before = changes.get(key, (0, 0))
-    changes[key] = (before[0] + tasks, before[1] + tokens)
+    before = changes.get(key, (0,) * len(CustomerUsage.COUNTERS))
+    changes[key] = tuple(b + deltas.pop(name, 0) for b, name in zip(before, CustomerUsage.COUNTERS))
+    assert not deltas, f"not a usage counter: {deltas}"
     return changes
 
 
@@ -786,9 +788,9 @@ def task_finish_many(ends: list[tuple[int, dict]]) -> list[bool]:
                 kept.append(task)
             if task.stop_requested == StopReason.ROLLBACK:
                 forgotten.append(task_id)  # multitask_strategy rollback: deleted below, its state not kept
-                _usage_change(usage_changes, task, tasks=-1, tokens=-tokens_before)  # it counts no more
+                task_usage_change(usage_changes, task, tasks=-1, tokens=-tokens_before)  # it counts no more
             else:
-                _usage_change(usage_changes, task, tokens=task.tokens_used - tokens_before)
+                task_usage_change(usage_changes, task, tokens=task.tokens_used - tokens_before, **{status: 1})
                 if end.get("thread_state") is not None:
                     threads_saved.append(Thread(pk=task.thread_id, state=end["thread_state"], updated_at=now))
             closing = [e for e in end.get("events") or [] if task.stop_requested != StopReason.ROLLBACK]
@@ -1077,7 +1079,7 @@ def task_suspend(*, task_id: int, request: dict, suspension: dict, usage: dict) 
         task.usage = usage
         tokens_before = task.tokens_used
         task.tokens_used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        customer_usage_add(_usage_change({}, task, tokens=task.tokens_used - tokens_before))
+        customer_usage_add(task_usage_change({}, task, tokens=task.tokens_used - tokens_before))
         task.pid = None
         task.heartbeat_at = None
         task.worker = ""

@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts.models import Customer
+from accounts.models import Customer, CustomerUsage
 from accounts.models import Notification
 from core.models import AuditLog
 from tasks.models import Task
@@ -51,6 +51,75 @@ def test_stats_count_the_whole_platform(admin_api, make_customer, django_capture
     assert stats["queue_depth"] == 1  # the queued task's job waits on the real RQ queue (no worker here)
     assert stats["tokens_today"] == 100
     assert stats["killswitch"] == {"global": False, "customers": []}
+
+
+def _counted_in_the_table() -> dict:
+    from django.db.models import Count
+
+    counts = {status: 0 for status in Task.Status.values}
+    counts.update(dict(Task.objects.order_by().values_list("status").annotate(n=Count("id"))))
+    return counts
+
+
+def test_stats_count_every_status_as_the_tasks_table_holds_them(admin_api, make_customer, settings):
+    """tasks_by_status reads the unfinished tasks and the usage counters, not the whole table: whatever ends,
+    is rolled back (deleted) or purged with its customer, the figures stay those of the table."""
+    from tasks.purge import customer_purge_deleted
+    from tasks.services import task_finish
+
+    acme, _ = make_customer("acme")
+    globex, _ = make_customer("globex")
+    a1, a2 = make_agent(acme), make_agent(globex)
+    for status in ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "succeeded"):
+        _task(acme, a1, status=status, tokens=5)
+    for status in ("succeeded", "failed", "cancelled", "cancelled"):
+        _task(globex, a2, status=status)
+
+    def stats():
+        return admin_api.get("/api/admin/stats/").json()["tasks_by_status"]
+
+    assert stats() == _counted_in_the_table() == {"queued": 1, "running": 1, "input_required": 0, "succeeded": 3,
+                                                  "failed": 2, "cancelled": 3, "timed_out": 1}
+    # a running task rolled back (multitask_strategy rollback): it ends and is deleted, and counts no more
+    rolled = _task(acme, a1, status="running")
+    Task.objects.filter(pk=rolled.pk).update(stop_requested="rollback")
+    assert task_finish(task_id=rolled.pk, status="cancelled", error={"code": "cancelled", "message": "rolled back"})
+    assert not Task.objects.filter(pk=rolled.pk).exists()
+    assert stats() == _counted_in_the_table() and stats()["cancelled"] == 3
+    # a finished task never ends twice
+    done = Task.objects.filter(customer=globex, status="succeeded").get()
+    assert not task_finish(task_id=done.pk, status="failed")
+    assert stats()["succeeded"] == 3 and stats()["failed"] == 2
+    # globex deleted and purged in batches of two: the figures follow every batch
+    assert admin_api.delete(f"/api/admin/customers/{globex.pk}/").status_code == 204
+    Customer.objects.filter(pk=globex.pk).update(
+        deleted_at=timezone.now() - timedelta(days=settings.CUSTOMER_RETENTION_DAYS + 1))
+    while Customer.objects.filter(pk=globex.pk).exists():
+        customer_purge_deleted(batch=2)
+        assert stats() == _counted_in_the_table()
+    assert stats() == {"queued": 1, "running": 1, "input_required": 0, "succeeded": 2, "failed": 1, "cancelled": 1,
+                       "timed_out": 1}
+    assert set(Task.FINISHED) == set(CustomerUsage.ENDED)  # one counter for every final status
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upgrading_counts_the_tasks_that_ended_before(make_customer):
+    """The migration that adds the final-status counters fills them from the tasks already stored."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from tasks.selectors import tasks_by_status
+
+    acme, _ = make_customer("acme")
+    agent = make_agent(acme)
+    for status in ("succeeded", "succeeded", "failed", "timed_out", "running", "queued"):
+        _task(acme, agent, status=status)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("accounts", "0006_customer_http_tool_hosts")])  # the counters' columns are gone
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert tasks_by_status() == _counted_in_the_table() == {
+        "queued": 1, "running": 1, "input_required": 0, "succeeded": 2, "failed": 1, "cancelled": 0, "timed_out": 1}
 
 
 def test_tokens_today_is_what_the_customers_tasks_show(admin_api, make_customer, client_for):

@@ -9,13 +9,12 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
-from django.db.models import Count
 
 from core.models import Killswitch
 from runtime import health
 from runtime.models import WorkerHost
 from runtime.services import sandbox_running
-from tasks.models import Task
+from tasks.selectors import tasks_by_status
 
 NOT_READY_EXIT = 1
 
@@ -147,8 +146,7 @@ def _read(query):
 
 
 def _tasks_by_status() -> dict:
-    rows = Task.objects.order_by().values("status").annotate(n=Count("id"))
-    return {row["status"]: row["n"] for row in sorted(rows, key=lambda r: r["status"])}
+    return {status: n for status, n in sorted(tasks_by_status().items()) if n}
 
 
 def _killswitch() -> list[dict]:
