@@ -6,8 +6,12 @@ Prints, for each size of the tasks table (finished tasks, plus a few queued and 
   neither but in the wall time and the EXPLAIN ANALYZE plans printed at the end) and database queries;
 - for comparison, the queries the previous collector ran on every scrape (aggregates over the whole
   tasks table: counts by status, the duration histogram, token and kill sums): median ms.
-Then the same scrape with --customers customers that used tokens (usage rows for each day of this month
-and the 60 days before: the token-budget figure reads the usage counters, its cost follows the customers).
+- the admin statistics (`adminpanel.selectors.platform_stats`, what GET /api/admin/stats/ answers: the
+  unfinished tasks counted on their index, the finished ones summed from the usage counters) and, for
+  comparison, the whole-table count by status they ran before: median ms.
+Then the same scrape and statistics with --customers customers that used tokens (usage rows for each day of
+this month and the 60 days before: the token-budget figure and the statistics read the usage counters, their
+cost follows the customers and days).
 Then the recording functions' cost per call (what every task pays: started, finished, events),
 in a single process and in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as runplatform runs).
 
@@ -114,17 +118,23 @@ def old_collector_queries() -> None:
 
 
 def grow(customer, agent, thread, total: int) -> None:
+    from accounts.services import customer_usage_add
     from tasks.models import Task
+    from tasks.services import task_usage_change
 
     missing = total - Task.objects.filter(customer=customer).count()
     now = timezone.now()
     while missing > 0:
         batch = min(missing, 5000)
-        Task.objects.bulk_create([
+        created = Task.objects.bulk_create([
             Task(customer=customer, agent=agent, thread=thread, input="x", status="succeeded",
                  started_at=now - timezone.timedelta(seconds=3), finished_at=now, tokens_used=10)
             for _ in range(batch)
         ])
+        usage: dict = {}
+        for task in created:  # the usage counters follow, as every write of a task keeps them
+            task_usage_change(usage, task, tasks=1, tokens=10, succeeded=1)
+        customer_usage_add(usage)
         missing -= batch
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -142,7 +152,10 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from django.conf import settings
 
+    from django.db.models import Count
+
     from accounts.models import Customer
+    from adminpanel.selectors import platform_stats
     from agents.models import Agent, ModelConfig
     from runtime import embedded_redis
     from tasks.models import Task, Thread
@@ -157,16 +170,20 @@ def main() -> None:
         client = Client()
         print(f"database: {connection.vendor}; {args.runs} scrapes per size; "
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-        print(f"{'':>24} | {'scrape wall ms':>12} | {'scrape CPU ms':>11} | {'queries':>7} | old collector queries ms")
+        print(f"{'':>24} | {'scrape wall ms':>12} | {'scrape CPU ms':>11} | {'queries':>7} | old collector queries ms"
+              " | admin stats ms | whole-table status count ms")
         for size in sizes:
             grow(customer, agent, thread, size)
             scrape_sql = scrape_row(client, f"{size} finished tasks", args.runs)
             old = median_ms(old_collector_queries, max(3, args.runs // 4))
-            print(f" | {old:.2f}")
+            stats = median_ms(platform_stats, args.runs)
+            whole = median_ms(lambda: list(Task.objects.order_by().values_list("status").annotate(n=Count("id"))),
+                              max(3, args.runs // 4))
+            print(f" | {old:.2f} | {stats:.2f} | {whole:.2f}")
         if args.customers:
             grow_customers(prefix, args.customers)
             scrape_sql = scrape_row(client, f"+ {args.customers} customers", args.runs)
-            print()
+            print(f" | {'':>24} | {median_ms(platform_stats, args.runs):.2f}")
         if connection.vendor == "postgresql":
             for what, table in (("task count", '"tasks_task"'), ("webhook deliveries", '"integrations_webhookdelivery"'),
                                 ("token budgets", '"accounts_customerusage"')):
