@@ -36,7 +36,7 @@ def customer_purge_deleted(*, batch: int = 500) -> int:
                 usage: dict = {}
                 for task in doomed:
                     task_usage_change(usage, task, tasks=-1, tokens=-task.tokens_used,
-                                  **({task.status: -1} if task.status in CustomerUsage.ENDED else {}))
+                                      **({task.status: -1} if task.status in CustomerUsage.ENDED else {}))
                 customer_usage_add(usage)
                 deleted += len(ids)
                 if len(ids) == batch:

@@ -1,9 +1,8 @@
 """Every read of tasks and their events, scoped to the acting user where it starts from a request."""
 from django.db.models import Count, Q, Sum
 
-from autogen_platform.errors import NotFound
-
 from accounts.models import CustomerUsage
+from autogen_platform.errors import NotFound
 
 from .models import Task, TaskEvent, Thread
 

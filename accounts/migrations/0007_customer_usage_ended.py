@@ -32,6 +32,7 @@ def count_existing_ends(apps, schema_editor):
     CustomerUsage.objects.bulk_update(changed, list(ENDED), batch_size=1000)
     CustomerUsage.objects.bulk_create(missing, batch_size=1000)
 
+
 class Migration(migrations.Migration):
 
     dependencies = [
