@@ -712,9 +712,13 @@ def task_heartbeat_many(*, task_ids: list[int], pids: dict[int, int | None] | No
                         tokens: dict[int, int] | None = None) -> None:
     """One write for every running task of a worker; pids: sandboxes started since the last write
     (task id -> pid), tokens: tasks' tokens so far not recorded yet (task id -> tokens), recorded with it."""
-    with transaction.atomic() if pids or tokens else nullcontext():
+    with transaction.atomic():
         if task_ids:
-            Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).update(heartbeat_at=timezone.now())
+            # one statement that locks the rows in id order first, as every writer of several tasks does (the
+            # finisher, the event writer, the killswitch): an UPDATE alone locks them in the order of its scan,
+            # and could deadlock with the worker's own finisher ending some of the same tasks
+            ordered = Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).order_by("pk").select_for_update()
+            Task.objects.filter(pk__in=ordered.values("pk")).update(heartbeat_at=timezone.now())
         _record_pids(pids)
         _record_tokens(tokens)
 
@@ -850,7 +854,10 @@ def tasks_stop_running(*, reason: str, agent=None, customer_id: int | None = Non
     `announce_none=False` sends no kill order when no task is running."""
     scope = _stop_scope(agent=agent, customer_id=customer_id, everyone=everyone)
     with transaction.atomic():
-        stopping = list(scope.filter(status=Task.Status.RUNNING).order_by("pk").values_list("pk", flat=True))
+        # locked in id order, as the finisher locks the rows it ends: an UPDATE alone locks them in the order of
+        # its scan, and a killswitch over tasks that are ending meanwhile could deadlock with the finisher
+        stopping = list(scope.filter(status=Task.Status.RUNNING).select_for_update(of=("self",)).order_by("pk")
+                        .values_list("pk", flat=True))
         Task.objects.filter(pk__in=stopping, status=Task.Status.RUNNING).update(stop_requested=reason)
         # robust: the workers' database poll (Task.stop_requested) is the backstop of a lost kill order
         if agent is not None:

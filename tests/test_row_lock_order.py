@@ -1,0 +1,95 @@
+"""Every write of several task rows locks them in id order, as the finisher does (tasks.services.task_finish_many).
+An UPDATE of several rows alone locks them in the order of its scan, and a row updated since (a heartbeat, an
+event) lies after the others: two such writers could each hold a row the other waits for, and PostgreSQL then
+aborts one of them. Each test holds the first of two rows as the finisher would, lets the other writer run into
+it, then takes the second: both must go through."""
+import threading
+import time
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from core.models import AuditLog
+from tasks.models import Task
+from tests.admin_support import make_agent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def two_running(make_customer):
+    """Two running tasks of one customer, the first one's row written last (it lies after the second's)."""
+    from tasks.services import task_create, task_mark_running
+
+    if connection.vendor != "postgresql":
+        from conftest import host_lacks
+
+        host_lacks("PostgreSQL (row locks; SQLite serialises writers)")
+    customer, user = make_customer("acme")
+    agent = make_agent(customer)
+    first, second = (task_create(actor=user, customer=customer, agent=agent, input=str(i))[0] for i in (1, 2))
+    for task in (second, first):
+        task_mark_running(task_id=task.pk, worker="w")
+    Task.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now())
+    return customer, first.pk, second.pk
+
+
+def _wait_until_blocked(timeout=10):
+    """Until another session of this database waits for a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise TimeoutError("no session waited for a lock")
+
+
+def _against_the_finisher(first: int, second: int, writer):
+    """Run `writer` while a finisher holds `first` and, once the writer waits, takes `second`. Returns what
+    the writer returned and what happened to the finisher."""
+    holds_first, outcome = threading.Event(), {}
+
+    def finisher():  # what task_finish_many does: the rows in id order, in one transaction
+        try:
+            with transaction.atomic():
+                list(Task.objects.select_for_update().filter(pk=first))
+                holds_first.set()
+                _wait_until_blocked()
+                list(Task.objects.select_for_update().filter(pk=second))
+            outcome["finisher"] = "ok"
+        except Exception as error:  # noqa: BLE001 - the test reports what happened to each side
+            outcome["finisher"] = repr(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=finisher)
+    thread.start()
+    assert holds_first.wait(10)
+    try:
+        result = writer()
+    except Exception as error:  # noqa: BLE001
+        result = repr(error)
+    thread.join(30)
+    return result, outcome.get("finisher")
+
+
+def test_a_killswitch_and_a_finisher_ending_the_same_tasks_do_not_deadlock(two_running, admin_api):
+    customer, first, second = two_running
+    response, finisher = _against_the_finisher(first, second, lambda: admin_api.post(
+        "/api/admin/killswitch/", {"engaged": True, "customer": customer.pk}, format="json"))
+    assert (getattr(response, "status_code", response), finisher) == (200, "ok"), getattr(response, "content", "")
+    assert AuditLog.objects.get(action="killswitch.engage").details["running_stopped"] == [first, second]
+
+
+def test_a_heartbeat_and_a_finisher_of_the_same_tasks_do_not_deadlock(two_running):
+    from tasks.services import task_heartbeat_many
+
+    _, first, second = two_running
+    before = timezone.now()
+    result, finisher = _against_the_finisher(first, second, lambda: task_heartbeat_many(task_ids=[first, second]))
+    assert (result, finisher) == (None, "ok")
+    assert all(t.heartbeat_at >= before for t in Task.objects.filter(pk__in=[first, second]))
