@@ -1,8 +1,9 @@
-"""Every write of several task rows locks them in id order, as the finisher does (tasks.services.task_finish_many).
-An UPDATE of several rows alone locks them in the order of its scan, and a row updated since (a heartbeat, an
-event) lies after the others: two such writers could each hold a row the other waits for, and PostgreSQL then
-aborts one of them. Each test holds the first of two rows as the finisher would, lets the other writer run into
-it, then takes the second: both must go through."""
+"""Writers of several rows take their locks in one order, so that two of them never each hold a row the other
+waits for (PostgreSQL then aborts one: a killswitch answered 500, a start or a heartbeat failed). Task rows go in
+id order, as the finisher takes them (tasks.services.task_finish_many): an UPDATE of several rows alone locks
+them in the order of its scan, and a row updated since (a heartbeat, an event) lies after the others. Customer
+rows, which each start locks until its batch commits, go in customer id order. Each test holds one row as the
+other writer would, lets the writer under test run into it, then takes the next: both must go through."""
 import threading
 import time
 
@@ -93,3 +94,49 @@ def test_a_heartbeat_and_a_finisher_of_the_same_tasks_do_not_deadlock(two_runnin
     result, finisher = _against_the_finisher(first, second, lambda: task_heartbeat_many(task_ids=[first, second]))
     assert (result, finisher) == (None, "ok")
     assert all(t.heartbeat_at >= before for t in Task.objects.filter(pk__in=[first, second]))
+
+
+def test_two_workers_starting_tasks_of_the_same_customers_do_not_deadlock(make_customer):
+    """Each start locks its customer's row until the batch commits: two workers' batches must take the customers
+    in the same order, whatever order their jobs came in (seen on PostgreSQL in a burst of two customers: dozens
+    of deadlocks, and a POST /api/tasks/ queued behind them answered 500)."""
+    from tasks.runtime_store import DjangoTaskStore
+    from tasks.services import task_create
+
+    if connection.vendor != "postgresql":
+        from conftest import host_lacks
+
+        host_lacks("PostgreSQL (row locks; SQLite serialises writers)")
+    tasks = {}
+    for name in ("acme", "globex"):
+        customer, user = make_customer(name)
+        agent = make_agent(customer)
+        tasks[name] = [task_create(actor=user, customer=customer, agent=agent, input=str(i))[0].pk for i in (1, 2)]
+    held, outcome = threading.Event(), {}
+
+    def first_worker():  # acme's task, then globex's; it pauses once it holds acme's row
+        def pause_once_locked(execute, sql, params, many, context):
+            out = execute(sql, params, many, context)
+            if "FOR NO KEY UPDATE" in sql and not held.is_set():
+                held.set()
+                _wait_until_blocked()
+            return out
+
+        try:
+            with connection.execute_wrapper(pause_once_locked):
+                outcome["first"] = DjangoTaskStore().start_many([tasks["acme"][0], tasks["globex"][0]], "w1")
+        except Exception as error:  # noqa: BLE001
+            outcome["first"] = repr(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=first_worker)
+    thread.start()
+    assert held.wait(10)
+    try:  # the second worker's jobs came the other way round: globex's, then acme's
+        second = DjangoTaskStore().start_many([tasks["globex"][1], tasks["acme"][1]], "w2")
+    except Exception as error:  # noqa: BLE001
+        second = repr(error)
+    thread.join(30)
+    assert (outcome.get("first"), second) == ([True, True], [True, True])
+    assert set(Task.objects.values_list("status", flat=True)) == {"running"}
