@@ -623,7 +623,9 @@ def task_wake_waiting(*, customer_id: int) -> list[int]:
             .values_list("pk", flat=True)[:free]
         )
         if woken:
-            Task.objects.filter(pk__in=woken).update(waiting_since=None, requeues=F("requeues") + 1)
+            # in id order, as the killswitch's and agent stop's cancellations lock these queued rows
+            ordered = Task.objects.filter(pk__in=woken).order_by("pk").select_for_update()
+            Task.objects.filter(pk__in=ordered.values("pk")).update(waiting_since=None, requeues=F("requeues") + 1)
             counters = Task.objects.filter(pk__in=woken).values_list("pk", "attempts", "requeues")
             jobs = [(pk, task_job_id(pk, attempts, requeues)) for pk, attempts, requeues in counters]
             transaction.on_commit(lambda: [task_enqueue(pk, job_id) for pk, job_id in jobs])

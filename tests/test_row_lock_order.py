@@ -140,3 +140,22 @@ def test_two_workers_starting_tasks_of_the_same_customers_do_not_deadlock(make_c
     thread.join(30)
     assert (outcome.get("first"), second) == ([True, True], [True, True])
     assert set(Task.objects.values_list("status", flat=True)) == {"running"}
+
+
+def test_waking_waiting_tasks_and_cancelling_them_do_not_deadlock(make_customer):
+    """A freed slot wakes the customer's waiting tasks (task_wake_waiting) while a killswitch or an agent stop
+    may be cancelling the same queued rows (in id order, through the finisher)."""
+    from tasks.services import task_create, task_wake_waiting
+
+    if connection.vendor != "postgresql":
+        from conftest import host_lacks
+
+        host_lacks("PostgreSQL (row locks; SQLite serialises writers)")
+    customer, user = make_customer("acme")
+    agent = make_agent(customer)
+    first, second = (task_create(actor=user, customer=customer, agent=agent, input=str(i))[0].pk for i in (1, 2))
+    Task.objects.filter(pk=second).update(waiting_since=timezone.now())
+    Task.objects.filter(pk=first).update(waiting_since=timezone.now())  # the first's row now lies after the second's
+    woken, finisher = _against_the_finisher(first, second, lambda: task_wake_waiting(customer_id=customer.pk))
+    assert (woken, finisher) == ([first, second], "ok")
+    assert list(Task.objects.filter(waiting_since__isnull=False)) == []
