@@ -18,15 +18,19 @@ from tests.admin_support import make_agent
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _postgresql():
+    if connection.vendor != "postgresql":
+        from conftest import host_lacks
+
+        host_lacks("PostgreSQL (row locks; SQLite serialises writers)")
+
+
 @pytest.fixture
 def two_running(make_customer):
     """Two running tasks of one customer, the first one's row written last (it lies after the second's)."""
     from tasks.services import task_create, task_mark_running
 
-    if connection.vendor != "postgresql":
-        from conftest import host_lacks
-
-        host_lacks("PostgreSQL (row locks; SQLite serialises writers)")
     customer, user = make_customer("acme")
     agent = make_agent(customer)
     first, second = (task_create(actor=user, customer=customer, agent=agent, input=str(i))[0] for i in (1, 2))
@@ -49,33 +53,45 @@ def _wait_until_blocked(timeout=10):
     raise TimeoutError("no session waited for a lock")
 
 
-def _against_the_finisher(first: int, second: int, writer):
-    """Run `writer` while a finisher holds `first` and, once the writer waits, takes `second`. Returns what
-    the writer returned and what happened to the finisher."""
-    holds_first, outcome = threading.Event(), {}
+def _outcome(fn):
+    """What fn returned, or its error (the tests report what happened to each side)."""
+    try:
+        return fn()
+    except Exception as error:  # noqa: BLE001
+        return repr(error)
 
-    def finisher():  # what task_finish_many does: the rows in id order, in one transaction
+
+def _race(holder, writer):
+    """Run `holder(held)` in a thread of its own: it takes a row, sets `held`, and once another session waits
+    for a lock takes the next one. Meanwhile `writer()` runs here. Returns what each returned (or its error)."""
+    held, out = threading.Event(), {}
+
+    def run():
         try:
-            with transaction.atomic():
-                list(Task.objects.select_for_update().filter(pk=first))
-                holds_first.set()
-                _wait_until_blocked()
-                list(Task.objects.select_for_update().filter(pk=second))
-            outcome["finisher"] = "ok"
-        except Exception as error:  # noqa: BLE001 - the test reports what happened to each side
-            outcome["finisher"] = repr(error)
+            out["holder"] = _outcome(lambda: holder(held))
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=finisher)
+    thread = threading.Thread(target=run)
     thread.start()
-    assert holds_first.wait(10)
-    try:
-        result = writer()
-    except Exception as error:  # noqa: BLE001
-        result = repr(error)
+    assert held.wait(10)
+    result = _outcome(writer)
     thread.join(30)
-    return result, outcome.get("finisher")
+    return result, out.get("holder")
+
+
+def _against_the_finisher(first: int, second: int, writer):
+    """`writer` while a finisher holds `first` and, once the writer waits, takes `second` (what task_finish_many
+    does: the rows in id order, in one transaction)."""
+    def finisher(held):
+        with transaction.atomic():
+            list(Task.objects.select_for_update().filter(pk=first))
+            held.set()
+            _wait_until_blocked()
+            list(Task.objects.select_for_update().filter(pk=second))
+        return "ok"
+
+    return _race(finisher, writer)
 
 
 def test_a_killswitch_and_a_finisher_ending_the_same_tasks_do_not_deadlock(two_running, admin_api):
@@ -103,18 +119,13 @@ def test_two_workers_starting_tasks_of_the_same_customers_do_not_deadlock(make_c
     from tasks.runtime_store import DjangoTaskStore
     from tasks.services import task_create
 
-    if connection.vendor != "postgresql":
-        from conftest import host_lacks
-
-        host_lacks("PostgreSQL (row locks; SQLite serialises writers)")
     tasks = {}
     for name in ("acme", "globex"):
         customer, user = make_customer(name)
         agent = make_agent(customer)
         tasks[name] = [task_create(actor=user, customer=customer, agent=agent, input=str(i))[0].pk for i in (1, 2)]
-    held, outcome = threading.Event(), {}
 
-    def first_worker():  # acme's task, then globex's; it pauses once it holds acme's row
+    def first_worker(held):  # acme's task, then globex's; it pauses once it holds acme's row
         def pause_once_locked(execute, sql, params, many, context):
             out = execute(sql, params, many, context)
             if "FOR NO KEY UPDATE" in sql and not held.is_set():
@@ -122,23 +133,13 @@ def test_two_workers_starting_tasks_of_the_same_customers_do_not_deadlock(make_c
                 _wait_until_blocked()
             return out
 
-        try:
-            with connection.execute_wrapper(pause_once_locked):
-                outcome["first"] = DjangoTaskStore().start_many([tasks["acme"][0], tasks["globex"][0]], "w1")
-        except Exception as error:  # noqa: BLE001
-            outcome["first"] = repr(error)
-        finally:
-            connections.close_all()
+        with connection.execute_wrapper(pause_once_locked):
+            return DjangoTaskStore().start_many([tasks["acme"][0], tasks["globex"][0]], "w1")
 
-    thread = threading.Thread(target=first_worker)
-    thread.start()
-    assert held.wait(10)
-    try:  # the second worker's jobs came the other way round: globex's, then acme's
-        second = DjangoTaskStore().start_many([tasks["globex"][1], tasks["acme"][1]], "w2")
-    except Exception as error:  # noqa: BLE001
-        second = repr(error)
-    thread.join(30)
-    assert (outcome.get("first"), second) == ([True, True], [True, True])
+    # the second worker's jobs came the other way round: globex's, then acme's
+    second, first = _race(first_worker,
+                          lambda: DjangoTaskStore().start_many([tasks["globex"][1], tasks["acme"][1]], "w2"))
+    assert (first, second) == ([True, True], [True, True])
     assert set(Task.objects.values_list("status", flat=True)) == {"running"}
 
 
@@ -147,10 +148,6 @@ def test_waking_waiting_tasks_and_cancelling_them_do_not_deadlock(make_customer)
     may be cancelling the same queued rows (in id order, through the finisher)."""
     from tasks.services import task_create, task_wake_waiting
 
-    if connection.vendor != "postgresql":
-        from conftest import host_lacks
-
-        host_lacks("PostgreSQL (row locks; SQLite serialises writers)")
     customer, user = make_customer("acme")
     agent = make_agent(customer)
     first, second = (task_create(actor=user, customer=customer, agent=agent, input=str(i))[0].pk for i in (1, 2))
