@@ -895,14 +895,20 @@ def tasks_stop(*, reason: str, message: str, agent=None, customer_id: int | None
     error = {"code": stop_outcome(reason).error["code"], "message": message}
     while True:
         with transaction.atomic():
-            # locked, so that no worker takes one of them between this look and the write
-            batch = list(scope.filter(status__in=unstarted).select_for_update(of=("self",)).order_by("pk")
-                         .values_list("pk", "attempts", "requeues")[:CANCEL_QUEUED_BATCH])
+            head = list(scope.filter(status__in=unstarted).order_by("pk")
+                        .values_list("pk", "customer_id")[:CANCEL_QUEUED_BATCH])
+            # Locked, so that no worker takes one of them between this look and the write: their customers' rows
+            # first (in id order), then theirs (in id order). A worker's batch of starts holds each customer's
+            # row before its task's (DjangoTaskStore.start_many); taking a task first could deadlock with it.
+            list(Customer.objects.filter(pk__in={c for _, c in head}).order_by("pk").select_for_update(no_key=True)
+                 .values_list("pk", flat=True))
+            batch = list(Task.objects.filter(pk__in=[pk for pk, _ in head], status__in=unstarted)
+                         .select_for_update().order_by("pk").values_list("pk", "attempts", "requeues"))
             ended = task_finish_many([(pk, {"status": Task.Status.CANCELLED, "error": error}) for pk, _, _ in batch])
             done = [row for row, ok in zip(batch, ended) if ok]
             cancelled += [pk for pk, _, _ in done]
             transaction.on_commit(lambda jobs=[task_job_id(*d) for d in done]: _drop_jobs(jobs), robust=True)
-        if len(batch) < CANCEL_QUEUED_BATCH:
+        if len(head) < CANCEL_QUEUED_BATCH:
             return {"stopping": stopping, "cancelled": cancelled, "requeued": requeued}
 
 

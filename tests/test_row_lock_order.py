@@ -156,3 +156,32 @@ def test_waking_waiting_tasks_and_cancelling_them_do_not_deadlock(make_customer)
     woken, finisher = _against_the_finisher(first, second, lambda: task_wake_waiting(customer_id=customer.pk))
     assert (woken, finisher) == ([first, second], "ok")
     assert list(Task.objects.filter(waiting_since__isnull=False)) == []
+
+
+def test_a_killswitch_cancelling_queued_tasks_and_a_batch_of_their_starts_do_not_deadlock(make_customer, admin_api):
+    """A batch of starts holds each customer's row, then its task's row; the killswitch cancels the queued tasks
+    of every customer at once. The two must take the rows in one order."""
+    from tasks.runtime_store import DjangoTaskStore
+    from tasks.services import task_create
+
+    customers = {name: make_customer(name) for name in ("acme", "globex")}
+    tasks = {}
+    for name in ("globex", "acme"):  # globex's task first: the lower task id, of the customer with the higher id
+        customer, user = customers[name]
+        tasks[name] = task_create(actor=user, customer=customer, agent=make_agent(customer), input="go")[0].pk
+    assert tasks["globex"] < tasks["acme"] and customers["acme"][0].pk < customers["globex"][0].pk
+
+    def starter(held):  # acme's start, then globex's; it pauses once it holds acme's task row
+        def pause_once_started(execute, sql, params, many, context):
+            out = execute(sql, params, many, context)
+            if sql.startswith('UPDATE "tasks_task" SET "status"') and not held.is_set():
+                held.set()
+                _wait_until_blocked()
+            return out
+
+        with connection.execute_wrapper(pause_once_started):
+            return DjangoTaskStore().start_many([tasks["acme"], tasks["globex"]], "w1")
+
+    response, started = _race(starter, lambda: admin_api.post(
+        "/api/admin/killswitch/", {"engaged": True, "reason": "incident"}, format="json"))
+    assert (getattr(response, "status_code", response), started) == (200, [True, True]), getattr(response, "content", "")
