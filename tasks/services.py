@@ -605,6 +605,14 @@ def _wake_if_waiting(customer_id: int) -> None:
         task_wake_waiting(customer_id=customer_id)
 
 
+def _locked_in_id_order(rows):
+    """These task rows for an update(), locked in id order first (one statement: UPDATE ... WHERE id IN (SELECT
+    ... ORDER BY id FOR UPDATE)), in the caller's transaction. Every writer of several task rows takes them in
+    id order, as the finisher does: an UPDATE alone locks them in the order of its scan, and two writers could
+    each hold a row the other waits for (docs/architecture.md, "Lock order"; tests/test_row_lock_order.py)."""
+    return Task.objects.filter(pk__in=rows.order_by("pk").select_for_update().values("pk"))
+
+
 def task_wake_waiting(*, customer_id: int) -> list[int]:
     """Enqueue again the customer's oldest waiting tasks, one per free max_concurrent_tasks slot."""
     with transaction.atomic():
@@ -623,9 +631,8 @@ def task_wake_waiting(*, customer_id: int) -> list[int]:
             .values_list("pk", flat=True)[:free]
         )
         if woken:
-            # in id order, as the killswitch's and agent stop's cancellations lock these queued rows
-            ordered = Task.objects.filter(pk__in=woken).order_by("pk").select_for_update()
-            Task.objects.filter(pk__in=ordered.values("pk")).update(waiting_since=None, requeues=F("requeues") + 1)
+            _locked_in_id_order(Task.objects.filter(pk__in=woken)).update(waiting_since=None,
+                                                                          requeues=F("requeues") + 1)
             counters = Task.objects.filter(pk__in=woken).values_list("pk", "attempts", "requeues")
             jobs = [(pk, task_job_id(pk, attempts, requeues)) for pk, attempts, requeues in counters]
             transaction.on_commit(lambda: [task_enqueue(pk, job_id) for pk, job_id in jobs])
@@ -716,11 +723,8 @@ def task_heartbeat_many(*, task_ids: list[int], pids: dict[int, int | None] | No
     (task id -> pid), tokens: tasks' tokens so far not recorded yet (task id -> tokens), recorded with it."""
     with transaction.atomic():
         if task_ids:
-            # one statement that locks the rows in id order first, as every writer of several tasks does (the
-            # finisher, the event writer, the killswitch): an UPDATE alone locks them in the order of its scan,
-            # and could deadlock with the worker's own finisher ending some of the same tasks
-            ordered = Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING).order_by("pk").select_for_update()
-            Task.objects.filter(pk__in=ordered.values("pk")).update(heartbeat_at=timezone.now())
+            _locked_in_id_order(Task.objects.filter(pk__in=task_ids, status=Task.Status.RUNNING)).update(
+                heartbeat_at=timezone.now())
         _record_pids(pids)
         _record_tokens(tokens)
 
