@@ -862,8 +862,9 @@ def tasks_stop_running(*, reason: str, agent=None, customer_id: int | None = Non
     with transaction.atomic():
         # locked in id order, as the finisher locks the rows it ends: an UPDATE alone locks them in the order of
         # its scan, and a killswitch over tasks that are ending meanwhile could deadlock with the finisher
-        stopping = list(scope.filter(status=Task.Status.RUNNING).select_for_update(of=("self",)).order_by("pk")
-                        .values_list("pk", flat=True))
+        # (not those asked already for this reason: their kill order went out, the poll stands behind it)
+        stopping = list(scope.filter(status=Task.Status.RUNNING).exclude(stop_requested=reason)
+                        .select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
         Task.objects.filter(pk__in=stopping, status=Task.Status.RUNNING).update(stop_requested=reason)
         # robust: the workers' database poll (Task.stop_requested) is the backstop of a lost kill order
         if agent is not None:

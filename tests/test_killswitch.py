@@ -200,6 +200,30 @@ def test_a_task_a_worker_ends_the_moment_the_switch_commits_is_in_the_audit(admi
     assert sorted(engage.details["queued_cancelled"]) == sorted(world[n]["queued"].pk for n in ("acme", "globex"))
 
 
+def test_the_kill_order_goes_out_before_the_customers_are_told(
+    admin_api, two_customers, control_messages, django_capture_on_commit_callbacks
+):
+    """Once the switch commits, the first thing sent is the kill order; the customers' notice (stored on their
+    streams, then pushed live) comes after it, and so does the second kill order no more."""
+    from accounts.models import CustomerNotice
+
+    acme = two_customers["acme"]["customer"]
+    with django_capture_on_commit_callbacks(execute=False) as after_commit:
+        response = admin_api.post("/api/admin/killswitch/", {"engaged": True, "customer": acme.pk}, format="json")
+    assert response.status_code == 200
+
+    def told():
+        return CustomerNotice.objects.filter(customer=acme, payload__type="killswitch").exists()
+
+    after_commit[0]()
+    assert control_messages() == [{"kind": "kill_scope", "customer": acme.pk, "reason": "killswitch"}]
+    assert not told()
+    for callback in after_commit[1:]:
+        callback()
+    assert told()
+    assert [m for m in control_messages() if m["kind"] == "kill_scope"] == []  # one kill order, not two
+
+
 def test_a_customer_switch_released_under_an_engaged_global_switch_still_refuses(admin_api, two_customers):
     acme = two_customers["acme"]["customer"]
     admin_api.post("/api/admin/killswitch/", {"engaged": True}, format="json")
